@@ -1,0 +1,191 @@
+//! Names of things in the room core: peers, rooms, display names.
+//!
+//! Room and display names come from peers, so they are validated here once,
+//! and the rest of the code only ever sees the checked newtypes.
+
+use std::fmt;
+
+/// A connection's identity, chosen by the IO shell (random, so it says
+/// nothing about how many connections the server has seen).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct PeerId(pub u64);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl PeerId {
+    /// Parses the wire form: exactly 16 lowercase hex digits.
+    pub fn parse(s: &str) -> Option<PeerId> {
+        if s.len() != 16 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(PeerId)
+    }
+}
+
+/// Why a room or display name was refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum NameError {
+    /// Empty, or only white space for display names.
+    Empty,
+    /// More characters than allowed.
+    TooLong {
+        /// The limit, in characters.
+        max: usize,
+    },
+    /// A character that is not allowed here.
+    BadChar(char),
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameError::Empty => f.write_str("is empty"),
+            NameError::TooLong { max } => write!(f, "is longer than {max} characters"),
+            NameError::BadChar(c) => write!(f, "contains the character {c:?}"),
+        }
+    }
+}
+
+/// A room's canonical name: 1 to [`RoomId::MAX_CHARS`] letters, digits, `-`,
+/// `_` or `.`, case-folded so that `Tea-Party` and `tea-party` meet.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct RoomId(String);
+
+impl RoomId {
+    /// Longest room name, in characters.
+    pub const MAX_CHARS: usize = 64;
+
+    /// Validates and case-folds a room name.
+    pub fn parse(raw: &str) -> Result<RoomId, NameError> {
+        if raw.is_empty() {
+            return Err(NameError::Empty);
+        }
+        let mut chars = 0;
+        for c in raw.chars() {
+            chars += 1;
+            if chars > Self::MAX_CHARS {
+                return Err(NameError::TooLong { max: Self::MAX_CHARS });
+            }
+            if !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+                return Err(NameError::BadChar(c));
+            }
+        }
+        let folded = raw.to_lowercase();
+        // Lowercasing can change a name's length (a few characters fold to
+        // two), so the limit is checked again on the canonical form.
+        if folded.chars().count() > Self::MAX_CHARS {
+            return Err(NameError::TooLong { max: Self::MAX_CHARS });
+        }
+        Ok(RoomId(folded))
+    }
+
+    /// The canonical name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A name people see next to a peer: 1 to [`DisplayName::MAX_CHARS`]
+/// characters after trimming, no control characters.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// Longest display name, in characters.
+    pub const MAX_CHARS: usize = 40;
+
+    /// Validates a display name, trimming white space at both ends.
+    pub fn parse(raw: &str) -> Result<DisplayName, NameError> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        let mut chars = 0;
+        for c in name.chars() {
+            chars += 1;
+            if chars > Self::MAX_CHARS {
+                return Err(NameError::TooLong { max: Self::MAX_CHARS });
+            }
+            // Bidi overrides let a name rewrite what is shown after it,
+            // so they are refused along with control characters.
+            if c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
+                return Err(NameError::BadChar(c));
+            }
+        }
+        Ok(DisplayName(name.to_owned()))
+    }
+
+    /// The name given when a peer chose none.
+    pub fn guest() -> DisplayName {
+        DisplayName("Guest".to_owned())
+    }
+
+    /// The name as shown.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DisplayName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        let cases: &[(&str, Result<&str, NameError>)] = &[
+            ("tea-party", Ok("tea-party")),
+            ("Tea_Party.2", Ok("tea_party.2")),
+            ("회의실", Ok("회의실")),
+            ("", Err(NameError::Empty)),
+            ("a b", Err(NameError::BadChar(' '))),
+            ("a/b", Err(NameError::BadChar('/'))),
+            ("<script>", Err(NameError::BadChar('<'))),
+            ("%2e", Err(NameError::BadChar('%'))),
+        ];
+        for (raw, expect) in cases {
+            let got = RoomId::parse(raw);
+            assert_eq!(got.as_ref().map(RoomId::as_str), expect.as_ref().copied(), "{raw:?}");
+        }
+        assert!(RoomId::parse(&"x".repeat(64)).is_ok());
+        assert_eq!(RoomId::parse(&"x".repeat(65)), Err(NameError::TooLong { max: 64 }));
+        // U+0130 lowercases to two characters: the folded form is checked too.
+        assert_eq!(RoomId::parse(&"\u{130}".repeat(40)), Err(NameError::TooLong { max: 64 }));
+    }
+
+    #[test]
+    fn display_names() {
+        assert_eq!(DisplayName::parse("  Minji ").map(|n| n.0), Ok("Minji".to_owned()));
+        assert_eq!(DisplayName::parse(" \t "), Err(NameError::Empty));
+        assert_eq!(DisplayName::parse("a\u{7}b"), Err(NameError::BadChar('\u{7}')));
+        assert_eq!(DisplayName::parse("a\u{202E}b"), Err(NameError::BadChar('\u{202E}')));
+        assert!(DisplayName::parse(&"가".repeat(40)).is_ok());
+        assert_eq!(DisplayName::parse(&"가".repeat(41)), Err(NameError::TooLong { max: 40 }));
+        assert_eq!(DisplayName::parse("<b>hi</b>").map(|n| n.0), Ok("<b>hi</b>".to_owned()));
+    }
+
+    #[test]
+    fn peer_ids_round_trip() {
+        let id = PeerId(0x3f9a_0c21_d4e5_b678);
+        assert_eq!(id.to_string(), "3f9a0c21d4e5b678");
+        assert_eq!(PeerId::parse("3f9a0c21d4e5b678"), Some(id));
+        for bad in ["", "3F9A0C21D4E5B678", "3f9a0c21d4e5b67", "+f9a0c21d4e5b678", "3f9a0c21d4e5b6789"] {
+            assert_eq!(PeerId::parse(bad), None, "{bad:?}");
+        }
+    }
+}

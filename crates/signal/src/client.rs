@@ -1,0 +1,297 @@
+//! Messages from browsers to the server, and their parser.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use room::{DisplayName, PeerId, RoomId};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::ErrorCode;
+
+/// A message from a client, validated: names are checked newtypes, and a
+/// signal's payload is known to be well-formed JSON.
+#[derive(Debug)]
+pub enum ClientMsg<'a> {
+    /// `hello {version}`: must come first.
+    Hello {
+        /// The version the client speaks.
+        version: u64,
+    },
+    /// `join {room, name}`.
+    Join {
+        /// The canonical room name.
+        room: RoomId,
+        /// The display name, [`DisplayName::guest`] if none was given.
+        name: DisplayName,
+    },
+    /// `signal {to, data}`.
+    Signal {
+        /// The addressee.
+        to: PeerId,
+        /// The payload, untouched, borrowed from the frame.
+        data: &'a RawValue,
+    },
+    /// `leave {}`.
+    Leave,
+    /// `ping {}`.
+    Ping,
+}
+
+impl ClientMsg<'_> {
+    /// The message's `type` on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Hello { .. } => "hello",
+            ClientMsg::Join { .. } => "join",
+            ClientMsg::Signal { .. } => "signal",
+            ClientMsg::Leave => "leave",
+            ClientMsg::Ping => "ping",
+        }
+    }
+}
+
+/// A message the server refuses, with what to answer.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ProtocolError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// Words for people.
+    pub message: String,
+    /// The `type` of the refused message, when it was one we know.
+    pub request: Option<&'static str>,
+}
+
+impl ProtocolError {
+    /// An error about a message of type `request`.
+    pub fn new(code: ErrorCode, request: Option<&'static str>, message: impl Into<String>) -> Self {
+        ProtocolError { code, message: message.into(), request }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Every field any message has, each kept raw: the envelope is read in one
+/// pass, and each message then reads only its own fields, so an error can
+/// name the field and the message it belongs to. (serde's internally tagged
+/// enums cannot hold borrowed `RawValue`s, which is why this is not one.)
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    room: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    to: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<ClientMsg<'_>, ProtocolError> {
+    let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            ProtocolError::new(ErrorCode::BadMessage, None, "a message must be a JSON object with a \"type\"")
+        } else {
+            ProtocolError::new(ErrorCode::BadJson, None, format!("not valid JSON: {e}"))
+        }
+    })?;
+    let kind = env.kind.ok_or_else(|| {
+        ProtocolError::new(ErrorCode::BadMessage, None, "a message needs a string field \"type\"")
+    })?;
+    let kind = string(kind).ok_or_else(|| {
+        ProtocolError::new(ErrorCode::BadMessage, None, "the field \"type\" must be a string")
+    })?;
+    match &*kind {
+        "hello" => {
+            let version = required(env.version, "hello", "version")?;
+            let version = serde_json::from_str::<u64>(version.get())
+                .map_err(|_| mistyped("hello", "version", "a non-negative integer"))?;
+            Ok(ClientMsg::Hello { version })
+        }
+        "join" => {
+            let room = required(env.room, "join", "room")?;
+            let room = string(room).ok_or_else(|| mistyped("join", "room", "a string"))?;
+            let room = RoomId::parse(&room).map_err(|e| {
+                ProtocolError::new(ErrorCode::BadRoom, Some("join"), format!("the room name {e}"))
+            })?;
+            let name = match env.name {
+                None => DisplayName::guest(),
+                Some(raw) if raw.get() == "null" => DisplayName::guest(),
+                Some(raw) => {
+                    let name = string(raw).ok_or_else(|| mistyped("join", "name", "a string"))?;
+                    DisplayName::parse(&name).map_err(|e| {
+                        ProtocolError::new(ErrorCode::BadName, Some("join"), format!("the name {e}"))
+                    })?
+                }
+            };
+            Ok(ClientMsg::Join { room, name })
+        }
+        "signal" => {
+            let to = required(env.to, "signal", "to")?;
+            let to = string(to).ok_or_else(|| mistyped("signal", "to", "a peer id string"))?;
+            // An id that cannot exist names nobody in the room: same answer
+            // as a well-formed id of a peer elsewhere.
+            let to = PeerId::parse(&to).ok_or_else(|| {
+                ProtocolError::new(ErrorCode::UnknownPeer, Some("signal"), "no such peer in your room")
+            })?;
+            let data = required(env.data, "signal", "data")?;
+            Ok(ClientMsg::Signal { to, data })
+        }
+        "leave" => Ok(ClientMsg::Leave),
+        "ping" => Ok(ClientMsg::Ping),
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            Err(ProtocolError::new(ErrorCode::BadMessage, None, format!("unknown message type {shown:?}")))
+        }
+    }
+}
+
+/// A JSON string's value, borrowed when it has no escapes.
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    match serde_json::from_str::<&str>(raw.get()) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(raw.get()).ok().map(Cow::Owned),
+    }
+}
+
+fn required<'a>(
+    field: Option<&'a RawValue>,
+    kind: &'static str,
+    name: &str,
+) -> Result<&'a RawValue, ProtocolError> {
+    field.ok_or_else(|| {
+        ProtocolError::new(ErrorCode::BadMessage, Some(kind), format!("{kind} needs a field \"{name}\""))
+    })
+}
+
+fn mistyped(kind: &'static str, name: &str, what: &str) -> ProtocolError {
+    ProtocolError::new(ErrorCode::BadMessage, Some(kind), format!("{kind}.{name} must be {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders a parse result on one line, so cases read as a table.
+    fn show(text: &str) -> String {
+        match parse(text) {
+            Ok(ClientMsg::Hello { version }) => format!("hello v{version}"),
+            Ok(ClientMsg::Join { room, name }) => format!("join {room} as {name}"),
+            Ok(ClientMsg::Signal { to, data }) => format!("signal to {to} data {}", data.get()),
+            Ok(ClientMsg::Leave) => "leave".to_owned(),
+            Ok(ClientMsg::Ping) => "ping".to_owned(),
+            Err(e) => format!("error {} {:?}: {}", e.code.as_str(), e.request, e.message),
+        }
+    }
+
+    #[test]
+    fn parses_every_message_and_refuses_bad_ones() {
+        let cases = [
+            (r#"{"type":"hello","version":1}"#, "hello v1"),
+            (r#"{"version":7,"type":"hello","extra":[1,2]}"#, "hello v7"),
+            (
+                r#"{"type":"hello","version":"1"}"#,
+                "error bad-message Some(\"hello\"): hello.version must be a non-negative integer",
+            ),
+            (
+                r#"{"type":"hello","version":-1}"#,
+                "error bad-message Some(\"hello\"): hello.version must be a non-negative integer",
+            ),
+            (r#"{"type":"hello"}"#, "error bad-message Some(\"hello\"): hello needs a field \"version\""),
+            (r#"{"type":"join","room":"Tea-Party","name":" Minji "}"#, "join tea-party as Minji"),
+            (r#"{"type":"join","room":"tea"}"#, "join tea as Guest"),
+            (r#"{"type":"join","room":"tea","name":null}"#, "join tea as Guest"),
+            (r#"{"type":"join","room":"t\u0065a","name":"\uc548\ub155"}"#, "join tea as 안녕"),
+            (
+                r#"{"type":"join","room":"a/b"}"#,
+                "error bad-room Some(\"join\"): the room name contains the character '/'",
+            ),
+            (r#"{"type":"join","room":""}"#, "error bad-room Some(\"join\"): the room name is empty"),
+            (r#"{"type":"join","room":5}"#, "error bad-message Some(\"join\"): join.room must be a string"),
+            (
+                r#"{"type":"join","room":"tea","name":"  "}"#,
+                "error bad-name Some(\"join\"): the name is empty",
+            ),
+            (
+                r#"{"type":"join","room":"tea","name":"a\nb"}"#,
+                "error bad-name Some(\"join\"): the name contains the character '\\n'",
+            ),
+            (
+                r#"{"type":"signal","to":"00000000000000ff","data":{"sdp":"v=0\r\n"}}"#,
+                r#"signal to 00000000000000ff data {"sdp":"v=0\r\n"}"#,
+            ),
+            (
+                r#"{"type":"signal","to":"00000000000000ff","data":null}"#,
+                "error bad-message Some(\"signal\"): signal needs a field \"data\"",
+            ),
+            (
+                r#"{"type":"signal","to":"nobody","data":{}}"#,
+                "error unknown-peer Some(\"signal\"): no such peer in your room",
+            ),
+            (
+                r#"{"type":"signal","to":"00000000000000ff"}"#,
+                "error bad-message Some(\"signal\"): signal needs a field \"data\"",
+            ),
+            (
+                r#"{"type":"signal","data":{}}"#,
+                "error bad-message Some(\"signal\"): signal needs a field \"to\"",
+            ),
+            (r#"{"type":"leave"}"#, "leave"),
+            (r#"{"type":"ping","seq":3}"#, "ping"),
+            (r#"{"type":"PING"}"#, "error bad-message None: unknown message type \"PING\""),
+            (r#"{"type":7}"#, "error bad-message None: the field \"type\" must be a string"),
+            (r#"{"room":"tea"}"#, "error bad-message None: a message needs a string field \"type\""),
+            (r#"[1,2]"#, "error bad-message None: a message must be a JSON object with a \"type\""),
+            (r#""hello""#, "error bad-message None: a message must be a JSON object with a \"type\""),
+            (
+                r#"{"type":"ping","type":"leave"}"#,
+                "error bad-message None: a message must be a JSON object with a \"type\"",
+            ),
+            (
+                r#"{"type":"join","room":"tea""#,
+                "error bad-json None: not valid JSON: EOF while parsing an object at line 1 column 27",
+            ),
+            ("", "error bad-json None: not valid JSON: EOF while parsing a value at line 1 column 0"),
+            (
+                "<script>alert(1)</script>",
+                "error bad-json None: not valid JSON: expected value at line 1 column 1",
+            ),
+        ];
+        for (input, expect) in cases {
+            assert_eq!(show(input), expect, "input: {input}");
+        }
+    }
+
+    #[test]
+    fn unknown_type_is_shown_shortened() {
+        let long = format!(r#"{{"type":"{}"}}"#, "x".repeat(1000));
+        let err = parse(&long).expect_err("unknown type");
+        assert_eq!(err.code, ErrorCode::BadMessage);
+        assert!(err.message.len() < 80, "{}", err.message);
+    }
+
+    #[test]
+    fn deeply_nested_data_is_skipped_without_recursion() {
+        // The payload is only scanned, never built, so depth cannot blow the
+        // stack; the receiving browser's JSON.parse is the one to refuse it.
+        let deep = format!(
+            r#"{{"type":"signal","to":"00000000000000ff","data":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(parse(&deep), Ok(ClientMsg::Signal { .. })));
+        let deep_envelope = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(parse(&deep_envelope).map(|m| m.kind()).map_err(|e| e.code), Err(ErrorCode::BadMessage));
+    }
+}

@@ -1,0 +1,206 @@
+//! Messages from the server to browsers, and their encoder.
+
+use room::{LeaveReason, PeerId, PeerInfo};
+use serde::{Serialize, Serializer};
+
+use crate::ErrorCode;
+
+/// One entry of `joined.ice_servers`, shaped like the browser's
+/// `RTCIceServer` so the client passes it on untouched.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name, if the server needs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password, if the server needs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A message from the server. Relayed signals are not here: they are built
+/// by [`encode_relay`] without re-reading their payload.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMsg<'a> {
+    /// Answer to `hello`.
+    Welcome {
+        /// The version both sides now speak.
+        version: u64,
+        /// Server name and version, for people.
+        server: &'a str,
+    },
+    /// Answer to `join`.
+    Joined {
+        /// Canonical room name.
+        room: &'a str,
+        /// The recipient's own id.
+        #[serde(serialize_with = "peer_id")]
+        you: PeerId,
+        /// The recipient's own name, as accepted.
+        name: &'a str,
+        /// Most peers the room holds.
+        capacity: usize,
+        /// The recipient's role towards every peer in `peers`.
+        polite: bool,
+        /// The others in the room, oldest first.
+        #[serde(serialize_with = "peer_infos")]
+        peers: &'a [PeerInfo],
+        /// For `new RTCPeerConnection({iceServers})`.
+        ice_servers: &'a [IceServer],
+    },
+    /// Someone entered the recipient's room.
+    PeerJoined {
+        /// The newcomer.
+        #[serde(serialize_with = "peer_info")]
+        peer: &'a PeerInfo,
+        /// The recipient's role towards the newcomer.
+        polite: bool,
+    },
+    /// Someone left the recipient's room.
+    PeerLeft {
+        /// Who.
+        #[serde(serialize_with = "peer_id")]
+        peer: PeerId,
+        /// Why.
+        #[serde(serialize_with = "leave_reason")]
+        reason: LeaveReason,
+    },
+    /// Answer to `leave`.
+    Left {
+        /// The room left.
+        room: &'a str,
+    },
+    /// Answer to `ping`.
+    Pong,
+    /// A refused message.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// Words for people.
+        message: &'a str,
+        /// `type` of the refused message, if known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request: Option<&'a str>,
+    },
+}
+
+/// Encodes a server message as JSON text.
+pub fn encode(msg: &ServerMsg<'_>) -> String {
+    // Every field is a string, number, bool or list of those: serializing
+    // them into a String cannot fail.
+    serde_json::to_string(msg).expect("server messages always serialize")
+}
+
+/// Encodes `signal {from, data}`. `data` must be well-formed JSON, which it
+/// is when it comes from a parsed [`crate::ClientMsg::Signal`]; it is copied
+/// as it is, never re-parsed.
+pub fn encode_relay(from: PeerId, data: &str) -> String {
+    const HEAD: &str = r#"{"type":"signal","from":""#;
+    const MID: &str = r#"","data":"#;
+    let mut out = String::with_capacity(HEAD.len() + 16 + MID.len() + data.len() + 1);
+    out.push_str(HEAD);
+    // PeerId's Display is 16 hex digits: nothing to escape.
+    std::fmt::Write::write_fmt(&mut out, format_args!("{from}")).expect("writing to a String cannot fail");
+    out.push_str(MID);
+    out.push_str(data);
+    out.push('}');
+    out
+}
+
+fn peer_id<S: Serializer>(id: &PeerId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+#[derive(Serialize)]
+struct WirePeer<'a> {
+    #[serde(serialize_with = "peer_id")]
+    id: PeerId,
+    name: &'a str,
+}
+
+fn peer_info<S: Serializer>(p: &&PeerInfo, s: S) -> Result<S::Ok, S::Error> {
+    WirePeer { id: p.id, name: p.name.as_str() }.serialize(s)
+}
+
+fn peer_infos<S: Serializer>(peers: &&[PeerInfo], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(peers.iter().map(|p| WirePeer { id: p.id, name: p.name.as_str() }))
+}
+
+fn leave_reason<S: Serializer>(r: &LeaveReason, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match r {
+        LeaveReason::Left => "left",
+        LeaveReason::Disconnected => "disconnected",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use room::DisplayName;
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn name(s: &str) -> DisplayName {
+        DisplayName::parse(s).expect("valid name")
+    }
+
+    #[test]
+    fn encodes_every_message_as_documented() {
+        let peers = [PeerInfo { id: PeerId(0xa), name: name("Joon \"J\"") }];
+        let stun =
+            [IceServer { urls: vec!["stun:example.org:3478".into()], username: None, credential: None }];
+        let cases = [
+            (
+                ServerMsg::Welcome { version: 1, server: "webconf 0.1.0" },
+                r#"{"type":"welcome","version":1,"server":"webconf 0.1.0"}"#,
+            ),
+            (
+                ServerMsg::Joined {
+                    room: "tea",
+                    you: PeerId(0x3f9a_0c21_d4e5_b678),
+                    name: "Minji",
+                    capacity: 2,
+                    polite: true,
+                    peers: &peers,
+                    ice_servers: &stun,
+                },
+                r#"{"type":"joined","room":"tea","you":"3f9a0c21d4e5b678","name":"Minji","capacity":2,"polite":true,"peers":[{"id":"000000000000000a","name":"Joon \"J\""}],"ice_servers":[{"urls":["stun:example.org:3478"]}]}"#,
+            ),
+            (
+                ServerMsg::PeerJoined { peer: &peers[0], polite: false },
+                r#"{"type":"peer-joined","peer":{"id":"000000000000000a","name":"Joon \"J\""},"polite":false}"#,
+            ),
+            (
+                ServerMsg::PeerLeft { peer: PeerId(1), reason: LeaveReason::Disconnected },
+                r#"{"type":"peer-left","peer":"0000000000000001","reason":"disconnected"}"#,
+            ),
+            (ServerMsg::Left { room: "tea" }, r#"{"type":"left","room":"tea"}"#),
+            (ServerMsg::Pong, r#"{"type":"pong"}"#),
+            (
+                ServerMsg::Error { code: ErrorCode::RoomFull, message: "full", request: Some("join") },
+                r#"{"type":"error","code":"room-full","message":"full","request":"join"}"#,
+            ),
+            (
+                ServerMsg::Error { code: ErrorCode::BadJson, message: "<x>", request: None },
+                r#"{"type":"error","code":"bad-json","message":"<x>"}"#,
+            ),
+        ];
+        for (msg, expect) in cases {
+            assert_eq!(encode(&msg), expect);
+        }
+    }
+
+    #[test]
+    fn relay_copies_data_verbatim_and_is_valid_json() {
+        let data = r#"{"candidate":"a=candidate:1 1 udp 1 127.0.0.1 5000 typ host","n":[1.50,"\u00e9"]}"#;
+        let out = encode_relay(PeerId(0xff), data);
+        assert_eq!(out, format!(r#"{{"type":"signal","from":"00000000000000ff","data":{data}}}"#));
+        let back: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(back["from"], "00000000000000ff");
+        let raw: &RawValue = serde_json::from_str(data).expect("valid");
+        assert_eq!(back["data"], serde_json::from_str::<serde_json::Value>(raw.get()).expect("valid"));
+    }
+}
