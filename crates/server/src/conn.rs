@@ -1,0 +1,374 @@
+//! One WebSocket connection: a single task that reads and checks the
+//! peer's messages, writes what its room's shard queued for it, and pings.
+//!
+//! One task rather than a reader and a writer: it keeps an idle connection
+//! small, and everything it waits on is in one `select!`, so a blocked send
+//! to a busy shard never stops it from draining its own outbound queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use room::{PeerId, RoomId};
+use signal::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, close, encode};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::App;
+use crate::hub::{Outbound, Payload, PeerTx, ShardCmd};
+use crate::limits::TokenBucket;
+
+/// Most queued messages written per flush: bounds one write's size while
+/// still turning bursts into few system calls.
+const WRITE_BATCH: usize = 64;
+
+/// How long a closing connection waits for the peer's close reply, so the
+/// close frame is not lost to a reset.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Where a connection stands in the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for `hello`.
+    Greeting,
+    /// Said `hello`, in no room.
+    Lobby,
+    /// Asked to join this room; the shard has not answered yet. The
+    /// connection reads nothing meanwhile, so it always knows which room
+    /// (and so which shard) its next message concerns.
+    Joining(RoomId),
+    /// A member of this room.
+    Joined(RoomId),
+}
+
+/// How a connection ended, for the log.
+#[derive(Debug)]
+enum End {
+    ClosedByPeer,
+    Shutdown,
+    TooSlow,
+    TooBig,
+    Timeout,
+    WriteFailed,
+    ReadFailed,
+}
+
+/// Serves one upgraded WebSocket until it ends.
+pub(crate) async fn run(socket: WebSocket, app: Arc<App>, addr: SocketAddr) {
+    let id = PeerId(random_u64());
+    let span = tracing::info_span!("conn", peer = %id, %addr);
+    async move {
+        tracing::debug!("connected");
+        let end = Conn::new(app, id).serve(socket).await;
+        tracing::debug!(?end, "disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // The OS random source failing is not something to serve through; but
+    // ids only need to be distinct, so fall back to a process-wide counter
+    // mixed with the time rather than refusing connections.
+    if getrandom::fill(&mut bytes).is_err() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static FALLBACK: AtomicU64 = AtomicU64::new(1);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return nanos ^ FALLBACK.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+struct Conn {
+    app: Arc<App>,
+    id: PeerId,
+    state: State,
+    bucket: TokenBucket,
+    last_rate_error: Option<Instant>,
+    last_heard: Instant,
+    /// A sender of our own outbound queue, handed to each shard we join.
+    queue: mpsc::Sender<Outbound>,
+    outbound: mpsc::Receiver<Outbound>,
+    kick: CancellationToken,
+    /// A command the shard's inbox had no room for; sent before reading on.
+    pending: Option<ShardCmd>,
+    pending_to: Option<mpsc::Sender<ShardCmd>>,
+}
+
+impl Conn {
+    fn new(app: Arc<App>, id: PeerId) -> Conn {
+        let limits = app.config.limits;
+        // Bounded: a shard that finds it full drops this peer as too slow.
+        let (queue, outbound) = mpsc::channel(limits.outbound_queue.max(1));
+        let now = Instant::now();
+        Conn {
+            bucket: TokenBucket::new(limits.rate_per_sec, limits.rate_burst, now.into_std()),
+            app,
+            id,
+            state: State::Greeting,
+            last_rate_error: None,
+            last_heard: now,
+            queue,
+            outbound,
+            kick: CancellationToken::new(),
+            pending: None,
+            pending_to: None,
+        }
+    }
+
+    async fn serve(mut self, mut socket: WebSocket) -> End {
+        let end = match self.serve_loop(&mut socket).await {
+            Err(end) => end,
+            Ok(never) => match never {},
+        };
+        let code_reason = match end {
+            End::Shutdown => Some((close::GOING_AWAY, close::REASON_SHUTDOWN)),
+            End::Timeout => Some((close::GOING_AWAY, close::REASON_TIMEOUT)),
+            End::TooSlow => Some((close::POLICY, close::REASON_TOO_SLOW)),
+            End::TooBig => Some((close::TOO_BIG, close::REASON_TOO_BIG)),
+            End::ClosedByPeer | End::WriteFailed | End::ReadFailed => None,
+        };
+        // Leave the room first, so the others hear of it without waiting for
+        // this peer's close handshake.
+        if let State::Joining(room) | State::Joined(room) = &self.state {
+            let shard = self.app.hub.shard(room).clone();
+            // Blocks only while the shard's inbox is full; the shard never
+            // waits on us, so this always completes.
+            let _ = shard.send(ShardCmd::Disconnect { peer: self.id }).await;
+        }
+        if let Some((code, reason)) = code_reason {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+            let linger = async {
+                socket.send(Message::Close(Some(frame))).await.ok()?;
+                // Read until the peer answers the close, so it is not reset
+                // before it has read our close frame.
+                while let Some(Ok(_)) = socket.recv().await {}
+                Some(())
+            };
+            let _ = timeout(CLOSE_LINGER, linger).await;
+        }
+        end
+    }
+
+    async fn serve_loop(&mut self, socket: &mut WebSocket) -> Result<std::convert::Infallible, End> {
+        let limits = self.app.config.limits;
+        let shutdown = self.app.shutdown.clone();
+        let kick = self.kick.clone();
+        let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let reading = self.pending.is_none() && !matches!(self.state, State::Joining(_));
+            let pending_to = self.pending_to.clone();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Err(End::Shutdown),
+                () = kick.cancelled() => return Err(End::TooSlow),
+                Some(first) = self.outbound.recv() => {
+                    self.write_batch(socket, first).await?;
+                }
+                permit = async { pending_to?.reserve_owned().await.ok() }, if self.pending.is_some() => {
+                    match (permit, self.pending.take()) {
+                        (Some(permit), Some(cmd)) => { permit.send(cmd); }
+                        // The shard is gone: the server is shutting down.
+                        _ => return Err(End::Shutdown),
+                    }
+                }
+                frame = socket.recv(), if reading => {
+                    self.last_heard = Instant::now();
+                    match frame {
+                        None | Some(Ok(Message::Close(_))) => return Err(End::ClosedByPeer),
+                        Some(Err(e)) => return Err(read_error(e)),
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(reply) = self.on_text(text) {
+                                self.send(socket, reply).await?;
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            if let Some(reply) = self.on_binary() {
+                                self.send(socket, reply).await?;
+                            }
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    }
+                }
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > limits.idle_timeout {
+                        return Err(End::Timeout);
+                    }
+                    self.send_message(socket, Message::Ping(Default::default())).await?;
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued, up to a batch, then
+    /// flushes once; all within the write deadline.
+    async fn write_batch(&mut self, socket: &mut WebSocket, first: Outbound) -> Result<(), End> {
+        let deadline = self.app.config.limits.write_timeout;
+        let mut next = Some(first);
+        let write = async {
+            let mut written = 0;
+            while let Some(out) = next.take() {
+                let text = match out {
+                    Outbound::Text(text) => text,
+                    Outbound::JoinAnswer { text, room } => {
+                        self.state = match room {
+                            Some(room) => State::Joined(room),
+                            None => State::Lobby,
+                        };
+                        text
+                    }
+                };
+                socket.feed(Message::Text(text)).await?;
+                written += 1;
+                if written < WRITE_BATCH {
+                    next = self.outbound.try_recv().ok();
+                }
+            }
+            socket.flush().await
+        };
+        match timeout(deadline, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(End::WriteFailed),
+        }
+    }
+
+    /// Writes one reply of our own (not queued by a shard).
+    async fn send(&mut self, socket: &mut WebSocket, reply: String) -> Result<(), End> {
+        self.send_message(socket, Message::Text(Utf8Bytes::from(reply))).await
+    }
+
+    async fn send_message(&mut self, socket: &mut WebSocket, msg: Message) -> Result<(), End> {
+        match timeout(self.app.config.limits.write_timeout, socket.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(End::WriteFailed),
+        }
+    }
+
+    /// Handles a binary frame: not part of the protocol.
+    fn on_binary(&mut self) -> Option<String> {
+        if !self.admit() {
+            return self.rate_limited();
+        }
+        let err =
+            ProtocolError::new(ErrorCode::BadMessage, None, "binary frames are not part of the protocol");
+        Some(error_reply(&err))
+    }
+
+    /// Handles one text frame; returns a reply to write at once, if any.
+    /// Room business goes to the shard, whose answers come through the queue.
+    fn on_text(&mut self, frame: Utf8Bytes) -> Option<String> {
+        if !self.admit() {
+            return self.rate_limited();
+        }
+        let msg = match signal::parse(frame.as_str()) {
+            Ok(msg) => msg,
+            Err(err) => return Some(error_reply(&err)),
+        };
+        let kind = msg.kind();
+        match (&self.state, msg) {
+            (_, ClientMsg::Ping) => Some(encode(&ServerMsg::Pong)),
+            (_, ClientMsg::Hello { version }) if version == signal::VERSION => {
+                if self.state == State::Greeting {
+                    self.state = State::Lobby;
+                }
+                Some(encode(&ServerMsg::Welcome {
+                    version,
+                    server: concat!("webconf ", env!("CARGO_PKG_VERSION")),
+                }))
+            }
+            (_, ClientMsg::Hello { version }) => Some(error_reply(&ProtocolError::new(
+                ErrorCode::UnsupportedVersion,
+                Some(kind),
+                format!("this server speaks version {} of the protocol, not {version}", signal::VERSION),
+            ))),
+            (State::Greeting, _) => Some(error_reply(&ProtocolError::new(
+                ErrorCode::HelloRequired,
+                Some(kind),
+                "say hello first",
+            ))),
+            (State::Lobby, ClientMsg::Join { room, name }) => {
+                let tx = PeerTx { queue: self.queue.clone(), kick: self.kick.clone() };
+                self.state = State::Joining(room.clone());
+                self.send_to_shard(&room, ShardCmd::Join { peer: self.id, room: room.clone(), name, tx });
+                None
+            }
+            (State::Joined(_) | State::Joining(_), ClientMsg::Join { .. }) => {
+                Some(error_reply(&ProtocolError::new(
+                    ErrorCode::AlreadyJoined,
+                    Some(kind),
+                    "you are in a room already: leave it first",
+                )))
+            }
+            (State::Joined(room), ClientMsg::Signal { to, data }) => {
+                let room = room.clone();
+                // The parser borrows `data` from this very frame.
+                let payload = Payload::new(&frame, data.get())?;
+                self.send_to_shard(&room, ShardCmd::Signal { from: self.id, to, payload });
+                None
+            }
+            (State::Joined(room), ClientMsg::Leave) => {
+                let room = room.clone();
+                self.send_to_shard(&room, ShardCmd::Leave { peer: self.id });
+                self.state = State::Lobby;
+                None
+            }
+            (State::Lobby | State::Joining(_), ClientMsg::Signal { .. } | ClientMsg::Leave) => {
+                Some(error_reply(&ProtocolError::new(ErrorCode::NotJoined, Some(kind), "join a room first")))
+            }
+        }
+    }
+
+    /// Sends `cmd` to `room`'s shard now if its inbox has room, else keeps
+    /// it pending: the loop then stops reading until it is sent.
+    fn send_to_shard(&mut self, room: &RoomId, cmd: ShardCmd) {
+        let shard = self.app.hub.shard(room);
+        match shard.try_send(cmd) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(cmd) | mpsc::error::TrySendError::Closed(cmd)) => {
+                self.pending = Some(cmd);
+                self.pending_to = Some(shard.clone());
+            }
+        }
+    }
+
+    /// Counts a message against the rate limit.
+    fn admit(&mut self) -> bool {
+        self.bucket.try_take(Instant::now().into_std())
+    }
+
+    /// The reply to a message over the rate limit: an error at most once a
+    /// second, so a flood cannot make us flood back.
+    fn rate_limited(&mut self) -> Option<String> {
+        let now = Instant::now();
+        if self.last_rate_error.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return None;
+        }
+        self.last_rate_error = Some(now);
+        tracing::debug!("rate limited");
+        Some(error_reply(&ProtocolError::new(
+            ErrorCode::RateLimited,
+            None,
+            "too many messages: this one and others were dropped",
+        )))
+    }
+}
+
+fn error_reply(err: &ProtocolError) -> String {
+    encode(&ServerMsg::Error { code: err.code, message: &err.message, request: err.request })
+}
+
+fn read_error(e: axum::Error) -> End {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => End::TooBig,
+        _ => End::ReadFailed,
+    }
+}

@@ -1,0 +1,99 @@
+//! The HTTP face of the server: pages, assets, security headers, and the
+//! WebSocket upgrade.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use room::RoomId;
+
+use crate::App;
+use crate::assets::{self, Asset};
+
+/// The page's Content-Security-Policy: only our own scripts, styles and
+/// connections; no inline code, no plugins, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    media-src 'self' blob: mediastream:; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(|| async { page(&assets::HOME_PAGE, StatusCode::OK) }))
+        .route("/r/{room}", get(room_page))
+        .route("/assets/{name}", get(asset))
+        .route("/ws", get(websocket))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { page(&assets::NOT_FOUND_PAGE, StatusCode::NOT_FOUND) })
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(app)
+}
+
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Room names in URLs are the only secret a call has: never leak them.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(self), microphone=(self), display-capture=(self)"),
+    );
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    res
+}
+
+fn page(asset: &'static Asset, status: StatusCode) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, asset.mime), (header::CACHE_CONTROL, "no-store")],
+        Body::from(asset.body),
+    )
+        .into_response()
+}
+
+async fn room_page(Path(room): Path<String>) -> Response {
+    match RoomId::parse(&room) {
+        Ok(_) => page(&assets::ROOM_PAGE, StatusCode::OK),
+        Err(_) => page(&assets::NOT_FOUND_PAGE, StatusCode::NOT_FOUND),
+    }
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match assets::asset(&name) {
+        Some(a) => {
+            ([(header::CONTENT_TYPE, a.mime), (header::CACHE_CONTROL, "no-cache")], Body::from(a.body))
+                .into_response()
+        }
+        None => page(&assets::NOT_FOUND_PAGE, StatusCode::NOT_FOUND),
+    }
+}
+
+async fn websocket(
+    State(app): State<Arc<App>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null"));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !app.origins.allows(origin, host) {
+        tracing::info!(%addr, ?origin, ?host, "refused a WebSocket from another origin");
+        return (StatusCode::FORBIDDEN, "this origin may not open a WebSocket here (see --allow-origin)\n")
+            .into_response();
+    }
+    let limits = app.config.limits;
+    let tracker = app.connections.clone();
+    upgrade
+        // Small buffers keep idle connections cheap; 16 KiB of write
+        // buffering still turns a burst into few system calls.
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+        .on_upgrade(move |socket| tracker.track_future(crate::conn::run(socket, app, addr)))
+}

@@ -1,0 +1,157 @@
+//! The webconf IO shell: everything that touches sockets, tasks and clocks.
+//!
+//! - [`http`]: the axum router: pages, embedded assets, security headers, and
+//!   the WebSocket upgrade with its origin check ([`origin`]).
+//! - [`conn`]: one task per WebSocket: reads, rate-limits and parses peer
+//!   messages, writes what the room shard queued for it, pings.
+//! - [`hub`]: room shards. Each shard is one task owning a sans-IO
+//!   [`room::Rooms`] core; connections talk to it by closed enums over
+//!   bounded channels, and it never waits on a connection.
+//! - [`limits`]: the token bucket behind per-connection rate limits.
+//!
+//! [`serve`] wires them together; the `webconf` binary only parses the
+//! command line and calls it.
+
+pub mod assets;
+mod conn;
+mod http;
+mod hub;
+pub mod limits;
+pub mod origin;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use signal::IceServer;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything the server can be told.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Most peers in one room.
+    pub room_capacity: usize,
+    /// Extra origins allowed to open the WebSocket, besides the server's own
+    /// and loopback ones (see [`origin::OriginPolicy`]).
+    pub allowed_origins: Vec<String>,
+    /// Handed to every peer in `joined.ice_servers`.
+    pub ice_servers: Vec<IceServer>,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Number of room shards (tasks owning rooms); 0 means one per core.
+    pub shards: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            room_capacity: 2,
+            allowed_origins: Vec::new(),
+            ice_servers: Vec::new(),
+            limits: Limits::default(),
+            shards: 0,
+        }
+    }
+}
+
+/// Per-connection limits; docs/protocol.md lists the defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest message a peer may send; larger ones close with 1009.
+    pub max_message_bytes: usize,
+    /// Messages per second a connection may send, sustained; 0 disables.
+    pub rate_per_sec: u32,
+    /// Messages a connection may send in one burst.
+    pub rate_burst: u32,
+    /// Messages waiting to be written to one connection before it is
+    /// dropped as too slow.
+    pub outbound_queue: usize,
+    /// Longest one write (a batch of queued messages) may take.
+    pub write_timeout: Duration,
+    /// How often the server pings an otherwise quiet connection.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: signal::MAX_MESSAGE_BYTES,
+            rate_per_sec: 100,
+            rate_burst: 200,
+            outbound_queue: 1024,
+            write_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Binds a listener with a backlog fit for connection storms. (tokio's
+/// `TcpListener::bind` listens with a backlog of 128, which makes bursts of
+/// connections stall for a second on SYN retries.)
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// State shared by every request handler and connection task. Immutable but
+/// for the hub's channels, so an `Arc` of it is all that is shared.
+pub(crate) struct App {
+    pub(crate) config: Config,
+    pub(crate) origins: origin::OriginPolicy,
+    pub(crate) hub: hub::Hub,
+    /// Cancelled when the server shuts down; every connection watches it.
+    pub(crate) shutdown: CancellationToken,
+    /// Tracks WebSocket connection tasks, which outlive their HTTP request.
+    pub(crate) connections: TaskTracker,
+}
+
+/// Serves HTTP and WebSockets on `listener` until `shutdown` completes; then
+/// closes every WebSocket with 1001 "server shutting down" and waits up to
+/// [`Limits::shutdown_grace`] for them to finish.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let shards = match config.shards {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let app = Arc::new(App {
+        origins: origin::OriginPolicy::new(&config.allowed_origins),
+        hub: hub::Hub::start(shards, &config),
+        config,
+        shutdown: CancellationToken::new(),
+        connections: TaskTracker::new(),
+    });
+    let token = app.shutdown.clone();
+    let router = http::router(app.clone());
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            token.cancel();
+        })
+        .await?;
+    app.connections.close();
+    let grace = app.config.limits.shutdown_grace;
+    if tokio::time::timeout(grace, app.connections.wait()).await.is_err() {
+        tracing::warn!(
+            left = app.connections.len(),
+            "connections still open after {grace:?}; exiting anyway"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! webconf: self-hosted browser video calls in one binary.
+//!
+//! This is only the glue: it reads the command line, sets up logging and
+//! signal handling, and hands over to [`server::serve`].
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Self-hosted browser video calls: serves the web client and relays call
+/// set-up between browsers in the same room.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Address and port to listen on. Use 0.0.0.0:8080 to accept other
+    /// devices on your network (their cameras need HTTPS; see README).
+    #[arg(long, env = "WEBCONF_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// Another origin allowed to open the WebSocket (repeatable, or
+    /// comma-separated), e.g. https://meet.example.org; `*` allows any. The
+    /// server's own origin and loopback origins are always allowed.
+    #[arg(long = "allow-origin", env = "WEBCONF_ALLOW_ORIGIN", value_delimiter = ',')]
+    allow_origin: Vec<String>,
+
+    /// Most people in one call.
+    #[arg(long, env = "WEBCONF_ROOM_CAPACITY", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=50))]
+    room_capacity: u16,
+
+    /// Messages per second one connection may send (bursts of twice that);
+    /// 0 turns the limit off.
+    #[arg(long, env = "WEBCONF_RATE_LIMIT", default_value_t = 100)]
+    rate_limit: u32,
+
+    /// Log filter: error, warn, info, debug, trace, or per module like
+    /// `info,server=debug`.
+    #[arg(long, env = "WEBCONF_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("webconf: --log {:?} is not a log filter: {e}", cli.log);
+            return ExitCode::from(2);
+        }
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("webconf: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("webconf: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let listener = server::bind(cli.listen).map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+    let addr = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let limits = server::Limits {
+        rate_per_sec: cli.rate_limit,
+        rate_burst: cli.rate_limit.saturating_mul(2),
+        ..server::Limits::default()
+    };
+    let config = server::Config {
+        room_capacity: usize::from(cli.room_capacity),
+        allowed_origins: cli.allow_origin,
+        limits,
+        ..server::Config::default()
+    };
+    announce(addr);
+    server::serve(listener, config, shutdown_signal()).await.map_err(|e| format!("server failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells the person who started us where to point a browser. Tests read the
+/// first line to learn the port when listening on port 0.
+fn announce(addr: SocketAddr) {
+    if addr.ip().is_unspecified() {
+        println!("webconf listening on http://localhost:{}/ (all interfaces)", addr.port());
+        println!("  other devices: http://<this machine's address>:{}/", addr.port());
+        println!("  note: browsers allow the camera only on localhost or over HTTPS");
+    } else {
+        println!("webconf listening on http://{addr}/");
+        println!("  open that address in a browser to start a call");
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: closing every connection");
+}

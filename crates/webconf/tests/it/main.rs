@@ -1,0 +1,6 @@
+//! webconf's integration tests, one binary: scripted WebSocket clients
+//! against the real server (`relay`), and real browsers against the real
+//! binary (`browser`).
+
+mod relay;
+mod support;

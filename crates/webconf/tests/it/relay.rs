@@ -1,0 +1,318 @@
+//! The signaling server over real WebSockets: routing, refusals, limits.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Client, TestServer};
+
+/// Long enough for a wrongly routed message to have arrived.
+const QUIET: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn two_peers_exchange_offer_answer_and_candidates() {
+    let server = TestServer::with_defaults().await;
+    let (mut a, joined_a) = Client::join(&server, "Tea-Party", "Minji").await;
+    assert_eq!(joined_a["room"], "tea-party");
+    assert_eq!(joined_a["peers"], json!([]));
+    assert_eq!(joined_a["capacity"], 2);
+    assert_eq!(joined_a["ice_servers"], json!([]));
+
+    let (mut b, joined_b) = Client::join(&server, "tea-party", "Joon").await;
+    assert_eq!(joined_b["peers"], json!([{"id": a.id, "name": "Minji"}]));
+    assert_eq!(joined_b["polite"], true, "the newcomer is polite");
+    let hello = a.recv().await;
+    assert_eq!(hello, json!({"type": "peer-joined", "peer": {"id": b.id, "name": "Joon"}, "polite": false}));
+
+    // The newcomer offers; data goes through untouched, to the named peer only.
+    let offer = json!({"description": {"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}});
+    b.signal(&a.id, offer.clone()).await;
+    assert_eq!(a.recv().await, json!({"type": "signal", "from": b.id, "data": offer}));
+    let answer = json!({"description": {"type": "answer", "sdp": "v=0\r\n"}});
+    a.signal(&b.id, answer.clone()).await;
+    assert_eq!(b.recv().await, json!({"type": "signal", "from": a.id, "data": answer}));
+    for i in 0..8 {
+        let cand = json!({"candidate": {"candidate": format!("candidate:{i} 1 udp 2122260223 127.0.0.1 {} typ host", 50000 + i), "sdpMid": "0"}});
+        a.signal(&b.id, cand.clone()).await;
+        b.signal(&a.id, cand.clone()).await;
+        assert_eq!(b.recv().await["data"], cand);
+        assert_eq!(a.recv().await["data"], cand);
+    }
+    a.expect_silence(QUIET).await;
+    b.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_third_peer_is_refused_and_the_call_is_not_disturbed() {
+    let server = TestServer::with_defaults().await;
+    let (mut a, _) = Client::join(&server, "duo", "A").await;
+    let (mut b, _) = Client::join(&server, "duo", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+
+    let mut c = Client::connect(&server).await;
+    c.hello().await;
+    c.send(json!({"type": "join", "room": "duo", "name": "C"})).await;
+    let full = c.expect_error("room-full").await;
+    assert_eq!(full["request"], "join");
+    // C cannot reach them, and they never hear of C.
+    c.signal(&a.id, json!({"sneaky": true})).await;
+    c.expect_error("not-joined").await;
+    a.expect_silence(QUIET).await;
+    b.expect_silence(QUIET).await;
+    a.signal(&b.id, json!("still here")).await;
+    assert_eq!(b.recv().await["data"], "still here");
+    // C's connection was kept: it can use another room.
+    c.send(json!({"type": "join", "room": "solo", "name": "C"})).await;
+    assert_eq!(c.recv().await["type"], "joined");
+}
+
+#[tokio::test]
+async fn rooms_are_isolated() {
+    let server = TestServer::with_defaults().await;
+    let (mut a, _) = Client::join(&server, "one", "A").await;
+    let (mut b, _) = Client::join(&server, "one", "B").await;
+    let (mut c, _) = Client::join(&server, "two", "C").await;
+    let (mut d, _) = Client::join(&server, "two", "D").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    assert_eq!(c.recv().await["type"], "peer-joined");
+
+    a.signal(&c.id, json!("across rooms")).await;
+    assert_eq!(a.expect_error("unknown-peer").await["request"], "signal");
+    let own = a.id.clone();
+    a.signal(&own, json!("to myself")).await;
+    a.expect_error("unknown-peer").await;
+    a.signal("0123456789abcdef", json!("to nobody")).await;
+    a.expect_error("unknown-peer").await;
+    for c in [&mut b, &mut c, &mut d] {
+        c.expect_silence(QUIET).await;
+    }
+    // Leaving is only heard in one's own room.
+    drop(a);
+    assert_eq!(b.recv().await["type"], "peer-left");
+    c.expect_silence(QUIET).await;
+    d.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn leaving_and_disconnecting_reach_the_other_peer() {
+    let server = TestServer::with_defaults().await;
+    let (mut a, _) = Client::join(&server, "room", "A").await;
+    let (mut b, _) = Client::join(&server, "room", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+
+    b.send(json!({"type": "leave"})).await;
+    assert_eq!(b.recv().await, json!({"type": "left", "room": "room"}));
+    assert_eq!(a.recv().await, json!({"type": "peer-left", "peer": b.id, "reason": "left"}));
+
+    // B comes back on the same connection, then its connection dies.
+    b.send(json!({"type": "join", "room": "room", "name": "B"})).await;
+    let joined = b.recv().await;
+    assert_eq!(joined["peers"], json!([{"id": a.id, "name": "A"}]));
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    let b_id = b.id.clone();
+    drop(b);
+    assert_eq!(a.recv().await, json!({"type": "peer-left", "peer": b_id, "reason": "disconnected"}));
+
+    // The room is free again for two.
+    let (_c, _) = Client::join(&server, "room", "C").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+}
+
+/// Every kind of bad input gets its documented error, keeps the
+/// connection, and does not disturb a call next to it.
+#[tokio::test]
+async fn bad_input_gets_its_documented_error_and_nothing_breaks() {
+    let server = TestServer::with_defaults().await;
+    let (mut a, _) = Client::join(&server, "call", "A").await;
+    let (mut b, _) = Client::join(&server, "call", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+
+    let mut m = Client::connect(&server).await;
+    m.send(json!({"type": "join", "room": "call"})).await;
+    m.expect_error("hello-required").await;
+    m.send(json!({"type": "hello", "version": 2})).await;
+    m.expect_error("unsupported-version").await;
+    m.hello().await;
+
+    let cases: &[(&str, &str)] = &[
+        ("{not json", "bad-json"),
+        ("", "bad-json"),
+        ("[1,2,3]", "bad-message"),
+        (r#"{"no":"type"}"#, "bad-message"),
+        (r#"{"type":"dance"}"#, "bad-message"),
+        (r#"{"type":"join"}"#, "bad-message"),
+        (r#"{"type":"join","room":"a/b"}"#, "bad-room"),
+        (r#"{"type":"join","room":""}"#, "bad-room"),
+        (r#"{"type":"join","room":"ok","name":"\u0007bell"}"#, "bad-name"),
+        (r#"{"type":"signal","to":"0123456789abcdef","data":{}}"#, "not-joined"),
+        (r#"{"type":"leave"}"#, "not-joined"),
+    ];
+    for (input, code) in cases {
+        m.send_text(input).await;
+        let err = m.expect_error(code).await;
+        assert!(err["message"].is_string(), "{input}: {err}");
+    }
+    m.send_raw(Message::binary(vec![1, 2, 3])).await;
+    m.expect_error("bad-message").await;
+
+    // A bad join leaves it outside, free to join properly.
+    m.send(json!({"type": "join", "room": "mine", "name": "M"})).await;
+    assert_eq!(m.recv().await["type"], "joined");
+    m.send(json!({"type": "join", "room": "mine", "name": "M"})).await;
+    m.expect_error("already-joined").await;
+    m.signal("0123456789abcdef", json!({})).await;
+    m.expect_error("unknown-peer").await;
+    m.signal(&a.id, json!({})).await;
+    m.expect_error("unknown-peer").await;
+    m.ping().await;
+
+    a.expect_silence(QUIET).await;
+    b.expect_silence(QUIET).await;
+    a.signal(&b.id, json!({"fine": true})).await;
+    assert_eq!(b.recv().await["data"], json!({"fine": true}));
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009_and_others_carry_on() {
+    let server = TestServer::with_defaults().await;
+    let (mut a, _) = Client::join(&server, "big", "A").await;
+    let (mut b, _) = Client::join(&server, "big", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+
+    // Just under the limit is fine.
+    let fits = "x".repeat(64 * 1024 - 100);
+    b.signal(&a.id, json!(fits)).await;
+    assert_eq!(a.recv().await["data"].as_str().map(str::len), Some(fits.len()));
+
+    let huge = "x".repeat(64 * 1024 + 1);
+    b.signal(&a.id, json!(huge)).await;
+    assert_eq!(b.expect_close().await, (1009, "message too big".to_owned()));
+    assert_eq!(a.recv().await["reason"], "disconnected");
+    a.ping().await;
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_with_a_clear_error() {
+    let limits = server::Limits { rate_per_sec: 20, rate_burst: 40, ..server::Limits::default() };
+    let server = TestServer::start(server::Config { limits, ..server::Config::default() }).await;
+    let (mut a, _) = Client::join(&server, "flood", "A").await;
+    let (mut b, _) = Client::join(&server, "flood", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+
+    for i in 0..200 {
+        b.signal(&a.id, json!(i)).await;
+    }
+    // B hears why (once, not 160 times); A gets the burst, not the flood.
+    b.expect_error("rate-limited").await;
+    b.expect_silence(Duration::from_millis(200)).await;
+    let mut got = Vec::new();
+    while let Ok(msg) = tokio::time::timeout(QUIET, a.recv()).await {
+        got.push(msg["data"].as_i64().expect("a number"));
+    }
+    assert!((38..=45).contains(&got.len()), "the burst of 40 less hello and join, got {}", got.len());
+    assert_eq!(got, (0..got.len() as i64).collect::<Vec<_>>(), "in order, none lost in the burst");
+
+    // After a pause the limit has refilled and B is served again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.signal(&a.id, json!("after")).await;
+    assert_eq!(a.recv().await["data"], "after");
+}
+
+#[tokio::test]
+async fn websocket_origin_is_checked() {
+    let server = TestServer::start(server::Config {
+        allowed_origins: vec!["https://meet.example.org".to_owned()],
+        ..server::Config::default()
+    })
+    .await;
+    assert_eq!(Client::connect_with(&server, Some("https://evil.example")).await.err(), Some(403));
+    assert_eq!(Client::connect_with(&server, Some("null")).await.err(), Some(403));
+    let own = format!("http://{}", server.addr);
+    for origin in [own.as_str(), "http://localhost:3000", "https://meet.example.org"] {
+        let mut c =
+            Client::connect_with(&server, Some(origin)).await.unwrap_or_else(|s| panic!("{origin}: {s}"));
+        c.hello().await;
+    }
+}
+
+#[tokio::test]
+async fn silent_peers_are_dropped_and_the_room_hears_of_it() {
+    let limits = server::Limits {
+        ping_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(600),
+        ..server::Limits::default()
+    };
+    let server = TestServer::start(server::Config { limits, ..server::Config::default() }).await;
+    let (mut a, _) = Client::join(&server, "live", "A").await;
+    // B joins, then stops reading: its client never answers pings again.
+    let (b, _) = Client::join(&server, "live", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    let started = std::time::Instant::now();
+    // A keeps answering pings (recv does) and stays.
+    let left = a.recv().await;
+    assert_eq!(left, json!({"type": "peer-left", "peer": b.id, "reason": "disconnected"}));
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(3), "dropped after {waited:?}");
+    a.ping().await;
+    drop(b);
+}
+
+#[tokio::test]
+async fn a_reader_that_stalls_is_dropped_without_slowing_others() {
+    let limits = server::Limits {
+        rate_per_sec: 0,
+        outbound_queue: 16,
+        write_timeout: Duration::from_secs(2),
+        ..server::Limits::default()
+    };
+    let server = TestServer::start(server::Config { limits, ..server::Config::default() }).await;
+    let (stalled, _) = Client::join(&server, "slow", "Stalled").await;
+    let (mut sender, _) = Client::join(&server, "slow", "Sender").await;
+    let (mut c, _) = Client::join(&server, "fast", "C").await;
+    let (mut d, _) = Client::join(&server, "fast", "D").await;
+    assert_eq!(c.recv().await["type"], "peer-joined");
+
+    // Fill the stalled peer's socket buffers and then its queue.
+    let blob = "y".repeat(60 * 1024);
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    let left = loop {
+        sender.signal(&stalled.id, json!(blob)).await;
+        sent += 1;
+        if let Ok(msg) = tokio::time::timeout(Duration::from_millis(1), sender.recv()).await {
+            break msg;
+        }
+        assert!(sent < 5000, "the stalled peer was never dropped");
+        // Meanwhile another room is served promptly.
+        if sent % 50 == 0 {
+            c.signal(&d.id, json!(sent)).await;
+            assert_eq!(d.recv().await["data"], sent);
+        }
+    };
+    assert_eq!(left, json!({"type": "peer-left", "peer": stalled.id, "reason": "disconnected"}));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Signals still in flight to the dropped peer are refused, then the
+    // sender is served as before.
+    sender.send(json!({"type": "ping"})).await;
+    loop {
+        let msg = sender.recv().await;
+        if msg["type"] == "pong" {
+            break;
+        }
+        assert_eq!(msg["code"], "unknown-peer", "{msg}");
+    }
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_connection_with_a_reason() {
+    let server = TestServer::with_defaults().await;
+    let (mut a, _) = Client::join(&server, "bye", "A").await;
+    let mut lobby = Client::connect(&server).await;
+    lobby.hello().await;
+    let stopping = tokio::spawn(server.shutdown());
+    assert_eq!(a.expect_close().await, (1001, "server shutting down".to_owned()));
+    assert_eq!(lobby.expect_close().await, (1001, "server shutting down".to_owned()));
+    tokio::time::timeout(Duration::from_secs(5), stopping).await.expect("serve returns").expect("no panic");
+}

@@ -1,0 +1,185 @@
+//! A scripted WebSocket client and in-process servers for the tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected message may take.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A server running in this process on 127.0.0.1:0; stops when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: server::Config) -> TestServer {
+        let listener = server::bind("127.0.0.1:0".parse().expect("addr")).expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(server::serve(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        TestServer { addr, stop: Some(stop), done: Some(done) }
+    }
+
+    pub async fn with_defaults() -> TestServer {
+        Self::start(server::Config::default()).await
+    }
+
+    /// Shuts down like SIGTERM would, and waits for `serve` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            done.await.expect("serve task").expect("serve returned an error");
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// One scripted peer.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Set by [`Client::join`].
+    pub id: String,
+}
+
+impl Client {
+    /// Connects without an Origin header, as non-browser clients do.
+    pub async fn connect(server: &TestServer) -> Client {
+        Self::connect_with(server, None).await.expect("connect")
+    }
+
+    /// Connects with the given Origin header; the HTTP status on refusal.
+    pub async fn connect_with(server: &TestServer, origin: Option<&str>) -> Result<Client, u16> {
+        let mut request = server.url().into_client_request().expect("request");
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse().expect("header value"));
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => Ok(Client { ws, id: String::new() }),
+            Err(WsError::Http(res)) => Err(res.status().as_u16()),
+            Err(e) => panic!("connect failed: {e}"),
+        }
+    }
+
+    /// Connects, says hello and joins `room` as `name`; returns `joined`.
+    pub async fn join(server: &TestServer, room: &str, name: &str) -> (Client, Value) {
+        let mut c = Self::connect(server).await;
+        c.hello().await;
+        c.send(json!({"type": "join", "room": room, "name": name})).await;
+        let joined = c.recv().await;
+        assert_eq!(joined["type"], "joined", "{joined}");
+        c.id = joined["you"].as_str().expect("you").to_owned();
+        (c, joined)
+    }
+
+    pub async fn hello(&mut self) {
+        self.send(json!({"type": "hello", "version": 1})).await;
+        let welcome = self.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        assert_eq!(welcome["version"], 1);
+    }
+
+    pub async fn send(&mut self, msg: Value) {
+        self.send_text(&msg.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("send");
+    }
+
+    /// Sends a signal with `data` to `to`.
+    pub async fn signal(&mut self, to: &str, data: Value) {
+        self.send(json!({"type": "signal", "to": to, "data": data})).await;
+    }
+
+    /// The next protocol message; panics after [`PATIENCE`] or on close.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no message within {PATIENCE:?}"));
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(t.as_str()).expect("server sends JSON");
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message, which must be an error with `code`.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let msg = self.recv().await;
+        assert_eq!(msg["type"], "error", "{msg}");
+        assert_eq!(msg["code"], code, "{msg}");
+        assert!(msg["message"].as_str().is_some_and(|m| !m.is_empty()), "{msg}");
+        msg
+    }
+
+    /// Asserts that no protocol message arrives for `dur`.
+    pub async fn expect_silence(&mut self, dur: Duration) {
+        let deadline = tokio::time::Instant::now() + dur;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// Round-trips a ping: proves the connection still works and that
+    /// everything the server sent before has arrived.
+    pub async fn ping(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        let pong = self.recv().await;
+        assert_eq!(pong, json!({"type": "pong"}));
+    }
+
+    /// Waits for the server to close; returns the close code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no close within {PATIENCE:?}"));
+            match msg {
+                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                    return (u16::from(code), reason.as_str().to_owned());
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+}
