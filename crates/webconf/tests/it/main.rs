@@ -1,6 +1,8 @@
 //! webconf's integration tests, one binary: scripted WebSocket clients
 //! against the real server (`relay`), and real browsers against the real
-//! binary (`browser`).
+//! binary (`browser`, driven through `harness`).
 
+mod browser;
+mod harness;
 mod relay;
 mod support;

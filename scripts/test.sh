@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every check and test webconf has, browser tests included, on a fresh
+# Debian machine: installs Chromium and chromedriver when missing, then
+# formatting, lints, the web client's type check, and `cargo test`.
+#
+# Browser tests put themselves in a loopback-only network namespace (see
+# crates/webconf/tests/it/harness.rs); that needs root or user namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+step "system packages"
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v unshare >/dev/null || missing+=(util-linux)
+command -v ip >/dev/null || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+chromium --version
+chromedriver --version
+
+step "cargo fmt"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "web client type check (tsc --checkJs, no build step)"
+scripts/check-js.sh
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "all tests passed"

@@ -1,0 +1,47 @@
+// The home page: start a call with an unguessable name, or go to one by name.
+
+import { canonicalRoom } from './protocol.js';
+import { setupLanguageSwitch } from './i18n.js';
+
+/**
+ * A room name nobody can guess: 80 random bits as 16 base-32 characters.
+ * @returns {string}
+ */
+export function randomRoomName() {
+  const alphabet = 'abcdefghijkmnpqrstuvwxyz23456789';
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const chars = Array.from(bytes, (b) => alphabet[b % 32]);
+  return `${chars.slice(0, 4).join('')}-${chars.slice(4, 10).join('')}-${chars.slice(10).join('')}`;
+}
+
+/** @param {string} room */
+function go(room) {
+  location.assign(`/r/${encodeURIComponent(room)}`);
+}
+
+setupLanguageSwitch();
+
+// Links elsewhere (such as "start a new call" on a full call) ask for a
+// fresh room with #new.
+if (location.hash === '#new') go(randomRoomName());
+
+document.getElementById('start')?.addEventListener('click', () => go(randomRoomName()));
+
+const form = /** @type {HTMLFormElement} */ (document.getElementById('join-form'));
+const input = /** @type {HTMLInputElement} */ (document.getElementById('room-name'));
+const error = /** @type {HTMLElement} */ (document.getElementById('room-error'));
+form.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const room = canonicalRoom(input.value.trim());
+  if (!room) {
+    error.hidden = false;
+    input.setAttribute('aria-invalid', 'true');
+    input.focus();
+    return;
+  }
+  go(room);
+});
+input.addEventListener('input', () => {
+  error.hidden = true;
+  input.removeAttribute('aria-invalid');
+});

@@ -1,0 +1,178 @@
+// Every string people see, in English and Korean, and the code that puts
+// them into the page. Elements say which string they show with
+// data-i18n="key" (text), data-i18n-placeholder="key" or
+// data-i18n-label="key" (aria-label and title).
+
+/** @typedef {'en' | 'ko'} Lang */
+
+const STRINGS = {
+  en: {
+    tagline: 'Video calls in your browser, on your own server.',
+    start_call: 'Start a new call',
+    or_join: 'or join a call by its name',
+    room_placeholder: 'room name',
+    go: 'Go',
+    bad_room: 'Use 1 to 64 letters, digits, "-", "_" or ".".',
+    https_note: 'Cameras work on this computer (localhost) or over HTTPS.',
+    language: 'Language',
+    lobby_title: 'Ready to join?',
+    your_name: 'Your name',
+    join: 'Join',
+    joining: 'Joining…',
+    guest: 'Guest',
+    you: 'You',
+    media_checking: 'Starting your camera and microphone…',
+    media_ok: 'Camera and microphone are on.',
+    media_denied: 'Camera and microphone are blocked. You can join to watch and listen; allow them in the address bar to be seen and heard.',
+    media_missing: 'No camera or microphone found. You can join to watch and listen.',
+    media_busy: 'Another app is using your camera or microphone. Close it and reload, or join to watch and listen.',
+    media_insecure: 'Browsers allow the camera only over HTTPS or on localhost. You can join to watch and listen.',
+    media_failed: 'Could not start your camera or microphone. You can join to watch and listen.',
+    media_audio_only: 'Only your microphone is on.',
+    media_video_only: 'Only your camera is on.',
+    waiting: 'Waiting for someone to join. Share this link:',
+    copy_link: 'Copy link',
+    copied: 'Link copied.',
+    connecting_to: 'Connecting to {name}…',
+    peer_joined: '{name} joined.',
+    peer_left: '{name} left the call. Waiting for them to come back…',
+    peer_failed: 'The connection to {name} failed.',
+    hang_up: 'Hang up',
+    you_left: 'You left the call.',
+    rejoin: 'Rejoin',
+    home: 'Home',
+    full_title: 'This call is full',
+    full_text: 'Everyone this call has room for is already in it. Try again later, or start a new call.',
+    try_again: 'Try again',
+    server_unreachable: 'Cannot reach the server. Check your connection and try again.',
+    server_closed: 'Lost the connection to the server.',
+    server_shutdown: 'The server is shutting down.',
+    error: 'Something went wrong: {message}',
+    not_found_title: 'Nothing here',
+    not_found_text: 'This is not a page or room name webconf knows.',
+    remote_video: 'Video of {name}',
+    local_video: 'Your camera',
+  },
+  ko: {
+    tagline: '내 서버에서, 브라우저만으로 하는 영상 통화.',
+    start_call: '새 통화 시작',
+    or_join: '또는 통화 이름으로 참여',
+    room_placeholder: '통화 이름',
+    go: '이동',
+    bad_room: '글자, 숫자, "-", "_", "." 로 1~64자까지 쓸 수 있어요.',
+    https_note: '카메라는 이 컴퓨터(localhost)나 HTTPS에서만 쓸 수 있어요.',
+    language: '언어',
+    lobby_title: '참여할 준비가 되셨나요?',
+    your_name: '이름',
+    join: '참여',
+    joining: '참여하는 중…',
+    guest: '손님',
+    you: '나',
+    media_checking: '카메라와 마이크를 켜는 중…',
+    media_ok: '카메라와 마이크가 켜져 있어요.',
+    media_denied: '카메라와 마이크가 차단되어 있어요. 참여해서 보고 들을 수는 있어요. 내 모습과 목소리를 보내려면 주소창에서 허용해 주세요.',
+    media_missing: '카메라나 마이크를 찾을 수 없어요. 참여해서 보고 들을 수는 있어요.',
+    media_busy: '다른 앱이 카메라나 마이크를 쓰고 있어요. 그 앱을 닫고 새로고침하거나, 참여해서 보고 들을 수 있어요.',
+    media_insecure: '브라우저는 HTTPS나 localhost에서만 카메라를 허용해요. 참여해서 보고 들을 수는 있어요.',
+    media_failed: '카메라나 마이크를 켤 수 없어요. 참여해서 보고 들을 수는 있어요.',
+    media_audio_only: '마이크만 켜져 있어요.',
+    media_video_only: '카메라만 켜져 있어요.',
+    waiting: '상대를 기다리는 중이에요. 이 링크를 보내 주세요:',
+    copy_link: '링크 복사',
+    copied: '링크를 복사했어요.',
+    connecting_to: '{name} 님과 연결하는 중…',
+    peer_joined: '{name} 님이 들어왔어요.',
+    peer_left: '{name} 님이 나갔어요. 다시 들어오기를 기다리는 중…',
+    peer_failed: '{name} 님과의 연결이 끊어졌어요.',
+    hang_up: '통화 종료',
+    you_left: '통화에서 나왔어요.',
+    rejoin: '다시 참여',
+    home: '처음으로',
+    full_title: '이 통화는 가득 찼어요',
+    full_text: '이 통화에 더 들어갈 자리가 없어요. 나중에 다시 시도하거나 새 통화를 시작하세요.',
+    try_again: '다시 시도',
+    server_unreachable: '서버에 연결할 수 없어요. 연결을 확인하고 다시 시도하세요.',
+    server_closed: '서버와의 연결이 끊어졌어요.',
+    server_shutdown: '서버가 종료되고 있어요.',
+    error: '문제가 생겼어요: {message}',
+    not_found_title: '여기에는 아무것도 없어요',
+    not_found_text: 'webconf가 모르는 페이지나 통화 이름이에요.',
+    remote_video: '{name} 님의 영상',
+    local_video: '내 카메라',
+  },
+};
+
+const STORAGE_KEY = 'webconf.lang';
+
+/** @returns {Lang} the chosen language, else the browser's, else English */
+export function currentLang() {
+  const saved = safeStorage()?.getItem(STORAGE_KEY);
+  if (saved === 'en' || saved === 'ko') return saved;
+  const preferred = navigator.languages?.length ? navigator.languages : [navigator.language];
+  for (const l of preferred) {
+    if (/^ko\b/i.test(l)) return 'ko';
+    if (/^en\b/i.test(l)) return 'en';
+  }
+  return 'en';
+}
+
+let lang = currentLang();
+
+/**
+ * The string `key` in the current language, with {placeholders} filled.
+ * @param {keyof typeof STRINGS.en} key
+ * @param {Record<string, string | number>} [vars]
+ */
+export function t(key, vars = {}) {
+  const template = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;
+  return template.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ''));
+}
+
+/**
+ * Switches language, remembers it, and re-labels the page.
+ * @param {Lang} next
+ */
+export function setLang(next) {
+  lang = next;
+  safeStorage()?.setItem(STORAGE_KEY, next);
+  translatePage();
+}
+
+/** Fills every data-i18n* element under `root`. */
+export function translatePage(root = document) {
+  document.documentElement.lang = lang;
+  for (const el of root.querySelectorAll('[data-i18n]')) {
+    el.textContent = t(/** @type {any} */ (el.getAttribute('data-i18n')));
+  }
+  for (const el of root.querySelectorAll('[data-i18n-placeholder]')) {
+    el.setAttribute('placeholder', t(/** @type {any} */ (el.getAttribute('data-i18n-placeholder'))));
+  }
+  for (const el of root.querySelectorAll('[data-i18n-label]')) {
+    const text = t(/** @type {any} */ (el.getAttribute('data-i18n-label')));
+    el.setAttribute('aria-label', text);
+    el.setAttribute('title', text);
+  }
+  for (const select of root.querySelectorAll('select.lang')) {
+    /** @type {HTMLSelectElement} */ (select).value = lang;
+  }
+  document.dispatchEvent(new CustomEvent('langchange', { detail: lang }));
+}
+
+/** Wires every `select.lang` on the page to switch language. */
+export function setupLanguageSwitch() {
+  for (const select of document.querySelectorAll('select.lang')) {
+    select.addEventListener('change', () => {
+      setLang(/** @type {Lang} */ (/** @type {HTMLSelectElement} */ (select).value));
+    });
+  }
+  translatePage();
+}
+
+/** localStorage, or null where the browser forbids it (private modes). */
+function safeStorage() {
+  try {
+    return window.localStorage;
+  } catch {
+    return null;
+  }
+}
