@@ -75,8 +75,8 @@ mod tests {
     #[test]
     fn fractions_of_a_token_add_up() {
         let t0 = Instant::now();
-        let mut bucket = TokenBucket::new(3, 1, t0);
-        assert!(bucket.try_take(t0));
+        let mut bucket = TokenBucket::new(3, 5, t0);
+        assert_eq!((0..10).filter(|_| bucket.try_take(t0)).count(), 5);
         let mut t = t0;
         let mut taken = 0;
         for _ in 0..1000 {
