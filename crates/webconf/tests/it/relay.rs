@@ -316,3 +316,31 @@ async fn shutdown_closes_every_connection_with_a_reason() {
     assert_eq!(lobby.expect_close().await, (1001, "server shutting down".to_owned()));
     tokio::time::timeout(Duration::from_secs(5), stopping).await.expect("serve returns").expect("no panic");
 }
+
+/// The real binary on SIGTERM: every peer gets 1001 with a reason, and the
+/// process exits successfully.
+#[tokio::test]
+async fn the_binary_shuts_down_gracefully_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_webconf"))
+        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start webconf");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("announcement");
+    let url =
+        line.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").trim_end_matches('/');
+    let ws = format!("{}/ws", url.replacen("http://", "ws://", 1));
+    let (ws, _) = tokio_tungstenite::connect_async(ws.as_str()).await.expect("connect");
+    let mut peer = crate::support::Client::from_stream(ws);
+    peer.hello().await;
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    assert_eq!(peer.expect_close().await, (1001, "server shutting down".to_owned()));
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(exit.success(), "webconf exited with {exit}");
+}

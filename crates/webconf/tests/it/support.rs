@@ -86,6 +86,11 @@ impl Client {
         }
     }
 
+    /// Wraps an already connected WebSocket.
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client { ws, id: String::new() }
+    }
+
     /// Connects, says hello and joins `room` as `name`; returns `joined`.
     pub async fn join(server: &TestServer, room: &str, name: &str) -> (Client, Value) {
         let mut c = Self::connect(server).await;
