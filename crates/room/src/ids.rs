@@ -142,6 +142,58 @@ impl fmt::Display for DisplayName {
     }
 }
 
+/// A chat message's text: 1 to [`ChatText::MAX_CHARS`] characters, not only
+/// white space, no control characters but newline and tab. Shared, since
+/// one message goes to every member and into the history.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct ChatText(std::sync::Arc<str>);
+
+impl ChatText {
+    /// Longest chat message, in characters.
+    pub const MAX_CHARS: usize = 1000;
+
+    /// Validates a chat message.
+    pub fn parse(raw: &str) -> Result<ChatText, NameError> {
+        if raw.trim().is_empty() {
+            return Err(NameError::Empty);
+        }
+        let mut chars = 0;
+        for c in raw.chars() {
+            chars += 1;
+            if chars > Self::MAX_CHARS {
+                return Err(NameError::TooLong { max: Self::MAX_CHARS });
+            }
+            if c.is_control() && c != '\n' && c != '\t' {
+                return Err(NameError::BadChar(c));
+            }
+        }
+        Ok(ChatText(raw.into()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a peer says it sends: microphone, camera, screen share.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct MediaState {
+    /// Microphone on.
+    pub audio: bool,
+    /// Camera on.
+    pub video: bool,
+    /// Sharing its screen.
+    pub screen: bool,
+}
+
+impl Default for MediaState {
+    /// A peer that said nothing has its microphone and camera on.
+    fn default() -> Self {
+        MediaState { audio: true, video: true, screen: false }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +229,19 @@ mod tests {
         assert!(DisplayName::parse(&"가".repeat(40)).is_ok());
         assert_eq!(DisplayName::parse(&"가".repeat(41)), Err(NameError::TooLong { max: 40 }));
         assert_eq!(DisplayName::parse("<b>hi</b>").map(|n| n.0), Ok("<b>hi</b>".to_owned()));
+    }
+
+    #[test]
+    fn chat_texts() {
+        assert_eq!(
+            ChatText::parse("hi\n\tthere").map(|t| t.as_str().to_owned()),
+            Ok("hi\n\tthere".to_owned())
+        );
+        assert_eq!(ChatText::parse("<script>alert(1)</script>").map(|t| t.0.len()), Ok(25));
+        assert_eq!(ChatText::parse(" \n "), Err(NameError::Empty));
+        assert_eq!(ChatText::parse("a\u{1b}[31m"), Err(NameError::BadChar('\u{1b}')));
+        assert!(ChatText::parse(&"가".repeat(1000)).is_ok());
+        assert_eq!(ChatText::parse(&"a".repeat(1001)), Err(NameError::TooLong { max: 1000 }));
     }
 
     #[test]

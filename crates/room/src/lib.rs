@@ -13,8 +13,8 @@
 mod ids;
 mod rooms;
 
-pub use ids::{DisplayName, NameError, PeerId, RoomId};
-pub use rooms::{Config, Input, LeaveReason, Output, PeerInfo, Rejection, Request, Rooms};
+pub use ids::{ChatText, DisplayName, MediaState, NameError, PeerId, RoomId};
+pub use rooms::{ChatEntry, Config, Input, LeaveReason, Output, PeerInfo, Rejection, Request, Rooms};
 
 #[cfg(test)]
 mod tests {
@@ -34,22 +34,54 @@ mod tests {
         char::from(u8::try_from(id.0).expect("test peers are letters"))
     }
 
+    fn media(m: MediaState) -> String {
+        let flag = |on: bool, c: char| if on { c } else { '-' };
+        [flag(m.audio, 'a'), flag(m.video, 'v'), flag(m.screen, 's')].iter().collect()
+    }
+
+    fn parse_media(flags: &str) -> MediaState {
+        MediaState { audio: flags.contains('a'), video: flags.contains('v'), screen: flags.contains('s') }
+    }
+
     fn render(out: Output<String>) -> String {
-        let infos = |peers: &[PeerInfo]| {
-            peers.iter().map(|p| format!("{} {}", letter(p.id), p.name)).collect::<Vec<_>>().join(", ")
-        };
+        let info = |p: &PeerInfo| format!("{} {} {}", letter(p.id), p.name, media(p.media));
         match out {
-            Output::Joined { to, room, name, capacity, polite, peers } => format!(
-                "{}: joined {room} as {name} polite={polite} cap={capacity} peers=[{}]",
-                letter(to),
-                infos(&peers)
-            ),
+            Output::Joined { to, room, name, capacity, peers, chat } => {
+                let peers: Vec<String> = peers
+                    .iter()
+                    .map(|(p, polite)| format!("{}{}", info(p), if *polite { " polite" } else { "" }))
+                    .collect();
+                let chat: Vec<String> = chat
+                    .iter()
+                    .map(|e| format!("{}@{} {}", letter(e.from), e.ts_ms, e.text.as_str()))
+                    .collect();
+                let mut line = format!(
+                    "{}: joined {room} as {name} cap={capacity} peers=[{}]",
+                    letter(to),
+                    peers.join(", ")
+                );
+                if !chat.is_empty() {
+                    line.push_str(&format!(" chat=[{}]", chat.join(", ")));
+                }
+                line
+            }
             Output::PeerJoined { to, peer, polite } => {
-                format!("{}: peer-joined {} {} polite={polite}", letter(to), letter(peer.id), peer.name)
+                format!("{}: peer-joined {} polite={polite}", letter(to), info(&peer))
             }
             Output::PeerLeft { to, peer, reason } => {
                 format!("{}: peer-left {} {reason:?}", letter(to), letter(peer))
             }
+            Output::PeerMedia { to, peer, media: m } => {
+                format!("{}: peer-media {} {}", letter(to), letter(peer), media(m))
+            }
+            Output::Chat { to, entry } => format!(
+                "{}: chat from {} {} {:?} @{}",
+                letter(to),
+                letter(entry.from),
+                entry.name,
+                entry.text.as_str(),
+                entry.ts_ms
+            ),
             Output::Left { to, room } => format!("{}: left {room}", letter(to)),
             Output::Relay { to, from, payload } => {
                 format!("{}: relay from {} {payload}", letter(to), letter(from))
@@ -60,17 +92,31 @@ mod tests {
         }
     }
 
+    /// Script lines: `join <peer> <room> <name> [t=<ms>] [m=<flags>]`,
+    /// `signal <from> <to> <payload>`, `chat <peer> <text> [t=<ms>]` (`_` in
+    /// text is a space), `media <peer> <flags>` (like `a-s`), `leave <peer>`,
+    /// `disconnect <peer>`.
     fn parse_input(line: &str) -> Input<String> {
         let words: Vec<&str> = line.split_whitespace().collect();
+        let opt = |key: &str| words.iter().find_map(|w| w.strip_prefix(key));
+        let now_ms = opt("t=").map_or(0, |t| t.parse().expect("t=<ms>"));
         match words.as_slice() {
-            ["join", p, room, name] => Input::Join {
+            ["join", p, room, name, ..] => Input::Join {
                 peer: peer(p),
                 room: RoomId::parse(room).expect("valid room in script"),
                 name: DisplayName::parse(name).expect("valid name in script"),
+                media: opt("m=").map_or_else(MediaState::default, parse_media),
+                now_ms,
             },
             ["signal", from, to, payload] => {
                 Input::Signal { from: peer(from), to: peer(to), payload: (*payload).to_owned() }
             }
+            ["chat", p, text, ..] => Input::Chat {
+                peer: peer(p),
+                text: ChatText::parse(&text.replace('_', " ")).expect("valid chat in script"),
+                now_ms,
+            },
+            ["media", p, flags] => Input::Media { peer: peer(p), media: parse_media(flags) },
             ["leave", p] => Input::Leave { peer: peer(p) },
             ["disconnect", p] => Input::Disconnect { peer: peer(p) },
             _ => panic!("bad script line {line:?}"),
@@ -80,7 +126,7 @@ mod tests {
     /// Runs `script` on a core of the given capacity and compares the whole
     /// transcript, so a missing or an extra output both fail.
     fn check(capacity: usize, script: &str) {
-        let mut rooms = Rooms::new(Config { capacity });
+        let mut rooms = Rooms::new(Config { capacity, ..Config::default() });
         let mut transcript = String::new();
         for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
             if let Some(input) = line.strip_prefix("> ") {
@@ -105,10 +151,10 @@ mod tests {
             2,
             "
             > join a tea Minji
-            a: joined tea as Minji polite=true cap=2 peers=[]
+            a: joined tea as Minji cap=2 peers=[]
             > join b Tea Joon
-            a: peer-joined b Joon polite=false
-            b: joined tea as Joon polite=true cap=2 peers=[a Minji]
+            a: peer-joined b Joon av- polite=false
+            b: joined tea as Joon cap=2 peers=[a Minji av- polite]
             > signal b a offer
             a: relay from b offer
             > signal a b answer
@@ -117,8 +163,8 @@ mod tests {
             a: peer-left b Left
             b: left tea
             > join b tea Joon
-            a: peer-joined b Joon polite=false
-            b: joined tea as Joon polite=true cap=2 peers=[a Minji]
+            a: peer-joined b Joon av- polite=false
+            b: joined tea as Joon cap=2 peers=[a Minji av- polite]
             > disconnect a
             b: peer-left a Disconnected
             ",
@@ -131,10 +177,10 @@ mod tests {
             2,
             "
             > join a tea A
-            a: joined tea as A polite=true cap=2 peers=[]
+            a: joined tea as A cap=2 peers=[]
             > join b tea B
-            a: peer-joined b B polite=false
-            b: joined tea as B polite=true cap=2 peers=[a A]
+            a: peer-joined b B av- polite=false
+            b: joined tea as B cap=2 peers=[a A av- polite]
             > join c tea C
             c: rejected Join RoomFull { capacity: 2 }
             > signal c a hi
@@ -152,12 +198,12 @@ mod tests {
             2,
             "
             > join a one A
-            a: joined one as A polite=true cap=2 peers=[]
+            a: joined one as A cap=2 peers=[]
             > join b one B
-            a: peer-joined b B polite=false
-            b: joined one as B polite=true cap=2 peers=[a A]
+            a: peer-joined b B av- polite=false
+            b: joined one as B cap=2 peers=[a A av- polite]
             > join c two C
-            c: joined two as C polite=true cap=2 peers=[]
+            c: joined two as C cap=2 peers=[]
             > signal a c across
             a: rejected Signal UnknownPeer
             > signal c a across
@@ -181,13 +227,21 @@ mod tests {
             a: rejected Leave NotJoined
             > disconnect a
             > join a tea A
-            a: joined tea as A polite=true cap=2 peers=[]
+            a: joined tea as A cap=2 peers=[]
+            > join b tea B
+            a: peer-joined b B av- polite=false
+            b: joined tea as B cap=2 peers=[a A av- polite]
+            > signal b a sdp
+            a: relay from b sdp
             > join a other A
-            a: rejected Join AlreadyJoined
-            > join a tea A
-            a: rejected Join AlreadyJoined
+            b: peer-left a Disconnected
+            a: joined other as A cap=2 peers=[]
             > leave a
-            a: left tea
+            a: left other
+            > chat a hi
+            a: rejected Chat NotJoined
+            > media a -
+            a: rejected Media NotJoined
             > leave a
             a: rejected Leave NotJoined
             ",
@@ -200,31 +254,139 @@ mod tests {
             3,
             "
             > join a m A
-            a: joined m as A polite=true cap=3 peers=[]
+            a: joined m as A cap=3 peers=[]
             > join b m B
-            a: peer-joined b B polite=false
-            b: joined m as B polite=true cap=3 peers=[a A]
+            a: peer-joined b B av- polite=false
+            b: joined m as B cap=3 peers=[a A av- polite]
             > join c m C
-            a: peer-joined c C polite=false
-            b: peer-joined c C polite=false
-            c: joined m as C polite=true cap=3 peers=[a A, b B]
+            a: peer-joined c C av- polite=false
+            b: peer-joined c C av- polite=false
+            c: joined m as C cap=3 peers=[a A av- polite, b B av- polite]
             > disconnect b
             a: peer-left b Disconnected
             c: peer-left b Disconnected
             > join d m D
-            a: peer-joined d D polite=false
-            c: peer-joined d D polite=false
-            d: joined m as D polite=true cap=3 peers=[a A, c C]
+            a: peer-joined d D av- polite=false
+            c: peer-joined d D av- polite=false
+            d: joined m as D cap=3 peers=[a A av- polite, c C av- polite]
+            ",
+        );
+    }
+
+    #[test]
+    fn chat_reaches_the_whole_room_and_newcomers_get_recent_history() {
+        check(
+            3,
+            "
+            > join a r A t=1000
+            a: joined r as A cap=3 peers=[]
+            > chat a <script>hi</script> t=2000
+            a: chat from a A \"<script>hi</script>\" @2000
+            > join b r B t=3000
+            a: peer-joined b B av- polite=false
+            b: joined r as B cap=3 peers=[a A av- polite] chat=[a@2000 <script>hi</script>]
+            > chat b hello_there t=4000
+            a: chat from b B \"hello there\" @4000
+            b: chat from b B \"hello there\" @4000
+            > join c other C t=4000
+            c: joined other as C cap=3 peers=[]
+            > leave b
+            a: peer-left b Left
+            b: left r
+            > join b r B t=3602001
+            a: peer-joined b B av- polite=false
+            b: joined r as B cap=3 peers=[a A av- polite] chat=[b@4000 hello there]
+            ",
+        );
+    }
+
+    #[test]
+    fn history_is_bounded_and_goes_with_the_room() {
+        let mut rooms: Rooms<String> =
+            Rooms::new(Config { capacity: 2, chat_history: 3, chat_max_age_ms: 1000 });
+        let room = RoomId::parse("r").expect("valid");
+        let join = |p: &str, now_ms| Input::Join {
+            peer: peer(p),
+            room: room.clone(),
+            name: DisplayName::guest(),
+            media: MediaState::default(),
+            now_ms,
+        };
+        rooms.handle_input(join("a", 0));
+        for i in 0..10 {
+            let text = ChatText::parse(&format!("m{i}")).expect("valid");
+            rooms.handle_input(Input::Chat { peer: peer("a"), text, now_ms: 100 + i });
+        }
+        rooms.check_invariants();
+        while rooms.poll_output().is_some() {}
+        rooms.handle_input(join("b", 200));
+        let history = std::iter::from_fn(|| rooms.poll_output())
+            .find_map(|o| match o {
+                Output::Joined { chat, .. } => Some(chat),
+                _ => None,
+            })
+            .expect("joined");
+        let texts: Vec<&str> = history.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(texts, ["m7", "m8", "m9"]);
+        // Everyone leaves: the room and its history are gone.
+        rooms.handle_input(Input::Disconnect { peer: peer("a") });
+        rooms.handle_input(Input::Disconnect { peer: peer("b") });
+        while rooms.poll_output().is_some() {}
+        rooms.handle_input(join("a", 300));
+        let fresh = std::iter::from_fn(|| rooms.poll_output())
+            .any(|o| matches!(o, Output::Joined { chat, .. } if chat.is_empty()));
+        assert!(fresh);
+    }
+
+    #[test]
+    fn media_state_is_shared_with_the_room_and_newcomers() {
+        check(
+            3,
+            "
+            > join a r A m=a--
+            a: joined r as A cap=3 peers=[]
+            > join b r B
+            a: peer-joined b B av- polite=false
+            b: joined r as B cap=3 peers=[a A a-- polite]
+            > media b -vs
+            a: peer-media b -vs
+            > media a av-
+            b: peer-media a av-
+            > join c r C
+            a: peer-joined c C av- polite=false
+            b: peer-joined c C av- polite=false
+            c: joined r as C cap=3 peers=[a A av- polite, b B -vs polite]
+            ",
+        );
+    }
+
+    #[test]
+    fn a_peer_back_with_its_old_id_replaces_itself_and_keeps_its_roles() {
+        check(
+            2,
+            "
+            > join b r B
+            b: joined r as B cap=2 peers=[]
+            > join a r A
+            b: peer-joined a A av- polite=true
+            a: joined r as A cap=2 peers=[b B av-]
+            > join b r B
+            a: peer-left b Disconnected
+            a: peer-joined b B av- polite=false
+            b: joined r as B cap=2 peers=[a A av- polite]
+            > signal a b still-routed
+            b: relay from a still-routed
             ",
         );
     }
 
     #[test]
     fn rooms_vanish_when_empty() {
-        let mut rooms: Rooms<String> = Rooms::new(Config { capacity: 2 });
+        let mut rooms: Rooms<String> = Rooms::new(Config::default());
         for (i, p) in ["a", "b"].iter().enumerate() {
             let room = RoomId::parse(&format!("r{i}")).expect("valid");
-            rooms.handle_input(Input::Join { peer: peer(p), room, name: DisplayName::guest() });
+            let (name, media) = (DisplayName::guest(), MediaState::default());
+            rooms.handle_input(Input::Join { peer: peer(p), room, name, media, now_ms: 0 });
         }
         assert_eq!((rooms.room_count(), rooms.member_count()), (2, 2));
         rooms.handle_input(Input::Disconnect { peer: peer("a") });

@@ -1,14 +1,25 @@
-//! The state machine: rooms, their members, and who may send to whom.
+//! The state machine: rooms, their members, who may send to whom, and what
+//! a newcomer is told (members, media state, recent chat).
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::ids::{DisplayName, PeerId, RoomId};
+use crate::ids::{ChatText, DisplayName, MediaState, PeerId, RoomId};
 
 /// Settings of a [`Rooms`] core.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
     /// Most peers one room holds; a join beyond it is refused.
     pub capacity: usize,
+    /// Most chat messages a room remembers for newcomers.
+    pub chat_history: usize,
+    /// Oldest chat message a room remembers, in milliseconds.
+    pub chat_max_age_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { capacity: 2, chat_history: 100, chat_max_age_ms: 60 * 60 * 1000 }
+    }
 }
 
 /// A peer as others see it.
@@ -18,6 +29,22 @@ pub struct PeerInfo {
     pub id: PeerId,
     /// Its display name.
     pub name: DisplayName,
+    /// Its microphone, camera and screen share, as it last said.
+    pub media: MediaState,
+}
+
+/// One chat message, as delivered and as kept in a room's history.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ChatEntry {
+    /// The sender.
+    pub from: PeerId,
+    /// The sender's name when it sent this.
+    pub name: DisplayName,
+    /// What it said.
+    pub text: ChatText,
+    /// When the server got it, in milliseconds since 1970 (the shell's
+    /// clock, passed in).
+    pub ts_ms: u64,
 }
 
 /// Why a peer is no longer in a room.
@@ -25,7 +52,8 @@ pub struct PeerInfo {
 pub enum LeaveReason {
     /// The peer asked to leave.
     Left,
-    /// Its connection ended (closed, timed out, or dropped by the server).
+    /// Its connection ended (closed, timed out, dropped by the server, or
+    /// replaced by a newer connection with the same id).
     Disconnected,
 }
 
@@ -36,6 +64,10 @@ pub enum Request {
     Join,
     /// `signal`
     Signal,
+    /// `chat`
+    Chat,
+    /// `media`
+    Media,
     /// `leave`
     Leave,
 }
@@ -49,8 +81,6 @@ pub enum Rejection {
         /// The room's capacity.
         capacity: usize,
     },
-    /// The peer is in a room already.
-    AlreadyJoined,
     /// The peer is in no room.
     NotJoined,
     /// The addressee is not another peer of the sender's room.
@@ -60,7 +90,9 @@ pub enum Rejection {
 /// Something that happened, fed in by the IO shell.
 #[derive(Debug)]
 pub enum Input<P> {
-    /// `peer` asks to enter `room`.
+    /// `peer` asks to enter `room`. If `peer` is a member already (it came
+    /// back with its old id while its old connection lingers), the old
+    /// membership ends first: the others hear it left, then that it joined.
     Join {
         /// Who asks.
         peer: PeerId,
@@ -68,6 +100,10 @@ pub enum Input<P> {
         room: RoomId,
         /// The name the others will see.
         name: DisplayName,
+        /// Its media state to start with.
+        media: MediaState,
+        /// The shell's clock, in milliseconds since 1970 (for chat history).
+        now_ms: u64,
     },
     /// `from` asks to relay `payload` to `to`.
     Signal {
@@ -77,6 +113,22 @@ pub enum Input<P> {
         to: PeerId,
         /// Opaque to the core.
         payload: P,
+    },
+    /// `peer` says something to its room.
+    Chat {
+        /// Who.
+        peer: PeerId,
+        /// What.
+        text: ChatText,
+        /// The shell's clock, in milliseconds since 1970.
+        now_ms: u64,
+    },
+    /// `peer` turned its microphone, camera or screen share on or off.
+    Media {
+        /// Who.
+        peer: PeerId,
+        /// Its new state.
+        media: MediaState,
     },
     /// `peer` asks to leave its room.
     Leave {
@@ -105,10 +157,11 @@ pub enum Output<P> {
         name: DisplayName,
         /// The room's capacity.
         capacity: usize,
-        /// Its role towards every peer in `peers` (perfect negotiation).
-        polite: bool,
-        /// The others already there, oldest first.
-        peers: Vec<PeerInfo>,
+        /// The others already there, oldest first, each with `to`'s role
+        /// towards it (perfect negotiation).
+        peers: Vec<(PeerInfo, bool)>,
+        /// The room's recent chat, oldest first.
+        chat: Vec<ChatEntry>,
     },
     /// `peer` entered `to`'s room.
     PeerJoined {
@@ -127,6 +180,22 @@ pub enum Output<P> {
         peer: PeerId,
         /// Why.
         reason: LeaveReason,
+    },
+    /// `peer` in `to`'s room changed its media state.
+    PeerMedia {
+        /// Another member.
+        to: PeerId,
+        /// Who changed.
+        peer: PeerId,
+        /// Its new state.
+        media: MediaState,
+    },
+    /// A chat message in `to`'s room (its own included).
+    Chat {
+        /// A member.
+        to: PeerId,
+        /// The message.
+        entry: ChatEntry,
     },
     /// `to` left `room`, as it asked.
     Left {
@@ -155,25 +224,40 @@ pub enum Output<P> {
     },
 }
 
+/// In each pair, the peer whose id sorts later is polite. A rule on ids
+/// rather than join order, so roles stay the same when peers come back.
+fn polite(me: PeerId, other: PeerId) -> bool {
+    me > other
+}
+
 #[derive(Debug)]
 struct Member {
     room: RoomId,
     name: DisplayName,
+    media: MediaState,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// Members, in join order.
+    peers: Vec<PeerId>,
+    /// At most `Config::chat_history` entries, oldest first.
+    chat: VecDeque<ChatEntry>,
 }
 
 /// All rooms of one shard and their members. Feed it with
 /// [`Rooms::handle_input`], then drain [`Rooms::poll_output`] until `None`.
 ///
 /// Invariants: every member of a room is in `members` with that room, and
-/// every entry of `members` is listed in exactly its room; no room is empty.
+/// every entry of `members` is listed in exactly its room; no room is empty;
+/// no room remembers more than `chat_history` messages.
 #[derive(Debug)]
 pub struct Rooms<P> {
     config: Config,
-    /// Members of each room, in join order.
-    rooms: HashMap<RoomId, Vec<PeerId>>,
+    rooms: HashMap<RoomId, Room>,
     members: HashMap<PeerId, Member>,
-    /// Grows by at most one room's worth of outputs per input, and the shell
-    /// drains it after every input, so it stays small.
+    /// Grows by at most one room's worth of outputs per input (plus a
+    /// newcomer's history), and the shell drains it after every input.
     outputs: VecDeque<Output<P>>,
 }
 
@@ -202,8 +286,10 @@ impl<P> Rooms<P> {
     /// [`Rooms::poll_output`].
     pub fn handle_input(&mut self, input: Input<P>) {
         match input {
-            Input::Join { peer, room, name } => self.join(peer, room, name),
+            Input::Join { peer, room, name, media, now_ms } => self.join(peer, room, name, media, now_ms),
             Input::Signal { from, to, payload } => self.signal(from, to, payload),
+            Input::Chat { peer, text, now_ms } => self.chat(peer, text, now_ms),
+            Input::Media { peer, media } => self.media(peer, media),
             Input::Leave { peer } => {
                 if !self.remove(peer, LeaveReason::Left) {
                     self.reject(peer, Request::Leave, Rejection::NotJoined);
@@ -224,35 +310,43 @@ impl<P> Rooms<P> {
         self.outputs.push_back(Output::Rejected { to, request, reason });
     }
 
-    fn join(&mut self, peer: PeerId, room: RoomId, name: DisplayName) {
-        if self.members.contains_key(&peer) {
-            return self.reject(peer, Request::Join, Rejection::AlreadyJoined);
-        }
+    fn join(&mut self, peer: PeerId, room: RoomId, name: DisplayName, media: MediaState, now_ms: u64) {
+        // A member joining again is a peer back with its old id: its old
+        // membership ends first, so it never counts twice.
+        self.remove(peer, LeaveReason::Disconnected);
         let capacity = self.config.capacity;
-        let others = self.rooms.get(&room).map(Vec::as_slice).unwrap_or_default();
+        let (others, chat) = match self.rooms.get_mut(&room) {
+            Some(r) => {
+                expire_chat(&mut r.chat, now_ms, self.config.chat_max_age_ms);
+                (r.peers.as_slice(), r.chat.iter().cloned().collect())
+            }
+            None => (&[][..], Vec::new()),
+        };
         if others.len() >= capacity {
             return self.reject(peer, Request::Join, Rejection::RoomFull { capacity });
         }
-        let peers: Vec<PeerInfo> = others
+        let peers: Vec<(PeerInfo, bool)> = others
             .iter()
-            .filter_map(|id| self.members.get(id).map(|m| PeerInfo { id: *id, name: m.name.clone() }))
+            .filter_map(|id| {
+                let m = self.members.get(id)?;
+                Some((PeerInfo { id: *id, name: m.name.clone(), media: m.media }, polite(peer, *id)))
+            })
             .collect();
-        // The newcomer is the polite side of every pair it forms, and makes
-        // the first offer (docs/protocol.md, `joined`).
-        for other in &peers {
-            let peer = PeerInfo { id: peer, name: name.clone() };
-            self.outputs.push_back(Output::PeerJoined { to: other.id, peer, polite: false });
+        for (other, _) in &peers {
+            let info = PeerInfo { id: peer, name: name.clone(), media };
+            let polite = polite(other.id, peer);
+            self.outputs.push_back(Output::PeerJoined { to: other.id, peer: info, polite });
         }
         self.outputs.push_back(Output::Joined {
             to: peer,
             room: room.clone(),
             name: name.clone(),
             capacity,
-            polite: true,
             peers,
+            chat,
         });
-        self.rooms.entry(room.clone()).or_default().push(peer);
-        self.members.insert(peer, Member { room, name });
+        self.rooms.entry(room.clone()).or_default().peers.push(peer);
+        self.members.insert(peer, Member { room, name, media });
     }
 
     fn signal(&mut self, from: PeerId, to: PeerId, payload: P) {
@@ -266,18 +360,46 @@ impl<P> Rooms<P> {
         self.outputs.push_back(Output::Relay { to, from, payload });
     }
 
+    fn chat(&mut self, peer: PeerId, text: ChatText, now_ms: u64) {
+        let Some(member) = self.members.get(&peer) else {
+            return self.reject(peer, Request::Chat, Rejection::NotJoined);
+        };
+        let Some(room) = self.rooms.get_mut(&member.room) else { return };
+        let entry = ChatEntry { from: peer, name: member.name.clone(), text, ts_ms: now_ms };
+        for to in &room.peers {
+            self.outputs.push_back(Output::Chat { to: *to, entry: entry.clone() });
+        }
+        room.chat.push_back(entry);
+        while room.chat.len() > self.config.chat_history {
+            room.chat.pop_front();
+        }
+        expire_chat(&mut room.chat, now_ms, self.config.chat_max_age_ms);
+    }
+
+    fn media(&mut self, peer: PeerId, media: MediaState) {
+        let Some(member) = self.members.get_mut(&peer) else {
+            return self.reject(peer, Request::Media, Rejection::NotJoined);
+        };
+        member.media = media;
+        let Some(room) = self.rooms.get(&member.room) else { return };
+        for to in room.peers.iter().filter(|id| **id != peer) {
+            self.outputs.push_back(Output::PeerMedia { to: *to, peer, media });
+        }
+    }
+
     /// Takes `peer` out of its room, telling the others. Returns whether it
     /// was in one.
     fn remove(&mut self, peer: PeerId, reason: LeaveReason) -> bool {
         let Some(member) = self.members.remove(&peer) else {
             return false;
         };
-        if let Some(list) = self.rooms.get_mut(&member.room) {
-            list.retain(|id| *id != peer);
-            for other in list.iter() {
+        if let Some(room) = self.rooms.get_mut(&member.room) {
+            room.peers.retain(|id| *id != peer);
+            for other in room.peers.iter() {
                 self.outputs.push_back(Output::PeerLeft { to: *other, peer, reason });
             }
-            if list.is_empty() {
+            if room.peers.is_empty() {
+                // The history goes with the room: nobody is left to read it.
                 self.rooms.remove(&member.room);
             }
         }
@@ -290,13 +412,21 @@ impl<P> Rooms<P> {
     /// Asserts the invariants stated on [`Rooms`].
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
-        let listed: usize = self.rooms.values().map(Vec::len).sum();
+        let listed: usize = self.rooms.values().map(|r| r.peers.len()).sum();
         assert_eq!(listed, self.members.len(), "every member listed once");
-        for (room, list) in &self.rooms {
-            assert!(!list.is_empty(), "no empty room {room}");
-            for id in list {
-                assert_eq!(self.room_of(*id), Some(room));
+        for (id, room) in &self.rooms {
+            assert!(!room.peers.is_empty(), "no empty room {id}");
+            assert!(room.chat.len() <= self.config.chat_history);
+            for peer in &room.peers {
+                assert_eq!(self.room_of(*peer), Some(id));
             }
         }
+    }
+}
+
+/// Drops messages older than `max_age_ms` from the front of a history.
+fn expire_chat(chat: &mut VecDeque<ChatEntry>, now_ms: u64, max_age_ms: u64) {
+    while chat.front().is_some_and(|e| now_ms.saturating_sub(e.ts_ms) > max_age_ms) {
+        chat.pop_front();
     }
 }

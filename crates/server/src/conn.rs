@@ -11,15 +11,14 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use room::{PeerId, RoomId};
+use room::{MediaState, PeerId, RoomId};
 use signal::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, close, encode};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::App;
-use crate::hub::{Outbound, Payload, PeerTx, ShardCmd};
+use crate::hub::{ConnId, Kick, KickReason, Outbound, Payload, PeerTx, ShardCmd};
 use crate::limits::TokenBucket;
 
 /// Most queued messages written per flush: bounds one write's size while
@@ -51,6 +50,7 @@ enum End {
     ClosedByPeer,
     Shutdown,
     TooSlow,
+    Replaced,
     TooBig,
     Timeout,
     WriteFailed,
@@ -59,11 +59,14 @@ enum End {
 
 /// Serves one upgraded WebSocket until it ends.
 pub(crate) async fn run(socket: WebSocket, app: Arc<App>, addr: SocketAddr) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let id = PeerId(random_u64());
-    let span = tracing::info_span!("conn", peer = %id, %addr);
+    let span = tracing::info_span!("conn", conn, %addr);
     async move {
-        tracing::debug!("connected");
-        let end = Conn::new(app, id).serve(socket).await;
+        tracing::debug!(peer = %id, "connected");
+        let end = Conn::new(app, conn, id).serve(socket).await;
         tracing::debug!(?end, "disconnected");
     }
     .instrument(span)
@@ -88,22 +91,27 @@ fn random_u64() -> u64 {
 
 struct Conn {
     app: Arc<App>,
+    conn: ConnId,
+    /// The peer id this connection speaks for: random, or an old one a
+    /// resume token gave back.
     id: PeerId,
     state: State,
+    /// What this peer last said of its microphone, camera and screen.
+    media: MediaState,
     bucket: TokenBucket,
     last_rate_error: Option<Instant>,
     last_heard: Instant,
     /// A sender of our own outbound queue, handed to each shard we join.
     queue: mpsc::Sender<Outbound>,
     outbound: mpsc::Receiver<Outbound>,
-    kick: CancellationToken,
+    kick: Arc<Kick>,
     /// A command the shard's inbox had no room for; sent before reading on.
     pending: Option<ShardCmd>,
     pending_to: Option<mpsc::Sender<ShardCmd>>,
 }
 
 impl Conn {
-    fn new(app: Arc<App>, id: PeerId) -> Conn {
+    fn new(app: Arc<App>, conn: ConnId, id: PeerId) -> Conn {
         let limits = app.config.limits;
         // Bounded: a shard that finds it full drops this peer as too slow.
         let (queue, outbound) = mpsc::channel(limits.outbound_queue.max(1));
@@ -111,13 +119,15 @@ impl Conn {
         Conn {
             bucket: TokenBucket::new(limits.rate_per_sec, limits.rate_burst, now.into_std()),
             app,
+            conn,
             id,
             state: State::Greeting,
+            media: MediaState::default(),
             last_rate_error: None,
             last_heard: now,
             queue,
             outbound,
-            kick: CancellationToken::new(),
+            kick: Arc::new(Kick::default()),
             pending: None,
             pending_to: None,
         }
@@ -132,6 +142,7 @@ impl Conn {
             End::Shutdown => Some((close::GOING_AWAY, close::REASON_SHUTDOWN)),
             End::Timeout => Some((close::GOING_AWAY, close::REASON_TIMEOUT)),
             End::TooSlow => Some((close::POLICY, close::REASON_TOO_SLOW)),
+            End::Replaced => Some((close::REPLACED, close::REASON_REPLACED)),
             End::TooBig => Some((close::TOO_BIG, close::REASON_TOO_BIG)),
             End::ClosedByPeer | End::WriteFailed | End::ReadFailed => None,
         };
@@ -141,7 +152,7 @@ impl Conn {
             let shard = self.app.hub.shard(room).clone();
             // Blocks only while the shard's inbox is full; the shard never
             // waits on us, so this always completes.
-            let _ = shard.send(ShardCmd::Disconnect { peer: self.id }).await;
+            let _ = shard.send(ShardCmd::Disconnect { peer: self.id, conn: self.conn }).await;
         }
         if let Some((code, reason)) = code_reason {
             let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
@@ -161,6 +172,8 @@ impl Conn {
         let limits = self.app.config.limits;
         let shutdown = self.app.shutdown.clone();
         let kick = self.kick.clone();
+        let kicked = kick.kicked();
+        tokio::pin!(kicked);
         let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -169,7 +182,10 @@ impl Conn {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Err(End::Shutdown),
-                () = kick.cancelled() => return Err(End::TooSlow),
+                reason = &mut kicked => return Err(match reason {
+                    KickReason::TooSlow => End::TooSlow,
+                    KickReason::Replaced => End::Replaced,
+                }),
                 Some(first) = self.outbound.recv() => {
                     self.write_batch(socket, first).await?;
                 }
@@ -274,7 +290,12 @@ impl Conn {
         };
         let kind = msg.kind();
         match (&self.state, msg) {
-            (_, ClientMsg::Ping) => Some(encode(&ServerMsg::Pong)),
+            (State::Joined(room), ClientMsg::Ping) => {
+                let expires = (crate::unix_now() + self.app.config.resume_ttl).as_secs();
+                let token = self.app.config.resume_key.issue(room, self.id, expires);
+                Some(encode(&ServerMsg::Pong { resume: Some(&token) }))
+            }
+            (_, ClientMsg::Ping) => Some(encode(&ServerMsg::Pong { resume: None })),
             (_, ClientMsg::Hello { version }) if version == signal::VERSION => {
                 if self.state == State::Greeting {
                     self.state = State::Lobby;
@@ -294,10 +315,30 @@ impl Conn {
                 Some(kind),
                 "say hello first",
             ))),
-            (State::Lobby, ClientMsg::Join { room, name }) => {
-                let tx = PeerTx { queue: self.queue.clone(), kick: self.kick.clone() };
+            (State::Lobby, ClientMsg::Join { room, name, media, resume }) => {
+                let mut resumed = false;
+                if let Some(token) = resume {
+                    let now = crate::unix_now().as_secs();
+                    match self.app.config.resume_key.verify(&token, &room, now) {
+                        Ok(id) => {
+                            tracing::debug!(peer = %id, "resuming an earlier peer id");
+                            self.id = id;
+                            resumed = true;
+                        }
+                        Err(e) => {
+                            let err = ProtocolError::new(ErrorCode::BadResume, Some(kind), e.message());
+                            return Some(error_reply(&err));
+                        }
+                    }
+                }
+                self.media = media;
+                let tx =
+                    PeerTx { conn: self.conn, queue: self.queue.clone(), kick: self.kick.clone(), resumed };
                 self.state = State::Joining(room.clone());
-                self.send_to_shard(&room, ShardCmd::Join { peer: self.id, room: room.clone(), name, tx });
+                self.send_to_shard(
+                    &room,
+                    ShardCmd::Join { peer: self.id, room: room.clone(), name, media, tx },
+                );
                 None
             }
             (State::Joined(_) | State::Joining(_), ClientMsg::Join { .. }) => {
@@ -311,16 +352,37 @@ impl Conn {
                 let room = room.clone();
                 // The parser borrows `data` from this very frame.
                 let payload = Payload::new(&frame, data.get())?;
-                self.send_to_shard(&room, ShardCmd::Signal { from: self.id, to, payload });
+                self.send_to_shard(&room, ShardCmd::Signal { from: self.id, conn: self.conn, to, payload });
+                None
+            }
+            (State::Joined(room), ClientMsg::Chat { text }) => {
+                let room = room.clone();
+                self.send_to_shard(&room, ShardCmd::Chat { peer: self.id, conn: self.conn, text });
+                None
+            }
+            (State::Joined(room), ClientMsg::Media { audio, video, screen }) => {
+                let room = room.clone();
+                let m = &mut self.media;
+                m.audio = audio.unwrap_or(m.audio);
+                m.video = video.unwrap_or(m.video);
+                m.screen = screen.unwrap_or(m.screen);
+                let media = *m;
+                self.send_to_shard(&room, ShardCmd::Media { peer: self.id, conn: self.conn, media });
                 None
             }
             (State::Joined(room), ClientMsg::Leave) => {
                 let room = room.clone();
-                self.send_to_shard(&room, ShardCmd::Leave { peer: self.id });
+                self.send_to_shard(&room, ShardCmd::Leave { peer: self.id, conn: self.conn });
                 self.state = State::Lobby;
                 None
             }
-            (State::Lobby | State::Joining(_), ClientMsg::Signal { .. } | ClientMsg::Leave) => {
+            (
+                State::Lobby | State::Joining(_),
+                ClientMsg::Signal { .. }
+                | ClientMsg::Chat { .. }
+                | ClientMsg::Media { .. }
+                | ClientMsg::Leave,
+            ) => {
                 Some(error_reply(&ProtocolError::new(ErrorCode::NotJoined, Some(kind), "join a room first")))
             }
         }

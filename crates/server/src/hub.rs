@@ -12,15 +12,18 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use room::{DisplayName, Input, Output, PeerId, Rejection, Request, RoomId, Rooms};
+use room::{ChatText, DisplayName, Input, MediaState, Output, PeerId, Rejection, Request, RoomId, Rooms};
 use signal::{ErrorCode, IceServer, ServerMsg, encode, encode_relay};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::resume::ResumeKey;
 
 /// Commands a shard takes. Each shard's inbox holds at most this many;
 /// senders wait for room beyond that.
@@ -40,13 +43,52 @@ pub(crate) enum Outbound {
     JoinAnswer { text: Utf8Bytes, room: Option<RoomId> },
 }
 
+/// Identifies one WebSocket connection, as opposed to the peer id it
+/// speaks for: after a resume, a new connection speaks for an old id, and
+/// commands still in flight from the old connection must not count.
+pub(crate) type ConnId = u64;
+
+/// Why a shard tells a connection to close.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum KickReason {
+    /// Its outbound queue was full.
+    TooSlow,
+    /// A newer connection resumed its peer id.
+    Replaced,
+}
+
+/// The shard's way to make a connection close, with a reason.
+#[derive(Debug, Default)]
+pub(crate) struct Kick {
+    token: CancellationToken,
+    reason: OnceLock<KickReason>,
+}
+
+impl Kick {
+    /// Tells the connection to close; the first reason given wins.
+    pub(crate) fn kick(&self, reason: KickReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Completes once [`Kick::kick`] was called, with its reason.
+    pub(crate) async fn kicked(&self) -> KickReason {
+        self.token.cancelled().await;
+        self.reason.get().copied().unwrap_or(KickReason::TooSlow)
+    }
+}
+
 /// How a shard reaches one member's connection.
 #[derive(Debug)]
 pub(crate) struct PeerTx {
+    /// Which connection this is.
+    pub(crate) conn: ConnId,
     /// The connection's outbound queue.
     pub(crate) queue: mpsc::Sender<Outbound>,
-    /// Cancelled by the shard to make the connection close as too slow.
-    pub(crate) kick: CancellationToken,
+    /// Makes the connection close.
+    pub(crate) kick: Arc<Kick>,
+    /// Whether this connection got its peer id from a resume token.
+    pub(crate) resumed: bool,
 }
 
 /// A signal's payload: the frame it came in and where `data` lies in it,
@@ -75,18 +117,25 @@ impl Payload {
     }
 }
 
-/// What connections ask of a shard.
+/// What connections ask of a shard. Every command but `Join` names the
+/// connection it comes from, and is ignored unless that connection is the
+/// one the shard has for the peer.
 #[derive(Debug)]
 pub(crate) enum ShardCmd {
     /// Enter `room`; answers go to `tx`, which the shard keeps while the
-    /// peer is a member.
-    Join { peer: PeerId, room: RoomId, name: DisplayName, tx: PeerTx },
+    /// peer is a member. A connection already there for the same peer id is
+    /// replaced.
+    Join { peer: PeerId, room: RoomId, name: DisplayName, media: MediaState, tx: PeerTx },
     /// Relay a payload to another member of the sender's room.
-    Signal { from: PeerId, to: PeerId, payload: Payload },
+    Signal { from: PeerId, conn: ConnId, to: PeerId, payload: Payload },
+    /// Say something to the room.
+    Chat { peer: PeerId, conn: ConnId, text: ChatText },
+    /// Tell the room about a media change.
+    Media { peer: PeerId, conn: ConnId, media: MediaState },
     /// Leave the room.
-    Leave { peer: PeerId },
+    Leave { peer: PeerId, conn: ConnId },
     /// The connection is gone.
-    Disconnect { peer: PeerId },
+    Disconnect { peer: PeerId, conn: ConnId },
 }
 
 /// The shards' inboxes. Cloning is cheap; the shard tasks end when the last
@@ -103,9 +152,15 @@ impl Hub {
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_INBOX);
                 let shard = Shard {
-                    core: Rooms::new(room::Config { capacity: config.room_capacity }),
+                    core: Rooms::new(room::Config {
+                        capacity: config.room_capacity,
+                        chat_history: config.chat_history,
+                        chat_max_age_ms: u64::try_from(config.chat_max_age.as_millis()).unwrap_or(u64::MAX),
+                    }),
                     peers: HashMap::new(),
                     ice_servers: config.ice_servers.clone(),
+                    resume_key: config.resume_key.clone(),
+                    resume_ttl: config.resume_ttl,
                     kicked: Vec::new(),
                 };
                 tokio::spawn(shard.run(rx));
@@ -132,6 +187,8 @@ struct Shard {
     /// one of this shard's rooms (or its join is being decided).
     peers: HashMap<PeerId, PeerTx>,
     ice_servers: Vec<IceServer>,
+    resume_key: ResumeKey,
+    resume_ttl: Duration,
     /// Members whose queue was full or closed, to drop after this command.
     kicked: Vec<PeerId>,
 }
@@ -147,21 +204,51 @@ impl Shard {
     }
 
     fn handle(&mut self, cmd: ShardCmd) {
+        let now_ms = u64::try_from(crate::unix_now().as_millis()).unwrap_or(u64::MAX);
         let peer = match cmd {
-            ShardCmd::Join { peer, room, name, tx } => {
-                self.peers.insert(peer, tx);
-                self.core.handle_input(Input::Join { peer, room, name });
+            ShardCmd::Join { peer, room, name, media, tx } => {
+                let conn = tx.conn;
+                if let Some(old) = self.peers.insert(peer, tx) {
+                    if old.conn != conn {
+                        tracing::info!(%peer, "a newer connection resumed this peer; closing the old one");
+                        old.kick.kick(KickReason::Replaced);
+                    }
+                }
+                self.core.handle_input(Input::Join { peer, room, name, media, now_ms });
                 peer
             }
-            ShardCmd::Signal { from, to, payload } => {
+            ShardCmd::Signal { from, conn, to, payload } => {
+                if !self.is_current(from, conn) {
+                    return;
+                }
                 self.core.handle_input(Input::Signal { from, to, payload });
                 from
             }
-            ShardCmd::Leave { peer } => {
+            ShardCmd::Chat { peer, conn, text } => {
+                if !self.is_current(peer, conn) {
+                    return;
+                }
+                self.core.handle_input(Input::Chat { peer, text, now_ms });
+                peer
+            }
+            ShardCmd::Media { peer, conn, media } => {
+                if !self.is_current(peer, conn) {
+                    return;
+                }
+                self.core.handle_input(Input::Media { peer, media });
+                peer
+            }
+            ShardCmd::Leave { peer, conn } => {
+                if !self.is_current(peer, conn) {
+                    return;
+                }
                 self.core.handle_input(Input::Leave { peer });
                 peer
             }
-            ShardCmd::Disconnect { peer } => {
+            ShardCmd::Disconnect { peer, conn } => {
+                if !self.is_current(peer, conn) {
+                    return;
+                }
                 self.core.handle_input(Input::Disconnect { peer });
                 peer
             }
@@ -170,6 +257,12 @@ impl Shard {
         if self.core.room_of(peer).is_none() {
             self.peers.remove(&peer);
         }
+    }
+
+    /// Whether `conn` is the connection this shard has for `peer`: commands
+    /// from a replaced or dropped connection are stale and ignored.
+    fn is_current(&self, peer: PeerId, conn: ConnId) -> bool {
+        self.peers.get(&peer).is_some_and(|tx| tx.conn == conn)
     }
 
     /// Delivers everything the core produced, then drops members that could
@@ -183,7 +276,7 @@ impl Shard {
             let Some(peer) = self.kicked.pop() else { break };
             if let Some(tx) = self.peers.remove(&peer) {
                 tracing::info!(%peer, "dropping a peer whose outbound queue is full");
-                tx.kick.cancel();
+                tx.kick.kick(KickReason::TooSlow);
             }
             self.core.handle_input(Input::Disconnect { peer });
         }
@@ -204,17 +297,33 @@ impl Shard {
     fn encode(&self, out: Output<Payload>) -> (PeerId, Outbound) {
         let text = |s: String| Utf8Bytes::from(s);
         match out {
-            Output::Joined { to, room, name, capacity, polite, peers } => {
+            Output::Joined { to, room, name, capacity, peers, chat } => {
+                let expires = (crate::unix_now() + self.resume_ttl).as_secs();
+                let resume = self.resume_key.issue(&room, to, expires);
                 let msg = ServerMsg::Joined {
                     room: room.as_str(),
                     you: to,
                     name: name.as_str(),
                     capacity,
-                    polite,
+                    resumed: self.peers.get(&to).is_some_and(|tx| tx.resumed),
                     peers: &peers,
+                    chat: &chat,
                     ice_servers: &self.ice_servers,
+                    resume: &resume,
                 };
                 (to, Outbound::JoinAnswer { text: text(encode(&msg)), room: Some(room) })
+            }
+            Output::PeerMedia { to, peer, media } => {
+                (to, Outbound::Text(text(encode(&ServerMsg::PeerMedia { peer, media }))))
+            }
+            Output::Chat { to, entry } => {
+                let msg = ServerMsg::Chat {
+                    from: entry.from,
+                    name: entry.name.as_str(),
+                    text: entry.text.as_str(),
+                    ts: entry.ts_ms,
+                };
+                (to, Outbound::Text(text(encode(&msg))))
             }
             Output::PeerJoined { to, peer, polite } => {
                 (to, Outbound::Text(text(encode(&ServerMsg::PeerJoined { peer: &peer, polite }))))
@@ -233,9 +342,6 @@ impl Shard {
                     Rejection::RoomFull { capacity } => {
                         (ErrorCode::RoomFull, format!("this call is full ({capacity} of {capacity})"))
                     }
-                    Rejection::AlreadyJoined => {
-                        (ErrorCode::AlreadyJoined, "you are in a room already: leave it first".to_owned())
-                    }
                     Rejection::NotJoined => (ErrorCode::NotJoined, "join a room first".to_owned()),
                     Rejection::UnknownPeer => {
                         (ErrorCode::UnknownPeer, "no such peer in your room".to_owned())
@@ -244,6 +350,8 @@ impl Shard {
                 let request_name = match request {
                     Request::Join => "join",
                     Request::Signal => "signal",
+                    Request::Chat => "chat",
+                    Request::Media => "media",
                     Request::Leave => "leave",
                 };
                 let body =

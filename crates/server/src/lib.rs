@@ -18,6 +18,7 @@ mod http;
 mod hub;
 pub mod limits;
 pub mod origin;
+pub mod resume;
 
 use std::future::Future;
 use std::io;
@@ -44,6 +45,14 @@ pub struct Config {
     pub limits: Limits,
     /// Number of room shards (tasks owning rooms); 0 means one per core.
     pub shards: usize,
+    /// Signs resume tokens; keep it across restarts so peers can come back.
+    pub resume_key: resume::ResumeKey,
+    /// How long a resume token stays valid after it was issued.
+    pub resume_ttl: Duration,
+    /// Chat messages a room keeps for newcomers.
+    pub chat_history: usize,
+    /// Oldest chat message a room keeps for newcomers.
+    pub chat_max_age: Duration,
 }
 
 impl Default for Config {
@@ -54,8 +63,26 @@ impl Default for Config {
             ice_servers: Vec::new(),
             limits: Limits::default(),
             shards: 0,
+            resume_key: resume::ResumeKey::new(random_secret()),
+            resume_ttl: Duration::from_secs(600),
+            chat_history: 100,
+            chat_max_age: Duration::from_secs(3600),
         }
     }
+}
+
+/// 32 bytes from the OS's random source, for a secret nobody gave us.
+pub fn random_secret() -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    // Without an OS random source there is no safe secret to make; this
+    // happens only on a broken system, at start-up, before serving anyone.
+    getrandom::fill(&mut secret).expect("the OS random source works");
+    secret
+}
+
+/// Seconds since 1970 by the system clock (0 if it is set before 1970).
+pub(crate) fn unix_now() -> Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
 }
 
 /// Per-connection limits; docs/protocol.md lists the defaults.

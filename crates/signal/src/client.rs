@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use room::{DisplayName, PeerId, RoomId};
+use room::{ChatText, DisplayName, MediaState, PeerId, RoomId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -18,12 +18,16 @@ pub enum ClientMsg<'a> {
         /// The version the client speaks.
         version: u64,
     },
-    /// `join {room, name}`.
+    /// `join {room, name, media, resume}`.
     Join {
         /// The canonical room name.
         room: RoomId,
         /// The display name, [`DisplayName::guest`] if none was given.
         name: DisplayName,
+        /// Media state to start with (default: microphone and camera on).
+        media: MediaState,
+        /// A resume token, unchecked: only the server's secret can check it.
+        resume: Option<Cow<'a, str>>,
     },
     /// `signal {to, data}`.
     Signal {
@@ -31,6 +35,20 @@ pub enum ClientMsg<'a> {
         to: PeerId,
         /// The payload, untouched, borrowed from the frame.
         data: &'a RawValue,
+    },
+    /// `chat {text}`.
+    Chat {
+        /// The message.
+        text: ChatText,
+    },
+    /// `media {audio, video, screen}`: each field that is present changes.
+    Media {
+        /// Microphone on or off.
+        audio: Option<bool>,
+        /// Camera on or off.
+        video: Option<bool>,
+        /// Screen share on or off.
+        screen: Option<bool>,
     },
     /// `leave {}`.
     Leave,
@@ -45,6 +63,8 @@ impl ClientMsg<'_> {
             ClientMsg::Hello { .. } => "hello",
             ClientMsg::Join { .. } => "join",
             ClientMsg::Signal { .. } => "signal",
+            ClientMsg::Chat { .. } => "chat",
+            ClientMsg::Media { .. } => "media",
             ClientMsg::Leave => "leave",
             ClientMsg::Ping => "ping",
         }
@@ -95,6 +115,26 @@ struct Envelope<'a> {
     to: Option<&'a RawValue>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    media: Option<&'a RawValue>,
+    #[serde(borrow)]
+    resume: Option<&'a RawValue>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow)]
+    audio: Option<&'a RawValue>,
+    #[serde(borrow)]
+    video: Option<&'a RawValue>,
+    #[serde(borrow)]
+    screen: Option<&'a RawValue>,
+}
+
+/// `media` as `join` carries it: every field optional.
+#[derive(Deserialize)]
+struct MediaFields {
+    audio: Option<bool>,
+    video: Option<bool>,
+    screen: Option<bool>,
 }
 
 /// Parses one text frame.
@@ -135,7 +175,47 @@ pub fn parse(text: &str) -> Result<ClientMsg<'_>, ProtocolError> {
                     })?
                 }
             };
-            Ok(ClientMsg::Join { room, name })
+            let media = match env.media {
+                None => MediaState::default(),
+                Some(raw) => {
+                    let m: MediaFields = serde_json::from_str(raw.get()).map_err(|_| {
+                        mistyped("join", "media", "an object of booleans audio, video, screen")
+                    })?;
+                    let d = MediaState::default();
+                    MediaState {
+                        audio: m.audio.unwrap_or(d.audio),
+                        video: m.video.unwrap_or(d.video),
+                        screen: m.screen.unwrap_or(d.screen),
+                    }
+                }
+            };
+            let resume = match env.resume {
+                None => None,
+                Some(raw) if raw.get() == "null" => None,
+                Some(raw) => Some(string(raw).ok_or_else(|| mistyped("join", "resume", "a string"))?),
+            };
+            Ok(ClientMsg::Join { room, name, media, resume })
+        }
+        "chat" => {
+            let text = required(env.text, "chat", "text")?;
+            let text = string(text).ok_or_else(|| mistyped("chat", "text", "a string"))?;
+            let text = ChatText::parse(&text).map_err(|e| {
+                ProtocolError::new(ErrorCode::BadChat, Some("chat"), format!("the message {e}"))
+            })?;
+            Ok(ClientMsg::Chat { text })
+        }
+        "media" => {
+            let flag = |raw: Option<&RawValue>, name: &str| match raw {
+                None => Ok(None),
+                Some(raw) => serde_json::from_str::<bool>(raw.get())
+                    .map(Some)
+                    .map_err(|_| mistyped("media", name, "true or false")),
+            };
+            Ok(ClientMsg::Media {
+                audio: flag(env.audio, "audio")?,
+                video: flag(env.video, "video")?,
+                screen: flag(env.screen, "screen")?,
+            })
         }
         "signal" => {
             let to = required(env.to, "signal", "to")?;
@@ -187,7 +267,17 @@ mod tests {
     fn show(text: &str) -> String {
         match parse(text) {
             Ok(ClientMsg::Hello { version }) => format!("hello v{version}"),
-            Ok(ClientMsg::Join { room, name }) => format!("join {room} as {name}"),
+            Ok(ClientMsg::Join { room, name, media, resume }) => {
+                let m = |on: bool, c: char| if on { c } else { '-' };
+                let flags: String =
+                    [m(media.audio, 'a'), m(media.video, 'v'), m(media.screen, 's')].iter().collect();
+                match resume {
+                    Some(r) => format!("join {room} as {name} {flags} resume {r}"),
+                    None => format!("join {room} as {name} {flags}"),
+                }
+            }
+            Ok(ClientMsg::Chat { text }) => format!("chat {:?}", text.as_str()),
+            Ok(ClientMsg::Media { audio, video, screen }) => format!("media {audio:?} {video:?} {screen:?}"),
             Ok(ClientMsg::Signal { to, data }) => format!("signal to {to} data {}", data.get()),
             Ok(ClientMsg::Leave) => "leave".to_owned(),
             Ok(ClientMsg::Ping) => "ping".to_owned(),
@@ -209,10 +299,10 @@ mod tests {
                 "error bad-message Some(\"hello\"): hello.version must be a non-negative integer",
             ),
             (r#"{"type":"hello"}"#, "error bad-message Some(\"hello\"): hello needs a field \"version\""),
-            (r#"{"type":"join","room":"Tea-Party","name":" Minji "}"#, "join tea-party as Minji"),
-            (r#"{"type":"join","room":"tea"}"#, "join tea as Guest"),
-            (r#"{"type":"join","room":"tea","name":null}"#, "join tea as Guest"),
-            (r#"{"type":"join","room":"t\u0065a","name":"\uc548\ub155"}"#, "join tea as 안녕"),
+            (r#"{"type":"join","room":"Tea-Party","name":" Minji "}"#, "join tea-party as Minji av-"),
+            (r#"{"type":"join","room":"tea"}"#, "join tea as Guest av-"),
+            (r#"{"type":"join","room":"tea","name":null}"#, "join tea as Guest av-"),
+            (r#"{"type":"join","room":"t\u0065a","name":"\uc548\ub155"}"#, "join tea as 안녕 av-"),
             (
                 r#"{"type":"join","room":"a/b"}"#,
                 "error bad-room Some(\"join\"): the room name contains the character '/'",
@@ -247,6 +337,30 @@ mod tests {
                 r#"{"type":"signal","data":{}}"#,
                 "error bad-message Some(\"signal\"): signal needs a field \"to\"",
             ),
+            (
+                r#"{"type":"join","room":"r","media":{"video":false,"screen":true},"resume":"tok"}"#,
+                "join r as Guest a-s resume tok",
+            ),
+            (
+                r#"{"type":"join","room":"r","media":{"video":"off"}}"#,
+                "error bad-message Some(\"join\"): join.media must be an object of booleans audio, video, screen",
+            ),
+            (
+                r#"{"type":"join","room":"r","resume":7}"#,
+                "error bad-message Some(\"join\"): join.resume must be a string",
+            ),
+            (r#"{"type":"chat","text":"<b>hi</b>\nthere"}"#, "chat \"<b>hi</b>\\nthere\""),
+            (r#"{"type":"chat","text":"   "}"#, "error bad-chat Some(\"chat\"): the message is empty"),
+            (
+                r#"{"type":"chat","text":"\u0007"}"#,
+                "error bad-chat Some(\"chat\"): the message contains the character '\\u{7}'",
+            ),
+            (r#"{"type":"chat"}"#, "error bad-message Some(\"chat\"): chat needs a field \"text\""),
+            (r#"{"type":"media","audio":false}"#, "media Some(false) None None"),
+            (
+                r#"{"type":"media","video":1}"#,
+                "error bad-message Some(\"media\"): media.video must be true or false",
+            ),
             (r#"{"type":"leave"}"#, "leave"),
             (r#"{"type":"ping","seq":3}"#, "ping"),
             (r#"{"type":"PING"}"#, "error bad-message None: unknown message type \"PING\""),
@@ -271,6 +385,16 @@ mod tests {
         for (input, expect) in cases {
             assert_eq!(show(input), expect, "input: {input}");
         }
+    }
+
+    #[test]
+    fn chat_over_the_limit_is_refused() {
+        let long = format!(r#"{{"type":"chat","text":"{}"}}"#, "가".repeat(1001));
+        let err = parse(&long).expect_err("too long");
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (ErrorCode::BadChat, "the message is longer than 1000 characters")
+        );
     }
 
     #[test]

@@ -44,11 +44,15 @@ pub enum ErrorCode {
     UnknownPeer,
     /// Too many messages; this one was dropped.
     RateLimited,
+    /// The chat text is not valid.
+    BadChat,
+    /// The resume token is malformed, expired, or not for this room.
+    BadResume,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks and metrics.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::HelloRequired,
@@ -60,6 +64,8 @@ impl ErrorCode {
         ErrorCode::NotJoined,
         ErrorCode::UnknownPeer,
         ErrorCode::RateLimited,
+        ErrorCode::BadChat,
+        ErrorCode::BadResume,
     ];
 
     /// The code as it appears on the wire.
@@ -76,6 +82,8 @@ impl ErrorCode {
             ErrorCode::NotJoined => "not-joined",
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::BadChat => "bad-chat",
+            ErrorCode::BadResume => "bad-resume",
         }
     }
 }
@@ -104,6 +112,10 @@ pub mod close {
     pub const REASON_TOO_SLOW: &str = "too slow";
     /// Reason sent with [`TOO_BIG`].
     pub const REASON_TOO_BIG: &str = "message too big";
+    /// Another connection resumed this peer's id.
+    pub const REPLACED: u16 = 4000;
+    /// Reason sent with [`REPLACED`].
+    pub const REASON_REPLACED: &str = "replaced by a newer connection";
 }
 
 #[cfg(test)]

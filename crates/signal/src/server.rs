@@ -1,6 +1,6 @@
 //! Messages from the server to browsers, and their encoder.
 
-use room::{LeaveReason, PeerId, PeerInfo};
+use room::{ChatEntry, LeaveReason, MediaState, PeerId, PeerInfo};
 use serde::{Serialize, Serializer};
 
 use crate::ErrorCode;
@@ -42,13 +42,19 @@ pub enum ServerMsg<'a> {
         name: &'a str,
         /// Most peers the room holds.
         capacity: usize,
-        /// The recipient's role towards every peer in `peers`.
-        polite: bool,
-        /// The others in the room, oldest first.
-        #[serde(serialize_with = "peer_infos")]
-        peers: &'a [PeerInfo],
+        /// Whether a resume token gave the recipient its old id back.
+        resumed: bool,
+        /// The others in the room, oldest first, each with the recipient's
+        /// role towards it.
+        #[serde(serialize_with = "peers_with_roles")]
+        peers: &'a [(PeerInfo, bool)],
+        /// The room's recent chat, oldest first.
+        #[serde(serialize_with = "chat_entries")]
+        chat: &'a [ChatEntry],
         /// For `new RTCPeerConnection({iceServers})`.
         ice_servers: &'a [IceServer],
+        /// A token to come back with after a dropped connection.
+        resume: &'a str,
     },
     /// Someone entered the recipient's room.
     PeerJoined {
@@ -67,13 +73,38 @@ pub enum ServerMsg<'a> {
         #[serde(serialize_with = "leave_reason")]
         reason: LeaveReason,
     },
+    /// A peer in the recipient's room changed its media state.
+    PeerMedia {
+        /// Who.
+        #[serde(serialize_with = "peer_id")]
+        peer: PeerId,
+        /// Its new state.
+        #[serde(serialize_with = "media_state")]
+        media: MediaState,
+    },
+    /// A chat message in the recipient's room.
+    Chat {
+        /// The sender.
+        #[serde(serialize_with = "peer_id")]
+        from: PeerId,
+        /// The sender's name.
+        name: &'a str,
+        /// What it said.
+        text: &'a str,
+        /// Server time, milliseconds since 1970.
+        ts: u64,
+    },
     /// Answer to `leave`.
     Left {
         /// The room left.
         room: &'a str,
     },
     /// Answer to `ping`.
-    Pong,
+    Pong {
+        /// A fresh resume token, while in a room.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume: Option<&'a str>,
+    },
     /// A refused message.
     Error {
         /// Stable code.
@@ -113,19 +144,57 @@ fn peer_id<S: Serializer>(id: &PeerId, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(id)
 }
 
+fn media_state<S: Serializer>(m: &MediaState, s: S) -> Result<S::Ok, S::Error> {
+    WireMedia { audio: m.audio, video: m.video, screen: m.screen }.serialize(s)
+}
+
+#[derive(Serialize)]
+struct WireMedia {
+    audio: bool,
+    video: bool,
+    screen: bool,
+}
+
 #[derive(Serialize)]
 struct WirePeer<'a> {
     #[serde(serialize_with = "peer_id")]
     id: PeerId,
     name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    polite: Option<bool>,
+    #[serde(serialize_with = "media_state")]
+    media: MediaState,
 }
 
 fn peer_info<S: Serializer>(p: &&PeerInfo, s: S) -> Result<S::Ok, S::Error> {
-    WirePeer { id: p.id, name: p.name.as_str() }.serialize(s)
+    WirePeer { id: p.id, name: p.name.as_str(), polite: None, media: p.media }.serialize(s)
 }
 
-fn peer_infos<S: Serializer>(peers: &&[PeerInfo], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(peers.iter().map(|p| WirePeer { id: p.id, name: p.name.as_str() }))
+fn peers_with_roles<S: Serializer>(peers: &&[(PeerInfo, bool)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(peers.iter().map(|(p, polite)| WirePeer {
+        id: p.id,
+        name: p.name.as_str(),
+        polite: Some(*polite),
+        media: p.media,
+    }))
+}
+
+#[derive(Serialize)]
+struct WireChat<'a> {
+    #[serde(serialize_with = "peer_id")]
+    from: PeerId,
+    name: &'a str,
+    text: &'a str,
+    ts: u64,
+}
+
+fn chat_entries<S: Serializer>(chat: &&[ChatEntry], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(chat.iter().map(|e| WireChat {
+        from: e.from,
+        name: e.name.as_str(),
+        text: e.text.as_str(),
+        ts: e.ts_ms,
+    }))
 }
 
 fn leave_reason<S: Serializer>(r: &LeaveReason, s: S) -> Result<S::Ok, S::Error> {
@@ -137,7 +206,7 @@ fn leave_reason<S: Serializer>(r: &LeaveReason, s: S) -> Result<S::Ok, S::Error>
 
 #[cfg(test)]
 mod tests {
-    use room::DisplayName;
+    use room::{ChatText, DisplayName};
     use serde_json::value::RawValue;
 
     use super::*;
@@ -148,7 +217,18 @@ mod tests {
 
     #[test]
     fn encodes_every_message_as_documented() {
-        let peers = [PeerInfo { id: PeerId(0xa), name: name("Joon \"J\"") }];
+        let joon = PeerInfo {
+            id: PeerId(0xa),
+            name: name("Joon \"J\""),
+            media: MediaState { audio: true, video: false, screen: false },
+        };
+        let peers = [(joon.clone(), true)];
+        let chat = [ChatEntry {
+            from: PeerId(0xa),
+            name: name("Joon"),
+            text: ChatText::parse("<b>hi</b>").expect("valid"),
+            ts_ms: 1_764_111_111_000,
+        }];
         let stun =
             [IceServer { urls: vec!["stun:example.org:3478".into()], username: None, credential: None }];
         let cases = [
@@ -162,22 +242,36 @@ mod tests {
                     you: PeerId(0x3f9a_0c21_d4e5_b678),
                     name: "Minji",
                     capacity: 2,
-                    polite: true,
+                    resumed: false,
                     peers: &peers,
+                    chat: &chat,
                     ice_servers: &stun,
+                    resume: "tok",
                 },
-                r#"{"type":"joined","room":"tea","you":"3f9a0c21d4e5b678","name":"Minji","capacity":2,"polite":true,"peers":[{"id":"000000000000000a","name":"Joon \"J\""}],"ice_servers":[{"urls":["stun:example.org:3478"]}]}"#,
+                r#"{"type":"joined","room":"tea","you":"3f9a0c21d4e5b678","name":"Minji","capacity":2,"resumed":false,"peers":[{"id":"000000000000000a","name":"Joon \"J\"","polite":true,"media":{"audio":true,"video":false,"screen":false}}],"chat":[{"from":"000000000000000a","name":"Joon","text":"<b>hi</b>","ts":1764111111000}],"ice_servers":[{"urls":["stun:example.org:3478"]}],"resume":"tok"}"#,
             ),
             (
-                ServerMsg::PeerJoined { peer: &peers[0], polite: false },
-                r#"{"type":"peer-joined","peer":{"id":"000000000000000a","name":"Joon \"J\""},"polite":false}"#,
+                ServerMsg::PeerJoined { peer: &joon, polite: false },
+                r#"{"type":"peer-joined","peer":{"id":"000000000000000a","name":"Joon \"J\"","media":{"audio":true,"video":false,"screen":false}},"polite":false}"#,
             ),
+            (
+                ServerMsg::PeerMedia {
+                    peer: PeerId(0xa),
+                    media: MediaState { audio: false, video: true, screen: true },
+                },
+                r#"{"type":"peer-media","peer":"000000000000000a","media":{"audio":false,"video":true,"screen":true}}"#,
+            ),
+            (
+                ServerMsg::Chat { from: PeerId(0xa), name: "Joon", text: "<script>x</script>", ts: 5 },
+                r#"{"type":"chat","from":"000000000000000a","name":"Joon","text":"<script>x</script>","ts":5}"#,
+            ),
+            (ServerMsg::Pong { resume: Some("tok") }, r#"{"type":"pong","resume":"tok"}"#),
             (
                 ServerMsg::PeerLeft { peer: PeerId(1), reason: LeaveReason::Disconnected },
                 r#"{"type":"peer-left","peer":"0000000000000001","reason":"disconnected"}"#,
             ),
             (ServerMsg::Left { room: "tea" }, r#"{"type":"left","room":"tea"}"#),
-            (ServerMsg::Pong, r#"{"type":"pong"}"#),
+            (ServerMsg::Pong { resume: None }, r#"{"type":"pong"}"#),
             (
                 ServerMsg::Error { code: ErrorCode::RoomFull, message: "full", request: Some("join") },
                 r#"{"type":"error","code":"room-full","message":"full","request":"join"}"#,

@@ -34,6 +34,12 @@ struct Cli {
     #[arg(long, env = "WEBCONF_RATE_LIMIT", default_value_t = 100)]
     rate_limit: u32,
 
+    /// Where webconf keeps its state: a `secret` file that signs resume
+    /// tokens, so calls survive a restart. Default: $XDG_STATE_HOME/webconf
+    /// or ~/.local/state/webconf.
+    #[arg(long, env = "WEBCONF_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
+
     /// Log filter: error, warn, info, debug, trace, or per module like
     /// `info,server=debug`.
     #[arg(long, env = "WEBCONF_LOG", default_value = "info")]
@@ -76,16 +82,83 @@ async fn run(cli: Cli) -> Result<(), String> {
         rate_burst: cli.rate_limit.saturating_mul(2),
         ..server::Limits::default()
     };
+    let secret = load_secret(cli.state_dir.as_deref());
     let config = server::Config {
         room_capacity: usize::from(cli.room_capacity),
         allowed_origins: cli.allow_origin,
         limits,
+        resume_key: server::resume::ResumeKey::new(secret),
         ..server::Config::default()
     };
     announce(addr);
     server::serve(listener, config, shutdown_signal()).await.map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The secret that signs resume tokens, from `<state dir>/secret`, made
+/// there on first start. Without a usable state directory a fresh secret
+/// is used: everything works, but peers cannot resume across a restart.
+fn load_secret(state_dir: Option<&std::path::Path>) -> [u8; 32] {
+    let dir = match state_dir {
+        Some(d) => Some(d.to_path_buf()),
+        None => std::env::var_os("XDG_STATE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
+            .map(|d| d.join("webconf")),
+    };
+    let Some(dir) = dir else {
+        tracing::warn!("no state directory (set --state-dir): resume tokens will not survive a restart");
+        return server::random_secret();
+    };
+    let path = dir.join("secret");
+    match read_or_create_secret(&path) {
+        Ok(secret) => secret,
+        Err(e) => {
+            tracing::warn!("cannot use {}: {e}; resume tokens will not survive a restart", path.display());
+            server::random_secret()
+        }
+    }
+}
+
+fn read_or_create_secret(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Write;
+    let parse = |text: &str| -> Option<[u8; 32]> {
+        let text = text.trim();
+        let bytes: Option<Vec<u8>> =
+            (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect();
+        bytes?.try_into().ok()
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not 64 hex digits; delete it to make a new one",
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let secret = server::random_secret();
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = match options.open(path) {
+                // Another webconf made it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return read_or_create_secret(path);
+                }
+                other => other?,
+            };
+            file.write_all(hex.as_bytes())?;
+            file.write_all(b"\n")?;
+            Ok(secret)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Tells the person who started us where to point a browser. Tests read the

@@ -20,10 +20,17 @@ async fn two_peers_exchange_offer_answer_and_candidates() {
     assert_eq!(joined_a["ice_servers"], json!([]));
 
     let (mut b, joined_b) = Client::join(&server, "tea-party", "Joon").await;
-    assert_eq!(joined_b["peers"], json!([{"id": a.id, "name": "Minji"}]));
-    assert_eq!(joined_b["polite"], true, "the newcomer is polite");
+    let media = json!({"audio": true, "video": true, "screen": false});
+    // Roles follow id order, so both sides agree and keep them on return.
+    let b_polite = b.id > a.id;
+    assert_eq!(joined_b["peers"], json!([{"id": a.id, "name": "Minji", "polite": b_polite, "media": media}]));
+    assert_eq!(joined_b["resumed"], false);
+    assert!(joined_b["resume"].as_str().is_some_and(|t| t.starts_with(&b.id)));
     let hello = a.recv().await;
-    assert_eq!(hello, json!({"type": "peer-joined", "peer": {"id": b.id, "name": "Joon"}, "polite": false}));
+    assert_eq!(
+        hello,
+        json!({"type": "peer-joined", "peer": {"id": b.id, "name": "Joon", "media": media}, "polite": !b_polite})
+    );
 
     // The newcomer offers; data goes through untouched, to the named peer only.
     let offer = json!({"description": {"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}});
@@ -108,7 +115,8 @@ async fn leaving_and_disconnecting_reach_the_other_peer() {
     // B comes back on the same connection, then its connection dies.
     b.send(json!({"type": "join", "room": "room", "name": "B"})).await;
     let joined = b.recv().await;
-    assert_eq!(joined["peers"], json!([{"id": a.id, "name": "A"}]));
+    assert_eq!(joined["peers"][0]["id"], json!(a.id));
+    assert_eq!(joined["peers"][0]["name"], "A");
     assert_eq!(a.recv().await["type"], "peer-joined");
     let b_id = b.id.clone();
     drop(b);
@@ -343,4 +351,160 @@ async fn the_binary_shuts_down_gracefully_on_sigterm() {
     assert_eq!(peer.expect_close().await, (1001, "server shutting down".to_owned()));
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
     assert!(exit.success(), "webconf exited with {exit}");
+}
+
+#[tokio::test]
+async fn chat_reaches_the_room_only_with_history_for_late_joiners() {
+    let server = TestServer::with_defaults().await;
+    let (mut a, joined) = Client::join(&server, "chatty", "Minji").await;
+    assert_eq!(joined["chat"], json!([]));
+    let (mut other, _) = Client::join(&server, "elsewhere", "Eve").await;
+
+    // Text is relayed as it is: markup stays text for the client to show.
+    let evil = "<script>alert('x')</script> & <b>bold</b>";
+    a.send(json!({"type": "chat", "text": evil})).await;
+    let echo = a.recv().await;
+    assert_eq!(echo["type"], "chat");
+    assert_eq!(
+        (echo["from"].as_str(), echo["name"].as_str(), echo["text"].as_str()),
+        (Some(a.id.as_str()), Some("Minji"), Some(evil))
+    );
+    let ts = echo["ts"].as_u64().expect("server timestamp");
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    assert!(now_ms.abs_diff(ts) < 5_000, "ts {ts} is the server's clock");
+    a.send(json!({"type": "chat", "text": "second"})).await;
+    assert_eq!(a.recv().await["text"], "second");
+
+    // A late joiner gets the history, in order; the other room hears nothing.
+    let (mut b, joined) = Client::join(&server, "chatty", "Joon").await;
+    let texts: Vec<&str> =
+        joined["chat"].as_array().expect("chat").iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, [evil, "second"]);
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    b.send(json!({"type": "chat", "text": "hi all"})).await;
+    assert_eq!(a.recv().await["text"], "hi all");
+    assert_eq!(b.recv().await["text"], "hi all");
+    other.expect_silence(QUIET).await;
+
+    // Limits, with the connection kept.
+    b.send(json!({"type": "chat", "text": "x".repeat(1001)})).await;
+    assert_eq!(b.expect_error("bad-chat").await["request"], "chat");
+    b.send(json!({"type": "chat", "text": "  "})).await;
+    b.expect_error("bad-chat").await;
+    a.expect_silence(QUIET).await;
+    let mut lobby = Client::connect(&server).await;
+    lobby.hello().await;
+    lobby.send(json!({"type": "chat", "text": "hello?"})).await;
+    lobby.expect_error("not-joined").await;
+}
+
+#[tokio::test]
+async fn chat_history_is_bounded() {
+    let server = TestServer::start(server::Config { chat_history: 5, ..server::Config::default() }).await;
+    let (mut a, _) = Client::join(&server, "many", "A").await;
+    for i in 0..12 {
+        a.send(json!({"type": "chat", "text": format!("m{i}")})).await;
+        assert_eq!(a.recv().await["text"], format!("m{i}"));
+    }
+    let (_b, joined) = Client::join(&server, "many", "B").await;
+    let texts: Vec<&str> =
+        joined["chat"].as_array().expect("chat").iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, ["m7", "m8", "m9", "m10", "m11"]);
+}
+
+#[tokio::test]
+async fn media_state_reaches_the_room_and_newcomers() {
+    let server = TestServer::start(server::Config { room_capacity: 3, ..server::Config::default() }).await;
+    let (mut a, _) = Client::join_with(
+        &server,
+        json!({"type": "join", "room": "m", "name": "A", "media": {"video": false}}),
+    )
+    .await;
+    let (mut b, joined) = Client::join(&server, "m", "B").await;
+    assert_eq!(joined["peers"][0]["media"], json!({"audio": true, "video": false, "screen": false}));
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    a.send(json!({"type": "media", "audio": false})).await;
+    assert_eq!(
+        b.recv().await,
+        json!({"type": "peer-media", "peer": a.id, "media": {"audio": false, "video": false, "screen": false}})
+    );
+    a.expect_silence(QUIET).await;
+    let (_c, joined) = Client::join(&server, "m", "C").await;
+    assert_eq!(joined["peers"][0]["media"], json!({"audio": false, "video": false, "screen": false}));
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    a.send(json!({"type": "media", "video": "yes"})).await;
+    a.expect_error("bad-message").await;
+}
+
+/// Resume tokens: the same id comes back, only in its own room, the token
+/// cannot be bent to another id, and expired ones are refused.
+#[tokio::test]
+async fn a_resume_token_brings_back_the_same_peer_and_nothing_else() {
+    let server = TestServer::with_defaults().await;
+    let (mut a, _) = Client::join(&server, "resume", "A").await;
+    let (b, joined_b) = Client::join(&server, "resume", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    let token = joined_b["resume"].as_str().expect("token").to_owned();
+    let b_id = b.id.clone();
+
+    // B's connection drops; it comes back with its token, same id.
+    drop(b);
+    assert_eq!(a.recv().await, json!({"type": "peer-left", "peer": b_id, "reason": "disconnected"}));
+    let (mut b, joined) =
+        Client::join_with(&server, json!({"type": "join", "room": "resume", "name": "B", "resume": token}))
+            .await;
+    assert_eq!(joined["you"], json!(b_id));
+    assert_eq!(joined["resumed"], true);
+    let back = a.recv().await;
+    assert_eq!(
+        (back["type"].as_str(), back["peer"]["id"].as_str()),
+        (Some("peer-joined"), Some(b_id.as_str()))
+    );
+    // Pongs carry fresh tokens for the same id.
+    let pong = b.ping().await;
+    let fresh = pong["resume"].as_str().expect("a fresh token").to_owned();
+    assert!(fresh.starts_with(&b_id));
+
+    // Not in another room.
+    let mut elsewhere = Client::connect(&server).await;
+    elsewhere.hello().await;
+    elsewhere.send(json!({"type": "join", "room": "other", "name": "B", "resume": fresh})).await;
+    let err = elsewhere.expect_error("bad-resume").await;
+    assert_eq!(err["request"], "join");
+    // Not as another peer: the id in the token is signed.
+    let forged = format!("{}{}", a.id, &fresh[16..]);
+    elsewhere.send(json!({"type": "join", "room": "resume", "name": "A", "resume": forged})).await;
+    elsewhere.expect_error("bad-resume").await;
+    elsewhere.send(json!({"type": "join", "room": "resume", "name": "X", "resume": "garbage"})).await;
+    elsewhere.expect_error("bad-resume").await;
+
+    // A second connection resuming B replaces the first, which is told why.
+    let (_b2, joined) =
+        Client::join_with(&server, json!({"type": "join", "room": "resume", "name": "B", "resume": fresh}))
+            .await;
+    assert_eq!(joined["you"], json!(b_id));
+    assert_eq!(b.expect_close().await, (4000, "replaced by a newer connection".to_owned()));
+    let left = a.recv().await;
+    assert_eq!((left["type"].as_str(), left["peer"].as_str()), (Some("peer-left"), Some(b_id.as_str())));
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    // The old connection's end does not take the new one out of the room.
+    a.expect_silence(QUIET).await;
+    a.signal(&b_id, json!("to the new B")).await;
+    a.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn expired_resume_tokens_are_refused() {
+    let server =
+        TestServer::start(server::Config { resume_ttl: Duration::from_secs(1), ..server::Config::default() })
+            .await;
+    let (_a, joined) = Client::join(&server, "short", "A").await;
+    let token = joined["resume"].as_str().expect("token").to_owned();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut late = Client::connect(&server).await;
+    late.hello().await;
+    late.send(json!({"type": "join", "room": "short", "name": "A", "resume": token})).await;
+    let err = late.expect_error("bad-resume").await;
+    assert!(err["message"].as_str().is_some_and(|m| m.contains("expired")), "{err}");
 }

@@ -93,9 +93,15 @@ impl Client {
 
     /// Connects, says hello and joins `room` as `name`; returns `joined`.
     pub async fn join(server: &TestServer, room: &str, name: &str) -> (Client, Value) {
+        Self::join_with(server, json!({"type": "join", "room": room, "name": name})).await
+    }
+
+    /// Connects, says hello and sends `join` (a whole message); returns
+    /// the `joined` answer.
+    pub async fn join_with(server: &TestServer, join: Value) -> (Client, Value) {
         let mut c = Self::connect(server).await;
         c.hello().await;
-        c.send(json!({"type": "join", "room": room, "name": name})).await;
+        c.send(join).await;
         let joined = c.recv().await;
         assert_eq!(joined["type"], "joined", "{joined}");
         c.id = joined["you"].as_str().expect("you").to_owned();
@@ -165,10 +171,11 @@ impl Client {
 
     /// Round-trips a ping: proves the connection still works and that
     /// everything the server sent before has arrived.
-    pub async fn ping(&mut self) {
+    pub async fn ping(&mut self) -> Value {
         self.send(json!({"type": "ping"})).await;
         let pong = self.recv().await;
-        assert_eq!(pong, json!({"type": "pong"}));
+        assert_eq!(pong["type"], "pong", "{pong}");
+        pong
     }
 
     /// Waits for the server to close; returns the close code and reason.
