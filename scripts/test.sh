@@ -21,6 +21,10 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v ip >/dev/null || missing+=(iproute2)
+# nft breaks the network path inside a test's private namespace (ICE restart).
+command -v nft >/dev/null || missing+=(nftables)
+# A Korean font, so screenshots of the Korean UI can be read.
+[ -d /usr/share/fonts/truetype/nanum ] || missing+=(fonts-nanum)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq

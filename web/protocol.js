@@ -1,20 +1,32 @@
-// The signaling protocol, version 1 (docs/protocol.md), over a WebSocket.
-// No DOM in here: this module only speaks to the server.
+// The signaling protocol, version 1 (docs/protocol.md), over a WebSocket,
+// with reconnection. No DOM in here: this module only speaks to the server.
 
 /** The protocol version this client speaks. */
 export const VERSION = 1;
 
+/** How often the client pings; a pong also brings a fresh resume token. */
+const PING_EVERY_MS = 10_000;
+/** A server that answers no ping for this long is taken for gone. */
+const PONG_TIMEOUT_MS = 20_000;
+/** Reconnection back-off: first delay, growth, ceiling (plus up to 30% jitter). */
+const BACKOFF_FIRST_MS = 250;
+const BACKOFF_MAX_MS = 5_000;
+
 /**
- * @typedef {{id: string, name: string}} PeerInfo
+ * @typedef {{audio: boolean, video: boolean, screen: boolean}} MediaFlags
+ * @typedef {{id: string, name: string, media: MediaFlags, polite?: boolean}} PeerInfo
  * @typedef {{urls: string[], username?: string, credential?: string}} IceServerInfo
- * @typedef {{room: string, you: string, name: string, capacity: number,
- *            polite: boolean, peers: PeerInfo[], ice_servers: IceServerInfo[]}} Joined
+ * @typedef {{from: string, name: string, text: string, ts: number}} ChatMessage
+ * @typedef {{room: string, you: string, name: string, capacity: number, resumed: boolean,
+ *            peers: PeerInfo[], chat: ChatMessage[], ice_servers: IceServerInfo[],
+ *            resume: string}} Joined
  */
 
-/** An `error` message from the server, as an exception. */
+/** An `error` message from the server, or a failure to reach it. */
 export class ProtocolError extends Error {
   /**
-   * @param {string} code stable code, such as "room-full"
+   * @param {string} code stable code, such as "room-full", or "unreachable"
+   *   and "closed" for transport failures
    * @param {string} message words for people
    * @param {string} [request] the type of the message that caused it
    */
@@ -47,129 +59,199 @@ export function canonicalRoom(raw) {
 }
 
 /**
- * One connection to the server.
+ * One WebSocket: hello, then messages in and out. Resolves `ready` on
+ * `welcome`; reports every other message and the close to its owner.
+ */
+class Connection {
+  /**
+   * @param {string} url
+   * @param {(msg: any) => void} onMessage
+   * @param {(ev: {code: number, reason: string, wasOpen: boolean}) => void} onClose
+   */
+  constructor(url, onMessage, onClose) {
+    this.open = false;
+    this.closed = false;
+    this.ws = new WebSocket(url);
+    this.lastHeard = Date.now();
+    /** @type {Promise<void>} */
+    this.ready = new Promise((resolve, reject) => {
+      this.ws.onopen = () => {
+        this.open = true;
+        this.send({ type: 'hello', version: VERSION });
+      };
+      this.ws.onmessage = (ev) => {
+        this.lastHeard = Date.now();
+        let msg;
+        try {
+          msg = JSON.parse(ev.data);
+        } catch {
+          return; // The server sends only JSON; anything else is dropped.
+        }
+        if (msg?.type === 'welcome') resolve();
+        else if (msg?.type === 'error' && msg.request === 'hello') reject(new ProtocolError(msg.code, msg.message));
+        else onMessage(msg);
+      };
+      this.ws.onclose = (ev) => {
+        const wasOpen = this.open;
+        this.closed = true;
+        this.open = false;
+        clearInterval(this.pinger);
+        reject(new ProtocolError(wasOpen ? 'closed' : 'unreachable', ev.reason || 'connection closed'));
+        onClose({ code: ev.code, reason: ev.reason, wasOpen });
+      };
+    });
+    // Noticing a dead server: a ping every 10 s, and silence means gone.
+    this.pinger = setInterval(() => {
+      if (Date.now() - this.lastHeard > PONG_TIMEOUT_MS) this.ws.close(4001, 'no pong');
+      else this.send({ type: 'ping' });
+    }, PING_EVERY_MS);
+  }
+
+  /** @param {object} msg */
+  send(msg) {
+    if (this.open) this.ws.send(JSON.stringify(msg));
+  }
+
+  /** Closes without telling the owner. */
+  close() {
+    this.ws.onclose = null;
+    this.closed = true;
+    clearInterval(this.pinger);
+    this.ws.close(1000, 'bye');
+  }
+}
+
+/**
+ * A stay in one room, across dropped connections and server restarts.
+ *
+ * `start()` connects and joins. If the connection then drops, the session
+ * reconnects with back-off and joins again with its resume token, so the
+ * others see the same peer come back.
  *
  * Events (CustomEvent, payload in `detail`):
  * - `peer-joined` {peer: PeerInfo, polite: boolean}
  * - `peer-left`   {peer: string, reason: string}
+ * - `peer-media`  {peer: string, media: MediaFlags}
  * - `signal`      {from: string, data: any}
+ * - `chat`        ChatMessage
  * - `error`       ProtocolError not tied to a pending request
- * - `close`       {code: number, reason: string, wasOpen: boolean}
+ * - `reconnecting` {attempt: number, delay: number}
+ * - `rejoined`    Joined (the same id if `resumed`, else a fresh one)
+ * - `ended`       {reason: 'full' | 'replaced' | 'error', error?: ProtocolError}
  */
-export class Signaling extends EventTarget {
-  /** @param {string} url */
-  constructor(url) {
+export class Session extends EventTarget {
+  /**
+   * @param {string} url
+   * @param {{room: string, name: string, media: MediaFlags}} who
+   */
+  constructor(url, { room, name, media }) {
     super();
     this.url = url;
-    /** @type {WebSocket | null} */
-    this.ws = null;
+    this.room = room;
+    this.name = name;
+    this.media = { ...media };
+    /** @type {Connection | null} */
+    this.conn = null;
+    /** @type {string | null} */
+    this.resume = null;
+    /** @type {string | null} */
+    this.you = null;
+    this.stopped = false;
+    this.reconnecting = false;
     /** @type {{resolve: (j: Joined) => void, reject: (e: Error) => void} | null} */
     this.pendingJoin = null;
-    /** @type {{resolve: () => void, reject: (e: Error) => void} | null} */
-    this.pendingHello = null;
     /** @type {(() => void) | null} */
     this.pendingLeft = null;
   }
 
   /**
-   * Opens the WebSocket and says hello.
-   * @returns {Promise<void>} resolves on `welcome`
+   * Connects and joins.
+   * @returns {Promise<Joined>} rejects with a ProtocolError (such as
+   *   room-full, or unreachable)
    */
-  connect() {
-    return new Promise((resolve, reject) => {
-      let opened = false;
-      const ws = new WebSocket(this.url);
-      this.ws = ws;
-      this.pendingHello = { resolve, reject };
-      ws.onopen = () => {
-        opened = true;
-        this.send({ type: 'hello', version: VERSION });
-      };
-      ws.onmessage = (ev) => this.onMessage(ev.data);
-      ws.onclose = (ev) => {
-        if (this.ws !== ws) return;
-        this.ws = null;
-        const failure = new ProtocolError(
-          opened ? 'closed' : 'unreachable',
-          ev.reason || (opened ? 'the connection closed' : 'cannot reach the server'),
-        );
-        this.pendingHello?.reject(failure);
-        this.pendingJoin?.reject(failure);
-        this.pendingLeft?.();
-        this.pendingHello = this.pendingJoin = this.pendingLeft = null;
-        this.dispatchEvent(new CustomEvent('close', {
-          detail: { code: ev.code, reason: ev.reason, wasOpen: opened },
-        }));
-      };
-    });
+  async start() {
+    return this.connectAndJoin();
   }
 
-  /**
-   * Joins a room.
-   * @param {string} room
-   * @param {string} name
-   * @returns {Promise<Joined>} rejects with a ProtocolError (e.g. room-full)
-   */
-  join(room, name) {
-    return new Promise((resolve, reject) => {
+  /** @returns {Promise<Joined>} */
+  async connectAndJoin() {
+    const conn = new Connection(
+      this.url,
+      (msg) => this.onMessage(msg),
+      (ev) => this.onClose(conn, ev),
+    );
+    this.conn = conn;
+    await conn.ready;
+    const joined = await new Promise((resolve, reject) => {
       this.pendingJoin = { resolve, reject };
-      this.send({ type: 'join', room, name });
+      conn.send({ type: 'join', room: this.room, name: this.name, media: this.media, resume: this.resume });
     });
+    this.you = joined.you;
+    this.resume = joined.resume;
+    return /** @type {Joined} */ (joined);
   }
 
   /**
-   * Sends `data` to one peer of the room.
-   * @param {string} to
-   * @param {any} data
+   * @param {Connection} conn
+   * @param {{code: number, reason: string, wasOpen: boolean}} ev
    */
-  signal(to, data) {
-    this.send({ type: 'signal', to, data });
-  }
-
-  /**
-   * Leaves the room; resolves when the server confirmed it or the
-   * connection is gone (at most one second).
-   * @returns {Promise<void>}
-   */
-  leave() {
-    return new Promise((resolve) => {
-      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return resolve();
-      const timer = setTimeout(() => { this.pendingLeft = null; resolve(); }, 1000);
-      this.pendingLeft = () => { clearTimeout(timer); resolve(); };
-      this.send({ type: 'leave' });
-    });
-  }
-
-  /** Closes the connection; no `close` event follows. */
-  close() {
-    const ws = this.ws;
-    this.ws = null;
-    if (ws) {
-      ws.onclose = null;
-      ws.close(1000, 'bye');
+  onClose(conn, ev) {
+    if (conn !== this.conn) return;
+    this.conn = null;
+    const failure = new ProtocolError('closed', ev.reason || 'connection closed');
+    this.pendingJoin?.reject(failure);
+    this.pendingJoin = null;
+    this.pendingLeft?.();
+    this.pendingLeft = null;
+    if (this.stopped || this.you === null) return;
+    if (ev.code === 4000) {
+      // Another tab or device took over this seat: do not fight it.
+      this.stopped = true;
+      this.dispatchEvent(new CustomEvent('ended', { detail: { reason: 'replaced' } }));
+      return;
     }
+    this.reconnect();
   }
 
-  /** @param {object} msg */
-  send(msg) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify(msg));
+  async reconnect() {
+    if (this.reconnecting) return;
+    this.reconnecting = true;
+    let delay = BACKOFF_FIRST_MS;
+    for (let attempt = 1; !this.stopped; attempt++) {
+      this.dispatchEvent(new CustomEvent('reconnecting', { detail: { attempt, delay } }));
+      await new Promise((r) => setTimeout(r, delay * (1 + Math.random() * 0.3)));
+      if (this.stopped) break;
+      try {
+        const joined = await this.connectAndJoin();
+        this.reconnecting = false;
+        this.dispatchEvent(new CustomEvent('rejoined', { detail: joined }));
+        return;
+      } catch (err) {
+        this.conn?.close();
+        this.conn = null;
+        const code = err instanceof ProtocolError ? err.code : '';
+        if (code === 'bad-resume') {
+          // Too late to be the same peer: come back as a new one.
+          this.resume = null;
+          delay = 0;
+          continue;
+        }
+        if (code === 'room-full' || (code !== 'closed' && code !== 'unreachable')) {
+          this.stopped = true;
+          this.reconnecting = false;
+          const reason = code === 'room-full' ? 'full' : 'error';
+          this.dispatchEvent(new CustomEvent('ended', { detail: { reason, error: err } }));
+          return;
+        }
+      }
+      delay = Math.min(Math.max(delay * 2, BACKOFF_FIRST_MS), BACKOFF_MAX_MS);
     }
+    this.reconnecting = false;
   }
 
-  /** @param {any} raw */
-  onMessage(raw) {
-    let msg;
-    try {
-      msg = JSON.parse(raw);
-    } catch {
-      return; // The server only sends JSON; anything else is dropped.
-    }
-    switch (msg.type) {
-      case 'welcome':
-        this.pendingHello?.resolve();
-        this.pendingHello = null;
-        break;
+  /** @param {any} msg */
+  onMessage(msg) {
+    switch (msg?.type) {
       case 'joined':
         this.pendingJoin?.resolve(msg);
         this.pendingJoin = null;
@@ -178,9 +260,14 @@ export class Signaling extends EventTarget {
         this.pendingLeft?.();
         this.pendingLeft = null;
         break;
+      case 'pong':
+        if (typeof msg.resume === 'string') this.resume = msg.resume;
+        break;
       case 'peer-joined':
       case 'peer-left':
+      case 'peer-media':
       case 'signal':
+      case 'chat':
         this.dispatchEvent(new CustomEvent(msg.type, { detail: msg }));
         break;
       case 'error': {
@@ -188,16 +275,73 @@ export class Signaling extends EventTarget {
         if (msg.request === 'join' && this.pendingJoin) {
           this.pendingJoin.reject(err);
           this.pendingJoin = null;
-        } else if (msg.request === 'hello' && this.pendingHello) {
-          this.pendingHello.reject(err);
-          this.pendingHello = null;
         } else {
           this.dispatchEvent(new CustomEvent('error', { detail: err }));
         }
         break;
       }
       default:
-        break; // pong, and types from later versions
+        break; // types from later versions
     }
+  }
+
+  /** Whether messages can be sent right now. */
+  get connected() {
+    return Boolean(this.conn?.open) && !this.reconnecting;
+  }
+
+  /**
+   * Sends `data` to one peer of the room (dropped while reconnecting).
+   * @param {string} to
+   * @param {any} data
+   */
+  signal(to, data) {
+    this.conn?.send({ type: 'signal', to, data });
+  }
+
+  /** @param {string} text */
+  chat(text) {
+    this.conn?.send({ type: 'chat', text });
+  }
+
+  /**
+   * Tells the room about our microphone, camera and screen share; also
+   * remembered for the next join after a reconnect.
+   * @param {MediaFlags} media
+   */
+  setMedia(media) {
+    this.media = { ...media };
+    this.conn?.send({ type: 'media', ...media });
+  }
+
+  /**
+   * Leaves the room and closes; resolves when the server confirmed it or
+   * after one second.
+   * @returns {Promise<void>}
+   */
+  leave() {
+    this.stopped = true;
+    const conn = this.conn;
+    if (!conn?.open) {
+      this.close();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.close();
+        resolve();
+      };
+      const timer = setTimeout(done, 1000);
+      this.pendingLeft = done;
+      conn.send({ type: 'leave' });
+    });
+  }
+
+  /** Closes without leaving first (the server still takes us out). */
+  close() {
+    this.stopped = true;
+    this.conn?.close();
+    this.conn = null;
   }
 }

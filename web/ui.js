@@ -1,37 +1,46 @@
-// The call page: lobby (camera preview, name), the call itself, and the
-// pages around it (full, ended). Speaks to the server through protocol.js
-// and to peers through call.js; everything here is about the DOM.
+// The call page: lobby (camera preview, name), the call itself (tiles, chat,
+// quality, controls), and the pages around it (full, ended). Speaks to the
+// server through protocol.js and to peers through call.js.
 
-import { Signaling, ProtocolError, canonicalRoom, signalingUrl } from './protocol.js';
-import { PeerLink, openLocalMedia } from './call.js';
+import { Session, ProtocolError, canonicalRoom, signalingUrl } from './protocol.js';
+import { LocalMedia, PeerLink } from './call.js';
+import { QualityMeter } from './quality.js';
+import { ChatPanel } from './chat.js';
+import { Controls } from './controls.js';
 import { t, setupLanguageSwitch } from './i18n.js';
+
+/**
+ * @typedef {import('./protocol.js').Joined} Joined
+ * @typedef {import('./protocol.js').PeerInfo} PeerInfo
+ * @typedef {import('./protocol.js').MediaFlags} MediaFlags
+ * @typedef {{link: PeerLink, tile: HTMLElement, info: PeerInfo, meter: QualityMeter,
+ *            grace?: ReturnType<typeof setTimeout>}} Peer
+ * @typedef {'lobby' | 'joining' | 'call' | 'full' | 'ended'} PageState
+ */
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 const NAME_KEY = 'webconf.name';
-
-/**
- * What the page is doing; mirrored in body[data-state] for styling and
- * for the browser tests.
- * @typedef {'lobby' | 'joining' | 'call' | 'full' | 'ended'} PageState
- */
+/** How long a peer whose connection to the server dropped keeps its tile
+ *  while its browser-to-browser connection still works. */
+const GRACE_MS = 30_000;
+/** Status lines that are news, not a lasting state: they fade away. */
+const TRANSIENT = new Set(['peer_joined', 'copied', 'reconnected']);
 
 const state = {
   /** @type {string | null} */
   room: null,
-  /** @type {MediaStream} */
-  local: new MediaStream(),
-  /** @type {Signaling | null} */
-  signaling: null,
-  /** @type {Map<string, {link: PeerLink, tile: HTMLElement}>} */
+  media: new LocalMedia(),
+  /** @type {Session | null} */
+  session: null,
+  /** @type {Map<string, Peer>} */
   peers: new Map(),
-  /** @type {import('./protocol.js').Joined | null} */
+  /** @type {Joined | null} */
   joined: null,
-  /** The last status line shown, as a key and its variables, so a
-   *  language switch can re-render it. */
   /** @type {{key: any, vars: Record<string, string | number>} | null} */
   status: null,
+  speakerId: '',
 };
 
 /** Timings for people and tests, in ms since the page started loading. */
@@ -40,7 +49,17 @@ const metrics = {
   joinedAt: null,
   /** @type {number | null} */
   firstRemoteFrame: null,
+  /** @type {{lost: number, rejoined: number | null}[]} */
+  reconnects: [],
 };
+
+const chat = new ChatPanel((text) => state.session?.chat(text));
+const controls = new Controls(state.media, {
+  status: (key, vars) => status(key, vars),
+  toggleChat: () => chat.toggle(),
+  toggleQuality: () => toggleQuality(),
+  setSpeaker: (id) => setSpeaker(id),
+});
 
 /** @param {PageState} next */
 function show(next) {
@@ -51,8 +70,6 @@ function show(next) {
   $('ended').hidden = next !== 'ended';
 }
 
-/** Status lines that are news, not a lasting state: they fade away. */
-const TRANSIENT = new Set(['peer_joined', 'copied']);
 /** @type {ReturnType<typeof setTimeout> | undefined} */
 let statusTimer;
 
@@ -68,38 +85,46 @@ function status(key, vars = {}) {
   if (TRANSIENT.has(key)) statusTimer = setTimeout(() => status(null), 4000);
 }
 
+/** @param {string | null} key */
+function banner(key) {
+  const el = $('connection-banner');
+  el.hidden = !key;
+  el.dataset.key = key ?? '';
+  el.textContent = key ? t(/** @type {any} */ (key)) : '';
+}
+
 document.addEventListener('langchange', () => {
   if (state.status) $('status').textContent = t(state.status.key, state.status.vars);
+  const key = $('connection-banner').dataset.key;
+  if (key) $('connection-banner').textContent = t(/** @type {any} */ (key));
   renderMediaStatus();
+  for (const peer of state.peers.values()) renderTile(peer);
+  if (!$('quality').hidden) renderQuality();
 });
 
 // ---- Lobby ----------------------------------------------------------------
 
-/** @type {string | null} */
-let mediaProblem = null;
 let mediaReady = false;
 
 function renderMediaStatus() {
   const el = $('media-status');
   if (!mediaReady) return;
-  const kinds = new Set(state.local.getTracks().map((tr) => tr.kind));
+  const { mic, camera, problem } = state.media;
   let text = t('media_ok');
-  if (mediaProblem && kinds.size === 0) text = t(/** @type {any} */ (`media_${mediaProblem}`));
-  else if (!kinds.has('video') && kinds.has('audio')) text = t('media_audio_only');
-  else if (!kinds.has('audio') && kinds.has('video')) text = t('media_video_only');
+  if (!mic && !camera) text = t(/** @type {any} */ (`media_${problem ?? 'failed'}`));
+  else if (!camera) text = t('media_audio_only');
+  else if (!mic) text = t('media_video_only');
   el.textContent = text;
-  el.classList.toggle('warn', kinds.size < 2);
+  el.classList.toggle('warn', !mic || !camera);
 }
 
 async function startLobby() {
   show('lobby');
   const nameInput = /** @type {HTMLInputElement} */ ($('name'));
   nameInput.value = savedName() ?? `${t('guest')} ${100 + Math.floor(Math.random() * 900)}`;
-  const { stream, problem } = await openLocalMedia();
-  state.local = stream;
-  mediaProblem = problem;
+  /** @type {HTMLVideoElement} */ ($('preview-video')).srcObject = state.media.preview;
+  await state.media.open();
   mediaReady = true;
-  /** @type {HTMLVideoElement} */ ($('preview-video')).srcObject = stream;
   renderMediaStatus();
   const join = /** @type {HTMLButtonElement} */ ($('join'));
   join.disabled = false;
@@ -123,7 +148,7 @@ function saveName(name) {
   }
 }
 
-// ---- Joining and the call -------------------------------------------------
+// ---- Joining --------------------------------------------------------------
 
 async function join() {
   const nameInput = /** @type {HTMLInputElement} */ ($('name'));
@@ -135,32 +160,54 @@ async function join() {
   show('joining');
   status(null);
 
-  const signaling = new Signaling(signalingUrl());
-  state.signaling = signaling;
-  signaling.addEventListener('peer-joined', (ev) => onPeerJoined(/** @type {CustomEvent} */ (ev).detail));
-  signaling.addEventListener('peer-left', (ev) => onPeerLeft(/** @type {CustomEvent} */ (ev).detail));
-  signaling.addEventListener('signal', (ev) => {
-    const { from, data } = /** @type {CustomEvent} */ (ev).detail;
-    state.peers.get(from)?.link.handle(data);
+  const session = new Session(signalingUrl(), {
+    room: /** @type {string} */ (state.room),
+    name,
+    media: state.media.flags,
   });
-  signaling.addEventListener('error', (ev) => {
-    const err = /** @type {CustomEvent} */ (ev).detail;
-    console.warn('webconf: server error', err.code, err.message);
+  state.session = session;
+  session.addEventListener('peer-joined', (ev) => {
+    const { peer, polite } = /** @type {CustomEvent} */ (ev).detail;
+    ensurePeer(peer, polite, false);
+    status('peer_joined', { name: peer.name });
   });
-  signaling.addEventListener('close', (ev) => onServerClosed(/** @type {CustomEvent} */ (ev).detail));
+  session.addEventListener('peer-left', (ev) => onPeerLeft(/** @type {CustomEvent} */ (ev).detail));
+  session.addEventListener('peer-media', (ev) => {
+    const { peer, media } = /** @type {CustomEvent} */ (ev).detail;
+    const entry = state.peers.get(peer);
+    if (entry) {
+      entry.info.media = media;
+      renderTile(entry);
+    }
+  });
+  session.addEventListener('signal', (ev) => onSignal(/** @type {CustomEvent} */ (ev).detail));
+  session.addEventListener('chat', (ev) => chat.add(/** @type {CustomEvent} */ (ev).detail));
+  session.addEventListener('error', (ev) => {
+    const err = /** @type {ProtocolError} */ (/** @type {CustomEvent} */ (ev).detail);
+    if (err.request === 'chat') chat.showError(err.message);
+    else console.warn('webconf: server error', err.code, err.message);
+  });
+  session.addEventListener('reconnecting', () => {
+    if (!banner.lost) {
+      banner.lost = performance.now();
+      metrics.reconnects.push({ lost: banner.lost, rejoined: null });
+    }
+    banner('reconnecting');
+  });
+  session.addEventListener('rejoined', (ev) => onRejoined(/** @type {CustomEvent} */ (ev).detail));
+  session.addEventListener('ended', (ev) => onEnded(/** @type {CustomEvent} */ (ev).detail));
 
   try {
-    await signaling.connect();
-    const joined = await signaling.join(/** @type {string} */ (state.room), name);
+    const joined = await session.start();
     onJoined(joined);
   } catch (err) {
-    signaling.close();
-    state.signaling = null;
+    session.close();
+    state.session = null;
     joinButton.disabled = false;
     joinButton.textContent = t('join');
     if (err instanceof ProtocolError && err.code === 'room-full') {
       show('full');
-    } else if (err instanceof ProtocolError && err.code === 'unreachable') {
+    } else if (err instanceof ProtocolError && (err.code === 'unreachable' || err.code === 'closed')) {
       show('lobby');
       status('server_unreachable');
     } else {
@@ -169,87 +216,203 @@ async function join() {
     }
   }
 }
+/** When the connection to the server was lost, if it still is. */
+banner.lost = /** @type {number | null} */ (null);
 
-/** @param {import('./protocol.js').Joined} joined */
+/** @param {Joined} joined */
 function onJoined(joined) {
   state.joined = joined;
   metrics.joinedAt = performance.now();
+  chat.you = joined.you;
   $('room-name').textContent = joined.room;
-  /** @type {HTMLVideoElement} */ ($('local-video')).srcObject = state.local;
+  /** @type {HTMLVideoElement} */ ($('local-video')).srcObject = state.media.preview;
   /** @type {HTMLInputElement} */ ($('share-link')).value = location.href;
   show('call');
-  for (const peer of joined.peers) addPeer(peer, joined.polite);
+  for (const msg of joined.chat) chat.add(msg);
+  // We are the newcomer: we make the first offer to everyone here.
+  for (const peer of joined.peers) ensurePeer(peer, Boolean(peer.polite), true);
   updateWaiting();
   $('hangup').focus();
 }
 
-/** @param {{peer: import('./protocol.js').PeerInfo, polite: boolean}} msg */
-function onPeerJoined({ peer, polite }) {
-  addPeer(peer, polite);
-  status('peer_joined', { name: peer.name });
+/**
+ * Back after a dropped connection. With the same id, links that still work
+ * are kept: the call never stopped. With a new id, everything starts over.
+ * @param {Joined} joined
+ */
+function onRejoined(joined) {
+  const last = metrics.reconnects.at(-1);
+  if (last && last.rejoined === null) last.rejoined = performance.now();
+  banner.lost = null;
+  banner(null);
+  status('reconnected');
+  if (state.joined && joined.you !== state.joined.you) {
+    for (const id of [...state.peers.keys()]) removePeer(id);
+  }
+  state.joined = joined;
+  chat.you = joined.you;
+  for (const msg of joined.chat) chat.add(msg);
+  const present = new Set(joined.peers.map((p) => p.id));
+  for (const peer of joined.peers) ensurePeer(peer, Boolean(peer.polite), true);
+  for (const [id, peer] of state.peers) {
+    if (!present.has(id)) startGrace(peer);
+  }
+  // The server may have missed our media changes while we were away.
+  state.session?.setMedia(state.media.flags);
   updateWaiting();
 }
 
-/** @param {{peer: string, reason: string}} msg */
-function onPeerLeft({ peer }) {
-  const entry = state.peers.get(peer);
-  if (!entry) return;
-  entry.link.close();
-  entry.tile.remove();
-  state.peers.delete(peer);
-  status('peer_left', { name: entry.link.name });
+/** @param {{reason: string, error?: ProtocolError}} detail */
+function onEnded({ reason, error }) {
+  banner(null);
+  endCall();
+  if (reason === 'full') {
+    show('full');
+    return;
+  }
+  $('ended-title').textContent = reason === 'replaced' ? t('replaced') : t('error', { message: error?.message ?? '' });
+  show('ended');
+}
+
+// ---- Peers ------------------------------------------------------------------
+
+/**
+ * Makes sure there is a working link to `info`: keeps one that still works
+ * (a peer back after a reconnect), else makes a new one.
+ * @param {PeerInfo} info
+ * @param {boolean} polite
+ * @param {boolean} initiator
+ */
+function ensurePeer(info, polite, initiator) {
+  const existing = state.peers.get(info.id);
+  if (existing && existing.link.healthy) {
+    clearTimeout(existing.grace);
+    existing.grace = undefined;
+    existing.info = { ...existing.info, ...info };
+    renderTile(existing);
+    return;
+  }
+  const tile = existing?.tile ?? makeTile();
+  existing?.link.close();
+  const link = makeLink(info, polite, initiator);
+  /** @type {Peer} */
+  const peer = { link, tile, info, meter: new QualityMeter(link.pc) };
+  state.peers.set(info.id, peer);
+  wireLink(peer);
+  renderTile(peer);
+  status('connecting_to', { name: info.name });
   updateWaiting();
 }
 
 /**
- * @param {import('./protocol.js').PeerInfo} peer
+ * @param {PeerInfo} info
  * @param {boolean} polite
+ * @param {boolean} initiator
  */
-function addPeer(peer, polite) {
-  const signaling = /** @type {Signaling} */ (state.signaling);
-  state.peers.get(peer.id)?.link.close();
-  state.peers.get(peer.id)?.tile.remove();
-  const link = new PeerLink({
-    id: peer.id,
-    name: peer.name,
+function makeLink(info, polite, initiator) {
+  const session = /** @type {Session} */ (state.session);
+  return new PeerLink({
+    id: info.id,
+    name: info.name,
     polite,
+    initiator,
     iceServers: state.joined?.ice_servers ?? [],
-    local: state.local,
-    send: (data) => signaling.signal(peer.id, data),
+    media: state.media,
+    send: (data) => session.signal(info.id, data),
   });
-  const tile = makeTile(peer.name, link.remote);
-  state.peers.set(peer.id, { link, tile });
-  status('connecting_to', { name: peer.name });
+}
+
+/** @param {Peer} peer */
+function wireLink(peer) {
+  const { link, tile } = peer;
+  const video = /** @type {HTMLVideoElement} */ (tile.querySelector('video'));
+  video.srcObject = link.remote;
+  if (state.speakerId) setSinkId(video, state.speakerId);
+  link.addEventListener('track', () => {
+    video.srcObject = link.remote;
+  });
   link.addEventListener('state', (ev) => {
     const s = /** @type {CustomEvent} */ (ev).detail;
     tile.dataset.connection = s;
-    if (s === 'connected' && state.status?.key === 'connecting_to') status(null);
-    if (s === 'failed') status('peer_failed', { name: peer.name });
+    if (state.peers.get(link.id)?.link !== link) return;
+    if (s === 'connected' && ['connecting_to', 'ice_restart'].includes(state.status?.key)) status(null);
+    if (s === 'failed') {
+      // Gone for good if the server no longer lists it either.
+      if (peer.grace) removePeer(link.id);
+      else status('peer_failed', { name: peer.info.name });
+    }
   });
-  link.addEventListener('track', () => {
-    const video = /** @type {HTMLVideoElement} */ (tile.querySelector('video'));
-    video.srcObject = link.remote;
-  });
+  link.addEventListener('ice-restart', () => status('ice_restart', { name: peer.info.name }));
 }
 
-/**
- * A tile for one remote peer. Names are set as text, never as HTML.
- * @param {string} name
- * @param {MediaStream} stream
- */
-function makeTile(name, stream) {
+/** @param {{peer: string, reason: string}} msg */
+function onPeerLeft({ peer: id, reason }) {
+  const peer = state.peers.get(id);
+  if (!peer) return;
+  if (reason === 'disconnected' && peer.link.healthy) {
+    // It may come back with its old id; media may still be flowing.
+    startGrace(peer);
+    return;
+  }
+  removePeer(id);
+  status('peer_left', { name: peer.info.name });
+}
+
+/** @param {Peer} peer */
+function startGrace(peer) {
+  if (peer.grace) return;
+  peer.tile.classList.add('away');
+  peer.grace = setTimeout(() => {
+    removePeer(peer.link.id);
+    status('peer_left', { name: peer.info.name });
+  }, GRACE_MS);
+  renderTile(peer);
+}
+
+/** @param {string} id */
+function removePeer(id) {
+  const peer = state.peers.get(id);
+  if (!peer) return;
+  clearTimeout(peer.grace);
+  peer.link.close();
+  peer.tile.remove();
+  state.peers.delete(id);
+  updateWaiting();
+}
+
+/** @param {{from: string, data: any}} msg */
+function onSignal({ from, data }) {
+  const peer = state.peers.get(from);
+  if (!peer) return;
+  if (peer.link.isNewSession(data)) {
+    // The peer made a new connection to us: follow it with a new link.
+    peer.link.close();
+    peer.link = makeLink(peer.info, peer.link.polite, false);
+    peer.meter = new QualityMeter(peer.link.pc);
+    wireLink(peer);
+  }
+  peer.link.handle(data);
+}
+
+// ---- Tiles ------------------------------------------------------------------
+
+/** A tile for one remote peer; filled in by renderTile. */
+function makeTile() {
   const tile = document.createElement('figure');
   tile.className = 'tile';
   const video = document.createElement('video');
   video.autoplay = true;
   video.playsInline = true;
-  video.setAttribute('aria-label', t('remote_video', { name }));
-  video.srcObject = stream;
   const placeholder = document.createElement('div');
   placeholder.className = 'placeholder';
-  placeholder.textContent = Array.from(name)[0]?.toUpperCase() ?? '?';
   const caption = document.createElement('figcaption');
-  caption.textContent = name;
+  const name = document.createElement('span');
+  name.className = 'tile-name';
+  const muted = document.createElement('span');
+  muted.className = 'tile-muted';
+  const away = document.createElement('span');
+  away.className = 'tile-away';
+  caption.append(muted, name, away);
   tile.append(placeholder, video, caption);
   const markFrame = () => {
     tile.classList.add('has-video');
@@ -261,38 +424,129 @@ function makeTile(name, stream) {
   return tile;
 }
 
+/**
+ * Shows a peer's name and media state. Names are set as text, never HTML.
+ * @param {Peer} peer
+ */
+function renderTile(peer) {
+  const { tile, info } = peer;
+  const media = info.media ?? { audio: true, video: true, screen: false };
+  tile.dataset.peer = info.id;
+  tile.classList.toggle('video-off', !media.video && !media.screen);
+  tile.classList.toggle('audio-off', !media.audio);
+  tile.classList.toggle('screen', media.screen);
+  /** @type {HTMLElement} */ (tile.querySelector('.placeholder')).textContent =
+    Array.from(info.name)[0]?.toUpperCase() ?? '?';
+  /** @type {HTMLElement} */ (tile.querySelector('.tile-name')).textContent = info.name;
+  const muted = /** @type {HTMLElement} */ (tile.querySelector('.tile-muted'));
+  muted.textContent = media.audio ? '' : '🔇';
+  muted.setAttribute('aria-label', media.audio ? '' : t('muted'));
+  muted.title = media.audio ? '' : t('muted');
+  /** @type {HTMLElement} */ (tile.querySelector('.tile-away')).textContent = peer.grace ? t('peer_reconnecting') : '';
+  tile.classList.toggle('away', Boolean(peer.grace));
+  tile.querySelector('video')?.setAttribute('aria-label', t('remote_video', { name: info.name }));
+}
+
 function updateWaiting() {
   $('waiting').hidden = state.peers.size > 0;
   document.body.dataset.peers = String(state.peers.size);
 }
 
-/** @param {{code: number, reason: string, wasOpen: boolean}} detail */
-function onServerClosed({ reason }) {
-  if (document.body.dataset.state !== 'call') return;
-  endCall();
-  $('ended-title').textContent = reason === 'server shutting down' ? t('server_shutdown') : t('server_closed');
-  $('ended-text').textContent = '';
-  show('ended');
+/**
+ * @param {HTMLMediaElement} el
+ * @param {string} id
+ */
+function setSinkId(el, id) {
+  const withSink = /** @type {HTMLMediaElement & {setSinkId?: (id: string) => Promise<void>}} */ (el);
+  withSink.setSinkId?.(id).catch((err) => console.warn('webconf: cannot route audio', err));
 }
 
-function endCall() {
-  for (const { link, tile } of state.peers.values()) {
-    link.close();
-    tile.remove();
+/** @param {string} id */
+function setSpeaker(id) {
+  state.speakerId = id;
+  for (const peer of state.peers.values()) {
+    setSinkId(/** @type {HTMLVideoElement} */ (peer.tile.querySelector('video')), id);
   }
-  state.peers.clear();
-  state.signaling?.close();
-  state.signaling = null;
+}
+
+// ---- Media changes ----------------------------------------------------------
+
+let lastFlags = JSON.stringify(state.media.flags);
+state.media.addEventListener('change', () => {
+  const flags = JSON.stringify(state.media.flags);
+  if (flags !== lastFlags) {
+    lastFlags = flags;
+    state.session?.setMedia(state.media.flags);
+  }
+});
+
+// ---- Quality panel ------------------------------------------------------------
+
+/** @type {ReturnType<typeof setInterval> | undefined} */
+let qualityTimer;
+
+function toggleQuality() {
+  const panel = $('quality');
+  panel.hidden = !panel.hidden;
+  $('quality-toggle').setAttribute('aria-pressed', String(!panel.hidden));
+  clearInterval(qualityTimer);
+  if (!panel.hidden) {
+    renderQuality();
+    qualityTimer = setInterval(renderQuality, 1000);
+  }
+}
+
+async function renderQuality() {
+  const body = $('quality-body');
+  const rows = [];
+  for (const peer of state.peers.values()) {
+    const q = await peer.meter.sample();
+    const section = document.createElement('dl');
+    const heading = document.createElement('h3');
+    heading.textContent = peer.info.name;
+    /** @type {[any, string][]} */
+    const items = [
+      ['q_in', `${q.bitrateIn.toFixed(0)} kbit/s`],
+      ['q_out', `${q.bitrateOut.toFixed(0)} kbit/s`],
+      ['q_loss', `${q.lossPercent.toFixed(1)} %`],
+      ['q_rtt', q.rttMs === null ? '–' : `${q.rttMs.toFixed(0)} ms`],
+      ['q_video', q.width ? `${q.width}×${q.height} @ ${q.fps.toFixed(0)} fps` : '–'],
+      ['q_codecs', [q.videoCodec, q.audioCodec].filter(Boolean).join(' / ') || '–'],
+      ['q_path', q.path ?? '–'],
+    ];
+    for (const [key, value] of items) {
+      const dt = document.createElement('dt');
+      dt.textContent = t(key);
+      const dd = document.createElement('dd');
+      dd.textContent = value;
+      section.append(dt, dd);
+    }
+    rows.push(heading, section);
+  }
+  if (rows.length === 0) {
+    const p = document.createElement('p');
+    p.textContent = t('q_none');
+    rows.push(p);
+  }
+  body.replaceChildren(...rows);
+}
+
+// ---- Ending -------------------------------------------------------------------
+
+function endCall() {
+  for (const id of [...state.peers.keys()]) removePeer(id);
+  state.session?.close();
+  state.session = null;
+  clearInterval(qualityTimer);
   // Turn the camera off: its light should not stay on after the call.
-  for (const track of state.local.getTracks()) track.stop();
+  state.media.stopAll();
   status(null);
 }
 
 async function hangUp() {
-  await state.signaling?.leave();
+  await state.session?.leave();
   endCall();
   $('ended-title').textContent = t('you_left');
-  $('ended-text').textContent = '';
   show('ended');
   $('rejoin').focus();
 }
@@ -311,41 +565,24 @@ async function copyLink() {
 // ---- Test and diagnostics hooks -------------------------------------------
 
 /**
- * A summary of each peer connection's getStats(), for tests (and later the
- * quality panel).
+ * A summary of each link's getStats(), for the browser tests.
  */
 async function stats() {
   const result = [];
-  for (const [id, { link }] of state.peers) {
-    const report = await link.pc.getStats();
-    const out = {
+  for (const [id, peer] of state.peers) {
+    const q = await new QualityMeter(peer.link.pc).sample();
+    const [local, remote] = q.path?.split('/') ?? [];
+    result.push({
       id,
-      name: link.name,
-      connection: link.pc.connectionState,
-      video: { framesDecoded: 0, frameWidth: 0, frameHeight: 0, packetsReceived: 0 },
-      audio: { packetsReceived: 0 },
-      /** @type {{local: string, remote: string} | null} */
-      pair: null,
-    };
-    /** @type {Map<string, any>} */
-    const byId = new Map();
-    report.forEach((s) => byId.set(s.id, s));
-    for (const s of byId.values()) {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        out.video.framesDecoded += s.framesDecoded ?? 0;
-        out.video.packetsReceived += s.packetsReceived ?? 0;
-        out.video.frameWidth = Math.max(out.video.frameWidth, s.frameWidth ?? 0);
-        out.video.frameHeight = Math.max(out.video.frameHeight, s.frameHeight ?? 0);
-      } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
-        out.audio.packetsReceived += s.packetsReceived ?? 0;
-      } else if (s.type === 'transport' && s.selectedCandidatePairId) {
-        const pair = byId.get(s.selectedCandidatePairId);
-        const local = pair && byId.get(pair.localCandidateId);
-        const remote = pair && byId.get(pair.remoteCandidateId);
-        if (local && remote) out.pair = { local: local.candidateType, remote: remote.candidateType };
-      }
-    }
-    result.push(out);
+      name: peer.info.name,
+      connection: peer.link.pc.connectionState,
+      video: { framesDecoded: q.framesDecoded, frameWidth: q.width, frameHeight: q.height },
+      audio: { packetsReceived: q.audioPacketsReceived, level: q.audioLevel },
+      pair: q.path ? { local, remote } : null,
+      iceRestarts: peer.link.iceRestarts,
+      session: peer.link.session,
+      ufrag: /a=ice-ufrag:(\S+)/.exec(peer.link.pc.localDescription?.sdp ?? '')?.[1] ?? null,
+    });
   }
   return result;
 }
@@ -372,7 +609,8 @@ function start() {
   $('copy-link').addEventListener('click', copyLink);
   $('rejoin').addEventListener('click', () => location.reload());
   $('full-retry').addEventListener('click', () => location.reload());
-  window.addEventListener('pagehide', () => state.signaling?.close());
+  window.addEventListener('pagehide', () => state.session?.close());
+  controls.render();
   startLobby();
 }
 

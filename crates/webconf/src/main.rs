@@ -164,14 +164,21 @@ fn read_or_create_secret(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
 /// Tells the person who started us where to point a browser. Tests read the
 /// first line to learn the port when listening on port 0.
 fn announce(addr: SocketAddr) {
-    if addr.ip().is_unspecified() {
-        println!("webconf listening on http://localhost:{}/ (all interfaces)", addr.port());
-        println!("  other devices: http://<this machine's address>:{}/", addr.port());
-        println!("  note: browsers allow the camera only on localhost or over HTTPS");
+    let text = if addr.ip().is_unspecified() {
+        format!(
+            "webconf listening on http://localhost:{port}/ (all interfaces)\n  \
+             other devices: http://<this machine's address>:{port}/\n  \
+             note: browsers allow the camera only on localhost or over HTTPS\n",
+            port = addr.port()
+        )
     } else {
-        println!("webconf listening on http://{addr}/");
-        println!("  open that address in a browser to start a call");
-    }
+        format!("webconf listening on http://{addr}/\n  open that address in a browser to start a call\n")
+    };
+    // Whoever started us may have stopped reading (a closed pipe): that is
+    // no reason to stop serving, so write errors are ignored.
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, text.as_bytes());
+    let _ = std::io::Write::flush(&mut out);
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

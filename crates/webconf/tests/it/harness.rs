@@ -34,6 +34,10 @@ pub fn in_loopback_namespace(name: &str) -> bool {
         assert!(only_loopback(), "{IN_NAMESPACE} is set but other network devices are visible");
         return true;
     }
+    // Browser tests run one at a time: two cores cannot hold several pairs
+    // of Chromium decoding video without the calls themselves stuttering.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let exe = std::env::current_exe().expect("test binary path");
     let mut unshare = Command::new("unshare");
     if !is_root() {
@@ -85,16 +89,24 @@ pub struct Webconf {
 
 impl Webconf {
     pub fn start(extra_args: &[&str]) -> Webconf {
+        Self::start_on("127.0.0.1:0", extra_args)
+    }
+
+    /// Starts webconf listening on `listen` (to restart one on its port).
+    pub fn start_on(listen: &str, extra_args: &[&str]) -> Webconf {
         let mut child = Command::new(env!("CARGO_BIN_EXE_webconf"))
-            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(["--listen", listen, "--log", "info"])
             .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start webconf");
         let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(stdout);
         let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first).expect("read the announcement");
+        stdout.read_line(&mut first).expect("read the announcement");
+        // Keep draining, so the server never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let base = first
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -103,6 +115,16 @@ impl Webconf {
             .to_owned();
         Webconf { _process: Reaped(child), base }
     }
+}
+
+/// Runs `nft` with `args` (inside the test's own network namespace only).
+pub fn nft(args: &str) {
+    assert!(only_loopback(), "nft only inside the test's private network namespace");
+    let status = Command::new("nft")
+        .args(args.split_whitespace())
+        .status()
+        .expect("run nft (apt-get install nftables)");
+    assert!(status.success(), "nft {args}: {status}");
 }
 
 /// One chromedriver serving every browser of a test.
@@ -224,6 +246,15 @@ impl Browser {
             panic!("{}: no element {css}: {e}", self.label);
         });
         el.click().await.unwrap_or_else(|e| panic!("{}: click {css}: {e}", self.label));
+    }
+
+    /// Types into the element matched by `css` (WebDriver key codes work,
+    /// e.g. `\u{E007}` for Enter).
+    pub async fn type_text(&self, css: &str, text: &str) {
+        let el = self.client.wait().for_element(Locator::Css(css)).await.unwrap_or_else(|e| {
+            panic!("{}: no element {css}: {e}", self.label);
+        });
+        el.send_keys(text).await.unwrap_or_else(|e| panic!("{}: type into {css}: {e}", self.label));
     }
 
     /// Waits for the lobby to have tried the camera, then presses Join.

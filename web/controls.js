@@ -1,0 +1,164 @@
+// The call's controls: microphone, camera, screen share, device choice,
+// keyboard shortcuts and their help. Acts on LocalMedia; knows nothing of
+// the server or of peers.
+
+import { t } from './i18n.js';
+
+/** @typedef {import('./call.js').LocalMedia} LocalMedia */
+
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+export class Controls {
+  /**
+   * @param {LocalMedia} media
+   * @param {object} hooks
+   * @param {(key: any, vars?: Record<string, string | number>) => void} hooks.status shows a status line
+   * @param {() => void} hooks.toggleChat
+   * @param {() => void} hooks.toggleQuality
+   * @param {(deviceId: string) => void} hooks.setSpeaker routes remote audio
+   */
+  constructor(media, hooks) {
+    this.media = media;
+    this.hooks = hooks;
+    this.mic = $('mic');
+    this.camera = $('camera');
+    this.screen = $('screen');
+    this.settingsDialog = /** @type {HTMLDialogElement} */ ($('settings-dialog'));
+    this.helpDialog = /** @type {HTMLDialogElement} */ ($('help-dialog'));
+    this.speakerId = '';
+
+    this.mic.addEventListener('click', () => this.toggleMic());
+    this.camera.addEventListener('click', () => this.toggleCamera());
+    this.screen.addEventListener('click', () => this.toggleScreen());
+    $('quality-toggle').addEventListener('click', () => hooks.toggleQuality());
+    $('settings').addEventListener('click', () => this.openSettings());
+    $('help').addEventListener('click', () => this.helpDialog.showModal());
+    for (const [id, kind] of [['camera-select', 'videoinput'], ['mic-select', 'audioinput'], ['speaker-select', 'audiooutput']]) {
+      $(id).addEventListener('change', (ev) => {
+        this.chooseDevice(kind, /** @type {HTMLSelectElement} */ (ev.target).value);
+      });
+    }
+    navigator.mediaDevices?.addEventListener?.('devicechange', () => {
+      if (this.settingsDialog.open) this.fillDevices();
+    });
+    media.addEventListener('change', () => this.render());
+    document.addEventListener('keydown', (ev) => this.onKey(ev));
+    this.render();
+  }
+
+  /** Shows each toggle's state (aria-pressed drives the look, too). */
+  render() {
+    const f = this.media.flags;
+    this.mic.setAttribute('aria-pressed', String(f.audio));
+    this.camera.setAttribute('aria-pressed', String(f.video));
+    this.screen.setAttribute('aria-pressed', String(f.screen));
+    $('self').classList.toggle('video-off', !this.media.videoTrack);
+  }
+
+  async toggleMic() {
+    if (!this.media.mic && !this.media.micOn) {
+      try {
+        await this.media.setMic(true);
+      } catch {
+        this.hooks.status('mic_unavailable');
+      }
+      return;
+    }
+    await this.media.setMic(!this.media.micOn);
+  }
+
+  async toggleCamera() {
+    try {
+      await this.media.setCamera(!this.media.cameraOn);
+    } catch {
+      this.hooks.status('camera_unavailable');
+    }
+  }
+
+  async toggleScreen() {
+    if (this.media.screen) {
+      this.media.stopScreen();
+      return;
+    }
+    try {
+      await this.media.startScreen();
+    } catch (/** @type {any} */ err) {
+      // Cancelling the browser's picker is a choice, not an error.
+      if (err?.name !== 'NotAllowedError') this.hooks.status('screen_failed', { message: err?.message ?? String(err) });
+    }
+  }
+
+  async openSettings() {
+    $('settings-error').hidden = true;
+    await this.fillDevices();
+    this.settingsDialog.showModal();
+  }
+
+  async fillDevices() {
+    const devices = await navigator.mediaDevices?.enumerateDevices?.() ?? [];
+    /** @type {[string, MediaDeviceKind, string | undefined][]} */
+    const lists = [
+      ['camera-select', 'videoinput', this.media.cameraId],
+      ['mic-select', 'audioinput', this.media.micId],
+      ['speaker-select', 'audiooutput', this.speakerId],
+    ];
+    for (const [id, kind, current] of lists) {
+      const select = /** @type {HTMLSelectElement} */ ($(id));
+      select.replaceChildren();
+      const ofKind = devices.filter((d) => d.kind === kind);
+      if (kind === 'audiooutput' && !('setSinkId' in HTMLMediaElement.prototype)) {
+        select.disabled = true;
+      }
+      if (ofKind.length === 0) {
+        const option = new Option(t('default_device'), '');
+        select.append(option);
+      }
+      ofKind.forEach((d, i) => {
+        const option = new Option(d.label || `${t(kind === 'videoinput' ? 'camera_device' : kind === 'audioinput' ? 'mic_device' : 'speaker_device')} ${i + 1}`, d.deviceId);
+        select.append(option);
+      });
+      if (current) select.value = current;
+    }
+  }
+
+  /**
+   * @param {string} kind
+   * @param {string} deviceId
+   */
+  async chooseDevice(kind, deviceId) {
+    try {
+      if (kind === 'videoinput') await this.media.useCamera(deviceId);
+      else if (kind === 'audioinput') await this.media.useMic(deviceId);
+      else {
+        this.speakerId = deviceId;
+        this.hooks.setSpeaker(deviceId);
+      }
+    } catch (/** @type {any} */ err) {
+      const el = $('settings-error');
+      el.textContent = t('device_failed', { message: err?.message ?? String(err) });
+      el.hidden = false;
+    }
+  }
+
+  /** @param {KeyboardEvent} ev */
+  onKey(ev) {
+    if (document.body.dataset.state !== 'call') return;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const target = /** @type {HTMLElement} */ (ev.target);
+    if (target.closest('input, textarea, select, [contenteditable]') || document.querySelector('dialog[open]')) return;
+    const actions = /** @type {Record<string, () => void>} */ ({
+      m: () => this.toggleMic(),
+      v: () => this.toggleCamera(),
+      s: () => this.toggleScreen(),
+      c: () => this.hooks.toggleChat(),
+      q: () => this.hooks.toggleQuality(),
+      '?': () => this.helpDialog.showModal(),
+    });
+    const action = actions[ev.key.toLowerCase()];
+    if (action) {
+      ev.preventDefault();
+      action();
+    }
+  }
+}
