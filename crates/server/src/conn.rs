@@ -17,9 +17,12 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tracing::Instrument;
 
+use std::sync::atomic::Ordering;
+
 use crate::App;
 use crate::hub::{ConnId, Kick, KickReason, Outbound, Payload, PeerTx, ShardCmd};
-use crate::limits::TokenBucket;
+use crate::limits::{ConnectionPermit, TokenBucket};
+use crate::metrics::CloseKind;
 
 /// Most queued messages written per flush: bounds one write's size while
 /// still turning bursts into few system calls.
@@ -58,7 +61,9 @@ enum End {
 }
 
 /// Serves one upgraded WebSocket until it ends.
-pub(crate) async fn run(socket: WebSocket, app: Arc<App>, addr: SocketAddr) {
+/// Serves one upgraded WebSocket until it ends. `_permit` holds its place
+/// under the connection limits until then.
+pub(crate) async fn run(socket: WebSocket, app: Arc<App>, addr: SocketAddr, _permit: ConnectionPermit) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
@@ -66,7 +71,19 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>, addr: SocketAddr) {
     let span = tracing::info_span!("conn", conn, %addr);
     async move {
         tracing::debug!(peer = %id, "connected");
+        let metrics = app.metrics.clone();
+        metrics.connections_opened.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_open.fetch_add(1, Ordering::Relaxed);
         let end = Conn::new(app, conn, id).serve(socket).await;
+        metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        metrics.closed(match end {
+            End::ClosedByPeer | End::ReadFailed | End::WriteFailed => CloseKind::Peer,
+            End::Shutdown => CloseKind::Shutdown,
+            End::TooSlow => CloseKind::TooSlow,
+            End::Replaced => CloseKind::Replaced,
+            End::TooBig => CloseKind::TooBig,
+            End::Timeout => CloseKind::Timeout,
+        });
         tracing::debug!(?end, "disconnected");
     }
     .instrument(span)
@@ -198,6 +215,9 @@ impl Conn {
                 }
                 frame = socket.recv(), if reading => {
                     self.last_heard = Instant::now();
+                    if matches!(frame, Some(Ok(Message::Text(_) | Message::Binary(_)))) {
+                        self.app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+                    }
                     match frame {
                         None | Some(Ok(Message::Close(_))) => return Err(End::ClosedByPeer),
                         Some(Err(e)) => return Err(read_error(e)),
@@ -244,6 +264,7 @@ impl Conn {
                 };
                 socket.feed(Message::Text(text)).await?;
                 written += 1;
+                self.app.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
                 if written < WRITE_BATCH {
                     next = self.outbound.try_recv().ok();
                 }
@@ -258,6 +279,7 @@ impl Conn {
 
     /// Writes one reply of our own (not queued by a shard).
     async fn send(&mut self, socket: &mut WebSocket, reply: String) -> Result<(), End> {
+        self.app.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
         self.send_message(socket, Message::Text(Utf8Bytes::from(reply))).await
     }
 
@@ -275,7 +297,7 @@ impl Conn {
         }
         let err =
             ProtocolError::new(ErrorCode::BadMessage, None, "binary frames are not part of the protocol");
-        Some(error_reply(&err))
+        Some(self.error_reply(&err))
     }
 
     /// Handles one text frame; returns a reply to write at once, if any.
@@ -286,7 +308,7 @@ impl Conn {
         }
         let msg = match signal::parse(frame.as_str()) {
             Ok(msg) => msg,
-            Err(err) => return Some(error_reply(&err)),
+            Err(err) => return Some(self.error_reply(&err)),
         };
         let kind = msg.kind();
         match (&self.state, msg) {
@@ -305,12 +327,12 @@ impl Conn {
                     server: concat!("webconf ", env!("CARGO_PKG_VERSION")),
                 }))
             }
-            (_, ClientMsg::Hello { version }) => Some(error_reply(&ProtocolError::new(
+            (_, ClientMsg::Hello { version }) => Some(self.error_reply(&ProtocolError::new(
                 ErrorCode::UnsupportedVersion,
                 Some(kind),
                 format!("this server speaks version {} of the protocol, not {version}", signal::VERSION),
             ))),
-            (State::Greeting, _) => Some(error_reply(&ProtocolError::new(
+            (State::Greeting, _) => Some(self.error_reply(&ProtocolError::new(
                 ErrorCode::HelloRequired,
                 Some(kind),
                 "say hello first",
@@ -327,7 +349,7 @@ impl Conn {
                         }
                         Err(e) => {
                             let err = ProtocolError::new(ErrorCode::BadResume, Some(kind), e.message());
-                            return Some(error_reply(&err));
+                            return Some(self.error_reply(&err));
                         }
                     }
                 }
@@ -342,7 +364,7 @@ impl Conn {
                 None
             }
             (State::Joined(_) | State::Joining(_), ClientMsg::Join { .. }) => {
-                Some(error_reply(&ProtocolError::new(
+                Some(self.error_reply(&ProtocolError::new(
                     ErrorCode::AlreadyJoined,
                     Some(kind),
                     "you are in a room already: leave it first",
@@ -382,9 +404,11 @@ impl Conn {
                 | ClientMsg::Chat { .. }
                 | ClientMsg::Media { .. }
                 | ClientMsg::Leave,
-            ) => {
-                Some(error_reply(&ProtocolError::new(ErrorCode::NotJoined, Some(kind), "join a room first")))
-            }
+            ) => Some(self.error_reply(&ProtocolError::new(
+                ErrorCode::NotJoined,
+                Some(kind),
+                "join a room first",
+            ))),
         }
     }
 
@@ -401,9 +425,19 @@ impl Conn {
         }
     }
 
+    /// An `error` reply, counted for `/metrics`.
+    fn error_reply(&self, err: &ProtocolError) -> String {
+        self.app.metrics.error(err.code);
+        encode(&ServerMsg::Error { code: err.code, message: &err.message, request: err.request })
+    }
+
     /// Counts a message against the rate limit.
     fn admit(&mut self) -> bool {
-        self.bucket.try_take(Instant::now().into_std())
+        let ok = self.bucket.try_take(Instant::now().into_std());
+        if !ok {
+            self.app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// The reply to a message over the rate limit: an error at most once a
@@ -415,16 +449,12 @@ impl Conn {
         }
         self.last_rate_error = Some(now);
         tracing::debug!("rate limited");
-        Some(error_reply(&ProtocolError::new(
+        Some(self.error_reply(&ProtocolError::new(
             ErrorCode::RateLimited,
             None,
             "too many messages: this one and others were dropped",
         )))
     }
-}
-
-fn error_reply(err: &ProtocolError) -> String {
-    encode(&ServerMsg::Error { code: err.code, message: &err.message, request: err.request })
 }
 
 fn read_error(e: axum::Error) -> End {

@@ -6,14 +6,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use room::RoomId;
+use signal::close;
 
 use crate::App;
 use crate::assets::{self, Asset};
+use crate::limits::LimitExceeded;
+use crate::metrics::Refusal;
 
 /// The page's Content-Security-Policy: only our own scripts, styles and
 /// connections; no inline code, no plugins, no framing.
@@ -28,6 +32,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/assets/{name}", get(asset))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async { page(&assets::NOT_FOUND_PAGE, StatusCode::NOT_FOUND) })
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
@@ -73,6 +79,21 @@ async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
+/// Ready while serving; 503 once shutting down, so a load balancer stops
+/// sending new calls here while the old ones are closed.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let body = app.metrics.render(app.connections.len());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
 async fn websocket(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -83,17 +104,36 @@ async fn websocket(
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !app.origins.allows(origin, host) {
         tracing::info!(%addr, ?origin, ?host, "refused a WebSocket from another origin");
+        app.metrics.refused(Refusal::Origin);
         return (StatusCode::FORBIDDEN, "this origin may not open a WebSocket here (see --allow-origin)\n")
             .into_response();
     }
     let limits = app.config.limits;
     let tracker = app.connections.clone();
-    upgrade
+    let upgrade = upgrade
         // Small buffers keep idle connections cheap; 16 KiB of write
         // buffering still turns a burst into few system calls.
         .read_buffer_size(4096)
         .write_buffer_size(16 * 1024)
         .max_message_size(limits.max_message_bytes)
-        .max_frame_size(limits.max_message_bytes)
-        .on_upgrade(move |socket| tracker.track_future(crate::conn::run(socket, app, addr)))
+        .max_frame_size(limits.max_message_bytes);
+    match app.limiter.try_acquire(addr.ip()) {
+        Ok(permit) => upgrade
+            .on_upgrade(move |socket| tracker.track_future(crate::conn::run(socket, app, addr, permit))),
+        Err(exceeded) => {
+            // Upgraded only to be closed: a browser cannot read an HTTP
+            // status from a failed WebSocket, but it can read a close reason.
+            let (why, reason) = match exceeded {
+                LimitExceeded::ServerFull => (Refusal::ServerFull, close::REASON_SERVER_FULL),
+                LimitExceeded::AddressFull => (Refusal::AddressFull, close::REASON_ADDRESS_FULL),
+            };
+            tracing::info!(%addr, reason, "refused a WebSocket over the connection limit");
+            app.metrics.refused(why);
+            upgrade.on_upgrade(move |mut socket| async move {
+                let frame =
+                    CloseFrame { code: close::TRY_AGAIN_LATER, reason: Utf8Bytes::from_static(reason) };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+            })
+        }
+    }
 }

@@ -22,7 +22,10 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::Ordering;
+
 use crate::Config;
+use crate::metrics::Metrics;
 use crate::resume::ResumeKey;
 
 /// Commands a shard takes. Each shard's inbox holds at most this many;
@@ -147,7 +150,7 @@ pub(crate) struct Hub {
 
 impl Hub {
     /// Spawns `count` shard tasks on the current runtime.
-    pub(crate) fn start(count: usize, config: &Config) -> Hub {
+    pub(crate) fn start(count: usize, config: &Config, metrics: Arc<Metrics>) -> Hub {
         let shards = (0..count.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_INBOX);
@@ -162,6 +165,8 @@ impl Hub {
                     resume_key: config.resume_key.clone(),
                     resume_ttl: config.resume_ttl,
                     kicked: Vec::new(),
+                    metrics: metrics.clone(),
+                    counted: (0, 0),
                 };
                 tokio::spawn(shard.run(rx));
                 tx
@@ -191,6 +196,9 @@ struct Shard {
     resume_ttl: Duration,
     /// Members whose queue was full or closed, to drop after this command.
     kicked: Vec<PeerId>,
+    metrics: Arc<Metrics>,
+    /// Rooms and members this shard last added to the metrics' gauges.
+    counted: (usize, usize),
 }
 
 impl Shard {
@@ -228,6 +236,7 @@ impl Shard {
                 if !self.is_current(peer, conn) {
                     return;
                 }
+                self.metrics.chat_messages.fetch_add(1, Ordering::Relaxed);
                 self.core.handle_input(Input::Chat { peer, text, now_ms });
                 peer
             }
@@ -257,6 +266,18 @@ impl Shard {
         if self.core.room_of(peer).is_none() {
             self.peers.remove(&peer);
         }
+        self.update_gauges();
+    }
+
+    /// Moves the shared room and member gauges by this shard's change.
+    fn update_gauges(&mut self) {
+        let now = (self.core.room_count(), self.core.member_count());
+        let delta = |new: usize, old: usize| new as i64 - old as i64;
+        if now != self.counted {
+            self.metrics.rooms.fetch_add(delta(now.0, self.counted.0), Ordering::Relaxed);
+            self.metrics.members.fetch_add(delta(now.1, self.counted.1), Ordering::Relaxed);
+            self.counted = now;
+        }
     }
 
     /// Whether `conn` is the connection this shard has for `peer`: commands
@@ -270,6 +291,12 @@ impl Shard {
     fn flush(&mut self) {
         loop {
             while let Some(out) = self.core.poll_output() {
+                if matches!(out, Output::Relay { .. }) {
+                    self.metrics.signals_relayed.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Output::Rejected { reason, .. } = &out {
+                    self.metrics.error(rejection_code(*reason));
+                }
                 let (to, msg) = self.encode(out);
                 self.deliver(to, msg);
             }
@@ -363,6 +390,14 @@ impl Shard {
                 }
             }
         }
+    }
+}
+
+fn rejection_code(reason: Rejection) -> ErrorCode {
+    match reason {
+        Rejection::RoomFull { .. } => ErrorCode::RoomFull,
+        Rejection::NotJoined => ErrorCode::NotJoined,
+        Rejection::UnknownPeer => ErrorCode::UnknownPeer,
     }
 }
 

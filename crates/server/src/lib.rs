@@ -17,6 +17,7 @@ mod conn;
 mod http;
 mod hub;
 pub mod limits;
+mod metrics;
 pub mod origin;
 pub mod resume;
 
@@ -105,6 +106,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
+    /// Most WebSocket connections open at once; 0 means no limit.
+    pub max_connections: usize,
+    /// Most WebSocket connections from one IPv4 address or IPv6 /64; 0
+    /// means no limit.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -118,6 +124,8 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
             shutdown_grace: Duration::from_secs(5),
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
         }
     }
 }
@@ -143,6 +151,10 @@ pub(crate) struct App {
     pub(crate) shutdown: CancellationToken,
     /// Tracks WebSocket connection tasks, which outlive their HTTP request.
     pub(crate) connections: TaskTracker,
+    /// Caps on open connections.
+    pub(crate) limiter: std::sync::Arc<limits::ConnectionLimiter>,
+    /// What `/metrics` reports.
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 /// Serves HTTP and WebSockets on `listener` until `shutdown` completes; then
@@ -157,9 +169,15 @@ pub async fn serve(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let metrics = Arc::new(metrics::Metrics::default());
     let app = Arc::new(App {
         origins: origin::OriginPolicy::new(&config.allowed_origins),
-        hub: hub::Hub::start(shards, &config),
+        hub: hub::Hub::start(shards, &config, metrics.clone()),
+        limiter: limits::ConnectionLimiter::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        ),
+        metrics,
         config,
         shutdown: CancellationToken::new(),
         connections: TaskTracker::new(),

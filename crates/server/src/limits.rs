@@ -1,6 +1,9 @@
-//! Rate limiting. The bucket is given the time; it never reads a clock, so
-//! its tests step through time without sleeping.
+//! Rate and connection limits. The token bucket is given the time; it never
+//! reads a clock, so its tests step through time without sleeping.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A token bucket: holds up to `burst` tokens, refills at `rate` per second,
@@ -51,9 +54,124 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// Caps on open connections, in all and per address. (A count under a
+/// `std::sync::Mutex`: held for a hash-map update, never across an await,
+/// so a lock is simpler and cheaper than a task to own it.)
+#[derive(Debug)]
+pub struct ConnectionLimiter {
+    max_total: usize,
+    max_per_address: usize,
+    state: Mutex<LimiterState>,
+}
+
+#[derive(Debug, Default)]
+struct LimiterState {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// Why the limiter refused a connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LimitExceeded {
+    /// The server holds its maximum of connections.
+    ServerFull,
+    /// This address (or IPv6 /64) holds its maximum.
+    AddressFull,
+}
+
+/// One open connection's place; given back when dropped.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    limiter: Arc<ConnectionLimiter>,
+    address: IpAddr,
+}
+
+impl ConnectionLimiter {
+    /// A limiter; 0 means no limit.
+    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
+        Arc::new(ConnectionLimiter { max_total, max_per_address, state: Mutex::default() })
+    }
+
+    /// Takes a place for a connection from `ip`, if there is one.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, LimitExceeded> {
+        let address = address_key(ip);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.max_total > 0 && state.total >= self.max_total {
+            return Err(LimitExceeded::ServerFull);
+        }
+        let count = state.per_address.entry(address).or_insert(0);
+        if self.max_per_address > 0 && *count >= self.max_per_address {
+            return Err(LimitExceeded::AddressFull);
+        }
+        *count += 1;
+        state.total += 1;
+        Ok(ConnectionPermit { limiter: self.clone(), address })
+    }
+
+    /// Connections holding a place now.
+    pub fn open(&self) -> usize {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).total
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut state = self.limiter.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.total = state.total.saturating_sub(1);
+        if let Some(count) = state.per_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                // Addresses come and go; the map only holds those with
+                // connections open, so it cannot grow without bound.
+                state.per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The unit a per-address limit counts: an IPv4 address, or an IPv6 /64
+/// (one customer's network; a single host often has many addresses in it).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_limits_count_per_address_and_in_all() {
+        let limiter = ConnectionLimiter::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "2001:db8::1".parse().expect("ip");
+        let b_same_64: IpAddr = "2001:db8::ffff:1".parse().expect("ip");
+        let b_mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        let p1 = limiter.try_acquire(a).expect("first");
+        let _p2 = limiter.try_acquire(b_mapped).expect("same host as a, second");
+        assert_eq!(limiter.try_acquire(a).err(), Some(LimitExceeded::AddressFull));
+        let _p3 = limiter.try_acquire(b).expect("another address");
+        assert_eq!(limiter.try_acquire(b_same_64).err(), Some(LimitExceeded::ServerFull));
+        drop(p1);
+        assert_eq!(limiter.open(), 2);
+        let _p4 = limiter.try_acquire(b_same_64).expect("a place came free");
+        assert_eq!(limiter.try_acquire(b).err(), Some(LimitExceeded::ServerFull));
+        let unlimited = ConnectionLimiter::new(0, 0);
+        let permits: Vec<_> = (0..1000).map(|_| unlimited.try_acquire(a).expect("no limit")).collect();
+        assert_eq!(unlimited.open(), 1000);
+        drop(permits);
+        assert_eq!(unlimited.open(), 0);
+        assert!(unlimited.state.lock().expect("lock").per_address.is_empty());
+    }
 
     #[test]
     fn allows_a_burst_then_the_rate() {

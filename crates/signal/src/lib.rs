@@ -112,6 +112,12 @@ pub mod close {
     pub const REASON_TOO_SLOW: &str = "too slow";
     /// Reason sent with [`TOO_BIG`].
     pub const REASON_TOO_BIG: &str = "message too big";
+    /// Too many connections, in all or from one address.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// Reason sent with [`TRY_AGAIN_LATER`] when the server is at capacity.
+    pub const REASON_SERVER_FULL: &str = "server full";
+    /// Reason sent with [`TRY_AGAIN_LATER`] when one address has too many.
+    pub const REASON_ADDRESS_FULL: &str = "too many connections from your address";
     /// Another connection resumed this peer's id.
     pub const REPLACED: u16 = 4000;
     /// Reason sent with [`REPLACED`].

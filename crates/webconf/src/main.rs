@@ -34,6 +34,15 @@ struct Cli {
     #[arg(long, env = "WEBCONF_RATE_LIMIT", default_value_t = 100)]
     rate_limit: u32,
 
+    /// Most WebSocket connections open at once (0: no limit).
+    #[arg(long, env = "WEBCONF_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+
+    /// Most WebSocket connections from one IPv4 address or IPv6 /64 (0: no
+    /// limit). Behind a reverse proxy every connection comes from the proxy.
+    #[arg(long, env = "WEBCONF_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    max_connections_per_ip: usize,
+
     /// Where webconf keeps its state: a `secret` file that signs resume
     /// tokens, so calls survive a restart. Default: $XDG_STATE_HOME/webconf
     /// or ~/.local/state/webconf.
@@ -80,6 +89,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     let limits = server::Limits {
         rate_per_sec: cli.rate_limit,
         rate_burst: cli.rate_limit.saturating_mul(2),
+        max_connections: cli.max_connections,
+        max_connections_per_ip: cli.max_connections_per_ip,
         ..server::Limits::default()
     };
     let secret = load_secret(cli.state_dir.as_deref());

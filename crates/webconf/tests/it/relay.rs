@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Client, TestServer};
+use crate::support::{Client, TestServer, http_get};
 
 /// Long enough for a wrongly routed message to have arrived.
 const QUIET: Duration = Duration::from_millis(300);
@@ -507,4 +507,71 @@ async fn expired_resume_tokens_are_refused() {
     late.send(json!({"type": "join", "room": "short", "name": "A", "resume": token})).await;
     let err = late.expect_error("bad-resume").await;
     assert!(err["message"].as_str().is_some_and(|m| m.contains("expired")), "{err}");
+}
+
+#[tokio::test]
+async fn connections_are_capped_in_all_and_per_address_with_a_reason() {
+    let limits =
+        server::Limits { max_connections: 3, max_connections_per_ip: 2, ..server::Limits::default() };
+    let server = TestServer::start(server::Config { limits, ..server::Config::default() }).await;
+    let mut first = Client::connect(&server).await;
+    first.hello().await;
+    let mut second = Client::connect(&server).await;
+    second.hello().await;
+    // A third from 127.0.0.1 is over the per-address cap, and told so.
+    let mut third = Client::connect(&server).await;
+    assert_eq!(third.expect_close().await, (1013, "too many connections from your address".to_owned()));
+    // Another loopback address is another address, until the server is full.
+    let mut other = Client::connect_from(&server, "127.0.0.2").await;
+    other.hello().await;
+    let mut fourth = Client::connect_from(&server, "127.0.0.3").await;
+    assert_eq!(fourth.expect_close().await, (1013, "server full".to_owned()));
+    // A place comes free when a connection ends.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = Client::connect(&server).await;
+    again.hello().await;
+    second.ping().await;
+    let (_, metrics) = http_get(&server, "/metrics").await;
+    assert!(metrics.contains("webconf_connections_refused_total{reason=\"address_full\"} 1"), "{metrics}");
+    assert!(metrics.contains("webconf_connections_refused_total{reason=\"server_full\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_report_what_happened() {
+    let server = TestServer::with_defaults().await;
+    assert_eq!(http_get(&server, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(http_get(&server, "/readyz").await, (200, "ready\n".to_owned()));
+    let (mut a, _) = Client::join(&server, "metered", "A").await;
+    let (mut b, _) = Client::join(&server, "metered", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    for _ in 0..5 {
+        a.signal(&b.id, json!("x")).await;
+        b.recv().await;
+    }
+    a.send(json!({"type": "chat", "text": "hi"})).await;
+    a.recv().await;
+    b.recv().await;
+    a.send_text("{oops").await;
+    a.expect_error("bad-json").await;
+    a.signal("0123456789abcdef", json!(1)).await;
+    a.expect_error("unknown-peer").await;
+    let (status, text) = http_get(&server, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "webconf_connections_open 2",
+        "webconf_rooms 1",
+        "webconf_members 2",
+        "webconf_signals_relayed_total 5",
+        "webconf_chat_messages_total 1",
+        "webconf_errors_total{code=\"bad-json\"} 1",
+        "webconf_errors_total{code=\"unknown-peer\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    drop(b);
+    assert_eq!(a.recv().await["type"], "peer-left");
+    let (_, text) = http_get(&server, "/metrics").await;
+    assert!(text.lines().any(|l| l == "webconf_members 1"), "{text}");
+    assert!(text.lines().any(|l| l == "webconf_connections_closed_total{reason=\"peer\"} 1"), "{text}");
 }

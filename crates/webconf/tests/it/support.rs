@@ -60,6 +60,22 @@ impl Drop for TestServer {
     }
 }
 
+/// A plain HTTP/1.1 GET: the status and the body.
+pub async fn http_get(server: &TestServer, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
 /// One scripted peer.
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -71,6 +87,17 @@ impl Client {
     /// Connects without an Origin header, as non-browser clients do.
     pub async fn connect(server: &TestServer) -> Client {
         Self::connect_with(server, None).await.expect("connect")
+    }
+
+    /// Connects from the local address `source` (such as 127.0.0.2).
+    pub async fn connect_from(server: &TestServer, source: &str) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(format!("{source}:0").parse().expect("source address")).expect("bind");
+        let stream = socket.connect(server.addr).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::client_async(server.url(), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrade");
+        Client { ws, id: String::new() }
     }
 
     /// Connects with the given Origin header; the HTTP status on refusal.

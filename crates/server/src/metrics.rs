@@ -1,0 +1,200 @@
+//! Counters for `/metrics`, in the Prometheus text format.
+//!
+//! Plain atomics, bumped where things happen and read only when scraped:
+//! no locks, no allocation on the hot path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use signal::ErrorCode;
+
+/// Why a connection ended, as counted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CloseKind {
+    /// The peer closed it (or the socket failed).
+    Peer,
+    /// The server shut down.
+    Shutdown,
+    /// Its outbound queue filled up.
+    TooSlow,
+    /// It sent a message over the size limit.
+    TooBig,
+    /// It stopped answering pings.
+    Timeout,
+    /// Another connection resumed its peer id.
+    Replaced,
+}
+
+const CLOSE_KINDS: [(CloseKind, &str); 6] = [
+    (CloseKind::Peer, "peer"),
+    (CloseKind::Shutdown, "shutdown"),
+    (CloseKind::TooSlow, "too_slow"),
+    (CloseKind::TooBig, "too_big"),
+    (CloseKind::Timeout, "timeout"),
+    (CloseKind::Replaced, "replaced"),
+];
+
+/// Why a WebSocket was refused before it started.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Refusal {
+    /// Its Origin is not allowed (HTTP 403).
+    Origin,
+    /// The server holds `max_connections` already.
+    ServerFull,
+    /// Its address holds `max_connections_per_ip` already.
+    AddressFull,
+}
+
+const REFUSALS: [(Refusal, &str); 3] = [
+    (Refusal::Origin, "origin"),
+    (Refusal::ServerFull, "server_full"),
+    (Refusal::AddressFull, "address_full"),
+];
+
+/// Everything `/metrics` reports.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) connections_opened: AtomicU64,
+    pub(crate) connections_open: AtomicI64,
+    closes: [AtomicU64; CLOSE_KINDS.len()],
+    refusals: [AtomicU64; REFUSALS.len()],
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) signals_relayed: AtomicU64,
+    pub(crate) chat_messages: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    pub(crate) rooms: AtomicI64,
+    pub(crate) members: AtomicI64,
+}
+
+impl Metrics {
+    pub(crate) fn closed(&self, kind: CloseKind) {
+        self.closes[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self, why: Refusal) {
+        self.refusals[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub(crate) fn render(&self, tasks_alive: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let gauge = |a: &AtomicI64| a.load(Ordering::Relaxed);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, i128)]| {
+            let _ = writeln!(out, "# HELP webconf_{name} {help}");
+            let _ = writeln!(out, "# TYPE webconf_{name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "webconf_{name}{labels} {value}");
+            }
+        };
+        let one = |v: i128| vec![(String::new(), v)];
+        metric(
+            "connections_opened_total",
+            "counter",
+            "WebSocket connections accepted.",
+            &one(get(&self.connections_opened).into()),
+        );
+        metric(
+            "connections_open",
+            "gauge",
+            "WebSocket connections open now.",
+            &one(gauge(&self.connections_open).into()),
+        );
+        metric(
+            "connection_tasks",
+            "gauge",
+            "Connection tasks alive (open or closing).",
+            &one(tasks_alive as i128),
+        );
+        let closes: Vec<_> = CLOSE_KINDS
+            .iter()
+            .map(|(k, label)| (format!("{{reason=\"{label}\"}}"), get(&self.closes[*k as usize]).into()))
+            .collect();
+        metric("connections_closed_total", "counter", "WebSocket connections ended, by reason.", &closes);
+        let refusals: Vec<_> = REFUSALS
+            .iter()
+            .map(|(k, label)| (format!("{{reason=\"{label}\"}}"), get(&self.refusals[*k as usize]).into()))
+            .collect();
+        metric("connections_refused_total", "counter", "WebSocket upgrades refused, by reason.", &refusals);
+        metric(
+            "messages_received_total",
+            "counter",
+            "Messages received from peers.",
+            &one(get(&self.messages_received).into()),
+        );
+        metric(
+            "messages_sent_total",
+            "counter",
+            "Messages written to peers.",
+            &one(get(&self.messages_sent).into()),
+        );
+        metric(
+            "signals_relayed_total",
+            "counter",
+            "Signals relayed to their addressee.",
+            &one(get(&self.signals_relayed).into()),
+        );
+        metric(
+            "chat_messages_total",
+            "counter",
+            "Chat messages accepted.",
+            &one(get(&self.chat_messages).into()),
+        );
+        metric(
+            "rate_limited_total",
+            "counter",
+            "Messages dropped by the rate limit.",
+            &one(get(&self.rate_limited).into()),
+        );
+        let errors: Vec<_> = ErrorCode::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, code)| (format!("{{code=\"{}\"}}", code.as_str()), get(&self.errors[i]).into()))
+            .collect();
+        metric("errors_total", "counter", "Error replies sent, by code.", &errors);
+        metric("rooms", "gauge", "Rooms with at least one member.", &one(gauge(&self.rooms).into()));
+        metric("members", "gauge", "Peers in a room.", &one(gauge(&self.members).into()));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_in_the_text_format() {
+        let m = Metrics::default();
+        m.connections_opened.fetch_add(3, Ordering::Relaxed);
+        m.closed(CloseKind::TooSlow);
+        m.refused(Refusal::AddressFull);
+        m.error(ErrorCode::RoomFull);
+        m.rooms.fetch_add(2, Ordering::Relaxed);
+        let text = m.render(1);
+        for line in [
+            "webconf_connections_opened_total 3",
+            "webconf_connections_closed_total{reason=\"too_slow\"} 1",
+            "webconf_connections_refused_total{reason=\"address_full\"} 1",
+            "webconf_errors_total{code=\"room-full\"} 1",
+            "webconf_errors_total{code=\"bad-json\"} 0",
+            "webconf_rooms 2",
+            "# TYPE webconf_members gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+        // Every sample line is `name{labels} value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').expect("name and value");
+            assert!(name.starts_with("webconf_"), "{line}");
+            assert!(value.parse::<i64>().is_ok(), "{line}");
+        }
+    }
+}
