@@ -45,4 +45,7 @@ scripts/check-js.sh
 step "cargo test"
 cargo test --workspace --locked
 
+step "fuzzing every parser of peer input (${FUZZ_SECONDS:-20} s each)"
+scripts/fuzz.sh
+
 step "all tests passed"

@@ -409,9 +409,9 @@ impl<P> Rooms<P> {
         true
     }
 
-    /// Asserts the invariants stated on [`Rooms`].
-    #[cfg(test)]
-    pub(crate) fn check_invariants(&self) {
+    /// Asserts the invariants stated on [`Rooms`] (for tests and fuzzing).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn check_invariants(&self) {
         let listed: usize = self.rooms.values().map(|r| r.peers.len()).sum();
         assert_eq!(listed, self.members.len(), "every member listed once");
         for (id, room) in &self.rooms {

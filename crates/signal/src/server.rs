@@ -286,6 +286,22 @@ mod tests {
         }
     }
 
+    /// Found by fuzzing (fuzz/fuzz_targets/signal_parse.rs): payloads that
+    /// JSON's grammar allows but a strict parser refuses are relayed as they
+    /// are. Browsers' JSON.parse accepts both.
+    #[test]
+    fn relay_keeps_payloads_strict_parsers_refuse() {
+        for data in [r#"{"n":777777777777777e7777777777777777777777}"#, r#"{"s":"\uDDD9a\uD9e8"}"#] {
+            let frame = format!(r#"{{"type":"signal","to":"00000000000000ff","data":{data}}}"#);
+            let Ok(crate::ClientMsg::Signal { data: raw, .. }) = crate::parse(&frame) else { panic!("{frame}") };
+            assert_eq!(raw.get(), data);
+            let out = encode_relay(PeerId(1), raw.get());
+            assert!(serde_json::from_str::<serde_json::Value>(&out).is_err(), "a strict parser refuses it");
+            let back: std::collections::BTreeMap<String, &RawValue> = serde_json::from_str(&out).expect("well-formed");
+            assert_eq!(back["data"].get(), data);
+        }
+    }
+
     #[test]
     fn relay_copies_data_verbatim_and_is_valid_json() {
         let data = r#"{"candidate":"a=candidate:1 1 udp 1 127.0.0.1 5000 typ host","n":[1.50,"\u00e9"]}"#;

@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# Benchmarks webconf side by side with the seed relay (the 2012 post's Node
+# relay, ../shared/bench/seed-relay) and a bare Rust relay (the floor: pair
+# and forward, nothing else), and prints one table.
+#
+#   scripts/bench.sh            full run (about 10-15 minutes)
+#   scripts/bench.sh --quick    smaller counts, about 2-3 minutes
+#   scripts/bench.sh --write    also rewrite BENCHMARKS.md from this run
+#
+# Every scenario runs on a fresh server process (so one scenario's leftovers
+# never weigh on the next), pinned to core 0; the load generator
+# (`bench run`, crates/bench) is pinned to core 1. Everything talks over
+# 127.0.0.1 only, every run is bounded in count and time, and every server
+# this script starts is killed when it exits.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+write=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    --write) write=1 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+started=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))" >&2; }
+
+if [ "$(nproc)" -lt 2 ]; then
+  echo "bench.sh: needs 2 cores (server on core 0, generator on core 1)" >&2
+  exit 1
+fi
+
+# -- Scenario sizes (the issue's numbers; --quick shrinks them) ------------
+if [ $quick -eq 1 ]; then
+  reps=1; secs=2; rates="10000 50000 200000"; storms="200 1000"; storm_deadline=10
+  idles="2000 10000"; churn_cycles=10000; churn_limit=20
+else
+  reps=3; secs=5; rates="10000 50000 200000"; storms="1000 10000"; storm_deadline=30
+  idles="10000 50000"; churn_cycles=100000; churn_limit=90
+fi
+windows="256 4096"
+rate_clients=1000
+
+# -- File descriptors: one per connection, in the server and the generator.
+# Raise the limit as far as this machine allows (root may raise the hard
+# limit when it has CAP_SYS_RESOURCE; a container may not), and cap the
+# connection counts to fit rather than fail half-way.
+want_nofile=200000
+ulimit -n "$want_nofile" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+nofile=$(ulimit -n)
+max_conns=$(( (nofile - 200) / 2 * 2 ))
+fit_conns() { if [ "$1" -gt "$max_conns" ]; then echo "$max_conns"; else echo "$1"; fi; }
+fit_setups() { if [ $(( 2 * $1 )) -gt "$max_conns" ]; then echo $(( max_conns / 2 )); else echo "$1"; fi; }
+
+target_dir=${CARGO_TARGET_DIR:-target}
+bin=$target_dir/release
+work=target/bench-run
+mkdir -p "$work"
+results=$work/results.jsonl
+: > "$results"
+
+step "build (release)"
+cargo build --release --locked -p webconf -p bench
+
+step "seed relay (npm install into target/seed-relay)"
+seed_src=../shared/bench/seed-relay
+seed_dir=target/seed-relay
+if [ ! -f "$seed_src/broadcast.js" ]; then
+  echo "bench.sh: $seed_src/broadcast.js not found" >&2
+  exit 1
+fi
+# A copy, so nothing is written into shared/; reinstalled when it changes.
+if ! cmp -s "$seed_src/package.json" "$seed_dir/package.json" 2>/dev/null \
+   || ! cmp -s "$seed_src/broadcast.js" "$seed_dir/broadcast.js" \
+   || [ ! -d "$seed_dir/node_modules/websocket" ]; then
+  rm -rf "$seed_dir"
+  mkdir -p "$seed_dir"
+  cp "$seed_src/broadcast.js" "$seed_src/package.json" "$seed_dir/"
+  (cd "$seed_dir" && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+# -- Servers ---------------------------------------------------------------
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then
+    kill -KILL "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_of() { case "$1" in webconf) echo 18301 ;; bare) echo 18302 ;; seed*) echo 18303 ;; esac; }
+
+# start_server NAME: starts it on core 0, waits until it accepts.
+start_server() {
+  local name=$1 port
+  port=$(port_of "$name")
+  case "$name" in
+    webconf)
+      taskset -c 0 "$bin/webconf" --listen "127.0.0.1:$port" --rate-limit 0 --log warn \
+        >>"$work/webconf.log" 2>&1 &
+      ;;
+    bare)
+      taskset -c 0 "$bin/bench" bare-relay --listen "127.0.0.1:$port" >>"$work/bare.log" 2>&1 &
+      ;;
+    seed)
+      (cd "$seed_dir" && QUIET=1 PORT=$port exec taskset -c 0 node broadcast.js) >>"$work/seed.log" 2>&1 &
+      ;;
+    seed-log)
+      # The seed as published: console.log on every message, to /dev/null.
+      (cd "$seed_dir" && PORT=$port exec taskset -c 0 node broadcast.js) >/dev/null 2>>"$work/seed.log" &
+      ;;
+  esac
+  server_pid=$!
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      sleep 0.2
+      return 0
+    fi
+    if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  echo "bench.sh: $name did not start (see $work/$name.log)" >&2
+  return 1
+}
+
+stop_server() {
+  [ -n "$server_pid" ] || return 0
+  kill -TERM "$server_pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
+clk_tck=$(getconf CLK_TCK)
+
+# run NAME SCENARIO ARGS...: one scenario on a fresh server NAME.
+run() {
+  local name=$1 kind label
+  shift
+  case "$name" in
+    seed-log) kind=seed; label="seed, console.log to /dev/null" ;;
+    *) kind=$name; label=$name ;;
+  esac
+  if ! start_server "$name"; then
+    stop_server
+    return 0
+  fi
+  taskset -c 1 "$bin/bench" run --kind "$kind" --label "$label" --addr "127.0.0.1:$(port_of "$name")" \
+    --pid "$server_pid" --clk-tck "$clk_tck" "$@" >>"$results" \
+    || echo "bench.sh: bench run $name $* failed" >&2
+  stop_server
+}
+
+servers="webconf bare seed"
+
+# Anything else running on these two cores skews every number: wait (up to
+# a minute) for the machine to be quiet. Each throughput row also reports
+# how much CPU other processes took while it was measured.
+busy_pct() {
+  local a b
+  read -r -a a < /proc/stat
+  sleep 1
+  read -r -a b < /proc/stat
+  local total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+  local idle=$(( b[4] - a[4] + b[5] - a[5] ))
+  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+for _ in $(seq 20); do
+  busy=$(busy_pct)
+  [ "$busy" -lt 10 ] && break
+  echo "bench.sh: the machine is ${busy}% busy with other work; waiting for it to settle" >&2
+  sleep 2
+done
+
+step "1: latency floor"
+for s in $servers; do run "$s" latency --secs "$secs" --reps "$reps"; done
+
+step "2: one call, window of messages in flight"
+for w in $windows; do
+  for s in $servers; do run "$s" window --window "$w" --secs "$secs" --reps "$reps"; done
+done
+run seed-log window --window 256 --secs "$secs" --reps "$reps"
+
+step "3: $rate_clients clients, fixed offered rates"
+for r in $rates; do
+  for s in $servers; do run "$s" rate --clients "$rate_clients" --rate "$r" --secs "$secs"; done
+done
+
+step "4: join storm"
+for n in $storms; do
+  fit=$(fit_setups "$n")
+  [ "$fit" = "$n" ] || echo "bench.sh: $n set-ups need $((2 * n)) descriptors; the limit here is $nofile: running $fit" >&2
+  for s in $servers; do run "$s" storm --setups "$fit" --deadline "$storm_deadline" --mark 18; done
+done
+
+step "5: idle connections"
+for n in $idles; do
+  fit=$(fit_conns "$n")
+  [ "$fit" = "$n" ] || echo "bench.sh: $n connections need $n descriptors; the limit here is $nofile: running $fit" >&2
+  for s in $servers; do run "$s" idle --conns "$fit"; done
+done
+
+step "6: churn"
+for s in $servers; do
+  run "$s" churn --cycles "$churn_cycles" --limit "$churn_limit" --window 256 --secs "$secs"
+done
+
+step "results"
+table=$("$bin/bench" table "$results")
+printf '%s\n' "$table"
+elapsed=$(( $(date +%s) - started ))
+echo "(raw results: $results; server logs: $work/; ${elapsed}s)" >&2
+
+if [ $write -eq 1 ]; then
+  mode="full"; [ $quick -eq 1 ] && mode="--quick"
+  mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+  cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+  seed_ws=$(node -p "require('./$seed_dir/node_modules/websocket/package.json').version" 2>/dev/null || echo "?")
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
+  {
+    cat <<EOF
+# Benchmarks
+
+webconf against the seed relay and a bare Rust relay, measured side by side
+in one run of \`scripts/bench.sh\` ($mode). Regenerate with
+\`scripts/bench.sh --write\`.
+
+- **Date**: $(date -u '+%Y-%m-%d %H:%M UTC'), webconf at commit $commit
+- **Machine**: $cpu, $(nproc) cores, $mem RAM, Linux $(uname -r) (a VM)
+- **Software**: $(rustc --version), node $(node --version) with websocket $seed_ws
+- **Open files limit**: $nofile (hard $(ulimit -Hn)); scenarios needing more connections are capped to fit (see the notes)
+- **Run time**: ${elapsed} s
+
+## Commands
+
+    scripts/bench.sh --write
+    # which runs, for each scenario and server, a fresh server on core 0:
+    taskset -c 0 target/release/webconf --listen 127.0.0.1:18301 --rate-limit 0 --log warn
+    taskset -c 0 target/release/bench bare-relay --listen 127.0.0.1:18302
+    (cd target/seed-relay && QUIET=1 PORT=18303 taskset -c 0 node broadcast.js)
+    # and the generator on core 1, e.g.:
+    taskset -c 1 target/release/bench run --kind webconf --addr 127.0.0.1:18301 --pid PID window --window 256 --secs $secs
+
+## Results
+
+$table
+
+## Method
+
+- **Servers.** webconf as shipped, with \`--rate-limit 0\` (its default of
+  100 messages/s per connection would measure the limiter) and
+  \`--log warn\`; everything else default (room capacity 2, outbound
+  queue 1,024 messages). The seed relay is \`broadcast.js\` unchanged, with
+  \`QUIET=1\` (one extra row runs it with its per-message \`console.log\`
+  going to /dev/null). The bare relay (\`bench bare-relay\`, in
+  crates/bench/src/relay.rs) pairs connections in arrival order and
+  forwards text to the partner: same tokio runtime and tungstenite buffer
+  sizes as webconf, writes batched 64 to a flush, a bounded 1,024-message
+  queue per connection that makes the sender wait when full (webconf drops
+  the receiver instead).
+- **Isolation.** Each scenario gets a fresh server process, pinned to core
+  0; the generator is pinned to core 1 and runs one thread. With one core
+  each, a row whose generator CPU is near 100% measured the generator, not
+  the server.
+- **Messages.** Timed messages are webconf \`signal\`s whose \`data\` is
+  200 bytes of JSON carrying the send time; the relays get the same text.
+  The generator owns both ends, so one monotonic clock stamps send and
+  receive: latency is one-way, send to receive. Rates count messages
+  received by their intended peer in the measured interval, after a
+  warm-up of 10% of it (0.2 to 1 s).
+- **Scenario 1** alternates one message A→B, then B→A. **Scenario 2**
+  keeps W messages in flight A→B (the sender tops the window up as the
+  receiver frees it; a batch of up to 64 shares one send stamp). Both run
+  $reps times on the same server process, each time on a new call; the
+  table shows the median run and the slowest and fastest.
+  **Scenario 3** sends open loop: each of $rate_clients clients sends to
+  its partner on a fixed schedule (the offered total spread evenly, phases
+  staggered); latency is stamped when a message is written, and "sent
+  msgs/s" shows whether the generator kept the schedule. On the seed every
+  message also goes to the 998 other clients; "all deliveries" counts those.
+- **Scenario 4** starts every set-up at one instant: both clients connect,
+  send \`hello\` and \`join\`; the newcomer sends a 2 KB offer and 8
+  candidates, the other a 2 KB answer and 8 candidates. Complete = both
+  sides received everything; completion time runs from the common start,
+  signaling time from the offer. The relays have no rooms: clients
+  announce themselves with a \`join\` carrying their number and answer the
+  partner's with an \`ack\` (the part webconf's \`joined\`/\`peer-joined\`
+  plays); on the seed, clients 2k and 2k+1 are partners and ignore the
+  rest.
+- **Scenario 5** connects N clients (256 connects in flight), pairs them
+  (webconf: hello + join; bare: a hello each way; seed: connect only, as
+  any message would go to everyone), keeps reading (answering pings), and
+  reads the server's VmRSS (/proc/PID/status) 1 s later: per connection =
+  (RSS now - RSS before connecting) / N. Connect time = TCP connect +
+  WebSocket upgrade. Client sockets bind to 1,000 source addresses
+  (127.1.x.y), as one address has only ~28k ports towards one server port.
+- **Scenario 6**: scenario 2 (window 256), then 32 workers run
+  connect/hello/join/leave/close cycles (webconf: each step waits for its
+  answer; relays: no answers exist, so a cycle waits for the close reply,
+  which comes after the server handled what preceded it), bounded to
+  ${churn_limit} s; then scenario 2 again on the same process. RSS is read 1 s
+  after each scenario 2 run's connections closed.
+- **Server CPU** is utime+stime from /proc/PID/stat over the measured
+  interval (10 ms ticks), divided by messages delivered (or set-ups,
+  connections, cycles). "Peak server RSS" is sampled every 100 ms; a
+  scenario stops early if the server passes 6 GiB or dies.
+EOF
+  } > BENCHMARKS.md
+  echo "wrote BENCHMARKS.md" >&2
+fi
