@@ -39,6 +39,29 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// Every path redirects to HTTPS on `https_port`, same host and path.
+pub(crate) fn redirect_router(https_port: u16) -> Router {
+    Router::new().fallback(move |headers: HeaderMap, uri: axum::http::Uri| async move {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        // The host without its port (IPv6 literals keep their brackets).
+        let name = match host.rsplit_once(':') {
+            Some((name, port))
+                if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') =>
+            {
+                name
+            }
+            _ => host,
+        };
+        let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{name}{port}{path}");
+        match HeaderValue::from_str(&location) {
+            Ok(value) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, value)]).into_response(),
+            Err(_) => (StatusCode::BAD_REQUEST, "bad Host header\n").into_response(),
+        }
+    })
+}
+
 async fn security_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
@@ -101,7 +124,16 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null"));
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let trust = app.config.trust_proxy;
+    let host = trust.then(|| header_str("x-forwarded-host")).flatten().or_else(|| header_str("host"));
+    // Behind a trusted proxy the peer is the proxy; the client is the last
+    // address the proxy appended.
+    let client = trust
+        .then(|| header_str("x-forwarded-for")?.rsplit(',').next()?.trim().parse::<std::net::IpAddr>().ok())
+        .flatten()
+        .map_or(addr, |ip| SocketAddr::new(ip, addr.port()));
+    let addr = client;
     if !app.origins.allows(origin, host) {
         tracing::info!(%addr, ?origin, ?host, "refused a WebSocket from another origin");
         app.metrics.refused(Refusal::Origin);

@@ -20,6 +20,7 @@ pub mod limits;
 mod metrics;
 pub mod origin;
 pub mod resume;
+pub mod tls;
 
 use std::future::Future;
 use std::io;
@@ -54,6 +55,11 @@ pub struct Config {
     pub chat_history: usize,
     /// Oldest chat message a room keeps for newcomers.
     pub chat_max_age: Duration,
+    /// Serve HTTPS and WSS with this certificate; plain HTTP when `None`.
+    pub tls: Option<tls::Tls>,
+    /// Behind a reverse proxy: take the client's address from
+    /// `X-Forwarded-For` and the public host from `X-Forwarded-Host`.
+    pub trust_proxy: bool,
 }
 
 impl Default for Config {
@@ -68,6 +74,8 @@ impl Default for Config {
             resume_ttl: Duration::from_secs(600),
             chat_history: 100,
             chat_max_age: Duration::from_secs(3600),
+            tls: None,
+            trust_proxy: false,
         }
     }
 }
@@ -130,6 +138,25 @@ impl Default for Limits {
     }
 }
 
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Answers every plain-HTTP request on `listener` with a permanent redirect
+/// to the same host and path over HTTPS on `https_port`, until `shutdown`.
+pub async fn serve_redirect(
+    listener: TcpListener,
+    https_port: u16,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, http::redirect_router(https_port)).with_graceful_shutdown(shutdown).await
+}
+
 /// Binds a listener with a backlog fit for connection storms. (tokio's
 /// `TcpListener::bind` listens with a backlog of 128, which makes bursts of
 /// connections stall for a second on SYN retries.)
@@ -183,13 +210,23 @@ pub async fn serve(
         connections: TaskTracker::new(),
     });
     let token = app.shutdown.clone();
-    let router = http::router(app.clone());
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            token.cancel();
-        })
-        .await?;
+    let router = http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = async move {
+        shutdown.await;
+        token.cancel();
+    };
+    match &app.config.tls {
+        None => axum::serve(listener, router).with_graceful_shutdown(stop).await?,
+        Some(tls) => {
+            let _reloader = AbortOnDrop(tls.spawn_reloader(Duration::from_secs(10)));
+            // tap_io gives the TLS listener axum's ConnectInfo<SocketAddr>.
+            let listener = axum::serve::ListenerExt::tap_io(
+                tls::TlsListener::new(listener, tls.server_config())?,
+                |_| {},
+            );
+            axum::serve(listener, router).with_graceful_shutdown(stop).await?
+        }
+    }
     app.connections.close();
     let grace = app.config.limits.shutdown_grace;
     if tokio::time::timeout(grace, app.connections.wait()).await.is_err() {

@@ -293,11 +293,14 @@ mod tests {
     fn relay_keeps_payloads_strict_parsers_refuse() {
         for data in [r#"{"n":777777777777777e7777777777777777777777}"#, r#"{"s":"\uDDD9a\uD9e8"}"#] {
             let frame = format!(r#"{{"type":"signal","to":"00000000000000ff","data":{data}}}"#);
-            let Ok(crate::ClientMsg::Signal { data: raw, .. }) = crate::parse(&frame) else { panic!("{frame}") };
+            let Ok(crate::ClientMsg::Signal { data: raw, .. }) = crate::parse(&frame) else {
+                panic!("{frame}")
+            };
             assert_eq!(raw.get(), data);
             let out = encode_relay(PeerId(1), raw.get());
             assert!(serde_json::from_str::<serde_json::Value>(&out).is_err(), "a strict parser refuses it");
-            let back: std::collections::BTreeMap<String, &RawValue> = serde_json::from_str(&out).expect("well-formed");
+            let back: std::collections::BTreeMap<String, &RawValue> =
+                serde_json::from_str(&out).expect("well-formed");
             assert_eq!(back["data"].get(), data);
         }
     }

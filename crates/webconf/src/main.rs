@@ -43,6 +43,35 @@ struct Cli {
     #[arg(long, env = "WEBCONF_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
     max_connections_per_ip: usize,
 
+    /// Serve HTTPS and WSS with a certificate made at start for this
+    /// machine's names (`self-signed`); browsers will ask to trust it once.
+    /// For a real certificate use --tls-cert and --tls-key instead.
+    #[arg(long, env = "WEBCONF_TLS", value_enum)]
+    tls: Option<TlsMode>,
+
+    /// PEM certificate chain for HTTPS (re-read when the file changes).
+    #[arg(long, env = "WEBCONF_TLS_CERT", requires = "tls_key", conflicts_with = "tls")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "WEBCONF_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
+    /// Another name (host name or IP) for the self-signed certificate.
+    #[arg(long = "tls-name", env = "WEBCONF_TLS_NAME", value_delimiter = ',')]
+    tls_names: Vec<String>,
+
+    /// Also listen for plain HTTP here and redirect it to HTTPS (with TLS
+    /// on), e.g. 0.0.0.0:80.
+    #[arg(long, env = "WEBCONF_HTTP_REDIRECT")]
+    http_redirect: Option<SocketAddr>,
+
+    /// Running behind a reverse proxy (nginx, Caddy): trust its
+    /// X-Forwarded-For and X-Forwarded-Host headers. Only set this when
+    /// webconf is reachable through the proxy alone.
+    #[arg(long, env = "WEBCONF_TRUST_PROXY")]
+    trust_proxy: bool,
+
     /// Where webconf keeps its state: a `secret` file that signs resume
     /// tokens, so calls survive a restart. Default: $XDG_STATE_HOME/webconf
     /// or ~/.local/state/webconf.
@@ -53,6 +82,13 @@ struct Cli {
     /// `info,server=debug`.
     #[arg(long, env = "WEBCONF_LOG", default_value = "info")]
     log: String,
+}
+
+/// How to get a certificate without files.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TlsMode {
+    /// Make one at start for this machine's names.
+    SelfSigned,
 }
 
 fn main() -> ExitCode {
@@ -93,16 +129,60 @@ async fn run(cli: Cli) -> Result<(), String> {
         max_connections_per_ip: cli.max_connections_per_ip,
         ..server::Limits::default()
     };
+    let tls = match (&cli.tls, &cli.tls_cert, &cli.tls_key) {
+        (Some(TlsMode::SelfSigned), _, _) => {
+            let mut extra = cli.tls_names.clone();
+            if !addr.ip().is_unspecified() {
+                extra.push(addr.ip().to_string());
+            }
+            let names = server::tls::default_names(&extra);
+            Some(
+                server::tls::Tls::load(server::tls::TlsSource::SelfSigned { names })
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        (None, Some(cert), Some(key)) => Some(
+            server::tls::Tls::load(server::tls::TlsSource::Files { cert: cert.clone(), key: key.clone() })
+                .map_err(|e| format!("cannot use --tls-cert/--tls-key: {e}"))?,
+        ),
+        _ => None,
+    };
+    if cli.http_redirect.is_some() && tls.is_none() {
+        return Err(
+            "--http-redirect needs TLS on (--tls self-signed, or --tls-cert and --tls-key)".to_owned()
+        );
+    }
     let secret = load_secret(cli.state_dir.as_deref());
     let config = server::Config {
         room_capacity: usize::from(cli.room_capacity),
         allowed_origins: cli.allow_origin,
         limits,
         resume_key: server::resume::ResumeKey::new(secret),
+        tls: tls.clone(),
+        trust_proxy: cli.trust_proxy,
         ..server::Config::default()
     };
-    announce(addr);
-    server::serve(listener, config, shutdown_signal()).await.map_err(|e| format!("server failed: {e}"))?;
+    announce(addr, tls.as_ref());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(redirect) = cli.http_redirect {
+        let plain = server::bind(redirect).map_err(|e| format!("cannot listen on {redirect}: {e}"))?;
+        let mut stop = stop_rx.clone();
+        let https_port = addr.port();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = server::serve_redirect(plain, https_port, stopped).await {
+                tracing::error!("the HTTP redirect stopped: {e}");
+            }
+        });
+        println_ignoring_errors(&format!("  plain HTTP on {redirect} redirects to HTTPS\n"));
+    }
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    server::serve(listener, config, shutdown).await.map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -174,19 +254,34 @@ fn read_or_create_secret(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
 
 /// Tells the person who started us where to point a browser. Tests read the
 /// first line to learn the port when listening on port 0.
-fn announce(addr: SocketAddr) {
-    let text = if addr.ip().is_unspecified() {
+fn announce(addr: SocketAddr, tls: Option<&server::tls::Tls>) {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut text = if addr.ip().is_unspecified() {
+        let note = if tls.is_some() {
+            ""
+        } else {
+            "  note: browsers allow the camera only on localhost or over HTTPS\n"
+        };
         format!(
-            "webconf listening on http://localhost:{port}/ (all interfaces)\n  \
-             other devices: http://<this machine's address>:{port}/\n  \
-             note: browsers allow the camera only on localhost or over HTTPS\n",
+            "webconf listening on {scheme}://localhost:{port}/ (all interfaces)\n  \
+             other devices: {scheme}://<this machine's address>:{port}/\n{note}",
             port = addr.port()
         )
     } else {
-        format!("webconf listening on http://{addr}/\n  open that address in a browser to start a call\n")
+        format!("webconf listening on {scheme}://{addr}/\n  open that address in a browser to start a call\n")
     };
-    // Whoever started us may have stopped reading (a closed pipe): that is
-    // no reason to stop serving, so write errors are ignored.
+    if let Some(tls) = tls {
+        text.push_str(&format!(
+            "  TLS certificate SHA-256 fingerprint: {}\n  (check it matches when a browser asks you to trust it)\n",
+            tls.fingerprint()
+        ));
+    }
+    println_ignoring_errors(&text);
+}
+
+/// Whoever started us may have stopped reading (a closed pipe): that is no
+/// reason to stop serving, so write errors are ignored.
+fn println_ignoring_errors(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut out, text.as_bytes());
     let _ = std::io::Write::flush(&mut out);

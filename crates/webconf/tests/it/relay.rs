@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
 use crate::support::{Client, TestServer, http_get};
 
 /// Long enough for a wrongly routed message to have arrived.
@@ -342,8 +344,9 @@ async fn the_binary_shuts_down_gracefully_on_sigterm() {
     let url =
         line.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").trim_end_matches('/');
     let ws = format!("{}/ws", url.replacen("http://", "ws://", 1));
-    let (ws, _) = tokio_tungstenite::connect_async(ws.as_str()).await.expect("connect");
-    let mut peer = crate::support::Client::from_stream(ws);
+    let addr = url.trim_start_matches("http://");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut peer = Client::handshake(ws.as_str(), Box::new(tcp)).await.expect("upgrade");
     peer.hello().await;
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
@@ -574,4 +577,104 @@ async fn health_readiness_and_metrics_report_what_happened() {
     let (_, text) = http_get(&server, "/metrics").await;
     assert!(text.lines().any(|l| l == "webconf_members 1"), "{text}");
     assert!(text.lines().any(|l| l == "webconf_connections_closed_total{reason=\"peer\"} 1"), "{text}");
+}
+
+/// HTTPS and WSS with a certificate from PEM files: a client that trusts
+/// exactly that certificate loads the page and joins a call over TLS.
+#[tokio::test]
+async fn serves_https_and_wss_from_pem_files() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = std::env::temp_dir().join(format!("webconf-it-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write");
+    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write");
+    let tls = server::tls::Tls::load(server::tls::TlsSource::Files {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    })
+    .expect("load");
+    let server = TestServer::start(server::Config { tls: Some(tls), ..server::Config::default() }).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone()).expect("trust our certificate");
+    let client =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.expect("tcp");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        connector.connect(name, tcp).await.expect("a TLS handshake with the certificate we trust")
+    };
+
+    // The page, over HTTPS.
+    let mut stream = connect().await;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await.expect("read");
+    assert!(page.starts_with("HTTP/1.1 200"), "{}", &page[..page.len().min(200)]);
+    assert!(page.contains("webconf"));
+
+    // A call, over WSS.
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let mut a = Client::handshake(url.as_str(), Box::new(connect().await)).await.expect("wss upgrade");
+    a.hello().await;
+    a.send(json!({"type": "join", "room": "secure", "name": "A"})).await;
+    assert_eq!(a.recv().await["type"], "joined");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn plain_http_redirects_to_https() {
+    let listener = server::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server::serve_redirect(listener, 8443, async move {
+        let _ = stopped.await;
+    }));
+    let response = crate::support::raw_http(
+        addr,
+        "GET /r/tea?x=1 HTTP/1.1\r\nHost: meet.example:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 308"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("location: https://meet.example:8443/r/tea?x=1"),
+        "{response}"
+    );
+    let response =
+        crate::support::raw_http(addr, "GET / HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n").await;
+    assert!(response.to_ascii_lowercase().contains("location: https://[::1]:8443/"), "{response}");
+    let _ = stop.send(());
+}
+
+/// Behind a trusted proxy the per-address cap counts the forwarded client
+/// address, and the origin check uses the forwarded host.
+#[tokio::test]
+async fn behind_a_trusted_proxy_forwarded_headers_count() {
+    let limits = server::Limits { max_connections_per_ip: 1, ..server::Limits::default() };
+    let server =
+        TestServer::start(server::Config { limits, trust_proxy: true, ..server::Config::default() }).await;
+    let request = |client: &str| {
+        let mut r = server.url().into_client_request().expect("request");
+        let h = r.headers_mut();
+        h.insert("x-forwarded-for", format!("198.51.100.7, {client}").parse().expect("value"));
+        h.insert("x-forwarded-host", "meet.example.org".parse().expect("value"));
+        h.insert("origin", "https://meet.example.org".parse().expect("value"));
+        r
+    };
+    let tcp = || async { Box::new(tokio::net::TcpStream::connect(server.addr).await.expect("tcp")) };
+    let mut one =
+        Client::handshake(request("203.0.113.1"), tcp().await).await.expect("the public origin passes");
+    one.hello().await;
+    let mut two = Client::handshake(request("203.0.113.2"), tcp().await).await.expect("another client");
+    two.hello().await;
+    let mut again = Client::handshake(request("203.0.113.1"), tcp().await).await.expect("upgraded");
+    assert_eq!(again.expect_close().await.0, 1013, "the same client address is capped, not the proxy's");
 }

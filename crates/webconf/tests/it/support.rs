@@ -7,10 +7,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long any single expected message may take.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -60,6 +60,19 @@ impl Drop for TestServer {
     }
 }
 
+/// Sends `request` as it is to `addr`; returns the whole response.
+pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    response
+}
+
 /// A plain HTTP/1.1 GET: the status and the body.
 pub async fn http_get(server: &TestServer, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,9 +89,16 @@ pub async fn http_get(server: &TestServer, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The transports a test client speaks over.
+pub type Transport = Box<dyn Duplex>;
+
+/// A byte stream a WebSocket can run over (plain TCP or TLS).
+pub trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Duplex for T {}
+
 /// One scripted peer.
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<Transport>,
     /// Set by [`Client::join`].
     pub id: String,
 }
@@ -94,10 +114,7 @@ impl Client {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.bind(format!("{source}:0").parse().expect("source address")).expect("bind");
         let stream = socket.connect(server.addr).await.expect("connect");
-        let (ws, _) = tokio_tungstenite::client_async(server.url(), MaybeTlsStream::Plain(stream))
-            .await
-            .expect("upgrade");
-        Client { ws, id: String::new() }
+        Self::handshake(server.url().as_str(), Box::new(stream)).await.expect("upgrade")
     }
 
     /// Connects with the given Origin header; the HTTP status on refusal.
@@ -106,16 +123,21 @@ impl Client {
         if let Some(origin) = origin {
             request.headers_mut().insert("origin", origin.parse().expect("header value"));
         }
-        match tokio_tungstenite::connect_async(request).await {
-            Ok((ws, _)) => Ok(Client { ws, id: String::new() }),
-            Err(WsError::Http(res)) => Err(res.status().as_u16()),
-            Err(e) => panic!("connect failed: {e}"),
-        }
+        let stream = TcpStream::connect(server.addr).await.expect("connect");
+        Self::handshake(request, Box::new(stream)).await
     }
 
-    /// Wraps an already connected WebSocket.
-    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
-        Client { ws, id: String::new() }
+    /// Does the WebSocket handshake for `request` over `stream` (plain TCP or
+    /// TLS); the HTTP status on refusal.
+    pub async fn handshake(
+        request: impl IntoClientRequest + Unpin,
+        stream: Transport,
+    ) -> Result<Client, u16> {
+        match tokio_tungstenite::client_async(request, stream).await {
+            Ok((ws, _)) => Ok(Client { ws, id: String::new() }),
+            Err(WsError::Http(res)) => Err(res.status().as_u16()),
+            Err(e) => panic!("WebSocket handshake failed: {e}"),
+        }
     }
 
     /// Connects, says hello and joins `room` as `name`; returns `joined`.

@@ -1,0 +1,425 @@
+//! Results: one JSON line per (scenario, server) from `bench run`, and the
+//! side-by-side table `bench table` prints from them.
+
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value, json};
+
+use crate::hist::Hist;
+
+/// What one scenario measured on one server.
+#[derive(Debug)]
+pub struct Report {
+    scenario: String,
+    title: String,
+    kind: String,
+    label: String,
+    metrics: Map<String, Value>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    /// An empty report for `scenario` (an id like `s2-256`) on the server
+    /// `kind`, shown in the table as `label`.
+    pub fn new(scenario: String, title: String, kind: &str, label: &str) -> Report {
+        Report {
+            scenario,
+            title,
+            kind: kind.to_owned(),
+            label: label.to_owned(),
+            metrics: Map::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Sets a metric.
+    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
+        self.metrics.insert(key.to_owned(), value.into());
+    }
+
+    /// Sets `{prefix}_p50_us`, `_p99_us` and `_p999_us` from `hist` (ns).
+    pub fn latency(&mut self, prefix: &str, hist: &Hist) {
+        for (q, name) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
+            if let Some(ns) = hist.quantile(q) {
+                self.set(&format!("{prefix}_{name}_us"), ns as f64 / 1e3);
+            }
+        }
+    }
+
+    /// Adds a note (an error, a bound that was hit, a caveat).
+    pub fn note(&mut self, note: impl Into<String>) {
+        let note = note.into();
+        eprintln!("  note: {note}");
+        self.notes.push(note);
+    }
+
+    /// The JSON line for the results file.
+    pub fn to_line(&self) -> String {
+        json!({
+            "scenario": self.scenario,
+            "title": self.title,
+            "kind": self.kind,
+            "label": self.label,
+            "metrics": self.metrics,
+            "notes": self.notes,
+        })
+        .to_string()
+    }
+}
+
+/// The servers' columns, in order: (kind, heading).
+const COLUMNS: [(&str, &str); 3] = [("webconf", "webconf"), ("bare", "bare relay"), ("seed", "seed relay")];
+
+/// How one table row is computed from a result's metrics.
+struct Row {
+    label: &'static str,
+    cell: fn(&Map<String, Value>) -> Option<String>,
+    /// The metric whose webconf/seed and webconf/bare ratios are shown.
+    ratio_of: Option<&'static str>,
+}
+
+fn num(m: &Map<String, Value>, key: &str) -> Option<f64> {
+    m.get(key)?.as_f64()
+}
+
+/// A number with a precision fit for its size, thousands separated.
+pub fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".to_owned();
+    }
+    if v.abs() >= 100.0 {
+        let digits = format!("{:.0}", v.abs());
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if v < 0.0 { format!("-{out}") } else { out }
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn one(key: &'static str) -> impl Fn(&Map<String, Value>) -> Option<String> {
+    move |m| num(m, key).map(fmt_num)
+}
+
+fn several(m: &Map<String, Value>, keys: &[&str], sep: &str) -> Option<String> {
+    let cells: Vec<String> = keys.iter().map(|k| num(m, k).map_or_else(|| "–".to_owned(), fmt_num)).collect();
+    keys.iter().any(|k| m.contains_key(*k)).then(|| cells.join(sep))
+}
+
+fn rows(kind: &str) -> Vec<Row> {
+    let latency = Row {
+        label: "one-way latency p50 / p99 / p99.9 (µs)",
+        cell: |m| several(m, &["lat_p50_us", "lat_p99_us", "lat_p999_us"], " / "),
+        ratio_of: None,
+    };
+    let cpu_msg =
+        Row { label: "server CPU per message (µs)", cell: |m| one("cpu_us_per_msg")(m), ratio_of: None };
+    let server_cpu =
+        Row { label: "server CPU (% of its core)", cell: |m| one("server_cpu_pct")(m), ratio_of: None };
+    let gen_cpu =
+        Row { label: "generator CPU (% of its core)", cell: |m| one("gen_cpu_pct")(m), ratio_of: None };
+    let other_cpu = Row {
+        label: "other processes' CPU (% of a core)",
+        cell: |m| one("other_cpu_pct")(m),
+        ratio_of: None,
+    };
+    let peak = Row { label: "peak server RSS (MiB)", cell: |m| one("peak_rss_mib")(m), ratio_of: None };
+    match kind {
+        "s1" | "s2" => vec![
+            Row { label: "msgs/s (median run)", cell: |m| one("rate")(m), ratio_of: Some("rate") },
+            Row {
+                label: "msgs/s, slowest – fastest run",
+                cell: |m| {
+                    let (lo, hi, n) = (num(m, "rate_min")?, num(m, "rate_max")?, num(m, "reps")?);
+                    (n > 1.0).then(|| format!("{} – {}", fmt_num(lo), fmt_num(hi)))
+                },
+                ratio_of: None,
+            },
+            latency,
+            cpu_msg,
+            server_cpu,
+            gen_cpu,
+            other_cpu,
+            peak,
+        ],
+        "s3" => vec![
+            Row { label: "sent msgs/s (generator)", cell: |m| one("sent_rate")(m), ratio_of: None },
+            Row {
+                label: "delivered msgs/s (to the partner)",
+                cell: |m| one("rate")(m),
+                ratio_of: Some("rate"),
+            },
+            Row {
+                label: "all deliveries/s (seed: to every client)",
+                cell: |m| one("deliveries_rate")(m),
+                ratio_of: None,
+            },
+            latency,
+            cpu_msg,
+            server_cpu,
+            gen_cpu,
+            other_cpu,
+            peak,
+        ],
+        "s4" => vec![
+            Row {
+                label: "set-ups completed by the deadline",
+                cell: |m| {
+                    let (done, all, secs) = (num(m, "completed")?, num(m, "setups")?, num(m, "deadline_s")?);
+                    Some(format!(
+                        "{} of {} ({:.1}%) in {}s",
+                        fmt_num(done),
+                        fmt_num(all),
+                        pct(done, all),
+                        secs
+                    ))
+                },
+                ratio_of: None,
+            },
+            Row {
+                label: "completed within the seed's 18 s",
+                cell: |m| Some(format!("{:.1}%", num(m, "within_mark_pct")?)),
+                ratio_of: None,
+            },
+            Row {
+                label: "completion p50 / p99 (ms from storm start)",
+                cell: |m| several(m, &["done_p50_ms", "done_p99_ms"], " / "),
+                ratio_of: None,
+            },
+            Row {
+                label: "signaling p50 / p99 (ms, offer → last message)",
+                cell: |m| several(m, &["sig_p50_ms", "sig_p99_ms"], " / "),
+                ratio_of: None,
+            },
+            Row {
+                label: "connect p50 / p99 (ms, TCP + upgrade)",
+                cell: |m| several(m, &["connect_p50_ms", "connect_p99_ms"], " / "),
+                ratio_of: None,
+            },
+            Row {
+                label: "server CPU per completed set-up (µs)",
+                cell: |m| one("cpu_us_per_setup")(m),
+                ratio_of: None,
+            },
+            peak,
+        ],
+        "s5" => vec![
+            Row {
+                label: "connections held",
+                cell: |m| Some(format!("{} of {}", fmt_num(num(m, "held")?), fmt_num(num(m, "conns")?))),
+                ratio_of: None,
+            },
+            Row {
+                label: "server RSS per connection (KiB)",
+                cell: |m| one("kib_per_conn")(m),
+                ratio_of: None,
+            },
+            Row {
+                label: "connect p50 / p99 (ms, TCP + upgrade)",
+                cell: |m| several(m, &["connect_p50_ms", "connect_p99_ms"], " / "),
+                ratio_of: None,
+            },
+            Row { label: "time to set all up (s)", cell: |m| one("setup_s")(m), ratio_of: None },
+            Row {
+                label: "server CPU per connection set-up (µs)",
+                cell: |m| one("cpu_us_per_conn")(m),
+                ratio_of: None,
+            },
+            peak,
+        ],
+        "s6" => vec![
+            Row {
+                label: "churn cycles completed",
+                cell: |m| {
+                    Some(format!(
+                        "{} of {} in {}s",
+                        fmt_num(num(m, "cycles_done")?),
+                        fmt_num(num(m, "cycles")?),
+                        fmt_num(num(m, "churn_s")?)
+                    ))
+                },
+                ratio_of: None,
+            },
+            Row { label: "cycles/s", cell: |m| one("cycles_rate")(m), ratio_of: Some("cycles_rate") },
+            Row {
+                label: "server RSS before → after churn (MiB)",
+                cell: |m| several(m, &["rss_before_mib", "rss_after_mib"], " → "),
+                ratio_of: None,
+            },
+            Row {
+                label: "window-256 msgs/s before → after",
+                cell: |m| several(m, &["rate_before", "rate_after"], " → "),
+                ratio_of: Some("rate_after"),
+            },
+            Row {
+                label: "window-256 p99 before → after (µs)",
+                cell: |m| several(m, &["p99_before_us", "p99_after_us"], " → "),
+                ratio_of: None,
+            },
+            Row { label: "server CPU per cycle (µs)", cell: |m| one("cpu_us_per_cycle")(m), ratio_of: None },
+            peak,
+        ],
+        _ => vec![peak],
+    }
+}
+
+fn pct(part: f64, all: f64) -> f64 {
+    if all > 0.0 { 100.0 * part / all } else { 0.0 }
+}
+
+/// Prints the side-by-side table (a Markdown table, padded so it also reads
+/// in a terminal) and the notes, from the JSON lines in `input`.
+pub fn table(input: &str) -> Result<String, String> {
+    let results: Vec<Value> = input
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad results line ({e}): {l}")))
+        .collect::<Result<_, _>>()?;
+    let mut order: Vec<(String, String)> = Vec::new();
+    for r in &results {
+        let id = r["scenario"].as_str().unwrap_or("?").to_owned();
+        if !order.iter().any(|(s, _)| *s == id) {
+            order.push((id, r["title"].as_str().unwrap_or("?").to_owned()));
+        }
+    }
+    let mut table: Vec<[String; 7]> = vec![[
+        "scenario".into(),
+        "metric".into(),
+        COLUMNS[0].1.into(),
+        COLUMNS[1].1.into(),
+        COLUMNS[2].1.into(),
+        "webconf/seed".into(),
+        "webconf/bare".into(),
+    ]];
+    let mut notes = Vec::new();
+    for (id, title) in &order {
+        let group: Vec<&Value> = results.iter().filter(|r| r["scenario"] == id.as_str()).collect();
+        let main = |kind: &str| {
+            group
+                .iter()
+                .find(|r| r["kind"] == kind && r["label"] == kind)
+                .and_then(|r| r["metrics"].as_object())
+        };
+        let prefix = id.split('-').next().unwrap_or(id);
+        let mut first = true;
+        for row in rows(prefix) {
+            let cells: Vec<Option<String>> =
+                COLUMNS.iter().map(|(k, _)| main(k).and_then(row.cell)).collect();
+            if cells.iter().all(Option::is_none) {
+                continue;
+            }
+            let ratio = |other: &str| -> String {
+                let Some(key) = row.ratio_of else { return String::new() };
+                match (main("webconf").and_then(|m| num(m, key)), main(other).and_then(|m| num(m, key))) {
+                    (Some(w), Some(o)) if o > 0.0 => format!("{}×", fmt_num(w / o)),
+                    _ => String::new(),
+                }
+            };
+            table.push([
+                if first { title.clone() } else { String::new() },
+                row.label.to_owned(),
+                cells[0].clone().unwrap_or_else(|| "–".into()),
+                cells[1].clone().unwrap_or_else(|| "–".into()),
+                cells[2].clone().unwrap_or_else(|| "–".into()),
+                ratio("seed"),
+                ratio("bare"),
+            ]);
+            first = false;
+        }
+        // Variants (e.g. the seed with its logging on): their rate, in their
+        // kind's column.
+        for r in group.iter().filter(|r| r["kind"] != r["label"]) {
+            let kind = r["kind"].as_str().unwrap_or("?");
+            let Some(rate) = r["metrics"].as_object().and_then(|m| num(m, "rate")) else { continue };
+            let mut row: [String; 7] = Default::default();
+            row[1] = format!("msgs/s, {}", r["label"].as_str().unwrap_or("?"));
+            for (i, (k, _)) in COLUMNS.iter().enumerate() {
+                row[2 + i] = if *k == kind { fmt_num(rate) } else { "–".into() };
+            }
+            table.push(row);
+        }
+        for r in &group {
+            for n in r["notes"].as_array().into_iter().flatten() {
+                notes.push(format!(
+                    "- {} / {}: {}",
+                    title,
+                    r["label"].as_str().unwrap_or("?"),
+                    n.as_str().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    // Pad columns (by characters, not bytes) so the table lines up.
+    let widths: Vec<usize> =
+        (0..7).map(|c| table.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (i, r) in table.iter().enumerate() {
+        out.push('|');
+        for (c, cell) in r.iter().enumerate() {
+            let pad = widths[c] - cell.chars().count();
+            if c >= 2 {
+                let _ = write!(out, " {}{} |", " ".repeat(pad), cell);
+            } else {
+                let _ = write!(out, " {}{} |", cell, " ".repeat(pad));
+            }
+        }
+        out.push('\n');
+        if i == 0 {
+            out.push('|');
+            for (c, w) in widths.iter().enumerate() {
+                let dashes = "-".repeat((*w).max(3));
+                let _ =
+                    write!(out, "{}|", if c >= 2 { format!("-{dashes}:") } else { format!("-{dashes}-") });
+            }
+            out.push('\n');
+        }
+    }
+    if !notes.is_empty() {
+        out.push_str("\nNotes from the run:\n\n");
+        for n in notes {
+            out.push_str(&n);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(fmt_num(1_234_567.4), "1,234,567");
+        assert_eq!(fmt_num(123.0), "123");
+        assert_eq!(fmt_num(12.34), "12.3");
+        assert_eq!(fmt_num(0.123), "0.12");
+    }
+
+    #[test]
+    fn table_puts_servers_side_by_side_with_ratios() {
+        let mut lines = String::new();
+        for (kind, rate) in [("webconf", 1000.0), ("bare", 2000.0), ("seed", 100.0)] {
+            let mut r = Report::new("s2-256".into(), "2 window 256".into(), kind, kind);
+            r.set("rate", rate);
+            lines.push_str(&r.to_line());
+            lines.push('\n');
+        }
+        let mut v = Report::new("s2-256".into(), "2 window 256".into(), "seed", "seed, logging");
+        v.set("rate", 50.0);
+        v.note("a note");
+        lines.push_str(&v.to_line());
+        let t = table(&lines).expect("table");
+        assert!(t.contains("10.0×"), "{t}");
+        assert!(t.contains("0.50×"), "{t}");
+        assert!(t.contains("msgs/s, seed, logging"), "{t}");
+        assert!(t.contains("a note"), "{t}");
+    }
+}
