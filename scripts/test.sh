@@ -21,6 +21,8 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v ip >/dev/null || missing+=(iproute2)
+# coturn's TURN client and echo peer test the built-in TURN server.
+command -v turnutils_uclient >/dev/null || missing+=(coturn)
 # nft breaks the network path inside a test's private namespace (ICE restart).
 command -v nft >/dev/null || missing+=(nftables)
 # A Korean font, so screenshots of the Korean UI can be read.

@@ -67,7 +67,7 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>, addr: SocketAddr, _per
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    let id = PeerId(random_u64());
+    let id = PeerId(crate::random_u64());
     let span = tracing::info_span!("conn", conn, %addr);
     async move {
         tracing::debug!(peer = %id, "connected");
@@ -88,22 +88,6 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>, addr: SocketAddr, _per
     }
     .instrument(span)
     .await
-}
-
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    // The OS random source failing is not something to serve through; but
-    // ids only need to be distinct, so fall back to a process-wide counter
-    // mixed with the time rather than refusing connections.
-    if getrandom::fill(&mut bytes).is_err() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static FALLBACK: AtomicU64 = AtomicU64::new(1);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        return nanos ^ FALLBACK.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-    }
-    u64::from_le_bytes(bytes)
 }
 
 struct Conn {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use room::{ChatText, DisplayName, Input, MediaState, Output, PeerId, Rejection, Request, RoomId, Rooms};
-use signal::{ErrorCode, IceServer, ServerMsg, encode, encode_relay};
+use signal::{ErrorCode, ServerMsg, encode, encode_relay};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -161,7 +161,7 @@ impl Hub {
                         chat_max_age_ms: u64::try_from(config.chat_max_age.as_millis()).unwrap_or(u64::MAX),
                     }),
                     peers: HashMap::new(),
-                    ice_servers: config.ice_servers.clone(),
+                    ice: config.ice.clone(),
                     resume_key: config.resume_key.clone(),
                     resume_ttl: config.resume_ttl,
                     kicked: Vec::new(),
@@ -191,7 +191,7 @@ struct Shard {
     /// Members' connections. A peer is here exactly while it is a member of
     /// one of this shard's rooms (or its join is being decided).
     peers: HashMap<PeerId, PeerTx>,
-    ice_servers: Vec<IceServer>,
+    ice: crate::IceConfig,
     resume_key: ResumeKey,
     resume_ttl: Duration,
     /// Members whose queue was full or closed, to drop after this command.
@@ -325,8 +325,10 @@ impl Shard {
         let text = |s: String| Utf8Bytes::from(s);
         match out {
             Output::Joined { to, room, name, capacity, peers, chat } => {
-                let expires = (crate::unix_now() + self.resume_ttl).as_secs();
+                let unix = crate::unix_now();
+                let expires = (unix + self.resume_ttl).as_secs();
                 let resume = self.resume_key.issue(&room, to, expires);
+                let ice_servers = self.ice.for_peer(to, unix.as_secs());
                 let msg = ServerMsg::Joined {
                     room: room.as_str(),
                     you: to,
@@ -335,7 +337,7 @@ impl Shard {
                     resumed: self.peers.get(&to).is_some_and(|tx| tx.resumed),
                     peers: &peers,
                     chat: &chat,
-                    ice_servers: &self.ice_servers,
+                    ice_servers: &ice_servers,
                     resume: &resume,
                 };
                 (to, Outbound::JoinAnswer { text: text(encode(&msg)), room: Some(room) })

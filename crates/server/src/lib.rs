@@ -21,6 +21,7 @@ mod metrics;
 pub mod origin;
 pub mod resume;
 pub mod tls;
+pub mod turn_io;
 
 use std::future::Future;
 use std::io;
@@ -41,8 +42,10 @@ pub struct Config {
     /// Extra origins allowed to open the WebSocket, besides the server's own
     /// and loopback ones (see [`origin::OriginPolicy`]).
     pub allowed_origins: Vec<String>,
-    /// Handed to every peer in `joined.ice_servers`.
-    pub ice_servers: Vec<IceServer>,
+    /// What peers get in `joined.ice_servers`.
+    pub ice: IceConfig,
+    /// The built-in STUN/TURN server, if on.
+    pub turn: Option<turn_io::TurnIo>,
     /// Per-connection limits.
     pub limits: Limits,
     /// Number of room shards (tasks owning rooms); 0 means one per core.
@@ -67,7 +70,8 @@ impl Default for Config {
         Config {
             room_capacity: 2,
             allowed_origins: Vec::new(),
-            ice_servers: Vec::new(),
+            ice: IceConfig::default(),
+            turn: None,
             limits: Limits::default(),
             shards: 0,
             resume_key: resume::ResumeKey::new(random_secret()),
@@ -89,9 +93,87 @@ pub fn random_secret() -> [u8; 32] {
     secret
 }
 
+/// A key for one purpose (`label`) derived from the server's secret, so one
+/// secret kept in the state directory can sign several kinds of things.
+pub fn derive_key(secret: &[u8; 32], label: &str) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// A random 64-bit number, for ids that only need to be distinct.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // The OS random source failing is not something to serve through; but
+    // ids only need to be distinct, so fall back to a process-wide counter
+    // mixed with the time rather than refusing connections.
+    if getrandom::fill(&mut bytes).is_err() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static FALLBACK: AtomicU64 = AtomicU64::new(1);
+        let nanos = unix_now().as_nanos() as u64;
+        return nanos ^ FALLBACK.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    }
+    u64::from_le_bytes(bytes)
+}
+
 /// Seconds since 1970 by the system clock (0 if it is set before 1970).
 pub(crate) fn unix_now() -> Duration {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The STUN and TURN servers peers are told about.
+#[derive(Clone, Debug, Default)]
+pub struct IceConfig {
+    /// Given to every peer as they are (STUN servers, say).
+    pub servers: Vec<IceServer>,
+    /// TURN servers that check time-limited credentials: each peer gets
+    /// its own.
+    pub turn: Option<TurnCredentials>,
+}
+
+/// TURN servers using the coturn REST credential scheme: a username
+/// `<expiry>:<peer id>` and its password `base64(HMAC-SHA1(secret, username))`.
+#[derive(Clone)]
+pub struct TurnCredentials {
+    /// `turn:` and `turns:` URLs (and `stun:` ones, which need none).
+    pub urls: Vec<String>,
+    /// Shared with the TURN servers.
+    pub secret: Vec<u8>,
+    /// How long a username stays valid. Allocations need a valid one to be
+    /// refreshed, so this bounds how long a relayed call can last without
+    /// the page fetching new ones (it does on every reconnect).
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for TurnCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnCredentials")
+            .field("urls", &self.urls)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IceConfig {
+    /// The servers for `peer`, with TURN credentials valid from `unix_now`.
+    pub fn for_peer(&self, peer: room::PeerId, unix_now: u64) -> Vec<IceServer> {
+        let mut out = self.servers.clone();
+        if let Some(turn) = &self.turn {
+            let (stun, relay): (Vec<String>, Vec<String>) =
+                turn.urls.iter().cloned().partition(|u| u.starts_with("stun:"));
+            if !stun.is_empty() {
+                out.push(IceServer { urls: stun, username: None, credential: None });
+            }
+            if !relay.is_empty() {
+                let username = ::turn::auth::rest_username(unix_now + turn.ttl.as_secs(), &peer.to_string());
+                let credential = ::turn::auth::rest_password(&turn.secret, &username);
+                out.push(IceServer { urls: relay, username: Some(username), credential: Some(credential) });
+            }
+        }
+        out
+    }
 }
 
 /// Per-connection limits; docs/protocol.md lists the defaults.
@@ -197,6 +279,20 @@ pub async fn serve(
         n => n,
     };
     let metrics = Arc::new(metrics::Metrics::default());
+    let shutdown_token = CancellationToken::new();
+    let _turn = match &config.turn {
+        Some(turn) => match turn_io::start(turn.clone(), metrics.clone(), shutdown_token.clone()).await {
+            Ok(task) => {
+                tracing::info!(listen = %turn.listen, public_ip = %turn.public_ip, "STUN/TURN on UDP and TCP");
+                Some(AbortOnDrop(task))
+            }
+            Err(e) => {
+                tracing::warn!("STUN/TURN is off: cannot listen on {}: {e}", turn.listen);
+                None
+            }
+        },
+        None => None,
+    };
     let app = Arc::new(App {
         origins: origin::OriginPolicy::new(&config.allowed_origins),
         hub: hub::Hub::start(shards, &config, metrics.clone()),
@@ -206,7 +302,7 @@ pub async fn serve(
         ),
         metrics,
         config,
-        shutdown: CancellationToken::new(),
+        shutdown: shutdown_token,
         connections: TaskTracker::new(),
     });
     let token = app.shutdown.clone();

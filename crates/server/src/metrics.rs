@@ -66,6 +66,10 @@ pub(crate) struct Metrics {
     errors: [AtomicU64; ErrorCode::ALL.len()],
     pub(crate) rooms: AtomicI64,
     pub(crate) members: AtomicI64,
+    pub(crate) turn_allocations: AtomicI64,
+    pub(crate) turn_relayed: AtomicU64,
+    pub(crate) turn_refused: AtomicU64,
+    pub(crate) turn_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -162,6 +166,30 @@ impl Metrics {
         metric("errors_total", "counter", "Error replies sent, by code.", &errors);
         metric("rooms", "gauge", "Rooms with at least one member.", &one(gauge(&self.rooms).into()));
         metric("members", "gauge", "Peers in a room.", &one(gauge(&self.members).into()));
+        metric(
+            "turn_allocations",
+            "gauge",
+            "TURN allocations now.",
+            &one(gauge(&self.turn_allocations).into()),
+        );
+        metric(
+            "turn_packets_relayed_total",
+            "counter",
+            "Packets the TURN server relayed.",
+            &one(get(&self.turn_relayed).into()),
+        );
+        metric(
+            "turn_refused_total",
+            "counter",
+            "TURN requests refused and packets not relayed (no permission, over bandwidth).",
+            &one(get(&self.turn_refused).into()),
+        );
+        metric(
+            "turn_queue_dropped_total",
+            "counter",
+            "TURN packets dropped on a full queue.",
+            &one(get(&self.turn_dropped).into()),
+        );
         out
     }
 }

@@ -72,6 +72,60 @@ struct Cli {
     #[arg(long, env = "WEBCONF_TRUST_PROXY")]
     trust_proxy: bool,
 
+    /// Turn the built-in STUN/TURN server off.
+    #[arg(long, env = "WEBCONF_NO_TURN")]
+    no_turn: bool,
+
+    /// UDP and TCP port of the built-in STUN/TURN server (on the --listen
+    /// address).
+    #[arg(long, env = "WEBCONF_TURN_PORT", default_value_t = 3478)]
+    turn_port: u16,
+
+    /// The address browsers reach this machine at, for TURN relays (set it
+    /// behind a 1:1 NAT, such as a cloud VM's public IP). Default: the
+    /// --listen address, or the address of the default route.
+    #[arg(long, env = "WEBCONF_PUBLIC_IP")]
+    public_ip: Option<std::net::IpAddr>,
+
+    /// Host name for the STUN/TURN URLs handed to browsers (default: the
+    /// public IP).
+    #[arg(long, env = "WEBCONF_TURN_HOST")]
+    turn_host: Option<String>,
+
+    /// UDP ports for TURN relays, as FIRST-LAST.
+    #[arg(long, env = "WEBCONF_TURN_RELAY_PORTS", default_value = "49152-65535", value_parser = parse_port_range)]
+    turn_relay_ports: std::ops::RangeInclusive<u16>,
+
+    /// Shared secret for TURN credentials (coturn's static-auth-secret).
+    /// Default: derived from the state directory's secret.
+    #[arg(long, env = "WEBCONF_TURN_SECRET")]
+    turn_secret: Option<String>,
+
+    /// Use these external TURN/STUN servers (coturn with
+    /// --use-auth-secret, repeatable) instead of the built-in one; needs
+    /// --turn-secret.
+    #[arg(
+        long = "turn-external",
+        env = "WEBCONF_TURN_EXTERNAL",
+        value_delimiter = ',',
+        requires = "turn_secret"
+    )]
+    turn_external: Vec<String>,
+
+    /// Let the built-in TURN server relay to loopback, private and
+    /// link-local addresses (off: a relay is otherwise a way into the
+    /// server's own network). For tests on one machine.
+    #[arg(long, env = "WEBCONF_TURN_ALLOW_PRIVATE")]
+    turn_allow_private: bool,
+
+    /// Most TURN allocations one credential may hold.
+    #[arg(long, env = "WEBCONF_TURN_USER_QUOTA", default_value_t = 10)]
+    turn_user_quota: usize,
+
+    /// Relay bandwidth per allocation and direction, in kbit/s (0: no limit).
+    #[arg(long, env = "WEBCONF_TURN_BANDWIDTH", default_value_t = 20_000)]
+    turn_bandwidth: u64,
+
     /// Where webconf keeps its state: a `secret` file that signs resume
     /// tokens, so calls survive a restart. Default: $XDG_STATE_HOME/webconf
     /// or ~/.local/state/webconf.
@@ -82,6 +136,16 @@ struct Cli {
     /// `info,server=debug`.
     #[arg(long, env = "WEBCONF_LOG", default_value = "info")]
     log: String,
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST, like 49152-65535")?;
+    let (a, b): (u16, u16) =
+        (a.trim().parse().map_err(|e| format!("{e}"))?, b.trim().parse().map_err(|e| format!("{e}"))?);
+    if a == 0 || a > b {
+        return Err("FIRST must be at least 1 and not above LAST".to_owned());
+    }
+    Ok(a..=b)
 }
 
 /// How to get a certificate without files.
@@ -153,6 +217,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         );
     }
     let secret = load_secret(cli.state_dir.as_deref());
+    let (ice, turn) = turn_setup(&cli, addr, &secret);
     let config = server::Config {
         room_capacity: usize::from(cli.room_capacity),
         allowed_origins: cli.allow_origin,
@@ -160,6 +225,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         resume_key: server::resume::ResumeKey::new(secret),
         tls: tls.clone(),
         trust_proxy: cli.trust_proxy,
+        ice,
+        turn,
         ..server::Config::default()
     };
     announce(addr, tls.as_ref());
@@ -185,6 +252,66 @@ async fn run(cli: Cli) -> Result<(), String> {
     server::serve(listener, config, shutdown).await.map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What peers are told about STUN/TURN, and the built-in server's set-up.
+fn turn_setup(
+    cli: &Cli,
+    addr: SocketAddr,
+    secret: &[u8; 32],
+) -> (server::IceConfig, Option<server::turn_io::TurnIo>) {
+    let turn_secret = match &cli.turn_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => server::derive_key(secret, "webconf-turn-secret")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes(),
+    };
+    let ttl = std::time::Duration::from_secs(24 * 3600);
+    if !cli.turn_external.is_empty() {
+        let credentials =
+            server::TurnCredentials { urls: cli.turn_external.clone(), secret: turn_secret, ttl };
+        return (server::IceConfig { servers: Vec::new(), turn: Some(credentials) }, None);
+    }
+    if cli.no_turn {
+        return (server::IceConfig::default(), None);
+    }
+    let listen_ip = addr.ip();
+    let public_ip = cli
+        .public_ip
+        .or((!listen_ip.is_unspecified()).then_some(listen_ip))
+        .or_else(server::turn_io::default_route_ip)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let host = cli.turn_host.clone().unwrap_or_else(|| match public_ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    });
+    let port = cli.turn_port;
+    let urls = vec![
+        format!("stun:{host}:{port}"),
+        format!("turn:{host}:{port}?transport=udp"),
+        format!("turn:{host}:{port}?transport=tcp"),
+    ];
+    let families = if public_ip.is_ipv4() { vec![turn::Family::V4] } else { vec![turn::Family::V6] };
+    let core = turn::Config {
+        secret: turn_secret.clone(),
+        nonce_key: server::random_secret(),
+        max_allocations_per_user: cli.turn_user_quota,
+        bandwidth_bytes_per_sec: cli.turn_bandwidth * 1000 / 8,
+        allow_private_peers: cli.turn_allow_private,
+        families,
+        ..turn::Config::default()
+    };
+    let io = server::turn_io::TurnIo {
+        listen: SocketAddr::new(listen_ip, port),
+        relay_bind: listen_ip,
+        public_ip,
+        relay_ports: cli.turn_relay_ports.clone(),
+        core,
+    };
+    let credentials = server::TurnCredentials { urls, secret: turn_secret, ttl };
+    (server::IceConfig { servers: Vec::new(), turn: Some(credentials) }, Some(io))
 }
 
 /// The secret that signs resume tokens, from `<state dir>/secret`, made

@@ -177,6 +177,9 @@ impl Driver {
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
         });
         let Value::Object(caps) = caps else { unreachable!() };
+        // fantoccini's rustls and ours bring two crypto providers; pick one
+        // for the process (a second install is a harmless error).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = ClientBuilder::rustls()
             .expect("TLS roots")
             .capabilities(caps)

@@ -6,3 +6,4 @@ mod browser;
 mod harness;
 mod relay;
 mod support;
+mod turn;

@@ -1,0 +1,358 @@
+//! The built-in STUN/TURN server's IO: a UDP socket and a TCP listener on
+//! the TURN port, one UDP socket per allocation for relaying, and one task
+//! that owns the sans-IO [`turn::Server`] and carries out what it says.
+//!
+//! Every queue here carries packets, and an IP network may drop packets:
+//! when a queue is full the packet is dropped (and counted), so a flood can
+//! cost bandwidth but never unbounded memory, and never blocks the others.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+use turn::{Family, FiveTuple, Input, Output, Transport};
+
+use crate::metrics::Metrics;
+
+/// Events waiting for the TURN task. Beyond this, packets are dropped.
+const INBOX: usize = 8192;
+/// Frames waiting to be written to one TCP client.
+const TCP_QUEUE: usize = 256;
+/// Largest datagram or frame handled (a UDP datagram's maximum).
+const MAX_PACKET: usize = 65_535;
+/// Attempts at finding a free relay port before giving up (508).
+const PORT_TRIES: usize = 64;
+
+/// How the built-in TURN server is set up.
+#[derive(Clone, Debug)]
+pub struct TurnIo {
+    /// UDP and TCP address of the STUN/TURN service.
+    pub listen: SocketAddr,
+    /// Address relay sockets are bound to.
+    pub relay_bind: IpAddr,
+    /// Address clients and peers see for relays (a NAT's public address,
+    /// or the same as `relay_bind`).
+    pub public_ip: IpAddr,
+    /// Ports relay sockets use.
+    pub relay_ports: RangeInclusive<u16>,
+    /// The state machine's settings.
+    pub core: turn::Config,
+}
+
+enum Event {
+    FromClient { from: FiveTuple, data: Vec<u8> },
+    FromPeer { relay: SocketAddr, peer: SocketAddr, data: Vec<u8> },
+    TcpOpened { client: FiveTuple, frames: mpsc::Sender<Vec<u8>> },
+    ClientGone { client: FiveTuple },
+}
+
+/// Binds the TURN sockets now (so a busy port is reported at start-up), then
+/// serves until `shutdown` is cancelled.
+pub(crate) async fn start(
+    config: TurnIo,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> io::Result<tokio::task::JoinHandle<()>> {
+    let udp = Arc::new(UdpSocket::bind(config.listen).await?);
+    let tcp = crate::bind(config.listen)?;
+    let (tx, rx) = mpsc::channel(INBOX);
+    let local = udp.local_addr()?;
+    tokio::spawn(udp_reader(udp.clone(), local, tx.clone(), metrics.clone(), shutdown.clone()));
+    tokio::spawn(tcp_acceptor(tcp, tx.clone(), metrics.clone(), shutdown.clone()));
+    let task = Task {
+        core: turn::Server::new(config.core.clone()),
+        config,
+        udp,
+        relays: HashMap::new(),
+        tcp: HashMap::new(),
+        events: tx,
+        metrics,
+    };
+    Ok(tokio::spawn(task.run(rx, shutdown)))
+}
+
+async fn udp_reader(
+    udp: Arc<UdpSocket>,
+    local: SocketAddr,
+    tx: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    loop {
+        let (n, from) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = udp.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                // ICMP errors surface here on some systems: not fatal.
+                Err(_) => continue,
+            },
+        };
+        let from = FiveTuple { transport: Transport::Udp, client: from, server: local };
+        offer(&tx, Event::FromClient { from, data: buf[..n].to_vec() }, &metrics);
+    }
+}
+
+/// Queues an event for the TURN task, or drops it (counted) when full.
+fn offer(tx: &mpsc::Sender<Event>, event: Event, metrics: &Metrics) {
+    if let Err(TrySendError::Full(_)) = tx.try_send(event) {
+        metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn tcp_acceptor(
+    tcp: TcpListener,
+    tx: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, from) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tcp.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("TURN TCP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(local) = stream.local_addr() else { continue };
+        let _ = stream.set_nodelay(true);
+        let client = FiveTuple { transport: Transport::Tcp, client: from, server: local };
+        tokio::spawn(tcp_client(stream, client, tx.clone(), metrics.clone(), shutdown.clone()));
+    }
+}
+
+/// One TURN-over-TCP client: reads frames in, writes frames out.
+async fn tcp_client(
+    stream: TcpStream,
+    client: FiveTuple,
+    tx: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (frames_tx, mut frames) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+    if tx.send(Event::TcpOpened { client, frames: frames_tx }).await.is_err() {
+        return;
+    }
+    let write = async move {
+        while let Some(frame) = frames.recv().await {
+            if tokio::time::timeout(Duration::from_secs(10), writer.write_all(&frame))
+                .await
+                .map_or(true, |r| r.is_err())
+            {
+                return;
+            }
+        }
+    };
+    let read = async {
+        let mut buf = Vec::with_capacity(4096);
+        let mut chunk = [0u8; 4096];
+        loop {
+            // Every frame this stream still holds, in order.
+            while let Some(len) = buf.get(..4).and_then(turn::stun::stream_frame_len) {
+                if len > MAX_PACKET {
+                    return;
+                }
+                if buf.len() < len {
+                    break;
+                }
+                let frame: Vec<u8> = buf.drain(..len).collect();
+                offer(&tx, Event::FromClient { from: client, data: frame }, &metrics);
+            }
+            if buf.len() >= 4 && turn::stun::stream_frame_len(&buf[..4]).is_none() {
+                return; // Not STUN/TURN: drop the connection.
+            }
+            // A client silent for 10 minutes has no allocation left to keep.
+            match tokio::time::timeout(Duration::from_secs(600), reader.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = read => {}
+        () = write => {}
+    }
+    let _ = tx.send(Event::ClientGone { client }).await;
+}
+
+struct Relay {
+    socket: Arc<UdpSocket>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+struct Task {
+    core: turn::Server,
+    config: TurnIo,
+    udp: Arc<UdpSocket>,
+    /// Relay sockets by advertised address.
+    relays: HashMap<SocketAddr, Relay>,
+    /// TCP clients' outbound queues.
+    tcp: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+    events: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Event>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    self.core.handle_timeout(Instant::now());
+                    self.drain().await;
+                }
+                n = rx.recv_many(&mut batch, 64) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for event in batch.drain(..) {
+                        self.handle(event).await;
+                    }
+                }
+            }
+        }
+        for (_, relay) in self.relays.drain() {
+            relay.reader.abort();
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        let now = Instant::now();
+        let unix = crate::unix_now().as_secs();
+        match event {
+            Event::FromClient { from, data } => {
+                self.core.handle_input(now, unix, Input::FromClient { from, data: &data });
+            }
+            Event::FromPeer { relay, peer, data } => {
+                self.core.handle_input(now, unix, Input::FromPeer { relay, peer, data: &data });
+            }
+            Event::TcpOpened { client, frames } => {
+                self.tcp.insert(client, frames);
+            }
+            Event::ClientGone { client } => {
+                self.tcp.remove(&client);
+                self.core.handle_input(now, unix, Input::ClientGone { client });
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Carries out everything the core asked for.
+    async fn drain(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::ToClient { to, data } => match to.transport {
+                    Transport::Udp => {
+                        let _ = self.udp.try_send_to(&data, to.client);
+                    }
+                    Transport::Tcp => {
+                        if let Some(q) = self.tcp.get(&to)
+                            && q.try_send(data).is_err()
+                        {
+                            self.metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                },
+                Output::ToPeer { relay, peer, data } => {
+                    if let Some(r) = self.relays.get(&relay) {
+                        let _ = r.socket.try_send_to(&data, peer);
+                    }
+                }
+                Output::OpenRelay { id, family } => {
+                    let now = Instant::now();
+                    let unix = crate::unix_now().as_secs();
+                    match self.open_relay(family).await {
+                        Ok(relay) => self.core.handle_input(now, unix, Input::RelayOpened { id, relay }),
+                        Err(e) => {
+                            tracing::warn!("cannot open a TURN relay socket: {e}");
+                            self.core.handle_input(now, unix, Input::RelayFailed { id });
+                        }
+                    }
+                }
+                Output::CloseRelay { relay } => {
+                    if let Some(r) = self.relays.remove(&relay) {
+                        r.reader.abort();
+                    }
+                }
+            }
+        }
+        let stats = self.core.stats();
+        let m = &self.metrics;
+        m.turn_allocations.store(stats.allocations as i64, Ordering::Relaxed);
+        m.turn_relayed.store(stats.packets_to_peers + stats.packets_to_clients, Ordering::Relaxed);
+        m.turn_refused.store(stats.requests_refused + stats.packets_dropped, Ordering::Relaxed);
+    }
+
+    /// Binds a relay socket on a free port of the range; returns its
+    /// advertised address.
+    async fn open_relay(&mut self, family: Family) -> io::Result<SocketAddr> {
+        let bind_ip = match (family, self.config.relay_bind) {
+            (Family::V4, ip @ IpAddr::V4(_)) => ip,
+            (Family::V6, ip @ IpAddr::V6(_)) => ip,
+            (Family::V4, _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            (Family::V6, _) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let (lo, hi) = (*self.config.relay_ports.start(), *self.config.relay_ports.end());
+        let span = u32::from(hi.saturating_sub(lo)) + 1;
+        let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free relay port");
+        for _ in 0..PORT_TRIES {
+            let port = lo + (crate::random_u64() % u64::from(span)) as u16;
+            match UdpSocket::bind(SocketAddr::new(bind_ip, port)).await {
+                Ok(socket) => {
+                    let socket = Arc::new(socket);
+                    let relay = SocketAddr::new(self.config.public_ip, port);
+                    let reader = tokio::spawn(relay_reader(
+                        socket.clone(),
+                        relay,
+                        self.events.clone(),
+                        self.metrics.clone(),
+                    ));
+                    self.relays.insert(relay, Relay { socket, reader });
+                    return Ok(relay);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+async fn relay_reader(
+    socket: Arc<UdpSocket>,
+    relay: SocketAddr,
+    tx: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
+) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, peer)) => offer(&tx, Event::FromPeer { relay, peer, data: buf[..n].to_vec() }, &metrics),
+            Err(_) => continue,
+        }
+    }
+}
+
+/// The address of this machine's default route (without sending anything:
+/// connecting a UDP socket only looks the route up), if it has one.
+pub fn default_route_ip() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    socket.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+}

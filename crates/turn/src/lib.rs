@@ -1,0 +1,386 @@
+//! A sans-IO STUN/TURN server for webconf.
+//!
+//! - [`stun`]: the message codec (RFC 8489), MESSAGE-INTEGRITY, FINGERPRINT,
+//!   and the framing of STUN and ChannelData on TCP streams.
+//! - [`auth`]: time-limited credentials in the coturn REST scheme, the
+//!   long-term credential key, stateless nonces.
+//! - [`policy`]: which peers may be relayed to (public unicast by default).
+//! - [`Server`]: the TURN state machine (RFC 8656): allocations, permissions,
+//!   channels, lifetimes, quotas, bandwidth.
+//!
+//! Nothing here touches a socket or a clock; the IO shell (crates/server,
+//! `turn_io.rs`) owns the sockets and feeds the state machine.
+
+pub mod auth;
+pub mod policy;
+mod server;
+pub mod stun;
+
+pub use server::{AllocId, Config, Family, FiveTuple, Input, Output, Server, Stats, Transport};
+
+#[cfg(test)]
+mod tests {
+    //! A scripted TURN client against the state machine, through whole
+    //! exchanges: challenge, allocation, permissions, relaying both ways.
+
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::stun::{Builder, Class, Message, Method, attr};
+
+    const SECRET: &[u8] = b"s3cret";
+    const UNIX: u64 = 1_800_000_000;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    struct Harness {
+        server: Server,
+        now: Instant,
+        unix: u64,
+        client: FiveTuple,
+        username: String,
+        key: [u8; 16],
+        nonce: String,
+        next_tid: u8,
+        relay_port: u16,
+    }
+
+    impl Harness {
+        fn new(config: Config) -> Harness {
+            let username = auth::rest_username(UNIX + 3600, "peer");
+            let password = auth::rest_password(SECRET, &username);
+            let key = auth::long_term_key(&username, "webconf", &password);
+            Harness {
+                server: Server::new(Config { secret: SECRET.to_vec(), nonce_key: [9; 32], ..config }),
+                now: Instant::now(),
+                unix: UNIX,
+                client: FiveTuple {
+                    transport: Transport::Udp,
+                    client: addr("198.51.100.10:50000"),
+                    server: addr("203.0.113.1:3478"),
+                },
+                username,
+                key,
+                nonce: String::new(),
+                next_tid: 1,
+                relay_port: 49152,
+            }
+        }
+
+        fn tid(&mut self) -> [u8; 12] {
+            self.next_tid += 1;
+            [self.next_tid; 12]
+        }
+
+        fn input(&mut self, input: Input<'_>) -> Vec<Output> {
+            self.server.handle_input(self.now, self.unix, input);
+            self.server.check_invariants();
+            std::iter::from_fn(|| self.server.poll_output()).collect()
+        }
+
+        fn send_client(&mut self, data: &[u8]) -> Vec<Output> {
+            let from = self.client;
+            self.input(Input::FromClient { from, data })
+        }
+
+        /// Sends an authenticated request built by `build`; returns the
+        /// outputs (answering a nonce challenge first if needed).
+        fn request(&mut self, method: Method, build: impl Fn(Builder) -> Builder) -> Vec<Output> {
+            let tid = self.tid();
+            let b = Builder::new(method, Class::Request, tid)
+                .attr(attr::USERNAME, self.username.as_bytes())
+                .attr(attr::REALM, b"webconf")
+                .attr(attr::NONCE, self.nonce.as_bytes());
+            let msg = build(b).integrity(&self.key).finish_with_fingerprint();
+            self.send_client(&msg)
+        }
+
+        /// The one response among `outputs`, parsed and checked.
+        fn response(outputs: &[Output]) -> (Method, Class, Option<u16>, Vec<u8>) {
+            let data = outputs
+                .iter()
+                .find_map(|o| match o {
+                    Output::ToClient { data, .. } => Some(data.clone()),
+                    _ => None,
+                })
+                .expect("a response");
+            let msg = Message::parse(&data).expect("our responses parse");
+            assert!(msg.fingerprint_ok());
+            let code = msg.get(attr::ERROR_CODE).map(|v| u16::from(v[2]) * 100 + u16::from(v[3]));
+            (msg.method, msg.class, code, data)
+        }
+
+        /// Gets a nonce (401), then allocates; returns the relay address.
+        fn allocate(&mut self) -> SocketAddr {
+            let tid = self.tid();
+            let plain = Builder::new(Method::Allocate, Class::Request, tid)
+                .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                .finish();
+            let out = self.send_client(&plain);
+            let (_, class, code, data) = Self::response(&out);
+            assert_eq!((class, code), (Class::Error, Some(401)));
+            let challenge = Message::parse(&data).expect("parses");
+            assert_eq!(challenge.get_str(attr::REALM), Some("webconf"));
+            self.nonce = challenge.get_str(attr::NONCE).expect("a nonce").to_owned();
+            let out = self.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+            let Some(Output::OpenRelay { id, family: Family::V4 }) = out.first() else {
+                panic!("expected OpenRelay, got {out:?}")
+            };
+            let id = *id;
+            self.relay_port += 1;
+            let relay = SocketAddr::new(addr("203.0.113.1:0").ip(), self.relay_port);
+            let out = self.input(Input::RelayOpened { id, relay });
+            let (method, class, _, data) = Self::response(&out);
+            assert_eq!((method, class), (Method::Allocate, Class::Success));
+            let ok = Message::parse(&data).expect("parses");
+            assert!(ok.verify_integrity(&self.key), "success responses carry our integrity");
+            assert_eq!(ok.get_xor_addr(attr::XOR_RELAYED_ADDRESS), Some(relay));
+            assert_eq!(ok.get_xor_addr(attr::XOR_MAPPED_ADDRESS), Some(self.client.client));
+            assert_eq!(ok.get_u32(attr::LIFETIME), Some(600));
+            relay
+        }
+
+        /// Takes the nonce from a 401 or 438 answer to a bare request (a
+        /// nonce is bound to the client's address).
+        fn fresh_nonce(&mut self) {
+            let out = self.request(Method::Refresh, |b| b);
+            let (_, _, code, data) = Self::response(&out);
+            assert!(matches!(code, Some(401 | 438)), "{code:?}");
+            self.nonce =
+                Message::parse(&data).expect("parses").get_str(attr::NONCE).expect("nonce").to_owned();
+        }
+
+        fn permit(&mut self, peer: SocketAddr) -> Option<u16> {
+            let out = self.request(Method::CreatePermission, |b| b.xor_addr(attr::XOR_PEER_ADDRESS, peer));
+            Self::response(&out).2
+        }
+    }
+
+    #[test]
+    fn binding_answers_with_the_mapped_address() {
+        let mut h = Harness::new(Config::default());
+        let req = Builder::new(Method::Binding, Class::Request, [1; 12]).finish_with_fingerprint();
+        let out = h.send_client(&req);
+        let (_, class, _, data) = Harness::response(&out);
+        assert_eq!(class, Class::Success);
+        let msg = Message::parse(&data).expect("parses");
+        assert_eq!(msg.get_xor_addr(attr::XOR_MAPPED_ADDRESS), Some(h.client.client));
+    }
+
+    #[test]
+    fn allocate_permit_and_relay_both_ways_by_indication_and_channel() {
+        let mut h = Harness::new(Config::default());
+        let relay = h.allocate();
+        let peer = addr("192.0.2.77:40000");
+
+        // No permission yet: nothing goes either way.
+        let send = |h: &mut Harness, data: &[u8]| {
+            let tid = h.tid();
+            let msg = Builder::new(Method::Send, Class::Indication, tid)
+                .xor_addr(attr::XOR_PEER_ADDRESS, peer)
+                .attr(attr::DATA, data)
+                .finish();
+            h.send_client(&msg)
+        };
+        assert!(send(&mut h, b"early").is_empty());
+        assert!(h.input(Input::FromPeer { relay, peer, data: b"hello?" }).is_empty());
+
+        assert_eq!(h.permit(peer), None);
+        assert_eq!(send(&mut h, b"ping"), vec![Output::ToPeer { relay, peer, data: b"ping".to_vec() }]);
+        let out = h.input(Input::FromPeer { relay, peer, data: b"pong" });
+        let [Output::ToClient { data, .. }] = out.as_slice() else { panic!("{out:?}") };
+        let ind = Message::parse(data).expect("a Data indication");
+        assert_eq!((ind.method, ind.class), (Method::Data, Class::Indication));
+        assert_eq!(ind.get_xor_addr(attr::XOR_PEER_ADDRESS), Some(peer));
+        assert_eq!(ind.get(attr::DATA), Some(&b"pong"[..]));
+        // Permissions are per IP: another port of the same peer passes too.
+        let other_port = addr("192.0.2.77:40001");
+        assert_eq!(h.input(Input::FromPeer { relay, peer: other_port, data: b"x" }).len(), 1);
+
+        // A channel: ChannelData both ways.
+        let out = h.request(Method::ChannelBind, |b| {
+            b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x01, 0, 0]).xor_addr(attr::XOR_PEER_ADDRESS, peer)
+        });
+        assert_eq!(Harness::response(&out).1, Class::Success);
+        let out = h.send_client(&stun::channel_data(0x4001, b"via channel", false));
+        assert_eq!(out, vec![Output::ToPeer { relay, peer, data: b"via channel".to_vec() }]);
+        let out = h.input(Input::FromPeer { relay, peer, data: b"back" });
+        assert_eq!(
+            out,
+            vec![Output::ToClient { to: h.client, data: stun::channel_data(0x4001, b"back", false) }]
+        );
+        // The same channel for another peer, or another channel for this
+        // peer, is refused.
+        let out = h.request(Method::ChannelBind, |b| {
+            b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x01, 0, 0]).xor_addr(attr::XOR_PEER_ADDRESS, other_port)
+        });
+        assert_eq!(Harness::response(&out).2, Some(400));
+        let out = h.request(Method::ChannelBind, |b| {
+            b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x02, 0, 0]).xor_addr(attr::XOR_PEER_ADDRESS, peer)
+        });
+        assert_eq!(Harness::response(&out).2, Some(400));
+        assert_eq!(h.server.stats().allocations, 1);
+    }
+
+    #[test]
+    fn private_and_loopback_peers_are_refused_unless_allowed() {
+        let mut h = Harness::new(Config::default());
+        h.allocate();
+        for peer in ["127.0.0.1:9", "10.0.0.5:9", "192.168.1.1:9", "169.254.169.254:80"] {
+            assert_eq!(h.permit(addr(peer)), Some(403), "{peer}");
+        }
+        let out = h.request(Method::ChannelBind, |b| {
+            b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0])
+                .xor_addr(attr::XOR_PEER_ADDRESS, addr("127.0.0.1:9"))
+        });
+        assert_eq!(Harness::response(&out).2, Some(403));
+        let mut open = Harness::new(Config { allow_private_peers: true, ..Config::default() });
+        open.allocate();
+        assert_eq!(open.permit(addr("127.0.0.1:9")), None);
+    }
+
+    #[test]
+    fn credentials_are_checked_and_expire() {
+        let mut h = Harness::new(Config::default());
+        h.allocate();
+        // A wrong password.
+        let good_key = h.key;
+        h.key = [0; 16];
+        assert_eq!(h.permit(addr("192.0.2.1:1")), Some(401));
+        h.key = good_key;
+        // A stale nonce gets 438 and a fresh one.
+        h.unix += 3601;
+        h.username = auth::rest_username(UNIX + 100_000, "peer");
+        h.key = auth::long_term_key(&h.username, "webconf", &auth::rest_password(SECRET, &h.username));
+        let out = h.request(Method::Refresh, |b| b);
+        let (_, _, code, data) = Harness::response(&out);
+        assert_eq!(code, Some(438));
+        h.nonce = Message::parse(&data).expect("parses").get_str(attr::NONCE).expect("nonce").to_owned();
+        // Another username than the allocation's: 441.
+        let out = h.request(Method::Refresh, |b| b);
+        assert_eq!(Harness::response(&out).2, Some(441));
+        // An expired username is refused outright.
+        let mut late = Harness::new(Config::default());
+        late.username = auth::rest_username(UNIX - 1, "peer");
+        late.key =
+            auth::long_term_key(&late.username, "webconf", &auth::rest_password(SECRET, &late.username));
+        let first = late.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+        let (_, _, _, data) = Harness::response(&first);
+        late.nonce = Message::parse(&data).expect("parses").get_str(attr::NONCE).expect("nonce").to_owned();
+        let out = late.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+        assert_eq!(Harness::response(&out).2, Some(401));
+    }
+
+    #[test]
+    fn allocation_rules_quotas_and_lifetimes() {
+        let mut h = Harness::new(Config { max_allocations_per_user: 1, ..Config::default() });
+        let relay = h.allocate();
+        // A second Allocate on the same 5-tuple is a mismatch...
+        let out = h.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+        assert_eq!(Harness::response(&out).2, Some(437));
+        // ...and from another port it is over this user's quota.
+        h.client.client = addr("198.51.100.10:50001");
+        h.fresh_nonce();
+        let out = h.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+        assert_eq!(Harness::response(&out).2, Some(486));
+        // TCP relaying to peers is not offered.
+        let out = h.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]));
+        assert_eq!(Harness::response(&out).2, Some(442));
+        h.client.client = addr("198.51.100.10:50000");
+        h.fresh_nonce();
+        // Refresh extends; the allocation expires without one.
+        h.now += Duration::from_secs(500);
+        let out = h.request(Method::Refresh, |b| b.u32(attr::LIFETIME, 100));
+        let (_, class, _, data) = Harness::response(&out);
+        assert_eq!(class, Class::Success);
+        assert_eq!(
+            Message::parse(&data).expect("parses").get_u32(attr::LIFETIME),
+            Some(600),
+            "at least the default"
+        );
+        h.now += Duration::from_secs(599);
+        h.server.handle_timeout(h.now);
+        assert_eq!(h.server.stats().allocations, 1);
+        h.now += Duration::from_secs(2);
+        h.server.handle_timeout(h.now);
+        assert_eq!(h.server.poll_output(), Some(Output::CloseRelay { relay }));
+        assert_eq!(h.server.stats().allocations, 0);
+        h.server.check_invariants();
+        // The quota place came free.
+        h.allocate();
+        // Refresh with lifetime 0 deletes at once.
+        let out = h.request(Method::Refresh, |b| b.u32(attr::LIFETIME, 0));
+        assert!(out.iter().any(|o| matches!(o, Output::CloseRelay { .. })));
+        assert_eq!(h.server.stats().allocations, 0);
+    }
+
+    #[test]
+    fn permissions_and_channels_expire() {
+        let mut h = Harness::new(Config::default());
+        let relay = h.allocate();
+        let peer = addr("192.0.2.7:7");
+        h.permit(peer);
+        h.now += Duration::from_secs(301);
+        h.server.handle_timeout(h.now);
+        assert!(h.input(Input::FromPeer { relay, peer, data: b"late" }).is_empty());
+        assert_eq!(h.server.stats().packets_dropped, 1);
+    }
+
+    #[test]
+    fn bandwidth_is_capped_per_allocation() {
+        let mut h = Harness::new(Config { bandwidth_bytes_per_sec: 10_000, ..Config::default() });
+        let relay = h.allocate();
+        let peer = addr("192.0.2.8:8");
+        h.permit(peer);
+        let blob = vec![0u8; 1000];
+        let passed =
+            (0..50).filter(|_| !h.input(Input::FromPeer { relay, peer, data: &blob }).is_empty()).count();
+        assert_eq!(passed, 10, "one second's worth of burst");
+        h.now += Duration::from_millis(500);
+        let passed =
+            (0..50).filter(|_| !h.input(Input::FromPeer { relay, peer, data: &blob }).is_empty()).count();
+        assert_eq!(passed, 5);
+    }
+
+    #[test]
+    fn tcp_clients_get_padded_channel_data_and_lose_allocations_on_close() {
+        let mut h = Harness::new(Config::default());
+        h.client.transport = Transport::Tcp;
+        let relay = h.allocate();
+        let peer = addr("192.0.2.9:9");
+        let out = h.request(Method::ChannelBind, |b| {
+            b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0]).xor_addr(attr::XOR_PEER_ADDRESS, peer)
+        });
+        assert_eq!(Harness::response(&out).1, Class::Success);
+        let out = h.input(Input::FromPeer { relay, peer, data: b"12345" });
+        let [Output::ToClient { data, .. }] = out.as_slice() else { panic!("{out:?}") };
+        assert_eq!(data.len(), 12, "4 + 5 padded to 12 on a stream");
+        let client = h.client;
+        let out = h.input(Input::ClientGone { client });
+        assert_eq!(out, vec![Output::CloseRelay { relay }]);
+        h.server.check_invariants();
+    }
+
+    #[test]
+    fn unknown_required_attributes_and_garbage() {
+        let mut h = Harness::new(Config::default());
+        let req = Builder::new(Method::Allocate, Class::Request, [3; 12]).attr(0x0042, b"?").finish();
+        let out = h.send_client(&req);
+        let (_, _, code, data) = Harness::response(&out);
+        assert_eq!(code, Some(420));
+        assert_eq!(
+            Message::parse(&data).expect("parses").get(attr::UNKNOWN_ATTRIBUTES),
+            Some(&[0x00, 0x42][..])
+        );
+        for junk in [&b""[..], b"\x00", b"\x40\x00\x00\xff", b"GET / HTTP/1.1\r\n", &[0u8; 20]] {
+            assert!(h.send_client(junk).is_empty());
+        }
+        assert!(
+            h.input(Input::FromPeer { relay: addr("203.0.113.1:1"), peer: addr("192.0.2.1:1"), data: b"?" })
+                .is_empty()
+        );
+    }
+}

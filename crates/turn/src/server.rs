@@ -1,0 +1,806 @@
+//! The TURN server state machine (RFC 8656, with RFC 5766 clients in mind):
+//! STUN Binding, and Allocate / Refresh / CreatePermission / ChannelBind
+//! requests, Send and Data indications, ChannelData, lifetimes, quotas.
+//!
+//! It owns no socket and reads no clock. The shell feeds it what arrived
+//! ([`Input`]) with the time, asks it to sweep expired state every second
+//! ([`Server::handle_timeout`]), and carries out what it says ([`Output`]):
+//! packets to clients and peers, relay sockets to open and close.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::auth::{self, NonceCheck, NonceKey};
+use crate::policy;
+use crate::stun::{self, Builder, Class, Message, Method, attr};
+
+/// The transport between a client and the server.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Transport {
+    /// UDP datagrams.
+    Udp,
+    /// A TCP stream (STUN and padded ChannelData frames).
+    Tcp,
+}
+
+/// A client as the server sees it (RFC 8656 section 2: the 5-tuple).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct FiveTuple {
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// The client's address as seen by the server.
+    pub client: SocketAddr,
+    /// The server address it talks to.
+    pub server: SocketAddr,
+}
+
+/// Identifies an allocation while its relay socket is being opened.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct AllocId(pub u64);
+
+/// The address family of a relay.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+/// Settings of a [`Server`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// REALM sent to clients.
+    pub realm: String,
+    /// The shared secret of the REST credential scheme.
+    pub secret: Vec<u8>,
+    /// Signs nonces.
+    pub nonce_key: [u8; 32],
+    /// SOFTWARE sent in responses.
+    pub software: String,
+    /// Allocation lifetime when the client asks for less (RFC: 10 min).
+    pub default_lifetime: Duration,
+    /// Longest allocation lifetime granted.
+    pub max_lifetime: Duration,
+    /// Permission lifetime (RFC: 5 min).
+    pub permission_lifetime: Duration,
+    /// Channel binding lifetime (RFC: 10 min).
+    pub channel_lifetime: Duration,
+    /// How long a nonce stays valid.
+    pub nonce_lifetime: Duration,
+    /// Most allocations in all.
+    pub max_allocations: usize,
+    /// Most allocations per username.
+    pub max_allocations_per_user: usize,
+    /// Relayed bytes per second per allocation and direction; 0 means no
+    /// limit. Excess packets are dropped (it is UDP).
+    pub bandwidth_bytes_per_sec: u64,
+    /// Relay to loopback, private and link-local peers too (tests only).
+    pub allow_private_peers: bool,
+    /// Families the shell can open relay sockets in.
+    pub families: Vec<Family>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            realm: "webconf".to_owned(),
+            secret: Vec::new(),
+            nonce_key: [0; 32],
+            software: concat!("webconf ", env!("CARGO_PKG_VERSION")).to_owned(),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(3600),
+            max_allocations: 1000,
+            max_allocations_per_user: 10,
+            bandwidth_bytes_per_sec: 2_500_000,
+            allow_private_peers: false,
+            families: vec![Family::V4],
+        }
+    }
+}
+
+/// Something that happened, fed in by the shell.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A datagram, or one frame of a TCP stream, from a client.
+    FromClient {
+        /// Who sent it, over what.
+        from: FiveTuple,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// A datagram from a peer, arriving on a relay socket.
+    FromPeer {
+        /// The relay address it arrived on (as advertised to the client).
+        relay: SocketAddr,
+        /// The peer.
+        peer: SocketAddr,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// The shell opened the relay socket asked for by [`Output::OpenRelay`].
+    RelayOpened {
+        /// Which allocation.
+        id: AllocId,
+        /// Its relay address, as clients and peers must see it.
+        relay: SocketAddr,
+    },
+    /// The shell could not open that relay socket.
+    RelayFailed {
+        /// Which allocation.
+        id: AllocId,
+    },
+    /// A client's TCP connection closed: its allocation goes with it.
+    ClientGone {
+        /// The connection.
+        client: FiveTuple,
+    },
+}
+
+/// Something the shell must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send to a client.
+    ToClient {
+        /// Where (and over which transport).
+        to: FiveTuple,
+        /// The bytes (one datagram, or one stream frame).
+        data: Vec<u8>,
+    },
+    /// Send a datagram from a relay socket to a peer.
+    ToPeer {
+        /// The relay address to send from.
+        relay: SocketAddr,
+        /// The peer.
+        peer: SocketAddr,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Open a UDP relay socket, then answer with [`Input::RelayOpened`] or
+    /// [`Input::RelayFailed`].
+    OpenRelay {
+        /// The allocation it is for.
+        id: AllocId,
+        /// Its family.
+        family: Family,
+    },
+    /// Close a relay socket: its allocation is gone.
+    CloseRelay {
+        /// Its address.
+        relay: SocketAddr,
+    },
+}
+
+/// Counts for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Allocations now.
+    pub allocations: usize,
+    /// Packets relayed client to peer.
+    pub packets_to_peers: u64,
+    /// Packets relayed peer to client.
+    pub packets_to_clients: u64,
+    /// Packets dropped: no permission, over bandwidth, unknown channel.
+    pub packets_dropped: u64,
+    /// Requests refused with an error response.
+    pub requests_refused: u64,
+}
+
+/// Relayed bytes per second, one direction of one allocation.
+#[derive(Debug)]
+struct ByteBucket {
+    tokens: u64,
+    rate: u64,
+    last: Instant,
+}
+
+impl ByteBucket {
+    fn new(rate: u64, now: Instant) -> Self {
+        ByteBucket { tokens: rate, rate, last: now }
+    }
+
+    fn take(&mut self, bytes: usize, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = self.last.max(now);
+        let refill =
+            (elapsed.as_micros().min(u128::from(u64::MAX)) as u64).saturating_mul(self.rate) / 1_000_000;
+        // One second of burst.
+        self.tokens = self.tokens.saturating_add(refill).min(self.rate);
+        let bytes = bytes as u64;
+        if self.tokens >= bytes {
+            self.tokens -= bytes;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Allocation {
+    relay: SocketAddr,
+    username: String,
+    expires: Instant,
+    /// Peer IPs allowed, until when.
+    permissions: HashMap<IpAddr, Instant>,
+    /// Channel number to (peer, until when).
+    channels: HashMap<u16, (SocketAddr, Instant)>,
+    /// Peer to its channel number.
+    by_peer: HashMap<SocketAddr, u16>,
+    /// The Allocate transaction and our answer, for retransmissions.
+    created_by: [u8; 12],
+    created_response: Vec<u8>,
+    up: ByteBucket,
+    down: ByteBucket,
+}
+
+#[derive(Debug)]
+struct Pending {
+    client: FiveTuple,
+    transaction: [u8; 12],
+    username: String,
+    key: [u8; 16],
+    lifetime: Duration,
+    started: Instant,
+}
+
+/// The outcome of checking a request's credentials.
+enum Auth {
+    Ok {
+        username: String,
+        key: [u8; 16],
+    },
+    /// Already answered (401, 438 or 400).
+    Refused,
+}
+
+/// Attributes we understand, or deliberately ignore, in requests.
+const KNOWN: &[u16] = &[
+    attr::MAPPED_ADDRESS,
+    attr::USERNAME,
+    attr::MESSAGE_INTEGRITY,
+    attr::CHANNEL_NUMBER,
+    attr::LIFETIME,
+    attr::XOR_PEER_ADDRESS,
+    attr::DATA,
+    attr::REALM,
+    attr::NONCE,
+    attr::REQUESTED_ADDRESS_FAMILY,
+    attr::EVEN_PORT,
+    attr::REQUESTED_TRANSPORT,
+    attr::DONT_FRAGMENT,
+    attr::MESSAGE_INTEGRITY_SHA256,
+    attr::USERHASH,
+    attr::RESERVATION_TOKEN,
+    attr::PRIORITY,
+    attr::USE_CANDIDATE,
+];
+
+/// The TURN server. See the module documentation.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    nonces: NonceKey,
+    allocations: HashMap<FiveTuple, Allocation>,
+    relays: HashMap<SocketAddr, FiveTuple>,
+    pending: HashMap<AllocId, Pending>,
+    per_user: HashMap<String, usize>,
+    next_id: u64,
+    /// Drained by the shell after every input; bounded by one input's
+    /// effects (at most one response and one relayed packet, or the relay
+    /// closes of one sweep).
+    outputs: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl Server {
+    /// A server with no allocations.
+    pub fn new(config: Config) -> Server {
+        let nonces = NonceKey::new(config.nonce_key);
+        Server {
+            config,
+            nonces,
+            allocations: HashMap::new(),
+            relays: HashMap::new(),
+            pending: HashMap::new(),
+            per_user: HashMap::new(),
+            next_id: 1,
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counts for metrics.
+    pub fn stats(&self) -> Stats {
+        Stats { allocations: self.allocations.len(), ..self.stats }
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Applies one input. `now` drives lifetimes; `unix` (seconds since
+    /// 1970) checks credential expiry and nonces.
+    pub fn handle_input(&mut self, now: Instant, unix: u64, input: Input<'_>) {
+        match input {
+            Input::FromClient { from, data } => self.on_client(now, unix, from, data),
+            Input::FromPeer { relay, peer, data } => self.on_peer(now, relay, peer, data),
+            Input::RelayOpened { id, relay } => self.relay_opened(now, id, relay),
+            Input::RelayFailed { id } => {
+                if let Some(p) = self.pending.remove(&id) {
+                    self.release_user(&p.username);
+                    let msg = Builder::new(Method::Allocate, Class::Error, p.transaction)
+                        .error(508, "Insufficient Capacity")
+                        .integrity(&p.key);
+                    self.stats.requests_refused += 1;
+                    self.send(p.client, msg);
+                }
+            }
+            Input::ClientGone { client } => {
+                self.remove_allocation(client);
+                let gone: Vec<AllocId> =
+                    self.pending.iter().filter(|(_, p)| p.client == client).map(|(id, _)| *id).collect();
+                for id in gone {
+                    if let Some(p) = self.pending.remove(&id) {
+                        self.release_user(&p.username);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Expires allocations, permissions and channel bindings; call about
+    /// once a second.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<FiveTuple> =
+            self.allocations.iter().filter(|(_, a)| a.expires <= now).map(|(t, _)| *t).collect();
+        for t in expired {
+            self.remove_allocation(t);
+        }
+        for a in self.allocations.values_mut() {
+            a.permissions.retain(|_, until| *until > now);
+            let stale: Vec<u16> =
+                a.channels.iter().filter(|(_, (_, until))| *until <= now).map(|(c, _)| *c).collect();
+            for c in stale {
+                if let Some((peer, _)) = a.channels.remove(&c) {
+                    a.by_peer.remove(&peer);
+                }
+            }
+        }
+        // The shell answers every OpenRelay at once; a pending allocation
+        // this old was lost and would only hold a quota place.
+        let lost: Vec<AllocId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.started) > Duration::from_secs(30))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(p) = self.pending.remove(&id) {
+                self.release_user(&p.username);
+            }
+        }
+    }
+
+    fn send(&mut self, to: FiveTuple, msg: Builder) {
+        self.outputs.push_back(Output::ToClient { to, data: msg.finish_with_fingerprint() });
+    }
+
+    fn on_client(&mut self, now: Instant, unix: u64, from: FiveTuple, data: &[u8]) {
+        if data.first().is_some_and(|b| b >> 6 == 0b01) {
+            return self.channel_data_from_client(now, from, data);
+        }
+        let Ok(msg) = Message::parse(data) else { return };
+        if !msg.fingerprint_ok() {
+            return;
+        }
+        match (msg.method, msg.class) {
+            (Method::Binding, Class::Request) => {
+                let reply = Builder::new(Method::Binding, Class::Success, msg.transaction)
+                    .xor_addr(attr::XOR_MAPPED_ADDRESS, from.client)
+                    .attr(attr::SOFTWARE, self.config.software.as_bytes());
+                self.send(from, reply);
+            }
+            (Method::Send, Class::Indication) => self.send_indication(now, from, &msg),
+            (
+                Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind,
+                Class::Request,
+            ) => {
+                let unknown = msg.unknown_required(KNOWN);
+                if !unknown.is_empty() {
+                    let list: Vec<u8> = unknown.iter().flat_map(|k| k.to_be_bytes()).collect();
+                    let reply = Builder::new(msg.method, Class::Error, msg.transaction)
+                        .error(420, "Unknown Attribute")
+                        .attr(attr::UNKNOWN_ATTRIBUTES, &list);
+                    self.stats.requests_refused += 1;
+                    return self.send(from, reply);
+                }
+                let Auth::Ok { username, key } = self.authenticate(unix, from, &msg) else { return };
+                match msg.method {
+                    Method::Allocate => self.allocate(now, from, &msg, username, key),
+                    Method::Refresh => self.refresh(now, from, &msg, &username, &key),
+                    Method::CreatePermission => self.create_permission(now, from, &msg, &username, &key),
+                    _ => self.channel_bind(now, from, &msg, &username, &key),
+                }
+            }
+            (_, Class::Request) => {
+                let reply = Builder::new(msg.method, Class::Error, msg.transaction).error(400, "Bad Request");
+                self.stats.requests_refused += 1;
+                self.send(from, reply);
+            }
+            // Other indications and any responses: nothing to do.
+            _ => {}
+        }
+    }
+
+    /// Long-term credentials (RFC 8489 section 9.2.4) with REST usernames.
+    fn authenticate(&mut self, unix: u64, from: FiveTuple, msg: &Message<'_>) -> Auth {
+        let client = from.client.to_string();
+        let challenge = |server: &mut Server, code: u16, reason: &str| {
+            let nonce = server.nonces.make(unix + server.config.nonce_lifetime.as_secs(), &client);
+            let reply = Builder::new(msg.method, Class::Error, msg.transaction)
+                .error(code, reason)
+                .attr(attr::REALM, server.config.realm.as_bytes())
+                .attr(attr::NONCE, nonce.as_bytes());
+            server.stats.requests_refused += 1;
+            server.send(from, reply);
+            Auth::Refused
+        };
+        if msg.get(attr::MESSAGE_INTEGRITY).is_none() {
+            return challenge(self, 401, "Unauthorized");
+        }
+        let (Some(username), Some(_realm), Some(nonce)) =
+            (msg.get_str(attr::USERNAME), msg.get_str(attr::REALM), msg.get_str(attr::NONCE))
+        else {
+            let reply = Builder::new(msg.method, Class::Error, msg.transaction).error(400, "Bad Request");
+            self.stats.requests_refused += 1;
+            self.send(from, reply);
+            return Auth::Refused;
+        };
+        if self.nonces.check(nonce, &client, unix) != NonceCheck::Valid {
+            return challenge(self, 438, "Stale Nonce");
+        }
+        match auth::rest_expiry(username) {
+            Some(expires) if expires > unix => {}
+            _ => return challenge(self, 401, "Unauthorized"),
+        }
+        let password = auth::rest_password(&self.config.secret, username);
+        let key = auth::long_term_key(username, &self.config.realm, &password);
+        if !msg.verify_integrity(&key) {
+            return challenge(self, 401, "Unauthorized");
+        }
+        Auth::Ok { username: username.to_owned(), key }
+    }
+
+    fn refuse(&mut self, from: FiveTuple, msg: &Message<'_>, key: &[u8; 16], code: u16, reason: &str) {
+        let reply =
+            Builder::new(msg.method, Class::Error, msg.transaction).error(code, reason).integrity(key);
+        self.stats.requests_refused += 1;
+        self.send(from, reply);
+    }
+
+    fn lifetime(&self, msg: &Message<'_>) -> Duration {
+        let asked = msg.get_u32(attr::LIFETIME).map(|s| Duration::from_secs(u64::from(s)));
+        match asked {
+            Some(asked) => asked.min(self.config.max_lifetime).max(self.config.default_lifetime),
+            None => self.config.default_lifetime,
+        }
+    }
+
+    fn allocate(
+        &mut self,
+        now: Instant,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        username: String,
+        key: [u8; 16],
+    ) {
+        if let Some(a) = self.allocations.get(&from) {
+            if a.created_by == msg.transaction {
+                // A retransmission: the same answer again.
+                let data = a.created_response.clone();
+                return self.outputs.push_back(Output::ToClient { to: from, data });
+            }
+            return self.refuse(from, msg, &key, 437, "Allocation Mismatch");
+        }
+        if self.pending.values().any(|p| p.client == from) {
+            return; // A retransmission while its relay socket opens.
+        }
+        match msg.get(attr::REQUESTED_TRANSPORT) {
+            None => return self.refuse(from, msg, &key, 400, "Bad Request"),
+            Some(v) if v.first() != Some(&17) => {
+                return self.refuse(from, msg, &key, 442, "Unsupported Transport Protocol");
+            }
+            Some(_) => {}
+        }
+        if msg.get(attr::RESERVATION_TOKEN).is_some() {
+            return self.refuse(from, msg, &key, 508, "Insufficient Capacity");
+        }
+        let family = match msg.get(attr::REQUESTED_ADDRESS_FAMILY).and_then(|v| v.first().copied()) {
+            None | Some(0x01) => Family::V4,
+            Some(0x02) => Family::V6,
+            Some(_) => return self.refuse(from, msg, &key, 440, "Address Family not Supported"),
+        };
+        if !self.config.families.contains(&family) {
+            return self.refuse(from, msg, &key, 440, "Address Family not Supported");
+        }
+        let in_use = self.allocations.len() + self.pending.len();
+        let per_user = self.per_user.get(&username).copied().unwrap_or(0);
+        if in_use >= self.config.max_allocations || per_user >= self.config.max_allocations_per_user {
+            return self.refuse(from, msg, &key, 486, "Allocation Quota Reached");
+        }
+        *self.per_user.entry(username.clone()).or_insert(0) += 1;
+        let id = AllocId(self.next_id);
+        self.next_id += 1;
+        let lifetime = self.lifetime(msg);
+        self.pending.insert(
+            id,
+            Pending { client: from, transaction: msg.transaction, username, key, lifetime, started: now },
+        );
+        self.outputs.push_back(Output::OpenRelay { id, family });
+    }
+
+    fn relay_opened(&mut self, now: Instant, id: AllocId, relay: SocketAddr) {
+        let Some(p) = self.pending.remove(&id) else {
+            // Nobody wants it any more (the client left meanwhile).
+            return self.outputs.push_back(Output::CloseRelay { relay });
+        };
+        let response = Builder::new(Method::Allocate, Class::Success, p.transaction)
+            .xor_addr(attr::XOR_RELAYED_ADDRESS, relay)
+            .u32(attr::LIFETIME, p.lifetime.as_secs() as u32)
+            .xor_addr(attr::XOR_MAPPED_ADDRESS, p.client.client)
+            .attr(attr::SOFTWARE, self.config.software.as_bytes())
+            .integrity(&p.key)
+            .finish_with_fingerprint();
+        let rate = self.config.bandwidth_bytes_per_sec;
+        self.relays.insert(relay, p.client);
+        self.allocations.insert(
+            p.client,
+            Allocation {
+                relay,
+                username: p.username,
+                expires: now + p.lifetime,
+                permissions: HashMap::new(),
+                channels: HashMap::new(),
+                by_peer: HashMap::new(),
+                created_by: p.transaction,
+                created_response: response.clone(),
+                up: ByteBucket::new(rate, now),
+                down: ByteBucket::new(rate, now),
+            },
+        );
+        self.outputs.push_back(Output::ToClient { to: p.client, data: response });
+    }
+
+    /// The allocation of `from` made by `username`, or an error sent.
+    fn own_allocation(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        username: &str,
+        key: &[u8; 16],
+    ) -> Option<SocketAddr> {
+        let Some(a) = self.allocations.get(&from) else {
+            self.refuse(from, msg, key, 437, "Allocation Mismatch");
+            return None;
+        };
+        if a.username != username {
+            self.refuse(from, msg, key, 441, "Wrong Credentials");
+            return None;
+        }
+        Some(a.relay)
+    }
+
+    fn refresh(&mut self, now: Instant, from: FiveTuple, msg: &Message<'_>, username: &str, key: &[u8; 16]) {
+        if self.own_allocation(from, msg, username, key).is_none() {
+            return;
+        }
+        let lifetime = if msg.get_u32(attr::LIFETIME) == Some(0) {
+            self.remove_allocation(from);
+            Duration::ZERO
+        } else {
+            let lifetime = self.lifetime(msg);
+            if let Some(a) = self.allocations.get_mut(&from) {
+                a.expires = now + lifetime;
+            }
+            lifetime
+        };
+        let reply = Builder::new(Method::Refresh, Class::Success, msg.transaction)
+            .u32(attr::LIFETIME, lifetime.as_secs() as u32)
+            .attr(attr::SOFTWARE, self.config.software.as_bytes())
+            .integrity(key);
+        self.send(from, reply);
+    }
+
+    /// Checks that `peer` may be relayed to from `relay`: same family, and
+    /// public unless private peers are allowed.
+    fn peer_ok(&self, relay: SocketAddr, peer: SocketAddr) -> Result<(), (u16, &'static str)> {
+        if relay.is_ipv4() != peer.is_ipv4() {
+            return Err((443, "Peer Address Family Mismatch"));
+        }
+        if !self.config.allow_private_peers && !policy::is_public(peer.ip()) {
+            return Err((403, "Forbidden"));
+        }
+        Ok(())
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        username: &str,
+        key: &[u8; 16],
+    ) {
+        let Some(relay) = self.own_allocation(from, msg, username, key) else { return };
+        let peers: Vec<Option<SocketAddr>> = msg
+            .get_all(attr::XOR_PEER_ADDRESS)
+            .into_iter()
+            .map(|v| stun::decode_xor_addr(v, &msg.transaction))
+            .collect();
+        if peers.is_empty() || peers.iter().any(Option::is_none) {
+            return self.refuse(from, msg, key, 400, "Bad Request");
+        }
+        let peers: Vec<SocketAddr> = peers.into_iter().flatten().collect();
+        // All or nothing (RFC 8656 section 9.2).
+        for peer in &peers {
+            if let Err((code, reason)) = self.peer_ok(relay, *peer) {
+                return self.refuse(from, msg, key, code, reason);
+            }
+        }
+        let until = now + self.config.permission_lifetime;
+        if let Some(a) = self.allocations.get_mut(&from) {
+            for peer in peers {
+                a.permissions.insert(peer.ip(), until);
+            }
+        }
+        let reply = Builder::new(Method::CreatePermission, Class::Success, msg.transaction)
+            .attr(attr::SOFTWARE, self.config.software.as_bytes())
+            .integrity(key);
+        self.send(from, reply);
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        username: &str,
+        key: &[u8; 16],
+    ) {
+        let Some(relay) = self.own_allocation(from, msg, username, key) else { return };
+        let channel = msg
+            .get(attr::CHANNEL_NUMBER)
+            .and_then(|v| Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?)));
+        let peer = msg.get_xor_addr(attr::XOR_PEER_ADDRESS);
+        let (Some(channel), Some(peer)) = (channel, peer) else {
+            return self.refuse(from, msg, key, 400, "Bad Request");
+        };
+        if !stun::CHANNELS.contains(&channel) {
+            return self.refuse(from, msg, key, 400, "Bad Request");
+        }
+        if let Err((code, reason)) = self.peer_ok(relay, peer) {
+            return self.refuse(from, msg, key, code, reason);
+        }
+        let Some(a) = self.allocations.get(&from) else { return };
+        let channel_elsewhere = a.channels.get(&channel).is_some_and(|(p, _)| *p != peer);
+        let peer_elsewhere = a.by_peer.get(&peer).is_some_and(|c| *c != channel);
+        if channel_elsewhere || peer_elsewhere {
+            return self.refuse(from, msg, key, 400, "Bad Request");
+        }
+        let until = now + self.config.channel_lifetime;
+        let permission_until = now + self.config.permission_lifetime;
+        if let Some(a) = self.allocations.get_mut(&from) {
+            a.channels.insert(channel, (peer, until));
+            a.by_peer.insert(peer, channel);
+            let p = a.permissions.entry(peer.ip()).or_insert(permission_until);
+            *p = (*p).max(permission_until);
+        }
+        let reply = Builder::new(Method::ChannelBind, Class::Success, msg.transaction)
+            .attr(attr::SOFTWARE, self.config.software.as_bytes())
+            .integrity(key);
+        self.send(from, reply);
+    }
+
+    fn send_indication(&mut self, now: Instant, from: FiveTuple, msg: &Message<'_>) {
+        let (Some(peer), Some(data)) = (msg.get_xor_addr(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA)) else {
+            return;
+        };
+        self.relay_to_peer(now, from, peer, data);
+    }
+
+    fn channel_data_from_client(&mut self, now: Instant, from: FiveTuple, data: &[u8]) {
+        let Some((channel, payload)) = stun::parse_channel_data(data) else { return };
+        let peer = self.allocations.get(&from).and_then(|a| a.channels.get(&channel)).map(|(p, _)| *p);
+        match peer {
+            Some(peer) => self.relay_to_peer(now, from, peer, payload),
+            None => self.stats.packets_dropped += 1,
+        }
+    }
+
+    fn relay_to_peer(&mut self, now: Instant, from: FiveTuple, peer: SocketAddr, data: &[u8]) {
+        let Some(a) = self.allocations.get_mut(&from) else { return };
+        let allowed = a.permissions.get(&peer.ip()).is_some_and(|until| *until > now);
+        if !allowed || !a.up.take(data.len(), now) {
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        self.stats.packets_to_peers += 1;
+        self.outputs.push_back(Output::ToPeer { relay: a.relay, peer, data: data.to_vec() });
+    }
+
+    fn on_peer(&mut self, now: Instant, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
+        let Some(owner) = self.relays.get(&relay).copied() else { return };
+        let Some(a) = self.allocations.get_mut(&owner) else { return };
+        let allowed = a.permissions.get(&peer.ip()).is_some_and(|until| *until > now);
+        if !allowed || !a.down.take(data.len(), now) {
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        let channel =
+            a.by_peer.get(&peer).copied().filter(|c| a.channels.get(c).is_some_and(|(_, u)| *u > now));
+        let out = match channel {
+            Some(c) => stun::channel_data(c, data, owner.transport == Transport::Tcp),
+            None => {
+                let transaction = indication_id(self.stats.packets_to_clients);
+                Builder::new(Method::Data, Class::Indication, transaction)
+                    .xor_addr(attr::XOR_PEER_ADDRESS, peer)
+                    .attr(attr::DATA, data)
+                    .finish()
+            }
+        };
+        self.stats.packets_to_clients += 1;
+        self.outputs.push_back(Output::ToClient { to: owner, data: out });
+    }
+
+    fn remove_allocation(&mut self, t: FiveTuple) {
+        if let Some(a) = self.allocations.remove(&t) {
+            self.relays.remove(&a.relay);
+            self.release_user(&a.username);
+            self.outputs.push_back(Output::CloseRelay { relay: a.relay });
+        }
+    }
+
+    fn release_user(&mut self, username: &str) {
+        if let Some(n) = self.per_user.get_mut(username) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(username);
+            }
+        }
+    }
+
+    /// Asserts internal consistency (for tests and fuzzing).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn check_invariants(&self) {
+        assert_eq!(self.relays.len(), self.allocations.len());
+        for (relay, owner) in &self.relays {
+            assert_eq!(self.allocations.get(owner).map(|a| a.relay), Some(*relay));
+        }
+        let counted: usize = self.per_user.values().sum();
+        assert_eq!(counted, self.allocations.len() + self.pending.len());
+        for a in self.allocations.values() {
+            assert_eq!(a.channels.len(), a.by_peer.len());
+            for (c, (peer, _)) in &a.channels {
+                assert_eq!(a.by_peer.get(peer), Some(c));
+            }
+        }
+    }
+}
+
+/// Indications need a transaction id but expect no answer: any unique-ish
+/// value does.
+fn indication_id(n: u64) -> [u8; 12] {
+    let mut t = [0u8; 12];
+    t[..8].copy_from_slice(&n.to_be_bytes());
+    t[8..].copy_from_slice(b"wcdi");
+    t
+}

@@ -1,0 +1,131 @@
+//! The built-in STUN/TURN server against a real TURN client: coturn's
+//! `turnutils_uclient`, relaying to coturn's `turnutils_peer` echo server,
+//! with credentials taken from a real `joined` message. In a loopback-only
+//! network namespace, like everything that starts a TURN server.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Reaped, Webconf, in_loopback_namespace};
+use crate::support::Client;
+
+/// Joins a room on `server` and returns the TURN entry of `ice_servers`.
+async fn turn_credentials(server: &Webconf) -> (String, String, Value) {
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut c = Client::handshake(format!("ws://{addr}/ws").as_str(), Box::new(tcp)).await.expect("upgrade");
+    c.hello().await;
+    c.send(json!({"type": "join", "room": "turn-test", "name": "T"})).await;
+    let joined = c.recv().await;
+    let servers = joined["ice_servers"].clone();
+    let turn = servers
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|s| s["username"].is_string())
+        .expect("a TURN entry")
+        .clone();
+    (
+        turn["username"].as_str().expect("username").to_owned(),
+        turn["credential"].as_str().expect("credential").to_owned(),
+        servers,
+    )
+}
+
+/// Runs turnutils_uclient against the TURN server on 127.0.0.1:3478, relaying
+/// 20 messages to the echo peer on 127.0.0.1:3480; returns how many came back.
+async fn uclient(extra: &[&str], user: &str, password: &str) -> u64 {
+    let mut cmd = tokio::process::Command::new("turnutils_uclient");
+    cmd.args(extra)
+        .args([
+            "-u",
+            user,
+            "-w",
+            password,
+            "-e",
+            "127.0.0.1",
+            "-r",
+            "3480",
+            "-p",
+            "3478",
+            "-n",
+            "20",
+            "-m",
+            "1",
+        ])
+        .args(["-l", "200", "-c", "127.0.0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(20), cmd.output()).await;
+    let Ok(Ok(out)) = out else { return 0 };
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // "start_mclient: tot_send_msgs=20, tot_recv_msgs=20"
+    text.lines()
+        .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}
+
+fn echo_peer() -> Reaped {
+    let child = Command::new("turnutils_peer")
+        .args(["-L", "127.0.0.1", "-p", "3480"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start turnutils_peer (apt-get install coturn)");
+    Reaped(child)
+}
+
+#[tokio::test]
+async fn builtin_turn_relays_for_coturns_client_over_udp_and_tcp() {
+    if !in_loopback_namespace("turn::builtin_turn_relays_for_coturns_client_over_udp_and_tcp") {
+        return;
+    }
+    let server = Webconf::start(&["--turn-port", "3478", "--turn-allow-private"]);
+    let _peer = echo_peer();
+    let (user, password, servers) = turn_credentials(&server).await;
+    assert_eq!(
+        servers[0]["urls"],
+        json!(["stun:127.0.0.1:3478"]),
+        "STUN first, then TURN over UDP and TCP: {servers}"
+    );
+    assert_eq!(
+        servers[1]["urls"],
+        json!(["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"])
+    );
+    let expiry: u64 =
+        user.split(':').next().and_then(|e| e.parse().ok()).expect("REST username <expiry>:<id>");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    assert!((now + 23 * 3600..now + 25 * 3600).contains(&expiry), "valid for a day");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (how, flags) in
+        [("UDP, channels", &[][..]), ("TCP, channels", &["-t"][..]), ("UDP, send indications", &["-s"][..])]
+    {
+        let back = uclient(flags, &user, &password).await;
+        println!("turn: {how}: {back} of 20 echoed");
+        assert_eq!(back, 20, "{how}");
+    }
+}
+
+#[tokio::test]
+async fn builtin_turn_refuses_loopback_peers_by_default_and_bad_credentials() {
+    if !in_loopback_namespace("turn::builtin_turn_refuses_loopback_peers_by_default_and_bad_credentials") {
+        return;
+    }
+    let server = Webconf::start(&["--turn-port", "3478"]);
+    let _peer = echo_peer();
+    let (user, password, _) = turn_credentials(&server).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(uclient(&[], &user, &password).await, 0, "loopback peers are refused by default");
+    drop(server);
+    let open = Webconf::start(&["--turn-port", "3478", "--turn-allow-private"]);
+    let (user, _, _) = turn_credentials(&open).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(uclient(&[], &user, "wrong-password").await, 0, "a wrong password relays nothing");
+    let forged = format!("{}:{}", 4_000_000_000u64, user.split(':').nth(1).unwrap_or("x"));
+    assert_eq!(uclient(&[], &forged, "any").await, 0, "a username with a made-up expiry relays nothing");
+}
