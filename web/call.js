@@ -216,10 +216,12 @@ export class PeerLink extends EventTarget {
    * @param {boolean} opts.polite our role towards this peer
    * @param {boolean} opts.initiator whether we make the first offer
    * @param {RTCIceServer[]} opts.iceServers
+   * @param {boolean} [opts.relayOnly] send everything through TURN, so the
+   *   other side never learns our addresses
    * @param {LocalMedia} opts.media our microphone, camera, screen
    * @param {(data: any) => void} opts.send delivers a signal to the peer
    */
-  constructor({ id, name, polite, initiator, iceServers, media, send }) {
+  constructor({ id, name, polite, initiator, iceServers, relayOnly = false, media, send }) {
     super();
     this.id = id;
     this.name = name;
@@ -231,7 +233,7 @@ export class PeerLink extends EventTarget {
     this.remoteSession = null;
     /** The remote tracks, as one stream for a <video> element. */
     this.remote = new MediaStream();
-    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relayOnly ? 'relay' : 'all' });
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.settingRemoteAnswer = false;
@@ -355,6 +357,19 @@ export class PeerLink extends EventTarget {
       const track = kind === 'audio' ? this.media.audioTrack : this.media.videoTrack;
       if (tr.sender.track !== track) await tr.sender.replaceTrack(track);
       if (tr.direction !== 'sendrecv') tr.direction = 'sendrecv';
+    }
+  }
+
+  /**
+   * New STUN/TURN servers (fresh credentials after a reconnect), used from
+   * the next ICE restart on.
+   * @param {RTCIceServer[]} iceServers
+   */
+  setIceServers(iceServers) {
+    try {
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
+    } catch (err) {
+      console.warn('webconf: cannot update ICE servers', err);
     }
   }
 

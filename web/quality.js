@@ -13,6 +13,8 @@
  * @property {string} videoCodec e.g. "VP8"
  * @property {string} audioCodec e.g. "opus"
  * @property {string | null} path local/remote candidate types, e.g. "host/host"
+ * @property {string | null} relayProtocol how we reach our TURN server
+ *   ("udp", "tcp", "tls") when our side of the path is a relay
  * @property {number} framesDecoded total so far
  * @property {number} audioPacketsReceived total so far
  * @property {number} audioLevel 0..1, last received
@@ -39,7 +41,7 @@ export class QualityMeter {
     let bytesIn = 0, bytesOut = 0, lost = 0, received = 0, frames = 0;
     const q = /** @type {Quality} */ ({
       bitrateIn: 0, bitrateOut: 0, lossPercent: 0, rttMs: null, width: 0, height: 0, fps: 0,
-      videoCodec: '', audioCodec: '', path: null, framesDecoded: 0, audioPacketsReceived: 0, audioLevel: 0,
+      videoCodec: '', audioCodec: '', path: null, relayProtocol: null, framesDecoded: 0, audioPacketsReceived: 0, audioLevel: 0,
     });
     const codec = (/** @type {any} */ s) => byId.get(s.codecId)?.mimeType?.split('/')[1] ?? '';
     for (const s of byId.values()) {
@@ -64,6 +66,7 @@ export class QualityMeter {
         const local = pair && byId.get(pair.localCandidateId);
         const remote = pair && byId.get(pair.remoteCandidateId);
         if (local && remote) q.path = `${local.candidateType}/${remote.candidateType}`;
+        if (local?.candidateType === 'relay') q.relayProtocol = local.relayProtocol ?? null;
         if (pair?.currentRoundTripTime !== undefined) q.rttMs = pair.currentRoundTripTime * 1000;
       }
     }

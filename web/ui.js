@@ -22,6 +22,7 @@ import { t, setupLanguageSwitch } from './i18n.js';
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 const NAME_KEY = 'webconf.name';
+const RELAY_KEY = 'webconf.relayOnly';
 /** How long a peer whose connection to the server dropped keeps its tile
  *  while its browser-to-browser connection still works. */
 const GRACE_MS = 30_000;
@@ -51,6 +52,8 @@ const metrics = {
   firstRemoteFrame: null,
   /** @type {{lost: number, rejoined: number | null}[]} */
   reconnects: [],
+  /** Peer connections made (a link replaced counts again). */
+  links: 0,
 };
 
 const chat = new ChatPanel((text) => state.session?.chat(text));
@@ -121,7 +124,8 @@ function renderMediaStatus() {
 async function startLobby() {
   show('lobby');
   const nameInput = /** @type {HTMLInputElement} */ ($('name'));
-  nameInput.value = savedName() ?? `${t('guest')} ${100 + Math.floor(Math.random() * 900)}`;
+  nameInput.value = saved(NAME_KEY) ?? `${t('guest')} ${100 + Math.floor(Math.random() * 900)}`;
+  /** @type {HTMLInputElement} */ ($('relay-only')).checked = saved(RELAY_KEY) === '1';
   /** @type {HTMLVideoElement} */ ($('preview-video')).srcObject = state.media.preview;
   await state.media.open();
   mediaReady = true;
@@ -131,20 +135,24 @@ async function startLobby() {
   join.focus();
 }
 
-function savedName() {
+/** @param {string} key */
+function saved(key) {
   try {
-    return localStorage.getItem(NAME_KEY);
+    return localStorage.getItem(key);
   } catch {
     return null;
   }
 }
 
-/** @param {string} name */
-function saveName(name) {
+/**
+ * @param {string} key
+ * @param {string} value
+ */
+function save(key, value) {
   try {
-    localStorage.setItem(NAME_KEY, name);
+    localStorage.setItem(key, value);
   } catch {
-    // Private modes may forbid storage; the name is then asked again.
+    // Private modes may forbid storage; the choice is then asked again.
   }
 }
 
@@ -153,7 +161,8 @@ function saveName(name) {
 async function join() {
   const nameInput = /** @type {HTMLInputElement} */ ($('name'));
   const name = nameInput.value.trim() || t('guest');
-  saveName(name);
+  save(NAME_KEY, name);
+  save(RELAY_KEY, /** @type {HTMLInputElement} */ ($('relay-only')).checked ? '1' : '0');
   const joinButton = /** @type {HTMLButtonElement} */ ($('join'));
   joinButton.disabled = true;
   joinButton.textContent = t('joining');
@@ -252,6 +261,9 @@ function onRejoined(joined) {
   state.joined = joined;
   chat.you = joined.you;
   for (const msg of joined.chat) chat.add(msg);
+  // Credentials may have changed (a restarted server): the next ICE
+  // restart of a kept link uses the new ones.
+  for (const peer of state.peers.values()) peer.link.setIceServers(joined.ice_servers);
   const present = new Set(joined.peers.map((p) => p.id));
   for (const peer of joined.peers) ensurePeer(peer, Boolean(peer.polite), true);
   for (const [id, peer] of state.peers) {
@@ -311,12 +323,14 @@ function ensurePeer(info, polite, initiator) {
  */
 function makeLink(info, polite, initiator) {
   const session = /** @type {Session} */ (state.session);
+  metrics.links++;
   return new PeerLink({
     id: info.id,
     name: info.name,
     polite,
     initiator,
     iceServers: state.joined?.ice_servers ?? [],
+    relayOnly: /** @type {HTMLInputElement} */ ($('relay-only')).checked,
     media: state.media,
     send: (data) => session.signal(info.id, data),
   });
@@ -512,7 +526,7 @@ async function renderQuality() {
       ['q_rtt', q.rttMs === null ? '–' : `${q.rttMs.toFixed(0)} ms`],
       ['q_video', q.width ? `${q.width}×${q.height} @ ${q.fps.toFixed(0)} fps` : '–'],
       ['q_codecs', [q.videoCodec, q.audioCodec].filter(Boolean).join(' / ') || '–'],
-      ['q_path', q.path ?? '–'],
+      ['q_path', q.path ? `${q.path}${q.relayProtocol ? ` (${q.relayProtocol})` : ''}` : '–'],
     ];
     for (const [key, value] of items) {
       const dt = document.createElement('dt');
@@ -578,7 +592,8 @@ async function stats() {
       connection: peer.link.pc.connectionState,
       video: { framesDecoded: q.framesDecoded, frameWidth: q.width, frameHeight: q.height },
       audio: { packetsReceived: q.audioPacketsReceived, level: q.audioLevel },
-      pair: q.path ? { local, remote } : null,
+      pair: q.path ? { local, remote, relayProtocol: q.relayProtocol } : null,
+      lossPercent: q.lossPercent,
       iceRestarts: peer.link.iceRestarts,
       session: peer.link.session,
       ufrag: /a=ice-ufrag:(\S+)/.exec(peer.link.pc.localDescription?.sdp ?? '')?.[1] ?? null,

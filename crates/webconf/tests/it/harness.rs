@@ -109,7 +109,7 @@ impl Webconf {
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let base = first
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no URL in {first:?}"))
             .trim_end_matches('/')
             .to_owned();
@@ -131,9 +131,31 @@ pub fn nft(args: &str) {
 pub struct Driver {
     _process: Reaped,
     url: String,
+    /// Browsers see only loopback: they must be allowed to use it for calls.
+    loopback_only: bool,
 }
 
 impl Driver {
+    /// A chromedriver in a lab host (see `netlab`), reached from the test
+    /// at `url` through the host's router.
+    pub fn in_host(host: &crate::netlab::Netns, url: &str) -> Driver {
+        let process = host
+            .command("chromedriver")
+            .args(["--port=9515", "--allowed-ips=203.0.113.1", "--allowed-origins=*"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver in the host");
+        let process = Reaped(process);
+        let addr: SocketAddr = url.trim_start_matches("http://").parse().expect("driver address");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver in the host is not reachable at {url}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Driver { _process: process, url: url.to_owned(), loopback_only: false }
+    }
+
     pub fn start() -> Driver {
         let port = free_port();
         let process = Command::new("chromedriver")
@@ -149,12 +171,12 @@ impl Driver {
             assert!(Instant::now() < deadline, "chromedriver did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Driver { _process: process, url: format!("http://{addr}") }
+        Driver { _process: process, url: format!("http://{addr}"), loopback_only: true }
     }
 
     /// A new Chromium whose fake camera shows `video` (a .y4m file).
     pub async fn browser(&self, label: &str, video: &Path, profile: &Path) -> Browser {
-        let args = vec![
+        let mut args = vec![
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
             "--disable-gpu".to_owned(),
@@ -166,12 +188,17 @@ impl Driver {
             "--disable-dev-shm-usage".to_owned(),
             "--use-fake-device-for-media-stream".to_owned(),
             "--use-fake-ui-for-media-stream".to_owned(),
-            "--allow-loopback-in-peer-connection".to_owned(),
             "--autoplay-policy=no-user-gesture-required".to_owned(),
+            // Self-signed certificates of test servers.
+            "--ignore-certificate-errors".to_owned(),
             "--window-size=1280,800".to_owned(),
             format!("--use-file-for-fake-video-capture={}", video.display()),
             format!("--user-data-dir={}", profile.display()),
         ];
+        if self.loopback_only {
+            // Without it Chromium gathers no candidates at all on loopback.
+            args.push("--allow-loopback-in-peer-connection".to_owned());
+        }
         let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},

@@ -4,6 +4,8 @@
 
 mod browser;
 mod harness;
+mod nat;
+mod netlab;
 mod relay;
 mod support;
 mod turn;
