@@ -22,6 +22,8 @@ macro_rules! web {
 pub const HOME_PAGE: Asset = web!("index.html", "text/html; charset=utf-8");
 /// The call page, served for every `/r/<room>`.
 pub const ROOM_PAGE: Asset = web!("room.html", "text/html; charset=utf-8");
+/// `/diagnose`: checks camera, microphone, WebSocket, STUN and TURN.
+pub const DIAGNOSE_PAGE: Asset = web!("diagnose.html", "text/html; charset=utf-8");
 /// Shown for unknown paths and invalid room names.
 pub const NOT_FOUND_PAGE: Asset = web!("404.html", "text/html; charset=utf-8");
 
@@ -35,6 +37,7 @@ pub const ASSETS: &[Asset] = &[
     web!("controls.js", "text/javascript; charset=utf-8"),
     web!("quality.js", "text/javascript; charset=utf-8"),
     web!("home.js", "text/javascript; charset=utf-8"),
+    web!("diagnose.js", "text/javascript; charset=utf-8"),
     web!("i18n.js", "text/javascript; charset=utf-8"),
     web!("icon.svg", "image/svg+xml"),
 ];

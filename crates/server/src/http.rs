@@ -29,6 +29,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(|| async { page(&assets::HOME_PAGE, StatusCode::OK) }))
         .route("/r/{room}", get(room_page))
+        .route("/diagnose", get(|| async { page(&assets::DIAGNOSE_PAGE, StatusCode::OK) }))
         .route("/assets/{name}", get(asset))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))

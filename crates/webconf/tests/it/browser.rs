@@ -36,6 +36,23 @@ async fn two_browsers_call_a_third_is_turned_away_and_hang_up_is_seen() {
     let a = driver.browser("A", &red, &dir.join("profile-a")).await;
     let b = driver.browser("B", &blue, &dir.join("profile-b")).await;
 
+    // The home page's "start a call" makes an unguessable room and goes there.
+    a.goto(&format!("{}/", server.base)).await;
+    a.screenshot(&artifacts().join("home.png")).await;
+    a.click("#start").await;
+    let started = a
+        .wait_until(
+            "a new room",
+            Duration::from_secs(10),
+            "return location.pathname.startsWith('/r/') && location.pathname",
+        )
+        .await;
+    let name = started.as_str().unwrap_or_default().trim_start_matches("/r/").to_owned();
+    assert!(
+        name.len() >= 16 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+        "{name}"
+    );
+
     a.goto(&room_url).await;
     a.join().await;
     a.wait_state("call").await;

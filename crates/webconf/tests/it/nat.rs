@@ -244,3 +244,69 @@ fn coturn() -> crate::harness::Reaped {
         .expect("start coturn (apt-get install coturn)");
     crate::harness::Reaped(child)
 }
+
+/// Opens /diagnose in a browser behind a cone NAT, with webconf started
+/// with `server_args`; returns each check's outcome and the verdict key.
+async fn diagnose(case: &str, server_args: &[&str]) -> (Value, String) {
+    let dir = scratch(case);
+    let red = dir.join("red.y4m");
+    solid_y4m(&red, RED);
+    let mut lab = Lab::new();
+    lab.add_site(Nat::Cone, 1);
+    let site = &lab.sites[0];
+    let driver = Driver::in_host(&site.hosts[0], &site.driver_url(0));
+    let listen = format!("{SERVER_IP}:8443");
+    let mut args = vec!["--tls", "self-signed"];
+    args.extend_from_slice(server_args);
+    let server = Webconf::start_on(&listen, &args);
+    let browser = driver.browser("D", &red, &dir.join("profile")).await;
+    browser.goto(&format!("{}/diagnose", server.base)).await;
+    browser
+        .wait_until("the verdict", Duration::from_secs(40), "return document.body.dataset.state === 'done'")
+        .await;
+    let outcomes = browser
+        .eval("return Object.fromEntries([...window.webconf.results.values()].map(r => [r.id, [r.outcome, r.detail]]))")
+        .await;
+    let verdict = browser.eval("return document.getElementById('verdict').dataset.key").await;
+    let text = browser.eval("return document.getElementById('verdict').textContent").await;
+    println!("diagnose: {case}: {outcomes}\ndiagnose: {case}: verdict {text}");
+    browser.screenshot(&crate::harness::artifacts().join(format!("diagnose-{case}.png"))).await;
+    browser.quit().await;
+    drop(server);
+    drop(driver);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+    (outcomes, verdict.as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn diagnose_says_calls_will_work_when_everything_is_reachable() {
+    if !in_loopback_namespace("nat::diagnose_says_calls_will_work_when_everything_is_reachable") {
+        return;
+    }
+    let (outcomes, verdict) = diagnose("working", &[]).await;
+    for check in ["camera", "mic", "websocket", "stun", "turn_udp", "turn_tcp"] {
+        assert_eq!(outcomes[check][0], "pass", "{check}: {outcomes}");
+    }
+    assert!(
+        outcomes["stun"][1].as_str().is_some_and(|d| d.contains("203.0.113.11")),
+        "the NAT's address: {outcomes}"
+    );
+    assert_eq!(verdict, "diag_verdict_work");
+}
+
+#[tokio::test]
+async fn diagnose_says_calls_will_fail_across_networks_when_turn_is_down() {
+    if !in_loopback_namespace("nat::diagnose_says_calls_will_fail_across_networks_when_turn_is_down") {
+        return;
+    }
+    // Point browsers at STUN/TURN servers that are not there.
+    let dead =
+        format!("stun:{SERVER_IP}:9,turn:{SERVER_IP}:9?transport=udp,turn:{SERVER_IP}:9?transport=tcp");
+    let (outcomes, verdict) = diagnose("turn-down", &["--turn-external", &dead, "--turn-secret", "x"]).await;
+    assert_eq!(outcomes["websocket"][0], "pass", "{outcomes}");
+    assert_eq!(outcomes["stun"][0], "warn", "{outcomes}");
+    assert_eq!(outcomes["turn_udp"][0], "fail", "{outcomes}");
+    assert_eq!(outcomes["turn_tcp"][0], "fail", "{outcomes}");
+    assert_eq!(verdict, "diag_verdict_lan");
+}
