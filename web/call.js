@@ -244,6 +244,8 @@ export class PeerLink extends EventTarget {
     this.iceTimer = undefined;
     this.iceRestarts = 0;
     this.lastIceRestart = -Infinity;
+    /** Offers this link has made (a track change must not add one). */
+    this.offers = 0;
 
     this.pc.onnegotiationneeded = () => this.negotiate();
     this.pc.onicecandidate = ({ candidate }) => {
@@ -281,6 +283,7 @@ export class PeerLink extends EventTarget {
     try {
       this.makingOffer = true;
       await this.pc.setLocalDescription();
+      if (this.pc.localDescription?.type === 'offer') this.offers++;
       this.send({ description: this.pc.localDescription?.toJSON() });
     } catch (err) {
       console.warn('webconf: negotiation failed', err);

@@ -595,6 +595,8 @@ async function stats() {
       pair: q.path ? { local, remote, relayProtocol: q.relayProtocol } : null,
       lossPercent: q.lossPercent,
       iceRestarts: peer.link.iceRestarts,
+      offers: peer.link.offers,
+      sending: peer.link.pc.getSenders().map((s) => s.track?.id ?? null),
       session: peer.link.session,
       ufrag: /a=ice-ufrag:(\S+)/.exec(peer.link.pc.localDescription?.sdp ?? '')?.[1] ?? null,
     });

@@ -271,6 +271,54 @@ async fn chat_mute_camera_screen_quality_and_languages_work_between_browsers() {
     .await;
     assert!(is_red(b.remote_colour().await));
 
+    // Switching the camera from the settings (to the next one, or the same
+    // one reopened when there is one) replaces the track in place: a new
+    // track on the sender, no new offer, and B keeps decoding.
+    let before = a.stats().await[0].clone();
+    a.click("#settings").await;
+    let cameras = a
+        .wait_until(
+            "the camera list",
+            Duration::from_secs(5),
+            "const s = document.getElementById('camera-select'); return s.options.length",
+        )
+        .await;
+    println!("devices: {cameras} cameras offered");
+    a.eval(
+        "const s = document.getElementById('camera-select'); \
+         s.selectedIndex = (s.selectedIndex + 1) % s.options.length; s.dispatchEvent(new Event('change'))",
+    )
+    .await;
+    a.wait_until(
+        "the new camera track on the sender",
+        Duration::from_secs(10),
+        &format!(
+            "return window.webconf.stats().then(s => JSON.stringify(s[0].sending) !== {:?})",
+            before["sending"].to_string()
+        ),
+    )
+    .await;
+    a.type_text("#settings-dialog button.primary", "\u{E007}").await;
+    let after = a.stats().await[0].clone();
+    assert_eq!(after["offers"], before["offers"], "a device switch needs no renegotiation");
+    let frames = b.stats().await[0]["video"]["framesDecoded"].as_u64().unwrap_or(0);
+    b.wait_until(
+        "B's frames after the camera switch",
+        Duration::from_secs(10),
+        &format!("return window.webconf.stats().then(s => s[0].video.framesDecoded > {frames} + 10)"),
+    )
+    .await;
+
+    // Every control has a name a screen reader can say.
+    let unnamed = a
+        .eval(
+            "return [...document.querySelectorAll('button, select, input, textarea')]
+               .filter(e => !e.closest('[hidden]') && !(e.getAttribute('aria-label') || e.textContent.trim() || e.labels?.length))
+               .map(e => e.id || e.outerHTML.slice(0, 60))",
+        )
+        .await;
+    assert_eq!(unnamed, serde_json::json!([]), "controls without an accessible name");
+
     // The quality panel reads real numbers.
     a.click("#quality-toggle").await;
     let panel = a
