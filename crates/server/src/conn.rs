@@ -20,7 +20,7 @@ use tracing::Instrument;
 use std::sync::atomic::Ordering;
 
 use crate::App;
-use crate::hub::{ConnId, Kick, KickReason, Outbound, Payload, PeerTx, ShardCmd};
+use crate::hub::{ConnId, Kick, KickReason, Outbound, Payload, PeerTx, QueueRx, QueueTx, ShardCmd, outbound_queue};
 use crate::limits::{ConnectionPermit, TokenBucket};
 use crate::metrics::CloseKind;
 
@@ -103,8 +103,8 @@ struct Conn {
     last_rate_error: Option<Instant>,
     last_heard: Instant,
     /// A sender of our own outbound queue, handed to each shard we join.
-    queue: mpsc::Sender<Outbound>,
-    outbound: mpsc::Receiver<Outbound>,
+    queue: QueueTx,
+    outbound: QueueRx,
     kick: Arc<Kick>,
     /// A command the shard's inbox had no room for; sent before reading on.
     pending: Option<ShardCmd>,
@@ -114,8 +114,9 @@ struct Conn {
 impl Conn {
     fn new(app: Arc<App>, conn: ConnId, id: PeerId) -> Conn {
         let limits = app.config.limits;
-        // Bounded: a shard that finds it full drops this peer as too slow.
-        let (queue, outbound) = mpsc::channel(limits.outbound_queue.max(1));
+        // Bounded by bytes: a shard that finds it full drops this peer as
+        // too slow.
+        let (queue, outbound) = outbound_queue(limits.outbound_queue_bytes.max(1));
         let now = Instant::now();
         Conn {
             bucket: TokenBucket::new(limits.rate_per_sec, limits.rate_burst, now.into_std()),
@@ -250,7 +251,7 @@ impl Conn {
                 written += 1;
                 self.app.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
                 if written < WRITE_BATCH {
-                    next = self.outbound.try_recv().ok();
+                    next = self.outbound.try_recv();
                 }
             }
             socket.flush().await

@@ -19,7 +19,6 @@ use axum::extract::ws::Utf8Bytes;
 use room::{ChatText, DisplayName, Input, MediaState, Output, PeerId, Rejection, Request, RoomId, Rooms};
 use signal::{ErrorCode, ServerMsg, encode, encode_relay};
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::Ordering;
@@ -81,13 +80,84 @@ impl Kick {
     }
 }
 
+impl Outbound {
+    fn len(&self) -> usize {
+        match self {
+            Outbound::Text(t) | Outbound::JoinAnswer { text: t, .. } => t.len(),
+        }
+    }
+}
+
+/// A connection's outbound queue, bounded by the bytes waiting in it rather
+/// than a count: a burst of small signals fits, a stalled reader does not
+/// hold more than the budget. (The channel itself has no count bound; the
+/// byte budget, checked before every push, is the bound.)
+pub(crate) fn outbound_queue(budget: usize) -> (QueueTx, QueueRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (QueueTx { tx, bytes: bytes.clone(), budget }, QueueRx { rx, bytes })
+}
+
+/// Why a push into an outbound queue failed.
+#[derive(Debug)]
+pub(crate) enum PushError {
+    /// The budget would be exceeded: the reader is too slow.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+/// The sending side of an outbound queue (shards hold clones).
+#[derive(Clone, Debug)]
+pub(crate) struct QueueTx {
+    tx: mpsc::UnboundedSender<Outbound>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+    budget: usize,
+}
+
+impl QueueTx {
+    pub(crate) fn push(&self, msg: Outbound) -> Result<(), PushError> {
+        let len = msg.len();
+        // Only shards push, one at a time per connection in practice; a
+        // race between two could overshoot by one message, never more.
+        if self.bytes.load(Ordering::Relaxed) + len > self.budget {
+            return Err(PushError::Full);
+        }
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        self.tx.send(msg).map_err(|_| PushError::Closed)
+    }
+}
+
+/// The connection's side of its outbound queue.
+#[derive(Debug)]
+pub(crate) struct QueueRx {
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl QueueRx {
+    /// The next message, once there is one.
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
+        let msg = self.rx.recv().await?;
+        self.bytes.fetch_sub(msg.len(), Ordering::Relaxed);
+        Some(msg)
+    }
+
+    /// The next message if one is waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
+        let msg = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(msg.len(), Ordering::Relaxed);
+        Some(msg)
+    }
+}
+
 /// How a shard reaches one member's connection.
 #[derive(Debug)]
 pub(crate) struct PeerTx {
     /// Which connection this is.
     pub(crate) conn: ConnId,
     /// The connection's outbound queue.
-    pub(crate) queue: mpsc::Sender<Outbound>,
+    pub(crate) queue: QueueTx,
     /// Makes the connection close.
     pub(crate) kick: Arc<Kick>,
     /// Whether this connection got its peer id from a resume token.
@@ -311,13 +381,10 @@ impl Shard {
 
     fn deliver(&mut self, to: PeerId, msg: Outbound) {
         let Some(tx) = self.peers.get(&to) else { return };
-        match tx.queue.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
-                if !self.kicked.contains(&to) {
-                    self.kicked.push(to);
-                }
-            }
+        if let Err(PushError::Full | PushError::Closed) = tx.queue.push(msg)
+            && !self.kicked.contains(&to)
+        {
+            self.kicked.push(to);
         }
     }
 

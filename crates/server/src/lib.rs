@@ -185,9 +185,9 @@ pub struct Limits {
     pub rate_per_sec: u32,
     /// Messages a connection may send in one burst.
     pub rate_burst: u32,
-    /// Messages waiting to be written to one connection before it is
-    /// dropped as too slow.
-    pub outbound_queue: usize,
+    /// Bytes waiting to be written to one connection before it is dropped
+    /// as too slow.
+    pub outbound_queue_bytes: usize,
     /// Longest one write (a batch of queued messages) may take.
     pub write_timeout: Duration,
     /// How often the server pings an otherwise quiet connection.
@@ -209,7 +209,7 @@ impl Default for Limits {
             max_message_bytes: signal::MAX_MESSAGE_BYTES,
             rate_per_sec: 100,
             rate_burst: 200,
-            outbound_queue: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),

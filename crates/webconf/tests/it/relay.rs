@@ -272,7 +272,7 @@ async fn silent_peers_are_dropped_and_the_room_hears_of_it() {
 async fn a_reader_that_stalls_is_dropped_without_slowing_others() {
     let limits = server::Limits {
         rate_per_sec: 0,
-        outbound_queue: 16,
+        outbound_queue_bytes: 16 * 60 * 1024,
         write_timeout: Duration::from_secs(2),
         ..server::Limits::default()
     };
