@@ -87,7 +87,7 @@ pub fn fmt_num(v: f64) -> String {
     if !v.is_finite() {
         return "–".to_owned();
     }
-    if v.abs() >= 100.0 {
+    if v.abs() >= 100.0 || (v.fract() == 0.0 && v.abs() < 1e15) {
         let digits = format!("{:.0}", v.abs());
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
@@ -126,7 +126,7 @@ fn rows(kind: &str) -> Vec<Row> {
     let gen_cpu =
         Row { label: "generator CPU (% of its core)", cell: |m| one("gen_cpu_pct")(m), ratio_of: None };
     let other_cpu = Row {
-        label: "other processes' CPU (% of a core)",
+        label: "CPU outside both (softirq, others; % of a core)",
         cell: |m| one("other_cpu_pct")(m),
         ratio_of: None,
     };
@@ -138,7 +138,15 @@ fn rows(kind: &str) -> Vec<Row> {
                 label: "msgs/s, slowest – fastest run",
                 cell: |m| {
                     let (lo, hi, n) = (num(m, "rate_min")?, num(m, "rate_max")?, num(m, "reps")?);
-                    (n > 1.0).then(|| format!("{} – {}", fmt_num(lo), fmt_num(hi)))
+                    (n > 1.0).then(|| format!("{} – {} ({} runs)", fmt_num(lo), fmt_num(hi), n))
+                },
+                ratio_of: None,
+            },
+            Row {
+                label: "runs that hit an error",
+                cell: |m| {
+                    let failed = num(m, "failed_runs")?;
+                    (failed > 0.0).then(|| format!("{} of {}", failed, num(m, "reps").unwrap_or(1.0)))
                 },
                 ratio_of: None,
             },
@@ -270,6 +278,53 @@ fn rows(kind: &str) -> Vec<Row> {
     }
 }
 
+/// Results of the same scenario on the same server, run several times
+/// (each on a fresh process): keeps the run with the median rate, with the
+/// slowest and fastest rates and every run's notes.
+fn median_of_repeats(results: Vec<Value>) -> Vec<Value> {
+    let key = |r: &Value| (r["scenario"].to_string(), r["kind"].to_string(), r["label"].to_string());
+    let rate = |r: &Value| r["metrics"]["rate"].as_f64().unwrap_or(0.0);
+    let mut out: Vec<Value> = Vec::new();
+    let mut seen = Vec::new();
+    for r in &results {
+        let k = key(r);
+        if seen.contains(&k) {
+            continue;
+        }
+        seen.push(k.clone());
+        let mut runs: Vec<&Value> = results.iter().filter(|o| key(o) == k).collect();
+        if runs.len() == 1 {
+            out.push(runs[0].clone());
+            continue;
+        }
+        runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+        let n = runs.len();
+        let mut median = runs[n / 2].clone();
+        let mut notes = Vec::new();
+        let mut failed = 0;
+        for (i, run) in runs.iter().enumerate() {
+            let run_notes = run["notes"].as_array().cloned().unwrap_or_default();
+            failed += u64::from(!run_notes.is_empty());
+            for note in run_notes {
+                notes.push(json!(format!(
+                    "run {} of {n} (by rate): {}",
+                    i + 1,
+                    note.as_str().unwrap_or("?")
+                )));
+            }
+        }
+        if let Some(m) = median["metrics"].as_object_mut() {
+            m.insert("reps".into(), json!(n));
+            m.insert("rate_min".into(), json!(rate(runs[0])));
+            m.insert("rate_max".into(), json!(rate(runs[n - 1])));
+            m.insert("failed_runs".into(), json!(failed));
+        }
+        median["notes"] = Value::Array(notes);
+        out.push(median);
+    }
+    out
+}
+
 fn pct(part: f64, all: f64) -> f64 {
     if all > 0.0 { 100.0 * part / all } else { 0.0 }
 }
@@ -282,6 +337,7 @@ pub fn table(input: &str) -> Result<String, String> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).map_err(|e| format!("bad results line ({e}): {l}")))
         .collect::<Result<_, _>>()?;
+    let results = median_of_repeats(results);
     let mut order: Vec<(String, String)> = Vec::new();
     for r in &results {
         let id = r["scenario"].as_str().unwrap_or("?").to_owned();
@@ -400,6 +456,7 @@ mod tests {
         assert_eq!(fmt_num(1_234_567.4), "1,234,567");
         assert_eq!(fmt_num(123.0), "123");
         assert_eq!(fmt_num(12.34), "12.3");
+        assert_eq!(fmt_num(3.0), "3");
         assert_eq!(fmt_num(0.123), "0.12");
     }
 
@@ -416,8 +473,15 @@ mod tests {
         v.set("rate", 50.0);
         v.note("a note");
         lines.push_str(&v.to_line());
+        for rate in [10.0, 30.0, 20.0] {
+            let mut r = Report::new("s1".into(), "1 floor".into(), "bare", "bare");
+            r.set("rate", rate);
+            lines.push('\n');
+            lines.push_str(&r.to_line());
+        }
         let t = table(&lines).expect("table");
-        assert!(t.contains("10.0×"), "{t}");
+        assert!(t.contains("10 – 30 (3 runs)"), "{t}");
+        assert!(t.contains("10×"), "{t}");
         assert!(t.contains("0.50×"), "{t}");
         assert!(t.contains("msgs/s, seed, logging"), "{t}");
         assert!(t.contains("a note"), "{t}");

@@ -20,7 +20,9 @@ use tracing::Instrument;
 use std::sync::atomic::Ordering;
 
 use crate::App;
-use crate::hub::{ConnId, Kick, KickReason, Outbound, Payload, PeerTx, QueueRx, QueueTx, ShardCmd, outbound_queue};
+use crate::hub::{
+    ConnId, Kick, KickReason, Outbound, Payload, PeerTx, QueueRx, QueueTx, ShardCmd, outbound_queue,
+};
 use crate::limits::{ConnectionPermit, TokenBucket};
 use crate::metrics::CloseKind;
 

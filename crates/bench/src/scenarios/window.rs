@@ -124,9 +124,10 @@ fn median(report: &mut Report, mut runs: Vec<Measured>, secs: f64) {
     report.set("reps", runs.len() as u64);
     report.set("rate_min", runs[0].rate(secs));
     report.set("rate_max", runs[runs.len() - 1].rate(secs));
+    let n = runs.len();
     for (i, run) in runs.iter().enumerate() {
         for e in &run.errors {
-            report.note(format!("run {} of {} (by rate): {e}", i + 1, runs.len()));
+            report.note(if n > 1 { format!("run {} of {n} (by rate): {e}", i + 1) } else { e.clone() });
         }
     }
     throughput(report, &runs[runs.len() / 2], secs);
