@@ -6,6 +6,10 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
+    // The fast path for signals and the general parser agree.
+    let fast = signal::parse(text).map(|m| format!("{m:?}")).map_err(|e| e.to_string());
+    let general = signal::parse_general(text).map(|m| format!("{m:?}")).map_err(|e| e.to_string());
+    assert_eq!(fast, general);
     match signal::parse(text) {
         Ok(signal::ClientMsg::Signal { to, data }) => {
             // The relayed form is well-formed JSON carrying the very same

@@ -13,7 +13,7 @@
 mod ids;
 mod rooms;
 
-pub use ids::{ChatText, DisplayName, MediaState, NameError, PeerId, RoomId};
+pub use ids::{ChatText, DisplayName, MediaState, NameError, PeerId, PeerIdHasher, PeerMap, RoomId};
 pub use rooms::{ChatEntry, Config, Input, LeaveReason, Output, PeerInfo, Rejection, Request, Rooms};
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::ids::{ChatText, DisplayName, MediaState, PeerId, RoomId};
+use crate::ids::{ChatText, DisplayName, MediaState, PeerId, PeerMap, RoomId};
 
 /// Settings of a [`Rooms`] core.
 #[derive(Clone, Copy, Debug)]
@@ -255,7 +255,7 @@ struct Room {
 pub struct Rooms<P> {
     config: Config,
     rooms: HashMap<RoomId, Room>,
-    members: HashMap<PeerId, Member>,
+    members: PeerMap<Member>,
     /// Grows by at most one room's worth of outputs per input (plus a
     /// newcomer's history), and the shell drains it after every input.
     outputs: VecDeque<Output<P>>,
@@ -264,7 +264,7 @@ pub struct Rooms<P> {
 impl<P> Rooms<P> {
     /// An empty core.
     pub fn new(config: Config) -> Self {
-        Rooms { config, rooms: HashMap::new(), members: HashMap::new(), outputs: VecDeque::new() }
+        Rooms { config, rooms: HashMap::new(), members: PeerMap::default(), outputs: VecDeque::new() }
     }
 
     /// Number of rooms with at least one member.

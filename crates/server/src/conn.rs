@@ -9,26 +9,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
-use room::{MediaState, PeerId, RoomId};
-use signal::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, close, encode};
+use futures_util::{FutureExt, SinkExt};
+use room::{MediaState, PeerId, PeerMap, RoomId};
+use signal::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, close, encode, encode_relay};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tracing::Instrument;
 
-use std::sync::atomic::Ordering;
-
 use crate::App;
-use crate::hub::{
-    ConnId, Kick, KickReason, Outbound, Payload, PeerTx, QueueRx, QueueTx, ShardCmd, outbound_queue,
-};
+use crate::hub::{ConnId, PeerTx, ShardCmd};
 use crate::limits::{ConnectionPermit, TokenBucket};
 use crate::metrics::CloseKind;
+use crate::queue::{Kick, KickReason, Outbound, PushError, QueueRx, QueueTx, Route, outbound_queue};
 
 /// Most queued messages written per flush: bounds one write's size while
 /// still turning bursts into few system calls.
-const WRITE_BATCH: usize = 64;
+const WRITE_BATCH: usize = 16;
+
+/// Most frames read per wake-up before the loop looks at its other work
+/// (its queue, pings): bursts are handled in one go, fairly.
+const READ_BATCH: usize = 32;
 
 /// How long a closing connection waits for the peer's close reply, so the
 /// close frame is not lost to a reset.
@@ -62,11 +65,10 @@ enum End {
     ReadFailed,
 }
 
-/// Serves one upgraded WebSocket until it ends.
 /// Serves one upgraded WebSocket until it ends. `_permit` holds its place
 /// under the connection limits until then.
 pub(crate) async fn run(socket: WebSocket, app: Arc<App>, addr: SocketAddr, _permit: ConnectionPermit) {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let id = PeerId(crate::random_u64());
@@ -101,13 +103,26 @@ struct Conn {
     state: State,
     /// What this peer last said of its microphone, camera and screen.
     media: MediaState,
-    bucket: TokenBucket,
+    /// `None` when rate limiting is off.
+    bucket: Option<TokenBucket>,
     last_rate_error: Option<Instant>,
-    last_heard: Instant,
+    /// Whether anything came in since the last ping tick.
+    heard: bool,
+    /// When something last came in, as of the last ping tick.
+    heard_at: Instant,
     /// A sender of our own outbound queue, handed to each shard we join.
     queue: QueueTx,
     outbound: QueueRx,
+    /// Taken from `outbound` and being written; kept to reuse its memory.
+    batch: Vec<Outbound>,
     kick: Arc<Kick>,
+    /// Bumped at every join and leave: a relay carrying an older number was
+    /// meant for a membership this connection has left, and is dropped.
+    membership: u64,
+    /// How to reach each other member of our room, as the shard told us.
+    /// Matches exactly the peers our client was told about: routes come
+    /// and go with the `joined`, `peer-joined` and `peer-left` we write.
+    routes: PeerMap<Route>,
     /// A command the shard's inbox had no room for; sent before reading on.
     pending: Option<ShardCmd>,
     pending_to: Option<mpsc::Sender<ShardCmd>>,
@@ -120,18 +135,24 @@ impl Conn {
         // too slow.
         let (queue, outbound) = outbound_queue(limits.outbound_queue_bytes.max(1));
         let now = Instant::now();
+        let bucket = (limits.rate_per_sec > 0)
+            .then(|| TokenBucket::new(limits.rate_per_sec, limits.rate_burst, now.into_std()));
         Conn {
-            bucket: TokenBucket::new(limits.rate_per_sec, limits.rate_burst, now.into_std()),
+            bucket,
             app,
             conn,
             id,
             state: State::Greeting,
             media: MediaState::default(),
             last_rate_error: None,
-            last_heard: now,
+            heard: false,
+            heard_at: now,
             queue,
             outbound,
+            batch: Vec::new(),
             kick: Arc::new(Kick::default()),
+            membership: 0,
+            routes: PeerMap::default(),
             pending: None,
             pending_to: None,
         }
@@ -174,24 +195,26 @@ impl Conn {
 
     async fn serve_loop(&mut self, socket: &mut WebSocket) -> Result<std::convert::Infallible, End> {
         let limits = self.app.config.limits;
+        // Made once, not per turn of the loop: each is a waiter in a list.
         let shutdown = self.app.shutdown.clone();
+        let shutdown = shutdown.cancelled();
+        tokio::pin!(shutdown);
         let kick = self.kick.clone();
         let kicked = kick.kicked();
         tokio::pin!(kicked);
         let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            let reading = self.pending.is_none() && !matches!(self.state, State::Joining(_));
             let pending_to = self.pending_to.clone();
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return Err(End::Shutdown),
+                () = &mut shutdown => return Err(End::Shutdown),
                 reason = &mut kicked => return Err(match reason {
                     KickReason::TooSlow => End::TooSlow,
                     KickReason::Replaced => End::Replaced,
                 }),
-                Some(first) = self.outbound.recv() => {
-                    self.write_batch(socket, first).await?;
+                () = self.outbound.recv_many(&mut self.batch, WRITE_BATCH) => {
+                    self.write_batch(socket).await?;
                 }
                 permit = async { pending_to?.reserve_owned().await.ok() }, if self.pending.is_some() => {
                     match (permit, self.pending.take()) {
@@ -200,29 +223,24 @@ impl Conn {
                         _ => return Err(End::Shutdown),
                     }
                 }
-                frame = socket.recv(), if reading => {
-                    self.last_heard = Instant::now();
-                    if matches!(frame, Some(Ok(Message::Text(_) | Message::Binary(_)))) {
-                        self.app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
-                    }
-                    match frame {
-                        None | Some(Ok(Message::Close(_))) => return Err(End::ClosedByPeer),
-                        Some(Err(e)) => return Err(read_error(e)),
-                        Some(Ok(Message::Text(text))) => {
-                            if let Some(reply) = self.on_text(text) {
-                                self.send(socket, reply).await?;
-                            }
+                frame = socket.recv(), if self.reading() => {
+                    self.on_frame(socket, frame).await?;
+                    // Whatever else has already arrived, without waiting.
+                    for _ in 1..READ_BATCH {
+                        if !self.reading() {
+                            break;
                         }
-                        Some(Ok(Message::Binary(_))) => {
-                            if let Some(reply) = self.on_binary() {
-                                self.send(socket, reply).await?;
-                            }
+                        match socket.recv().now_or_never() {
+                            Some(frame) => self.on_frame(socket, frame).await?,
+                            None => break,
                         }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     }
                 }
                 _ = ping.tick() => {
-                    if self.last_heard.elapsed() > limits.idle_timeout {
+                    let now = Instant::now();
+                    if std::mem::take(&mut self.heard) {
+                        self.heard_at = now;
+                    } else if now.duration_since(self.heard_at) > limits.idle_timeout {
                         return Err(End::Timeout);
                     }
                     self.send_message(socket, Message::Ping(Default::default())).await?;
@@ -231,37 +249,82 @@ impl Conn {
         }
     }
 
-    /// Writes `first` and whatever else is queued, up to a batch, then
-    /// flushes once; all within the write deadline.
-    async fn write_batch(&mut self, socket: &mut WebSocket, first: Outbound) -> Result<(), End> {
+    /// Whether to read the next frame: not while a command waits for room
+    /// in a shard's inbox, nor while a join waits for its answer.
+    fn reading(&self) -> bool {
+        self.pending.is_none() && !matches!(self.state, State::Joining(_))
+    }
+
+    async fn on_frame(
+        &mut self,
+        socket: &mut WebSocket,
+        frame: Option<Result<Message, axum::Error>>,
+    ) -> Result<(), End> {
+        self.heard = true;
+        let reply = match frame {
+            None | Some(Ok(Message::Close(_))) => return Err(End::ClosedByPeer),
+            Some(Err(e)) => return Err(read_error(e)),
+            Some(Ok(Message::Text(text))) => {
+                self.app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+                self.on_text(text)
+            }
+            Some(Ok(Message::Binary(_))) => {
+                self.app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+                self.on_binary()
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+        };
+        match reply {
+            Some(reply) => self.send(socket, reply).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes what was taken from the queue, then flushes once; all within
+    /// the write deadline. Membership changes the shard sent along are
+    /// applied in the same order the client learns of them.
+    async fn write_batch(&mut self, socket: &mut WebSocket) -> Result<(), End> {
         let deadline = self.app.config.limits.write_timeout;
-        let mut next = Some(first);
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut written = 0u64;
         let write = async {
-            let mut written = 0;
-            while let Some(out) = next.take() {
+            for out in batch.drain(..) {
                 let text = match out {
                     Outbound::Text(text) => text,
-                    Outbound::JoinAnswer { text, room } => {
-                        self.state = match room {
+                    Outbound::Relay { text, membership } => {
+                        if membership != self.membership {
+                            continue; // For a membership we have left.
+                        }
+                        text
+                    }
+                    Outbound::JoinAnswer(answer) => {
+                        let answer = *answer;
+                        self.state = match answer.room {
                             Some(room) => State::Joined(room),
                             None => State::Lobby,
                         };
+                        self.routes = answer.routes.into_iter().collect();
+                        answer.text
+                    }
+                    Outbound::PeerJoined(joined) => {
+                        let (text, peer, route) = *joined;
+                        self.routes.insert(peer, route);
+                        text
+                    }
+                    Outbound::PeerLeft { text, peer } => {
+                        self.routes.remove(&peer);
                         text
                     }
                 };
                 socket.feed(Message::Text(text)).await?;
                 written += 1;
-                self.app.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
-                if written < WRITE_BATCH {
-                    next = self.outbound.try_recv();
-                }
             }
             socket.flush().await
         };
-        match timeout(deadline, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) | Err(_) => Err(End::WriteFailed),
-        }
+        let result = with_deadline(deadline, write).await;
+        self.app.metrics.messages_sent.fetch_add(written, Ordering::Relaxed);
+        self.batch = batch;
+        result
     }
 
     /// Writes one reply of our own (not queued by a shard).
@@ -271,10 +334,7 @@ impl Conn {
     }
 
     async fn send_message(&mut self, socket: &mut WebSocket, msg: Message) -> Result<(), End> {
-        match timeout(self.app.config.limits.write_timeout, socket.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) | Err(_) => Err(End::WriteFailed),
-        }
+        with_deadline(self.app.config.limits.write_timeout, socket.send(msg)).await
     }
 
     /// Handles a binary frame: not part of the protocol.
@@ -341,8 +401,11 @@ impl Conn {
                     }
                 }
                 self.media = media;
-                let tx =
-                    PeerTx { conn: self.conn, queue: self.queue.clone(), kick: self.kick.clone(), resumed };
+                self.membership += 1;
+                self.routes.clear();
+                let route =
+                    Route { queue: self.queue.clone(), kick: self.kick.clone(), membership: self.membership };
+                let tx = PeerTx { conn: self.conn, route, resumed };
                 self.state = State::Joining(room.clone());
                 self.send_to_shard(
                     &room,
@@ -357,11 +420,24 @@ impl Conn {
                     "you are in a room already: leave it first",
                 )))
             }
-            (State::Joined(room), ClientMsg::Signal { to, data }) => {
-                let room = room.clone();
-                // The parser borrows `data` from this very frame.
-                let payload = Payload::new(&frame, data.get())?;
-                self.send_to_shard(&room, ShardCmd::Signal { from: self.id, conn: self.conn, to, payload });
+            (State::Joined(_), ClientMsg::Signal { to, data }) => {
+                // Straight into the addressee's queue, if it is in our room
+                // as far as our client was told.
+                let Some(route) = self.routes.get(&to) else {
+                    let err =
+                        ProtocolError::new(ErrorCode::UnknownPeer, Some(kind), "no such peer in your room");
+                    return Some(self.error_reply(&err));
+                };
+                let text = Utf8Bytes::from(encode_relay(self.id, data.get()));
+                match route.queue.push(Outbound::Relay { text, membership: route.membership }) {
+                    Ok(()) => {
+                        self.app.metrics.signals_relayed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // It cannot keep up: it goes, and its room hears of it.
+                    Err(PushError::Full) => route.kick.kick(KickReason::TooSlow),
+                    // Gone already; `peer-left` is on its way to us.
+                    Err(PushError::Closed) => {}
+                }
                 None
             }
             (State::Joined(room), ClientMsg::Chat { text }) => {
@@ -383,6 +459,8 @@ impl Conn {
                 let room = room.clone();
                 self.send_to_shard(&room, ShardCmd::Leave { peer: self.id, conn: self.conn });
                 self.state = State::Lobby;
+                self.membership += 1;
+                self.routes.clear();
                 None
             }
             (
@@ -420,7 +498,8 @@ impl Conn {
 
     /// Counts a message against the rate limit.
     fn admit(&mut self) -> bool {
-        let ok = self.bucket.try_take(Instant::now().into_std());
+        let Some(bucket) = &mut self.bucket else { return true };
+        let ok = bucket.try_take(std::time::Instant::now());
         if !ok {
             self.app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
         }
@@ -442,6 +521,23 @@ impl Conn {
             "too many messages: this one and others were dropped",
         )))
     }
+}
+
+/// Runs a write within `deadline`. Most writes finish at once (the socket
+/// buffer has room), so the timer is only set up for those that do not.
+async fn with_deadline<F>(deadline: Duration, write: F) -> Result<(), End>
+where
+    F: std::future::Future<Output = Result<(), axum::Error>>,
+{
+    let mut write = std::pin::pin!(write);
+    let result = match (&mut write).now_or_never() {
+        Some(r) => r,
+        None => match timeout(deadline, write).await {
+            Ok(r) => r,
+            Err(_) => return Err(End::WriteFailed),
+        },
+    };
+    result.map_err(|_| End::WriteFailed)
 }
 
 fn read_error(e: axum::Error) -> End {

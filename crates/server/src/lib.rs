@@ -19,6 +19,7 @@ mod hub;
 pub mod limits;
 mod metrics;
 pub mod origin;
+mod queue;
 pub mod resume;
 pub mod tls;
 pub mod turn_io;
@@ -312,7 +313,14 @@ pub async fn serve(
         token.cancel();
     };
     match &app.config.tls {
-        None => axum::serve(listener, router).with_graceful_shutdown(stop).await?,
+        None => {
+            // Signals are small and latency matters: no Nagle delay. (Set
+            // on each accepted socket; Linux does not reliably inherit it.)
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router).with_graceful_shutdown(stop).await?
+        }
         Some(tls) => {
             let _reloader = AbortOnDrop(tls.spawn_reloader(Duration::from_secs(10)));
             // tap_io gives the TLS listener axum's ConnectInfo<SocketAddr>.

@@ -10,7 +10,7 @@
 mod client;
 mod server;
 
-pub use client::{ClientMsg, ProtocolError, parse};
+pub use client::{ClientMsg, ProtocolError, parse, parse_general};
 pub use server::{IceServer, ServerMsg, encode, encode_relay};
 
 /// The protocol version this crate speaks.

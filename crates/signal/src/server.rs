@@ -130,10 +130,14 @@ pub fn encode(msg: &ServerMsg<'_>) -> String {
 pub fn encode_relay(from: PeerId, data: &str) -> String {
     const HEAD: &str = r#"{"type":"signal","from":""#;
     const MID: &str = r#"","data":"#;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(HEAD.len() + 16 + MID.len() + data.len() + 1);
     out.push_str(HEAD);
-    // PeerId's Display is 16 hex digits: nothing to escape.
-    std::fmt::Write::write_fmt(&mut out, format_args!("{from}")).expect("writing to a String cannot fail");
+    // The id as 16 lowercase hex digits (as PeerId's Display writes it,
+    // without the formatting machinery: this runs for every signal).
+    for shift in (0..16).rev() {
+        out.push(char::from(HEX[((from.0 >> (shift * 4)) & 0xf) as usize]));
+    }
     out.push_str(MID);
     out.push_str(data);
     out.push('}');
@@ -310,6 +314,8 @@ mod tests {
         let data = r#"{"candidate":"a=candidate:1 1 udp 1 127.0.0.1 5000 typ host","n":[1.50,"\u00e9"]}"#;
         let out = encode_relay(PeerId(0xff), data);
         assert_eq!(out, format!(r#"{{"type":"signal","from":"00000000000000ff","data":{data}}}"#));
+        let id = PeerId(0x0123_4567_89ab_cdef);
+        assert!(encode_relay(id, "1").contains(&format!(r#""from":"{id}""#)));
         let back: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&out).expect("valid JSON");
         assert_eq!(back["from"], "00000000000000ff");
