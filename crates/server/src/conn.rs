@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{FutureExt, SinkExt};
-use room::{MediaState, PeerId, PeerMap, RoomId};
+use room::{MediaState, PeerId, RoomId};
 use signal::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, close, encode, encode_relay};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
@@ -67,7 +67,7 @@ enum End {
 
 /// Serves one upgraded WebSocket until it ends. `_permit` holds its place
 /// under the connection limits until then.
-pub(crate) async fn run(socket: WebSocket, app: Arc<App>, addr: SocketAddr, _permit: ConnectionPermit) {
+pub(crate) async fn run(mut socket: WebSocket, app: Arc<App>, addr: SocketAddr, _permit: ConnectionPermit) {
     use std::sync::atomic::AtomicU64;
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
@@ -78,7 +78,10 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>, addr: SocketAddr, _per
         let metrics = app.metrics.clone();
         metrics.connections_opened.fetch_add(1, Ordering::Relaxed);
         metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-        let end = Conn::new(app, conn, id).serve(socket).await;
+        // Served by reference: moving the socket and the state into the
+        // inner futures would store them twice in every connection's task.
+        let mut state = Conn::new(app, conn, id);
+        let end = state.serve(&mut socket).await;
         metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         metrics.closed(match end {
             End::ClosedByPeer | End::ReadFailed | End::WriteFailed => CloseKind::Peer,
@@ -122,7 +125,7 @@ struct Conn {
     /// How to reach each other member of our room, as the shard told us.
     /// Matches exactly the peers our client was told about: routes come
     /// and go with the `joined`, `peer-joined` and `peer-left` we write.
-    routes: PeerMap<Route>,
+    routes: Routes,
     /// A command the shard's inbox had no room for; sent before reading on.
     pending: Option<ShardCmd>,
     pending_to: Option<mpsc::Sender<ShardCmd>>,
@@ -152,14 +155,14 @@ impl Conn {
             batch: Vec::new(),
             kick: Arc::new(Kick::default()),
             membership: 0,
-            routes: PeerMap::default(),
+            routes: Routes::default(),
             pending: None,
             pending_to: None,
         }
     }
 
-    async fn serve(mut self, mut socket: WebSocket) -> End {
-        let end = match self.serve_loop(&mut socket).await {
+    async fn serve(&mut self, socket: &mut WebSocket) -> End {
+        let end = match self.serve_loop(socket).await {
             Err(end) => end,
             Ok(never) => match never {},
         };
@@ -177,7 +180,9 @@ impl Conn {
             let shard = self.app.hub.shard(room).clone();
             // Blocks only while the shard's inbox is full; the shard never
             // waits on us, so this always completes.
-            let _ = shard.send(ShardCmd::Disconnect { peer: self.id, conn: self.conn }).await;
+            // Boxed, like the close below: once per connection, and not worth
+            // a place in every idle connection's task.
+            let _ = Box::pin(shard.send(ShardCmd::Disconnect { peer: self.id, conn: self.conn })).await;
         }
         if let Some((code, reason)) = code_reason {
             let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
@@ -188,13 +193,13 @@ impl Conn {
                 while let Some(Ok(_)) = socket.recv().await {}
                 Some(())
             };
-            let _ = timeout(CLOSE_LINGER, linger).await;
+            let _ = Box::pin(timeout(CLOSE_LINGER, linger)).await;
         }
         end
     }
 
     async fn serve_loop(&mut self, socket: &mut WebSocket) -> Result<std::convert::Infallible, End> {
-        let limits = self.app.config.limits;
+        let every = self.app.config.limits.ping_interval;
         // Made once, not per turn of the loop: each is a waiter in a list.
         let shutdown = self.app.shutdown.clone();
         let shutdown = shutdown.cancelled();
@@ -202,7 +207,7 @@ impl Conn {
         let kick = self.kick.clone();
         let kicked = kick.kicked();
         tokio::pin!(kicked);
-        let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+        let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let pending_to = self.pending_to.clone();
@@ -240,7 +245,7 @@ impl Conn {
                     let now = Instant::now();
                     if std::mem::take(&mut self.heard) {
                         self.heard_at = now;
-                    } else if now.duration_since(self.heard_at) > limits.idle_timeout {
+                    } else if now.duration_since(self.heard_at) > self.app.config.limits.idle_timeout {
                         return Err(End::Timeout);
                     }
                     self.send_message(socket, Message::Ping(Default::default())).await?;
@@ -303,7 +308,7 @@ impl Conn {
                             Some(room) => State::Joined(room),
                             None => State::Lobby,
                         };
-                        self.routes = answer.routes.into_iter().collect();
+                        self.routes = Routes(answer.routes);
                         answer.text
                     }
                     Outbound::PeerJoined(joined) => {
@@ -323,6 +328,10 @@ impl Conn {
         };
         let result = with_deadline(deadline, write).await;
         self.app.metrics.messages_sent.fetch_add(written, Ordering::Relaxed);
+        // Keep the buffer while busy; an idle connection keeps none.
+        if batch.capacity() <= 4 {
+            batch = Vec::new();
+        }
         self.batch = batch;
         result
     }
@@ -523,6 +532,32 @@ impl Conn {
     }
 }
 
+/// A connection's routes to the other members of its room. A list, not a
+/// map: rooms hold a handful of peers, and an idle connection's one route
+/// then costs a few dozen bytes instead of a hash table.
+#[derive(Debug, Default)]
+struct Routes(Vec<(PeerId, Route)>);
+
+impl Routes {
+    fn get(&self, peer: &PeerId) -> Option<&Route> {
+        self.0.iter().find(|(p, _)| p == peer).map(|(_, r)| r)
+    }
+
+    fn insert(&mut self, peer: PeerId, route: Route) {
+        self.remove(&peer);
+        self.0.push((peer, route));
+    }
+
+    fn remove(&mut self, peer: &PeerId) {
+        self.0.retain(|(p, _)| p != peer);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+        self.0.shrink_to_fit();
+    }
+}
+
 /// Runs a write within `deadline`. Most writes finish at once (the socket
 /// buffer has room), so the timer is only set up for those that do not.
 async fn with_deadline<F>(deadline: Duration, write: F) -> Result<(), End>
@@ -532,10 +567,14 @@ where
     let mut write = std::pin::pin!(write);
     let result = match (&mut write).now_or_never() {
         Some(r) => r,
-        None => match timeout(deadline, write).await {
-            Ok(r) => r,
-            Err(_) => return Err(End::WriteFailed),
-        },
+        None => {
+            // Boxed: a timer is large, and most connections never need one.
+            let expired = Box::pin(tokio::time::sleep(deadline));
+            tokio::select! {
+                r = &mut write => r,
+                () = expired => return Err(End::WriteFailed),
+            }
+        }
     };
     result.map_err(|_| End::WriteFailed)
 }

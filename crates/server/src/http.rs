@@ -146,7 +146,7 @@ async fn websocket(
     let upgrade = upgrade
         // Small buffers keep idle connections cheap; 16 KiB of write
         // buffering still turns a burst into few system calls.
-        .read_buffer_size(4096)
+        .read_buffer_size(2048)
         .write_buffer_size(16 * 1024)
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes);

@@ -10,12 +10,12 @@
 //! held only to push or pop, never across an await.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
 use room::{PeerId, RoomId};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// Something a connection must write.
 #[derive(Debug)]
@@ -75,24 +75,36 @@ pub(crate) enum KickReason {
     Replaced,
 }
 
-/// A switch others flip to make a connection close, with a reason.
+/// A switch others flip to make a connection close, with a reason. (A
+/// flag and a `Notify`: one per connection, so it is kept small.)
 #[derive(Debug, Default)]
 pub(crate) struct Kick {
-    token: CancellationToken,
-    reason: OnceLock<KickReason>,
+    /// 0 until kicked, then 1 + the reason.
+    reason: AtomicU8,
+    flipped: Notify,
 }
 
 impl Kick {
     /// Tells the connection to close; the first reason given wins.
     pub(crate) fn kick(&self, reason: KickReason) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
+        let code = match reason {
+            KickReason::TooSlow => 1,
+            KickReason::Replaced => 2,
+        };
+        if self.reason.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.flipped.notify_one();
+        }
     }
 
     /// Completes once [`Kick::kick`] was called, with its reason.
     pub(crate) async fn kicked(&self) -> KickReason {
-        self.token.cancelled().await;
-        self.reason.get().copied().unwrap_or(KickReason::TooSlow)
+        loop {
+            match self.reason.load(Ordering::Acquire) {
+                0 => self.flipped.notified().await,
+                2 => return KickReason::Replaced,
+                _ => return KickReason::TooSlow,
+            }
+        }
     }
 }
 
