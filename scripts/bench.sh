@@ -297,14 +297,16 @@ $table
   100 messages/s per connection would measure the limiter),
   \`--max-connections 0\` (its default cap of 10,000 connections refuses
   scenarios 4 and 5 with close 1013) and \`--log warn\`; everything else
-  default (room capacity 2, outbound queue 1,024 messages, 100 connections
+  default (room capacity 2, outbound queues of 4 MiB, 100 connections
   per source address: the generator spreads clients over 1,000 addresses). The seed relay is \`broadcast.js\` unchanged, with
   \`QUIET=1\` (one extra row runs it with its per-message \`console.log\`
   going to /dev/null). The bare relay (\`bench bare-relay\`, in
   crates/bench/src/relay.rs) pairs connections in arrival order and
-  forwards text to the partner: same tokio runtime and tungstenite buffer
-  sizes as webconf, writes batched 64 to a flush, a bounded 1,024-message
-  queue per connection that makes the sender wait when full (webconf drops
+  forwards text to the partner: the same tokio runtime, tungstenite with a
+  4 KiB read and 16 KiB write buffer (webconf reads 2 KiB at a time, to stay
+  under 8 KiB per idle connection), writes batched 64 to a flush (webconf:
+  16, which keeps the pipeline moving), and a bounded 1,024-message queue
+  per connection that makes the sender wait when full (webconf drops
   the receiver instead).
 - **Isolation.** Each scenario gets a fresh server process, pinned to core
   0; the generator is pinned to core 1 and runs one thread. With one core
