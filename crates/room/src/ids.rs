@@ -87,6 +87,20 @@ impl fmt::Display for NameError {
     }
 }
 
+/// Checks that `s` has at most `max` characters, all `allowed`; the first
+/// problem found, reading from the start, is the answer.
+fn check_chars(s: &str, max: usize, allowed: impl Fn(char) -> bool) -> Result<(), NameError> {
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            return Err(NameError::TooLong { max });
+        }
+        if !allowed(c) {
+            return Err(NameError::BadChar(c));
+        }
+    }
+    Ok(())
+}
+
 /// A room's canonical name: 1 to [`RoomId::MAX_CHARS`] letters, digits, `-`,
 /// `_` or `.`, case-folded so that `Tea-Party` and `tea-party` meet.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -101,16 +115,7 @@ impl RoomId {
         if raw.is_empty() {
             return Err(NameError::Empty);
         }
-        let mut chars = 0;
-        for c in raw.chars() {
-            chars += 1;
-            if chars > Self::MAX_CHARS {
-                return Err(NameError::TooLong { max: Self::MAX_CHARS });
-            }
-            if !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-                return Err(NameError::BadChar(c));
-            }
-        }
+        check_chars(raw, Self::MAX_CHARS, |c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))?;
         let folded = raw.to_lowercase();
         // Lowercasing can change a name's length (a few characters fold to
         // two), so the limit is checked again on the canonical form.
@@ -147,18 +152,11 @@ impl DisplayName {
         if name.is_empty() {
             return Err(NameError::Empty);
         }
-        let mut chars = 0;
-        for c in name.chars() {
-            chars += 1;
-            if chars > Self::MAX_CHARS {
-                return Err(NameError::TooLong { max: Self::MAX_CHARS });
-            }
-            // Bidi overrides let a name rewrite what is shown after it,
-            // so they are refused along with control characters.
-            if c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
-                return Err(NameError::BadChar(c));
-            }
-        }
+        // Bidi overrides let a name rewrite what is shown after it, so they
+        // are refused along with control characters.
+        check_chars(name, Self::MAX_CHARS, |c| {
+            !(c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+        })?;
         Ok(DisplayName(name.to_owned()))
     }
 
@@ -194,16 +192,7 @@ impl ChatText {
         if raw.trim().is_empty() {
             return Err(NameError::Empty);
         }
-        let mut chars = 0;
-        for c in raw.chars() {
-            chars += 1;
-            if chars > Self::MAX_CHARS {
-                return Err(NameError::TooLong { max: Self::MAX_CHARS });
-            }
-            if c.is_control() && c != '\n' && c != '\t' {
-                return Err(NameError::BadChar(c));
-            }
-        }
+        check_chars(raw, Self::MAX_CHARS, |c| !c.is_control() || c == '\n' || c == '\t')?;
         Ok(ChatText(raw.into()))
     }
 

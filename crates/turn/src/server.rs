@@ -480,6 +480,21 @@ impl Server {
         Auth::Ok { username: username.to_owned(), key }
     }
 
+    /// Answers `msg` with success: the attributes `with` adds, SOFTWARE,
+    /// MESSAGE-INTEGRITY and FINGERPRINT.
+    fn succeed(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        key: &[u8; 16],
+        with: impl FnOnce(Builder) -> Builder,
+    ) {
+        let reply = with(Builder::new(msg.method, Class::Success, msg.transaction))
+            .attr(attr::SOFTWARE, self.config.software.as_bytes())
+            .integrity(key);
+        self.send(from, reply);
+    }
+
     fn refuse(&mut self, from: FiveTuple, msg: &Message<'_>, key: &[u8; 16], code: u16, reason: &str) {
         let reply =
             Builder::new(msg.method, Class::Error, msg.transaction).error(code, reason).integrity(key);
@@ -613,11 +628,7 @@ impl Server {
             }
             lifetime
         };
-        let reply = Builder::new(Method::Refresh, Class::Success, msg.transaction)
-            .u32(attr::LIFETIME, lifetime.as_secs() as u32)
-            .attr(attr::SOFTWARE, self.config.software.as_bytes())
-            .integrity(key);
-        self.send(from, reply);
+        self.succeed(from, msg, key, |b| b.u32(attr::LIFETIME, lifetime.as_secs() as u32));
     }
 
     /// Checks that `peer` may be relayed to from `relay`: same family, and
@@ -662,10 +673,7 @@ impl Server {
                 a.permissions.insert(peer.ip(), until);
             }
         }
-        let reply = Builder::new(Method::CreatePermission, Class::Success, msg.transaction)
-            .attr(attr::SOFTWARE, self.config.software.as_bytes())
-            .integrity(key);
-        self.send(from, reply);
+        self.succeed(from, msg, key, |b| b);
     }
 
     fn channel_bind(
@@ -704,10 +712,7 @@ impl Server {
             let p = a.permissions.entry(peer.ip()).or_insert(permission_until);
             *p = (*p).max(permission_until);
         }
-        let reply = Builder::new(Method::ChannelBind, Class::Success, msg.transaction)
-            .attr(attr::SOFTWARE, self.config.software.as_bytes())
-            .integrity(key);
-        self.send(from, reply);
+        self.succeed(from, msg, key, |b| b);
     }
 
     fn send_indication(&mut self, now: Instant, from: FiveTuple, msg: &Message<'_>) {

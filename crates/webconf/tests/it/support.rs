@@ -75,15 +75,8 @@ pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
 
 /// A plain HTTP/1.1 GET: the status and the body.
 pub async fn http_get(server: &TestServer, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
-        .await
-        .expect("in time")
-        .expect("read");
+    let response = raw_http(server.addr, &request).await;
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status");
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
