@@ -285,11 +285,6 @@ export class Session extends EventTarget {
     }
   }
 
-  /** Whether messages can be sent right now. */
-  get connected() {
-    return Boolean(this.conn?.open) && !this.reconnecting;
-  }
-
   /**
    * Sends `data` to one peer of the room (dropped while reconnecting).
    * @param {string} to
