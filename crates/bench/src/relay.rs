@@ -1,11 +1,14 @@
-//! The bare relay: the floor of what relaying WebSocket text costs in Rust.
+//! The bare relay: what relaying WebSocket text costs in Rust when built
+//! the usual way (tokio + tokio-tungstenite) and doing nothing else.
 //!
 //! It pairs connections in the order it accepts them (1st with 2nd, 3rd with
 //! 4th, ...) and forwards each text message to the partner, nothing else: no
-//! protocol, no parsing, no rooms. It uses webconf's WebSocket settings
-//! (4 KiB read buffer, 16 KiB write buffer), the same runtime, and batched
-//! writes (feed, then one flush), so what webconf costs above it is the
-//! price of its protocol, checks and rooms.
+//! protocol, no parsing, no rooms. It has a 4 KiB read buffer, a 16 KiB
+//! write buffer, the same runtime as webconf, and batched writes (feed,
+//! then one flush). webconf does more per message (its protocol, checks and
+//! rooms) but has its own WebSocket framing (`signal::ws`), which decodes
+//! frames where they lie and writes a batch with one system call; so it can
+//! cost less than this relay.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};

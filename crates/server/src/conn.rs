@@ -11,31 +11,34 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{FutureExt, SinkExt};
+use futures_util::FutureExt;
 use room::{MediaState, PeerId, RoomId};
+use signal::ws::{self, Event};
 use signal::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, close, encode, encode_relay};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tracing::Instrument;
+use tungstenite::Utf8Bytes;
 
 use crate::App;
 use crate::hub::{ConnId, PeerTx, ShardCmd};
 use crate::limits::{ConnectionPermit, TokenBucket};
 use crate::metrics::CloseKind;
 use crate::queue::{Kick, KickReason, Outbound, PushError, QueueRx, QueueTx, Route, outbound_queue};
+use crate::socket::Socket;
 
 /// Most queued messages written per flush: bounds one write's size while
 /// still turning bursts into few system calls.
-const WRITE_BATCH: usize = 16;
+const WRITE_BATCH: usize = 64;
 
-/// Most frames read per wake-up before the loop looks at its other work
-/// (its queue, pings): bursts are handled in one go, fairly.
+/// After handling this many frames in one turn, the task lets the others
+/// run before reading on: the peers it relayed to write them out while
+/// more arrive, rather than after the whole burst.
 const READ_BATCH: usize = 32;
 
 /// How long a closing connection waits for the peer's close reply, so the
 /// close frame is not lost to a reset.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Where a connection stands in the protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +63,8 @@ enum End {
     TooSlow,
     Replaced,
     TooBig,
+    /// Bytes that break the WebSocket framing.
+    BadFrame(ws::Error),
     Timeout,
     WriteFailed,
     ReadFailed,
@@ -67,7 +72,7 @@ enum End {
 
 /// Serves one upgraded WebSocket until it ends. `_permit` holds its place
 /// under the connection limits until then.
-pub(crate) async fn run(mut socket: WebSocket, app: Arc<App>, addr: SocketAddr, _permit: ConnectionPermit) {
+pub(crate) async fn run(mut socket: Socket, app: Arc<App>, addr: SocketAddr, _permit: ConnectionPermit) {
     use std::sync::atomic::AtomicU64;
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
@@ -85,6 +90,7 @@ pub(crate) async fn run(mut socket: WebSocket, app: Arc<App>, addr: SocketAddr, 
         metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         metrics.closed(match end {
             End::ClosedByPeer | End::ReadFailed | End::WriteFailed => CloseKind::Peer,
+            End::BadFrame(_) => CloseKind::BadFrame,
             End::Shutdown => CloseKind::Shutdown,
             End::TooSlow => CloseKind::TooSlow,
             End::Replaced => CloseKind::Replaced,
@@ -161,7 +167,7 @@ impl Conn {
         }
     }
 
-    async fn serve(&mut self, socket: &mut WebSocket) -> End {
+    async fn serve(&mut self, socket: &mut Socket) -> End {
         let end = match self.serve_loop(socket).await {
             Err(end) => end,
             Ok(never) => match never {},
@@ -172,6 +178,7 @@ impl Conn {
             End::TooSlow => Some((close::POLICY, close::REASON_TOO_SLOW)),
             End::Replaced => Some((close::REPLACED, close::REASON_REPLACED)),
             End::TooBig => Some((close::TOO_BIG, close::REASON_TOO_BIG)),
+            End::BadFrame(e) => Some((e.close_code(), e.reason())),
             End::ClosedByPeer | End::WriteFailed | End::ReadFailed => None,
         };
         // Leave the room first, so the others hear of it without waiting for
@@ -184,21 +191,17 @@ impl Conn {
             // a place in every idle connection's task.
             let _ = Box::pin(shard.send(ShardCmd::Disconnect { peer: self.id, conn: self.conn })).await;
         }
-        if let Some((code, reason)) = code_reason {
-            let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-            let linger = async {
-                socket.send(Message::Close(Some(frame))).await.ok()?;
-                // Read until the peer answers the close, so it is not reset
-                // before it has read our close frame.
-                while let Some(Ok(_)) = socket.recv().await {}
-                Some(())
-            };
-            let _ = Box::pin(timeout(CLOSE_LINGER, linger)).await;
+        if let Some(close) = code_reason {
+            // Boxed: once per connection.
+            Box::pin(socket.close(Some(close), CLOSE_LINGER)).await;
+        } else if socket.has_output() {
+            // The answer to the peer's close, and anything before it.
+            let _ = Box::pin(timeout(CLOSE_LINGER, socket.flush())).await;
         }
         end
     }
 
-    async fn serve_loop(&mut self, socket: &mut WebSocket) -> Result<std::convert::Infallible, End> {
+    async fn serve_loop(&mut self, socket: &mut Socket) -> Result<std::convert::Infallible, End> {
         let every = self.app.config.limits.ping_interval;
         // Made once, not per turn of the loop: each is a waiter in a list.
         let shutdown = self.app.shutdown.clone();
@@ -219,7 +222,8 @@ impl Conn {
                     KickReason::Replaced => End::Replaced,
                 }),
                 () = self.outbound.recv_many(&mut self.batch, WRITE_BATCH) => {
-                    self.write_batch(socket).await?;
+                    self.write_batch(socket);
+                    self.flush(socket).await?;
                 }
                 permit = async { pending_to?.reserve_owned().await.ok() }, if self.pending.is_some() => {
                     match (permit, self.pending.take()) {
@@ -228,17 +232,18 @@ impl Conn {
                         _ => return Err(End::Shutdown),
                     }
                 }
-                frame = socket.recv(), if self.reading() => {
-                    self.on_frame(socket, frame).await?;
-                    // Whatever else has already arrived, without waiting.
-                    for _ in 1..READ_BATCH {
-                        if !self.reading() {
-                            break;
-                        }
-                        match socket.recv().now_or_never() {
-                            Some(frame) => self.on_frame(socket, frame).await?,
-                            None => break,
-                        }
+                read = socket.fill(), if self.reading() => {
+                    match read {
+                        Ok(0) => return Err(End::ClosedByPeer),
+                        Ok(_) => {}
+                        Err(_) => return Err(End::ReadFailed),
+                    }
+                    let handled = self.on_frames(socket)?;
+                    if socket.has_output() {
+                        self.flush(socket).await?;
+                    }
+                    if handled >= READ_BATCH {
+                        tokio::task::yield_now().await;
                     }
                 }
                 _ = ping.tick() => {
@@ -247,8 +252,12 @@ impl Conn {
                         self.heard_at = now;
                     } else if now.duration_since(self.heard_at) > self.app.config.limits.idle_timeout {
                         return Err(End::Timeout);
+                    } else {
+                        // Quiet for a whole interval: give back buffers.
+                        socket.release_idle();
                     }
-                    self.send_message(socket, Message::Ping(Default::default())).await?;
+                    socket.ping();
+                    self.flush(socket).await?;
                 }
             }
         }
@@ -260,90 +269,100 @@ impl Conn {
         self.pending.is_none() && !matches!(self.state, State::Joining(_))
     }
 
-    async fn on_frame(
-        &mut self,
-        socket: &mut WebSocket,
-        frame: Option<Result<Message, axum::Error>>,
-    ) -> Result<(), End> {
-        self.heard = true;
-        let reply = match frame {
-            None | Some(Ok(Message::Close(_))) => return Err(End::ClosedByPeer),
-            Some(Err(e)) => return Err(read_error(e)),
-            Some(Ok(Message::Text(text))) => {
-                self.app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
-                self.on_text(text)
+    /// Handles every whole frame read so far (stopping early if reading
+    /// must pause); replies wait in the socket's output. Returns how many
+    /// frames it handled.
+    fn on_frames(&mut self, socket: &mut Socket) -> Result<usize, End> {
+        let mut handled = 0;
+        while self.reading() {
+            let mut pong = None;
+            let reply = match socket.next() {
+                Ok(None) => break,
+                Ok(Some(None)) => continue, // A fragment; its message is not whole yet.
+                Err(e) => return Err(if e == ws::Error::TooBig { End::TooBig } else { End::BadFrame(e) }),
+                Ok(Some(Some(event))) => match event {
+                    Event::Text(text) => {
+                        self.app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+                        self.on_text(text)
+                    }
+                    Event::Binary(_) => {
+                        self.app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+                        self.on_binary()
+                    }
+                    Event::Ping(payload) => {
+                        let mut copy = [0u8; ws::MAX_CONTROL_PAYLOAD];
+                        let len = payload.len().min(copy.len());
+                        copy[..len].copy_from_slice(&payload[..len]);
+                        pong = Some((copy, len));
+                        None
+                    }
+                    Event::Pong => None,
+                    Event::Close(code, _) => {
+                        // Answer with the same code, then end.
+                        socket.close_frame(Some((code.unwrap_or(ws::CLOSE_NORMAL), "")));
+                        return Err(End::ClosedByPeer);
+                    }
+                },
+            };
+            handled += 1;
+            self.heard = true;
+            if let Some((payload, len)) = pong {
+                socket.pong(&payload[..len]);
             }
-            Some(Ok(Message::Binary(_))) => {
-                self.app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
-                self.on_binary()
+            if let Some(reply) = reply {
+                self.app.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
+                socket.text(&reply);
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-        };
-        match reply {
-            Some(reply) => self.send(socket, reply).await,
-            None => Ok(()),
         }
+        Ok(handled)
     }
 
-    /// Writes what was taken from the queue, then flushes once; all within
-    /// the write deadline. Membership changes the shard sent along are
-    /// applied in the same order the client learns of them.
-    async fn write_batch(&mut self, socket: &mut WebSocket) -> Result<(), End> {
-        let deadline = self.app.config.limits.write_timeout;
-        let mut batch = std::mem::take(&mut self.batch);
+    /// Queues what was taken from the queue for one write. Membership
+    /// changes the shard sent along are applied in the same order the
+    /// client learns of them.
+    fn write_batch(&mut self, socket: &mut Socket) {
         let mut written = 0u64;
-        let write = async {
-            for out in batch.drain(..) {
-                let text = match out {
-                    Outbound::Text(text) => text,
-                    Outbound::Relay { text, membership } => {
-                        if membership != self.membership {
-                            continue; // For a membership we have left.
-                        }
-                        text
+        for out in self.batch.drain(..) {
+            let text = match out {
+                Outbound::Text(text) => text,
+                Outbound::Relay { text, membership } => {
+                    if membership != self.membership {
+                        continue; // For a membership we have left.
                     }
-                    Outbound::JoinAnswer(answer) => {
-                        let answer = *answer;
-                        self.state = match answer.room {
-                            Some(room) => State::Joined(room),
-                            None => State::Lobby,
-                        };
-                        self.routes = Routes(answer.routes);
-                        answer.text
-                    }
-                    Outbound::PeerJoined(joined) => {
-                        let (text, peer, route) = *joined;
-                        self.routes.insert(peer, route);
-                        text
-                    }
-                    Outbound::PeerLeft { text, peer } => {
-                        self.routes.remove(&peer);
-                        text
-                    }
-                };
-                socket.feed(Message::Text(text)).await?;
-                written += 1;
-            }
-            socket.flush().await
-        };
-        let result = with_deadline(deadline, write).await;
+                    text
+                }
+                Outbound::JoinAnswer(answer) => {
+                    let answer = *answer;
+                    self.state = match answer.room {
+                        Some(room) => State::Joined(room),
+                        None => State::Lobby,
+                    };
+                    self.routes = Routes(answer.routes);
+                    answer.text
+                }
+                Outbound::PeerJoined(joined) => {
+                    let (text, peer, route) = *joined;
+                    self.routes.insert(peer, route);
+                    text
+                }
+                Outbound::PeerLeft { text, peer } => {
+                    self.routes.remove(&peer);
+                    text
+                }
+            };
+            socket.text(text.as_str());
+            written += 1;
+        }
         self.app.metrics.messages_sent.fetch_add(written, Ordering::Relaxed);
         // Keep the buffer while busy; an idle connection keeps none.
-        if batch.capacity() <= 4 {
-            batch = Vec::new();
+        if self.batch.capacity() <= 4 {
+            self.batch = Vec::new();
         }
-        self.batch = batch;
-        result
     }
 
-    /// Writes one reply of our own (not queued by a shard).
-    async fn send(&mut self, socket: &mut WebSocket, reply: String) -> Result<(), End> {
-        self.app.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
-        self.send_message(socket, Message::Text(Utf8Bytes::from(reply))).await
-    }
-
-    async fn send_message(&mut self, socket: &mut WebSocket, msg: Message) -> Result<(), End> {
-        with_deadline(self.app.config.limits.write_timeout, socket.send(msg)).await
+    /// Writes what the socket holds, within the write deadline.
+    async fn flush(&mut self, socket: &mut Socket) -> Result<(), End> {
+        with_deadline(self.app.config.limits.write_timeout, socket.flush()).await
     }
 
     /// Handles a binary frame: not part of the protocol.
@@ -358,11 +377,11 @@ impl Conn {
 
     /// Handles one text frame; returns a reply to write at once, if any.
     /// Room business goes to the shard, whose answers come through the queue.
-    fn on_text(&mut self, frame: Utf8Bytes) -> Option<String> {
+    fn on_text(&mut self, frame: &str) -> Option<String> {
         if !self.admit() {
             return self.rate_limited();
         }
-        let msg = match signal::parse(frame.as_str()) {
+        let msg = match signal::parse(frame) {
             Ok(msg) => msg,
             Err(err) => return Some(self.error_reply(&err)),
         };
@@ -562,7 +581,7 @@ impl Routes {
 /// buffer has room), so the timer is only set up for those that do not.
 async fn with_deadline<F>(deadline: Duration, write: F) -> Result<(), End>
 where
-    F: std::future::Future<Output = Result<(), axum::Error>>,
+    F: std::future::Future<Output = std::io::Result<()>>,
 {
     let mut write = std::pin::pin!(write);
     let result = match (&mut write).now_or_never() {
@@ -577,12 +596,4 @@ where
         }
     };
     result.map_err(|_| End::WriteFailed)
-}
-
-fn read_error(e: axum::Error) -> End {
-    let inner = e.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => End::TooBig,
-        _ => End::ReadFailed,
-    }
 }

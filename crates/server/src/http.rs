@@ -6,18 +6,20 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper::upgrade::OnUpgrade;
 use room::RoomId;
+use sha1::{Digest, Sha1};
 use signal::close;
 
 use crate::App;
 use crate::assets::{self, Asset};
 use crate::limits::LimitExceeded;
 use crate::metrics::Refusal;
+use crate::socket::Socket;
 
 /// The page's Content-Security-Policy: only our own scripts, styles and
 /// connections; no inline code, no plugins, no framing.
@@ -121,9 +123,17 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 async fn websocket(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
+    let on_upgrade = req.extensions_mut().remove::<OnUpgrade>();
+    let headers = req.headers();
+    let accept = match (handshake(headers), on_upgrade) {
+        (Ok(accept), Some(on_upgrade)) => (accept, on_upgrade),
+        (Err(refusal), _) => return refusal.into_response(),
+        (Ok(_), None) => {
+            return (StatusCode::BAD_REQUEST, "this connection cannot be upgraded\n").into_response();
+        }
+    };
     let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null"));
     let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let trust = app.config.trust_proxy;
@@ -141,18 +151,17 @@ async fn websocket(
         return (StatusCode::FORBIDDEN, "this origin may not open a WebSocket here (see --allow-origin)\n")
             .into_response();
     }
-    let limits = app.config.limits;
+    let (accept, on_upgrade) = accept;
+    let max_message = app.config.limits.max_message_bytes;
     let tracker = app.connections.clone();
-    let upgrade = upgrade
-        // Small buffers keep idle connections cheap; 16 KiB of write
-        // buffering still turns a burst into few system calls.
-        .read_buffer_size(2048)
-        .write_buffer_size(16 * 1024)
-        .max_message_size(limits.max_message_bytes)
-        .max_frame_size(limits.max_message_bytes);
     match app.limiter.try_acquire(addr.ip()) {
-        Ok(permit) => upgrade
-            .on_upgrade(move |socket| tracker.track_future(crate::conn::run(socket, app, addr, permit))),
+        Ok(permit) => {
+            tokio::spawn(tracker.track_future(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    crate::conn::run(Socket::new(upgraded, max_message), app, addr, permit).await;
+                }
+            }));
+        }
         Err(exceeded) => {
             // Upgraded only to be closed: a browser cannot read an HTTP
             // status from a failed WebSocket, but it can read a close reason.
@@ -162,11 +171,134 @@ async fn websocket(
             };
             tracing::info!(%addr, reason, "refused a WebSocket over the connection limit");
             app.metrics.refused(why);
-            upgrade.on_upgrade(move |mut socket| async move {
-                let frame =
-                    CloseFrame { code: close::TRY_AGAIN_LATER, reason: Utf8Bytes::from_static(reason) };
-                let _ = socket.send(Message::Close(Some(frame))).await;
-            })
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let mut socket = Socket::new(upgraded, max_message);
+                    socket.close(Some((close::TRY_AGAIN_LATER, reason)), crate::conn::CLOSE_LINGER).await;
+                }
+            });
         }
+    }
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+        ],
+        [(header::SEC_WEBSOCKET_ACCEPT, accept)],
+    )
+        .into_response()
+}
+
+/// Checks a WebSocket opening handshake (RFC 6455, 4.2.1) and returns the
+/// `Sec-WebSocket-Accept` value for it, or the response refusing it.
+/// No subprotocol or extension is ever chosen.
+fn handshake(headers: &HeaderMap) -> Result<HeaderValue, BadHandshake> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(BadHandshake::NotWebSocket);
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        return Err(BadHandshake::Version);
+    }
+    // The key is 16 random bytes in base64: 24 characters.
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).map(HeaderValue::as_bytes).unwrap_or_default();
+    if key.len() != 24 {
+        return Err(BadHandshake::Key);
+    }
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64(&sha.finalize());
+    // Base64 is always a valid header value.
+    HeaderValue::from_str(&accept).map_err(|_| BadHandshake::Key)
+}
+
+/// Why a request to `/ws` is not a WebSocket handshake we take.
+#[derive(Debug, PartialEq, Eq)]
+enum BadHandshake {
+    /// Not an upgrade to WebSocket at all.
+    NotWebSocket,
+    /// A version other than 13.
+    Version,
+    /// No `Sec-WebSocket-Key`, or not 16 bytes of base64.
+    Key,
+}
+
+impl IntoResponse for BadHandshake {
+    fn into_response(self) -> Response {
+        match self {
+            BadHandshake::NotWebSocket => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket"), (header::SEC_WEBSOCKET_VERSION, "13")],
+                "this address takes WebSocket connections only\n",
+            )
+                .into_response(),
+            BadHandshake::Version => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                "only version 13 of the WebSocket protocol is spoken here\n",
+            )
+                .into_response(),
+            BadHandshake::Key => {
+                (StatusCode::BAD_REQUEST, "missing or malformed Sec-WebSocket-Key\n").into_response()
+            }
+        }
+    }
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_of_rfc_6455() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        headers.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(handshake(&headers).ok(), Some(HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")));
+        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert_eq!(handshake(&headers).err(), Some(BadHandshake::Version));
+        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        headers.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("short"));
+        assert_eq!(handshake(&headers).err(), Some(BadHandshake::Key));
+        headers.remove(header::UPGRADE);
+        assert_eq!(handshake(&headers).err(), Some(BadHandshake::NotWebSocket));
+    }
+
+    #[test]
+    fn base64_pads() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 }

@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering;
 
-use axum::extract::ws::Utf8Bytes;
 use room::{
     ChatText, DisplayName, Input, MediaState, Output, PeerId, PeerMap, Rejection, Request, RoomId, Rooms,
 };
 use signal::{ErrorCode, ServerMsg, encode};
 use tokio::sync::mpsc;
+use tungstenite::Utf8Bytes;
 
 use crate::Config;
 use crate::metrics::Metrics;

@@ -21,6 +21,7 @@ mod metrics;
 pub mod origin;
 mod queue;
 pub mod resume;
+mod socket;
 pub mod tls;
 pub mod turn_io;
 

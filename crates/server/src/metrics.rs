@@ -23,15 +23,18 @@ pub(crate) enum CloseKind {
     Timeout,
     /// Another connection resumed its peer id.
     Replaced,
+    /// It broke the WebSocket framing.
+    BadFrame,
 }
 
-const CLOSE_KINDS: [(CloseKind, &str); 6] = [
+const CLOSE_KINDS: [(CloseKind, &str); 7] = [
     (CloseKind::Peer, "peer"),
     (CloseKind::Shutdown, "shutdown"),
     (CloseKind::TooSlow, "too_slow"),
     (CloseKind::TooBig, "too_big"),
     (CloseKind::Timeout, "timeout"),
     (CloseKind::Replaced, "replaced"),
+    (CloseKind::BadFrame, "bad_frame"),
 ];
 
 /// Why a WebSocket was refused before it started.

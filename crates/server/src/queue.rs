@@ -13,9 +13,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use axum::extract::ws::Utf8Bytes;
 use room::{PeerId, RoomId};
 use tokio::sync::Notify;
+use tungstenite::Utf8Bytes;
 
 /// Something a connection must write.
 #[derive(Debug)]

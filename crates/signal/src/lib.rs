@@ -9,6 +9,7 @@
 
 mod client;
 mod server;
+pub mod ws;
 
 pub use client::{ClientMsg, ProtocolError, parse, parse_general};
 pub use server::{IceServer, ServerMsg, encode, encode_relay};

@@ -678,3 +678,144 @@ async fn behind_a_trusted_proxy_forwarded_headers_count() {
     let mut again = Client::handshake(request("203.0.113.1"), tcp().await).await.expect("upgraded");
     assert_eq!(again.expect_close().await.0, 1013, "the same client address is capped, not the proxy's");
 }
+
+/// A WebSocket spoken byte by byte, to send what no well-behaved client
+/// library would.
+struct RawWs(tokio::net::TcpStream);
+
+impl RawWs {
+    async fn open(server: &TestServer) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            server.addr
+        );
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        // Byte by byte up to the blank line, so no frame is read with it.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await.expect("response"));
+        }
+        let head = String::from_utf8(head).expect("ascii");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{head}"
+        );
+        RawWs(tcp)
+    }
+
+    /// Sends one frame, masked unless `masked` is false.
+    async fn frame(&mut self, b0: u8, payload: &[u8], masked: bool) {
+        use tokio::io::AsyncWriteExt;
+        let mask = [0xA1, 0x5B, 0x07, 0xE2];
+        let mut out = vec![b0];
+        let flag = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => out.push(flag | n as u8),
+            n => {
+                out.push(flag | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        if masked {
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        self.0.write_all(&out).await.expect("write frame");
+    }
+
+    /// Reads one server frame: its first byte and payload.
+    async fn read(&mut self) -> (u8, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let b0 = self.0.read_u8().await?;
+            let len = match self.0.read_u8().await? {
+                126 => usize::from(self.0.read_u16().await?),
+                127 => self.0.read_u64().await? as usize,
+                n => usize::from(n),
+            };
+            let mut payload = vec![0; len];
+            self.0.read_exact(&mut payload).await?;
+            Ok::<_, std::io::Error>((b0, payload))
+        };
+        tokio::time::timeout(Duration::from_secs(5), read).await.expect("a frame in time").expect("a frame")
+    }
+
+    /// Expects a close frame with `code`, then the end of the stream.
+    async fn expect_close(&mut self, code: u16) -> String {
+        use tokio::io::AsyncReadExt;
+        let (b0, payload) = self.read().await;
+        assert_eq!(b0, 0x88, "a close frame");
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code);
+        // Answer it, as a client would; the server then hangs up.
+        self.frame(0x88, &payload[..2], true).await;
+        let mut rest = Vec::new();
+        let eof = tokio::time::timeout(Duration::from_secs(5), self.0.read_to_end(&mut rest)).await;
+        assert!(matches!(eof, Ok(Ok(0))), "the server hangs up after closing: {eof:?} {rest:?}");
+        String::from_utf8(payload[2..].to_vec()).expect("a UTF-8 reason")
+    }
+}
+
+#[tokio::test]
+async fn websocket_framing_is_checked_to_the_letter() {
+    let server = TestServer::with_defaults().await;
+
+    // Fragments, with a ping between them, make one message; the ping is
+    // answered with its payload.
+    let mut ws = RawWs::open(&server).await;
+    let hello = br#"{"type":"hello","version":1}"#;
+    ws.frame(0x01, &hello[..5], true).await;
+    ws.frame(0x89, b"are you there", true).await;
+    ws.frame(0x00, &hello[5..20], true).await;
+    ws.frame(0x80, &hello[20..], true).await;
+    assert_eq!(ws.read().await, (0x8A, b"are you there".to_vec()));
+    let (b0, welcome) = ws.read().await;
+    assert_eq!(b0, 0x81);
+    let welcome: serde_json::Value = serde_json::from_slice(&welcome).expect("json");
+    assert_eq!(welcome["type"], "welcome");
+    // A close is answered with the same code, and the server hangs up.
+    ws.frame(0x88, &[0x0F, 0xA0, b'b', b'y', b'e'], true).await;
+    assert_eq!(ws.read().await, (0x88, vec![0x0F, 0xA0]));
+
+    // Each broken stream is closed with the code RFC 6455 gives it.
+    let mut ws = RawWs::open(&server).await;
+    ws.frame(0x81, hello, false).await;
+    assert_eq!(ws.expect_close(1002).await, "client frames must be masked");
+    let mut ws = RawWs::open(&server).await;
+    ws.frame(0x81, b"{\"type\":\"hello\xff", true).await;
+    assert_eq!(ws.expect_close(1007).await, "text is not UTF-8");
+    let mut ws = RawWs::open(&server).await;
+    ws.frame(0xC1, hello, true).await;
+    assert_eq!(ws.expect_close(1002).await, "reserved bits set");
+    let mut ws = RawWs::open(&server).await;
+    ws.frame(0x80, hello, true).await;
+    assert_eq!(ws.expect_close(1002).await, "continuation without a message");
+    // Over the limit is refused from the header alone.
+    let mut ws = RawWs::open(&server).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        ws.0.write_all(&[0x81, 0xFF, 0, 0, 0, 1, 0, 0, 0, 0]).await.expect("write");
+    }
+    assert_eq!(ws.expect_close(1009).await, "message too big");
+
+    // Not a WebSocket handshake at all: 426, saying what would be.
+    let request = format!("GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
+    let response = crate::support::raw_http(server.addr, &request).await;
+    assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("sec-websocket-version: 13"), "{response}");
+
+    let (_, metrics) = http_get(&server, "/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l == "webconf_connections_closed_total{reason=\"bad_frame\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l == "webconf_connections_closed_total{reason=\"too_big\"} 1"),
+        "{metrics}"
+    );
+}

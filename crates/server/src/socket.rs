@@ -1,0 +1,206 @@
+//! A WebSocket's bytes: reads into a buffer that [`signal::ws::Decoder`]
+//! decodes in place, and collects outgoing frames in one buffer that is
+//! written with one system call.
+//!
+//! Idle connections keep neither buffer for long: reads land in a scratch
+//! buffer owned by the thread, and only what is not yet decoded (usually
+//! nothing, or part of one frame) is kept by the connection;
+//! [`Socket::release_idle`] hands back the rest.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use signal::ws::{self, Decoder, Event};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Most bytes taken from the socket per read: about 80 signals of 200 B.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Above this, the output buffer is shrunk back after a write, so one
+/// burst of large messages does not keep its memory.
+const OUT_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// Where reads land before their bytes are decoded; one per thread of
+    /// the runtime, so a waiting connection holds no read buffer.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// The transport under the WebSocket.
+enum Io {
+    /// Plain TCP, taken back out of hyper's upgrade wrapper (no indirection
+    /// per read and write).
+    Tcp(TcpStream),
+    /// Anything else hyper upgraded (TLS).
+    Upgraded(TokioIo<Upgraded>),
+}
+
+/// One WebSocket connection's transport and buffers.
+pub(crate) struct Socket {
+    io: Io,
+    /// Bytes read and not yet decoded start at `decoded`.
+    inbuf: Vec<u8>,
+    decoded: usize,
+    /// Frames waiting for [`Socket::flush`].
+    out: Vec<u8>,
+    decoder: Decoder,
+}
+
+impl Socket {
+    /// Takes over a connection hyper upgraded to a WebSocket.
+    pub(crate) fn new(upgraded: Upgraded, max_message: usize) -> Socket {
+        let (io, inbuf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            // Whatever hyper read past the request is ours to decode.
+            Ok(parts) => (Io::Tcp(parts.io.into_inner()), parts.read_buf.to_vec()),
+            Err(upgraded) => (Io::Upgraded(TokioIo::new(upgraded)), Vec::new()),
+        };
+        Socket { io, inbuf, decoded: 0, out: Vec::new(), decoder: Decoder::new(max_message) }
+    }
+
+    /// Waits for the peer's next bytes and keeps them for [`Socket::next`].
+    /// `Ok(0)` means the peer closed its side.
+    pub(crate) async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut buf = ReadBuf::new(scratch);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            let got = buf.filled();
+            // Drop what was decoded before adding more.
+            if self.decoded == self.inbuf.len() {
+                self.inbuf.clear();
+            } else {
+                self.inbuf.drain(..self.decoded);
+            }
+            self.decoded = 0;
+            self.inbuf.extend_from_slice(got);
+            Poll::Ready(Ok(got.len()))
+        })
+    }
+
+    /// The next frame among the bytes read so far: `Ok(None)` when they
+    /// hold no whole frame, `Ok(Some(None))` for a fragment that does not
+    /// end its message (call again).
+    pub(crate) fn next(&mut self) -> Result<Option<Option<Event<'_>>>, ws::Error> {
+        let rest = &mut self.inbuf[self.decoded..];
+        match self.decoder.decode(rest)? {
+            None => Ok(None),
+            Some((used, event)) => {
+                self.decoded += used;
+                Ok(Some(event))
+            }
+        }
+    }
+
+    /// Queues a text frame for the next [`Socket::flush`].
+    pub(crate) fn text(&mut self, text: &str) {
+        ws::encode_text(&mut self.out, text);
+    }
+
+    /// Queues a ping.
+    pub(crate) fn ping(&mut self) {
+        ws::encode_ping(&mut self.out);
+    }
+
+    /// Queues the pong answering a ping with `payload`.
+    pub(crate) fn pong(&mut self, payload: &[u8]) {
+        ws::encode_pong(&mut self.out, payload);
+    }
+
+    /// Queues a close frame.
+    pub(crate) fn close_frame(&mut self, close: Option<(u16, &str)>) {
+        ws::encode_close(&mut self.out, close);
+    }
+
+    /// Whether frames wait to be written.
+    pub(crate) fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Writes every queued frame.
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.io.write_all(&self.out).await?;
+            self.out.clear();
+            if self.out.capacity() > OUT_KEEP {
+                self.out.shrink_to(OUT_KEEP);
+            }
+        }
+        // Pushes out what TLS still holds; nothing to do for plain TCP.
+        self.io.flush().await
+    }
+
+    /// Sends a close frame and waits up to `linger` for the peer's close
+    /// (or end of stream), so the peer reads our close before the
+    /// connection is reset.
+    pub(crate) async fn close(&mut self, close: Option<(u16, &str)>, linger: Duration) {
+        self.close_frame(close);
+        let closing = async {
+            self.flush().await?;
+            loop {
+                loop {
+                    match self.next() {
+                        Ok(Some(Some(Event::Close(..)))) | Err(_) => return Ok(()),
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                    }
+                }
+                if self.fill().await? == 0 {
+                    return Ok::<(), io::Error>(());
+                }
+            }
+        };
+        let _ = tokio::time::timeout(linger, closing).await;
+    }
+
+    /// Lets go of buffer memory an idle connection does not need.
+    pub(crate) fn release_idle(&mut self) {
+        if self.decoded == self.inbuf.len() {
+            self.inbuf = Vec::new();
+            self.decoded = 0;
+        }
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(io) => Pin::new(io).poll_read(cx, buf),
+            Io::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(io) => Pin::new(io).poll_write(cx, buf),
+            Io::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(io) => Pin::new(io).poll_flush(cx),
+            Io::Upgraded(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(io) => Pin::new(io).poll_shutdown(cx),
+            Io::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! WebSocket framing (RFC 6455, section 5) for the server side, sans IO.
+//!
+//! The layer under the JSON messages: [`Decoder`] turns bytes a client sent
+//! into whole messages, unmasking them in place and checking every rule a
+//! server must (masked, no extensions, known opcodes, control frames short
+//! and unfragmented, fragments in order, size limits, UTF-8 text, valid
+//! close codes). The `encode_*` functions append server frames (unmasked)
+//! to an output buffer.
+//!
+//! The server's own framing rather than a WebSocket library's: a frame is
+//! read where it lies in the connection's buffer, with no allocation or
+//! copy per message, and replies are appended to one buffer that is
+//! written with one system call. No extensions are negotiated, so the RSV
+//! bits are always zero.
+
+use std::fmt;
+
+/// Most payload bytes of a control frame (close, ping, pong).
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Close code for a frame that breaks the protocol.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Close code for text that is not UTF-8.
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// Close code for a normal close.
+pub const CLOSE_NORMAL: u16 = 1000;
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// One whole message or control frame from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A text message, checked to be UTF-8.
+    Text(&'a str),
+    /// A binary message of this many bytes (the protocol has no use for
+    /// its contents).
+    Binary(usize),
+    /// A ping, to be answered with a pong carrying the same payload.
+    Ping(&'a [u8]),
+    /// A pong.
+    Pong,
+    /// A close: its code and reason, if it gave any.
+    Close(Option<u16>, &'a str),
+}
+
+/// Why a client's bytes cannot be a WebSocket stream: the connection is
+/// closed with [`Error::close_code`] and [`Error::reason`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// A rule of the framing broken; says which.
+    Protocol(&'static str),
+    /// A text message or close reason that is not UTF-8.
+    NotUtf8,
+    /// A message over the size limit.
+    TooBig,
+}
+
+impl Error {
+    /// The close code to send: 1002, 1007 or 1009.
+    pub fn close_code(self) -> u16 {
+        match self {
+            Error::Protocol(_) => CLOSE_PROTOCOL_ERROR,
+            Error::NotUtf8 => CLOSE_INVALID_DATA,
+            Error::TooBig => crate::close::TOO_BIG,
+        }
+    }
+
+    /// The close reason to send (short enough for a close frame).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Error::Protocol(why) => why,
+            Error::NotUtf8 => "text is not UTF-8",
+            Error::TooBig => crate::close::REASON_TOO_BIG,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Turns a client's bytes into messages. Holds only what a fragmented
+/// message has gathered so far; whole frames are decoded where they lie.
+#[derive(Debug)]
+pub struct Decoder {
+    max_message: usize,
+    /// The message being gathered from fragments: whether it is text, and
+    /// its bytes so far (at most `max_message`).
+    partial: Option<(bool, Vec<u8>)>,
+    /// `partial` was handed out whole by the last call; clear it next.
+    partial_done: bool,
+}
+
+/// A frame's header, parsed.
+struct Header {
+    fin: bool,
+    opcode: u8,
+    mask: [u8; 4],
+    /// Where the payload starts in the buffer.
+    start: usize,
+    len: usize,
+}
+
+impl Decoder {
+    /// A decoder refusing messages over `max_message` bytes.
+    pub fn new(max_message: usize) -> Decoder {
+        Decoder { max_message, partial: None, partial_done: false }
+    }
+
+    /// Decodes the first frame in `buf`, unmasking it in place.
+    ///
+    /// - `Ok(None)`: `buf` does not hold a whole frame yet.
+    /// - `Ok(Some((used, event)))`: the frame took `used` bytes from the
+    ///   front of `buf`; `event` is `None` for a fragment that does not end
+    ///   its message.
+    /// - `Err`: the stream is broken; close the connection.
+    ///
+    /// A frame over the size limit is refused from its header alone, before
+    /// its payload arrives.
+    pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Option<(usize, Option<Event<'a>>)>, Error> {
+        if self.partial_done {
+            self.partial_done = false;
+            self.partial = None;
+        }
+        let Some(h) = self.header(buf)? else { return Ok(None) };
+        let end = h.start + h.len;
+        if buf.len() < end {
+            return Ok(None);
+        }
+        let payload = &mut buf[h.start..end];
+        unmask(payload, h.mask);
+        let payload = &*payload;
+        let event = match h.opcode {
+            OP_PING => Some(Event::Ping(payload)),
+            OP_PONG => Some(Event::Pong),
+            OP_CLOSE => Some(close_event(payload)?),
+            OP_TEXT | OP_BINARY if h.fin => Some(whole(h.opcode == OP_TEXT, payload)?),
+            OP_TEXT | OP_BINARY => {
+                self.partial = Some((h.opcode == OP_TEXT, payload.to_vec()));
+                None
+            }
+            // A continuation: `header` made sure a message is under way.
+            _ => {
+                let Some((_, data)) = &mut self.partial else {
+                    return Err(Error::Protocol("continuation without a message"));
+                };
+                data.extend_from_slice(payload);
+                if h.fin {
+                    self.partial_done = true;
+                    let Some((text, data)) = &self.partial else {
+                        return Err(Error::Protocol("continuation without a message"));
+                    };
+                    Some(whole(*text, data)?)
+                } else {
+                    None
+                }
+            }
+        };
+        Ok(Some((end, event)))
+    }
+
+    /// Parses and checks a frame header; `None` while it is incomplete.
+    fn header(&self, buf: &[u8]) -> Result<Option<Header>, Error> {
+        let [b0, b1, ..] = *buf else { return Ok(None) };
+        let fin = b0 & 0x80 != 0;
+        if b0 & 0x70 != 0 {
+            return Err(Error::Protocol("reserved bits set"));
+        }
+        let opcode = b0 & 0x0F;
+        if b1 & 0x80 == 0 {
+            return Err(Error::Protocol("client frames must be masked"));
+        }
+        let (len, at) = match b1 & 0x7F {
+            126 => match buf.get(2..4) {
+                Some(&[a, b]) => (u64::from(u16::from_be_bytes([a, b])), 4),
+                _ => return Ok(None),
+            },
+            127 => match buf.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                Some(b) => (u64::from_be_bytes(b), 10),
+                None => return Ok(None),
+            },
+            n => (u64::from(n), 2),
+        };
+        match opcode {
+            OP_CLOSE | OP_PING | OP_PONG => {
+                if !fin {
+                    return Err(Error::Protocol("fragmented control frame"));
+                }
+                if len > MAX_CONTROL_PAYLOAD as u64 {
+                    return Err(Error::Protocol("control frame over 125 bytes"));
+                }
+            }
+            OP_TEXT | OP_BINARY => {
+                if self.partial.is_some() && !self.partial_done {
+                    return Err(Error::Protocol("new message inside a fragmented one"));
+                }
+                if len > self.max_message as u64 {
+                    return Err(Error::TooBig);
+                }
+            }
+            OP_CONTINUATION => {
+                let gathered = match &self.partial {
+                    Some((_, data)) if !self.partial_done => data.len() as u64,
+                    _ => return Err(Error::Protocol("continuation without a message")),
+                };
+                if gathered.saturating_add(len) > self.max_message as u64 {
+                    return Err(Error::TooBig);
+                }
+            }
+            _ => return Err(Error::Protocol("unknown opcode")),
+        }
+        let Some(&[m0, m1, m2, m3]) = buf.get(at..at + 4) else { return Ok(None) };
+        // Fits: checked against `max_message` or 125 above.
+        let len = usize::try_from(len).map_err(|_| Error::TooBig)?;
+        Ok(Some(Header { fin, opcode, mask: [m0, m1, m2, m3], start: at + 4, len }))
+    }
+}
+
+/// A whole text or binary message.
+fn whole(text: bool, payload: &[u8]) -> Result<Event<'_>, Error> {
+    if text {
+        std::str::from_utf8(payload).map(Event::Text).map_err(|_| Error::NotUtf8)
+    } else {
+        Ok(Event::Binary(payload.len()))
+    }
+}
+
+/// A close frame's payload: nothing, or a code and a UTF-8 reason.
+fn close_event(payload: &[u8]) -> Result<Event<'_>, Error> {
+    match payload {
+        [] => Ok(Event::Close(None, "")),
+        [_] => Err(Error::Protocol("close payload of one byte")),
+        [a, b, reason @ ..] => {
+            let code = u16::from_be_bytes([*a, *b]);
+            if !valid_close_code(code) {
+                return Err(Error::Protocol("invalid close code"));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| Error::NotUtf8)?;
+            Ok(Event::Close(Some(code), reason))
+        }
+    }
+}
+
+/// Codes a peer may send (RFC 6455 7.4): the defined ones, and those for
+/// libraries (3000-3999) and applications (4000-4999).
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+}
+
+/// XORs `payload` with the repeating `mask`, eight bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    }
+    // The tail starts at a multiple of 8, so the mask lines up again.
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+}
+
+/// Appends a server frame (final, unmasked) with this opcode and payload.
+fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | opcode);
+    match payload.len() {
+        // Casts fit: each arm bounds the length.
+        n if n < 126 => out.push(n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
+/// Appends a text frame.
+pub fn encode_text(out: &mut Vec<u8>, text: &str) {
+    encode(out, OP_TEXT, text.as_bytes());
+}
+
+/// Appends a ping frame with an empty payload.
+pub fn encode_ping(out: &mut Vec<u8>) {
+    encode(out, OP_PING, &[]);
+}
+
+/// Appends the pong answering a ping with `payload` (at most 125 bytes, as
+/// [`Decoder`] makes sure of).
+pub fn encode_pong(out: &mut Vec<u8>, payload: &[u8]) {
+    encode(out, OP_PONG, &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)]);
+}
+
+/// Appends a close frame: with `code` and `reason` (cut at a character
+/// boundary to fit 125 bytes), or empty for `None`.
+pub fn encode_close(out: &mut Vec<u8>, close: Option<(u16, &str)>) {
+    let Some((code, reason)) = close else { return encode(out, OP_CLOSE, &[]) };
+    let mut cut = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+    payload[..2].copy_from_slice(&code.to_be_bytes());
+    payload[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
+    encode(out, OP_CLOSE, &payload[..2 + cut]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame: masked with a fixed key.
+    fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![b0];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    /// Decodes all of `bytes`, as owned events; stops at the first error.
+    fn decode_all(max: usize, mut bytes: Vec<u8>) -> (Vec<String>, Option<Error>) {
+        let mut d = Decoder::new(max);
+        let mut at = 0;
+        let mut events = Vec::new();
+        loop {
+            match d.decode(&mut bytes[at..]) {
+                Ok(Some((used, event))) => {
+                    if let Some(e) = event {
+                        events.push(format!("{e:?}"));
+                    }
+                    at += used;
+                }
+                Ok(None) => return (events, None),
+                Err(e) => return (events, Some(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn rfc_6455_examples() {
+        // Section 5.7: a masked "Hello" from a client.
+        let mut hello = vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let mut d = Decoder::new(100);
+        assert_eq!(d.decode(&mut hello), Ok(Some((11, Some(Event::Text("Hello"))))));
+        // And the unmasked one a server sends.
+        let mut out = Vec::new();
+        encode_text(&mut out, "Hello");
+        assert_eq!(out, [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+        // A fragmented "Hel" + "lo".
+        let mut bytes = frame(0x01, b"Hel");
+        bytes.extend(frame(0x80, b"lo"));
+        assert_eq!(decode_all(100, bytes), (vec![r#"Text("Hello")"#.into()], None));
+    }
+
+    #[test]
+    fn every_byte_boundary_waits_for_the_rest() {
+        for len in [0, 5, 125, 126, 300, 70_000] {
+            let text = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            let whole = frame(0x81, text.as_bytes());
+            for cut in [0, 1, 2, 3, 5, 9, 13, whole.len() - 1] {
+                let mut part = whole[..cut.min(whole.len() - 1)].to_vec();
+                assert_eq!(Decoder::new(100_000).decode(&mut part), Ok(None), "len {len} cut {cut}");
+            }
+            let (events, err) = decode_all(100_000, whole);
+            assert_eq!((events.len(), err), (1, None), "len {len}");
+        }
+    }
+
+    #[test]
+    fn control_frames_between_fragments() {
+        let mut bytes = frame(0x01, b"a");
+        bytes.extend(frame(0x89, b"are you there"));
+        bytes.extend(frame(0x00, b"b"));
+        bytes.extend(frame(0x8A, b""));
+        bytes.extend(frame(0x80, b"c"));
+        bytes.extend(frame(0x82, &[1, 2, 3]));
+        bytes.extend(frame(0x88, b"\x03\xe8bye"));
+        let (events, err) = decode_all(100, bytes);
+        assert_eq!(err, None);
+        assert_eq!(
+            events,
+            [
+                r#"Ping([97, 114, 101, 32, 121, 111, 117, 32, 116, 104, 101, 114, 101])"#,
+                "Pong",
+                r#"Text("abc")"#,
+                "Binary(3)",
+                r#"Close(Some(1000), "bye")"#
+            ]
+        );
+    }
+
+    #[test]
+    fn broken_streams_get_the_right_close_code() {
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            // Unmasked.
+            (vec![0x81, 0x01, b'x'], 1002),
+            // Reserved bits (no extension was negotiated).
+            (frame(0xC1, b"x"), 1002),
+            // Unknown opcodes.
+            (frame(0x83, b"x"), 1002),
+            (frame(0x8B, b"x"), 1002),
+            // Fragmented and oversized control frames.
+            (frame(0x09, b"x"), 1002),
+            (frame(0x89, &[0; 126]), 1002),
+            // A continuation out of nowhere; a new message inside one.
+            (frame(0x80, b"x"), 1002),
+            ([frame(0x01, b"x"), frame(0x81, b"y")].concat(), 1002),
+            // Close payloads: one byte, a bad code, a reason not UTF-8.
+            (frame(0x88, &[3]), 1002),
+            (frame(0x88, &[0x03, 0xED]), 1002),
+            (frame(0x88, &[0x03, 0xE8, 0xFF]), 1007),
+            // Text not UTF-8, whole or split in the middle of a character.
+            (frame(0x81, &[0xC3]), 1007),
+            ([frame(0x01, &[0xC3]), frame(0x80, &[0x28])].concat(), 1007),
+            // Over the limit: whole, gathered, or only announced.
+            (frame(0x81, &[b'x'; 11]), 1009),
+            ([frame(0x01, &[b'x'; 6]), frame(0x80, &[b'x'; 5])].concat(), 1009),
+            (vec![0x81, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], 1009),
+        ];
+        for (i, (bytes, code)) in cases.into_iter().enumerate() {
+            let (_, err) = decode_all(10, bytes);
+            assert_eq!(err.map(Error::close_code), Some(code), "case {i}: {err:?}");
+        }
+        // The limit itself is fine.
+        assert_eq!(decode_all(10, frame(0x81, &[b'x'; 10])).1, None);
+    }
+
+    #[test]
+    fn server_frames() {
+        let mut out = Vec::new();
+        encode_text(&mut out, &"x".repeat(126));
+        assert_eq!(out[..4], [0x81, 126, 0, 126]);
+        out.clear();
+        encode_text(&mut out, &"x".repeat(70_000));
+        assert_eq!(out[..10], [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        out.clear();
+        encode_ping(&mut out);
+        encode_pong(&mut out, b"hi");
+        encode_close(&mut out, None);
+        assert_eq!(out, [0x89, 0, 0x8A, 2, b'h', b'i', 0x88, 0]);
+        // A long reason is cut at a character boundary to fit 125 bytes.
+        out.clear();
+        encode_close(&mut out, Some((1008, &"é".repeat(100))));
+        assert_eq!(out[..4], [0x88, 124, 0x03, 0xF0]);
+        assert!(std::str::from_utf8(&out[4..]).is_ok());
+    }
+
+    #[test]
+    fn unmask_matches_the_bytewise_xor() {
+        let mask = [1, 2, 3, 4];
+        for len in 0..40 {
+            let mut data: Vec<u8> = (0..len as u8).collect();
+            unmask(&mut data, mask);
+            let want: Vec<u8> = (0..len as u8).map(|b| b ^ mask[usize::from(b) % 4]).collect();
+            assert_eq!(data, want);
+        }
+    }
+}
