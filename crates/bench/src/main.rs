@@ -12,6 +12,7 @@
 mod hist;
 mod net;
 mod procfs;
+mod rawws;
 mod relay;
 mod report;
 mod scenarios;

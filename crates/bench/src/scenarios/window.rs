@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Ctx, Measured, RECV_WAIT, T_KEY, one_pair, throughput, warmup};
 use crate::hist::Hist;
-use crate::net::{Peer, describe_close, next_text, now_ns, num_after, timed_signal};
+use crate::net::{Peer, next_text, now_ns, num_after, timed_signal};
 use crate::procfs::{CpuMeter, MachineMeter};
+use crate::rawws::{Frame, RawWs};
 use crate::report::Report;
 
 /// Most messages the sender writes per flush.
@@ -135,7 +136,7 @@ fn median(report: &mut Report, mut runs: Vec<Measured>, secs: f64) {
 
 /// Keeps `window` messages in flight from `a` to `b` for a warm-up and
 /// then `secs` measured seconds.
-pub async fn run_window(ctx: &Ctx, mut a: Peer, mut b: Peer, window: usize, secs: f64) -> Measured {
+pub async fn run_window(ctx: &Ctx, a: Peer, b: Peer, window: usize, secs: f64) -> Measured {
     let slots = Arc::new(Semaphore::new(window.max(1)));
     let sent = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -149,10 +150,16 @@ pub async fn run_window(ctx: &Ctx, mut a: Peer, mut b: Peer, window: usize, secs
         (base + warm.as_nanos() as u64, base + (warm + Duration::from_secs_f64(secs)).as_nanos() as u64)
     };
 
+    // After set-up, both ends speak raw frames (see `rawws`).
+    let (to, idx) = (a.to.clone(), a.idx);
+    let mut a = RawWs::new(a.ws, 0x5eed_0000 ^ a.idx as u32);
+    let mut b = RawWs::new(b.ws, 0x5eed_0000 ^ b.idx as u32);
+
     let writer = {
         let (slots, sent, done, stop) = (slots.clone(), sent.clone(), done.clone(), stop.clone());
         tokio::spawn(async move {
             let mut error = None;
+            let (mut one, mut batch) = (Vec::new(), Vec::new());
             loop {
                 let permit = tokio::select! {
                     p = slots.acquire() => p,
@@ -169,18 +176,17 @@ pub async fn run_window(ctx: &Ctx, mut a: Peer, mut b: Peer, window: usize, secs
                         n += more;
                     }
                 }
-                // One stamp per batch, so one message, shared (a refcount)
-                // by every frame of the batch: the generator's core is the
-                // scarcer one at a million messages a second.
-                let msg = Message::text(timed_signal(&a.to, a.idx, now_ns()));
-                let write = async {
-                    for _ in 0..n {
-                        a.ws.feed(msg.clone()).await?;
-                    }
-                    a.ws.flush().await
-                };
+                // One stamp per batch, so one frame, masked once and
+                // written n times: the generator's core is the scarcer
+                // one at millions of messages a second.
+                one.clear();
+                a.frame(&timed_signal(&to, idx, now_ns()), &mut one);
+                batch.clear();
+                for _ in 0..n {
+                    batch.extend_from_slice(&one);
+                }
                 let result = tokio::select! {
-                    r = write => r,
+                    r = a.write(&batch) => r,
                     () = stop.cancelled() => break,
                 };
                 if let Err(e) = result {
@@ -207,53 +213,58 @@ pub async fn run_window(ctx: &Ctx, mut a: Peer, mut b: Peer, window: usize, secs
             let mut freed = 0usize;
             let mut error = None;
             let hard_end = end + DRAIN;
-            loop {
-                // Take what is already buffered without a timer; free the
-                // window's slots in one go before waiting for more.
-                let msg = match b.ws.next().now_or_never() {
-                    Some(msg) if freed < FREE_BATCH => msg,
-                    ready => {
-                        slots.add_permits(std::mem::take(&mut freed));
-                        if done.load(Ordering::Acquire) && received >= sent.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        if Instant::now() >= hard_end || stop.is_cancelled() {
-                            error = Some(format!(
-                                "{} messages still in flight {} s after sending stopped",
-                                sent.load(Ordering::Relaxed).saturating_sub(received),
-                                DRAIN.as_secs()
-                            ));
-                            break;
-                        }
-                        match ready {
-                            Some(msg) => msg,
-                            None => {
-                                match tokio::time::timeout(Duration::from_millis(50), b.ws.next()).await {
-                                    Err(_) => continue,
-                                    Ok(msg) => msg,
-                                }
+            'read: loop {
+                // Take what is already buffered; free the window's slots
+                // every FREE_BATCH messages and before waiting for more.
+                loop {
+                    match b.next_buffered() {
+                        Ok(Some(Frame::Text(text))) => {
+                            // Only timed messages are ours (a relay may pass
+                            // on a stray set-up message).
+                            let Some(t) = num_after(text, T_KEY) else { continue };
+                            let now = now_ns();
+                            received += 1;
+                            freed += 1;
+                            if (from_ns..to_ns).contains(&now) {
+                                hist.record(now.saturating_sub(t));
+                            }
+                            if freed >= FREE_BATCH {
+                                slots.add_permits(std::mem::take(&mut freed));
                             }
                         }
-                    }
-                };
-                match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        // Only timed messages are ours (a relay may pass on
-                        // a stray set-up message).
-                        let Some(t) = num_after(text.as_str(), T_KEY) else { continue };
-                        let now = now_ns();
-                        received += 1;
-                        freed += 1;
-                        if (from_ns..to_ns).contains(&now) {
-                            hist.record(now.saturating_sub(t));
+                        Ok(Some(Frame::Other)) => {}
+                        Ok(Some(Frame::Closed)) => {
+                            error =
+                                Some(format!("receiver, after {received} messages: closed by the server"));
+                            break 'read;
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            error = Some(format!("receiver, after {received} messages: {e}"));
+                            break 'read;
                         }
                     }
-                    Some(Ok(
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Binary(_),
-                    )) => {}
-                    other => {
-                        error =
-                            Some(format!("receiver, after {received} messages: {}", describe_close(other)));
+                }
+                slots.add_permits(std::mem::take(&mut freed));
+                if done.load(Ordering::Acquire) && received >= sent.load(Ordering::Relaxed) {
+                    break;
+                }
+                if Instant::now() >= hard_end || stop.is_cancelled() {
+                    error = Some(format!(
+                        "{} messages still in flight {} s after sending stopped",
+                        sent.load(Ordering::Relaxed).saturating_sub(received),
+                        DRAIN.as_secs()
+                    ));
+                    break;
+                }
+                match tokio::time::timeout(Duration::from_millis(50), b.fill()).await {
+                    Err(_) | Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        error = Some(format!("receiver, after {received} messages: connection ended"));
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        error = Some(format!("receiver, after {received} messages: read error: {e}"));
                         break;
                     }
                 }
