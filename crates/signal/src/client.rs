@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::ErrorCode;
+use crate::json::RawJson;
 
 /// A message from a client, validated: names are checked newtypes, and a
 /// signal's payload is known to be well-formed JSON.
@@ -34,7 +35,7 @@ pub enum ClientMsg<'a> {
         /// The addressee.
         to: PeerId,
         /// The payload, untouched, borrowed from the frame.
-        data: &'a RawValue,
+        data: RawJson<'a>,
     },
     /// `chat {text}`.
     Chat {
@@ -154,7 +155,7 @@ fn parse_signal_fast(text: &str) -> Option<ClientMsg<'_>> {
     let rest = text.strip_prefix(r#"{"type":"signal","to":""#)?;
     let to = PeerId::parse(rest.get(..16)?)?;
     let value = rest.get(16..)?.strip_prefix(r#"","data":"#)?.strip_suffix('}')?;
-    let data: &RawValue = serde_json::from_str(value).ok()?;
+    let data = crate::json::compact(value)?;
     if data.get() == "null" {
         return None;
     }
@@ -256,7 +257,7 @@ fn parse_any(text: &str) -> Result<ClientMsg<'_>, ProtocolError> {
                 ProtocolError::new(ErrorCode::UnknownPeer, Some("signal"), "no such peer in your room")
             })?;
             let data = required(env.data, "signal", "data")?;
-            Ok(ClientMsg::Signal { to, data })
+            Ok(ClientMsg::Signal { to, data: RawJson::checked(data.get()) })
         }
         "leave" => Ok(ClientMsg::Leave),
         "ping" => Ok(ClientMsg::Ping),

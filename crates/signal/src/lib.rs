@@ -8,10 +8,12 @@
 //! [`encode_relay`]. Nothing here touches sockets or rooms.
 
 mod client;
+mod json;
 mod server;
 pub mod ws;
 
 pub use client::{ClientMsg, ProtocolError, parse, parse_general};
+pub use json::RawJson;
 pub use server::{IceServer, ServerMsg, encode, encode_relay};
 
 /// The protocol version this crate speaks.
