@@ -37,9 +37,11 @@ fi
 # -- Scenario sizes (the issue's numbers; --quick shrinks them) ------------
 if [ $quick -eq 1 ]; then
   reps=1; secs=2; rates="10000 50000 200000"; storms="200 1000"; storm_deadline=10
+  paced_setups=1000; paced_rate=500
   idles="2000 10000"; churn_cycles=10000; churn_limit=20
 else
   reps=3; secs=5; rates="10000 50000 200000"; storms="1000 10000"; storm_deadline=30
+  paced_setups=10000; paced_rate=1000
   idles="10000 50000"; churn_cycles=100000; churn_limit=90
 fi
 windows="256 4096"
@@ -228,6 +230,10 @@ for n in $storms; do
   [ "$fit" = "$n" ] || echo "bench.sh: $n set-ups need $((2 * n)) descriptors; the limit here is $nofile: running $fit" >&2
   for s in $servers; do run "$s" storm --setups "$fit" --deadline "$storm_deadline" --mark 18; done
 done
+fit=$(fit_setups "$paced_setups")
+for s in $servers; do
+  run "$s" storm --setups "$fit" --pace "$paced_rate" --deadline "$storm_deadline" --mark 18
+done
 
 step "5: idle connections"
 for n in $idles; do
@@ -302,12 +308,14 @@ $table
   \`QUIET=1\` (one extra row runs it with its per-message \`console.log\`
   going to /dev/null). The bare relay (\`bench bare-relay\`, in
   crates/bench/src/relay.rs) pairs connections in arrival order and
-  forwards text to the partner: the same tokio runtime, tungstenite with a
-  4 KiB read and 16 KiB write buffer (webconf reads 2 KiB at a time, to stay
-  under 8 KiB per idle connection), writes batched 64 to a flush (webconf:
-  16, which keeps the pipeline moving), and a bounded 1,024-message queue
-  per connection that makes the sender wait when full (webconf drops
-  the receiver instead).
+  forwards text to the partner, built the usual way: the same tokio
+  runtime, tokio-tungstenite with a 4 KiB read and 16 KiB write buffer,
+  writes batched 64 to a flush, and a bounded 1,024-message queue per
+  connection that makes the sender wait when full (webconf drops the
+  receiver instead). webconf does more per message (protocol, checks,
+  rooms) but has its own WebSocket framing (\`signal::ws\`): frames are
+  decoded where they lie in a 16 KiB read, and a batch of up to 64 is
+  written with one system call.
 - **Isolation.** Each scenario gets a fresh server process, pinned to core
   0; the generator is pinned to core 1 and runs one thread. With one core
   each, a row whose generator CPU is near 100% measured the generator, not
@@ -323,7 +331,13 @@ $table
   warm-up of 10% of it (0.2 to 1 s).
 - **Scenario 1** alternates one message A→B, then B→A. **Scenario 2**
   keeps W messages in flight A→B (the sender tops the window up as the
-  receiver frees it; a batch of up to 64 shares one send stamp). Both run
+  receiver frees it; a batch of up to 64 shares one send stamp). After
+  set-up, scenario 2's two clients write and read raw frames (one masked
+  frame per batch, written as many times as the batch holds), so the
+  generator costs less per message than the servers. (With the earlier
+  tokio-tungstenite generator webconf was generator-bound here, and the
+  bare relay measured about 8% faster than with this one: 1.96M against
+  1.79M msgs/s side by side on this machine.) Both run
   $reps times per server, each on a fresh process (the seed never forgets a
   client, so a second run on the same process would measure its leak); the
   table shows the median run, the slowest and fastest, and how many runs
@@ -341,7 +355,11 @@ $table
   announce themselves with a \`join\` carrying their number and answer the
   partner's with an \`ack\` (the part webconf's \`joined\`/\`peer-joined\`
   plays); on the seed, clients 2k and 2k+1 are partners and ignore the
-  rest.
+  rest. **Scenario 4, paced** runs the same set-ups one after another,
+  $paced_rate a second, each timed from its own start: how long one call
+  takes to set up while the server sets up many others (not the issue's
+  reading of its 2 ms target, which is the common start; no server on one
+  core can set up thousands of calls in 2 ms).
 - **Scenario 5** connects N clients (256 connects in flight), pairs them
   (webconf: hello + join; bare: a hello each way; seed: connect only, as
   any message would go to everyone), keeps reading (answering pings), and

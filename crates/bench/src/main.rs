@@ -124,6 +124,10 @@ enum Scenario {
         /// Also report the share done within this many seconds.
         #[arg(long, default_value_t = 18.0)]
         mark: f64,
+        /// Start the set-ups one after another, this many a second, each
+        /// timed from its own start (default: all at once).
+        #[arg(long)]
+        pace: Option<f64>,
     },
     /// 5: idle connections, joined in pairs.
     Idle {
@@ -219,8 +223,8 @@ async fn run(args: RunArgs) -> String {
         Scenario::Latency { secs, reps } => scenarios::window::floor(&ctx, secs, reps).await,
         Scenario::Window { window, secs, reps } => scenarios::window::window(&ctx, window, secs, reps).await,
         Scenario::Rate { clients, rate, secs } => scenarios::openloop::rate(&ctx, clients, rate, secs).await,
-        Scenario::Storm { setups, deadline, mark } => {
-            scenarios::storm::storm(&ctx, setups, deadline, mark).await
+        Scenario::Storm { setups, deadline, mark, pace } => {
+            scenarios::storm::storm(&ctx, setups, deadline, mark, pace).await
         }
         Scenario::Idle { conns } => scenarios::idle::idle(&ctx, conns).await,
         Scenario::Churn { cycles, limit, window, secs } => {

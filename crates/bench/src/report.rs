@@ -176,6 +176,17 @@ fn rows(kind: &str) -> Vec<Row> {
             other_cpu,
             peak,
         ],
+        // Paced set-ups: the same rows, timed from each set-up's start.
+        "s4p" => {
+            let mut rows = rows("s4");
+            rows.retain(|r| r.label != "completed within the seed's 18 s");
+            for row in &mut rows {
+                if row.label == "completion p50 / p99 (ms from storm start)" {
+                    row.label = "completion p50 / p99 (ms from its own start)";
+                }
+            }
+            rows
+        }
         "s4" => vec![
             Row {
                 label: "set-ups completed by the deadline",
@@ -511,6 +522,21 @@ fn targets(results: &[Value]) -> String {
         );
         check(
             format!("scenario 4: completion p99 ≤ 2 ms ({setups} at once)"),
+            metric(id, "webconf", "done_p99_ms"),
+            &|v| v <= 2.0,
+            &|v| format!("{} ms", fmt_num(v)),
+        );
+    }
+    // Not the reading (that is the row above): the same target
+    // for set-ups arriving at a steady pace, each timed from its start.
+    for r in results
+        .iter()
+        .filter(|r| r["kind"] == "webconf" && r["scenario"].as_str().is_some_and(|s| s.starts_with("s4p-")))
+    {
+        let id = r["scenario"].as_str().unwrap_or("s4p");
+        let setups = r["metrics"]["setups"].as_u64().unwrap_or(0);
+        check(
+            format!("scenario 4, paced (not the issue's reading): completion p99 ≤ 2 ms ({setups} set-ups)"),
             metric(id, "webconf", "done_p99_ms"),
             &|v| v <= 2.0,
             &|v| format!("{} ms", fmt_num(v)),

@@ -4,6 +4,10 @@
 //! candidates go each way. A set-up is complete when both sides have
 //! received everything. Every client starts at the same instant.
 //!
+//! Paced (`pace`), the set-ups start one after another at a fixed rate
+//! instead, and each is timed from its own start: how long one call takes
+//! to set up while the server is busy setting up many others.
+//!
 //! How the two clients of a call find each other depends on the server:
 //! webconf tells them (`joined.peers`, `peer-joined`). The relays have no
 //! rooms, so clients announce themselves with a `join` carrying their
@@ -47,6 +51,8 @@ struct Outcome {
     done_ns: Option<u64>,
     /// When it sent its offer, if it was the one offering.
     offer_ns: Option<u64>,
+    /// When it woke up to start ([`now_ns`] time; the timer may be late).
+    start_ns: u64,
     error: Option<String>,
 }
 
@@ -93,18 +99,26 @@ fn sdp() -> &'static str {
     })
 }
 
-/// Scenario 4 with `setups` simultaneous call set-ups.
-pub async fn storm(ctx: &Ctx, setups: usize, deadline: f64, mark: f64) -> Report {
-    let mut report =
-        ctx.report(format!("s4-{setups}"), format!("4 join storm, {setups} call set-ups at once"));
+/// Scenario 4 with `setups` call set-ups: all at once, or `pace` a second.
+pub async fn storm(ctx: &Ctx, setups: usize, deadline: f64, mark: f64, pace: Option<f64>) -> Report {
+    let mut report = match pace {
+        None => ctx.report(format!("s4-{setups}"), format!("4 join storm, {setups} call set-ups at once")),
+        Some(rate) => ctx.report(
+            format!("s4p-{setups}"),
+            format!("4 paced: {setups} call set-ups, {} a second, each timed from its start", fmt_rate(rate)),
+        ),
+    };
     report.set("setups", setups as u64);
     report.set("deadline_s", deadline);
     let clients = 2 * setups;
-    // A moment to spawn every client before the common start.
+    // When set-up `k` starts, after the first.
+    let offset =
+        |k: usize| pace.map_or(Duration::ZERO, |rate| Duration::from_secs_f64(k as f64 / rate.max(1e-3)));
+    // A moment to spawn every client before the first start.
     let lead = Duration::from_millis(300);
     let t0 = Instant::now() + lead;
     let t0_ns = now_ns() + lead.as_nanos() as u64;
-    let deadline_at = t0 + Duration::from_secs_f64(deadline);
+    let deadline_at = t0 + offset(setups) + Duration::from_secs_f64(deadline);
     let stop = ctx.stop.child_token();
     let pending = Arc::new(AtomicUsize::new(clients));
     let all_done = Arc::new(Notify::new());
@@ -112,9 +126,10 @@ pub async fn storm(ctx: &Ctx, setups: usize, deadline: f64, mark: f64) -> Report
     for idx in 0..clients {
         let (stop, pending, all_done) = (stop.clone(), pending.clone(), all_done.clone());
         let (kind, addr) = (ctx.kind, ctx.addr);
+        let start = t0 + offset(idx / 2);
         tasks.spawn(async move {
-            tokio::time::sleep_until(t0).await;
-            let mut out = Outcome { idx, ..Outcome::default() };
+            tokio::time::sleep_until(start).await;
+            let mut out = Outcome { idx, start_ns: now_ns(), ..Outcome::default() };
             let mut ws = None;
             tokio::select! {
                 r = set_up(kind, addr, idx, &mut out) => match r {
@@ -177,7 +192,14 @@ pub async fn storm(ctx: &Ctx, setups: usize, deadline: f64, mark: f64) -> Report
         }
         if let (Some(a), Some(b)) = (o.done_ns, other.done_ns) {
             let finished = a.max(b);
-            let took = finished.saturating_sub(t0_ns);
+            // All at once: from the common start. Paced: from when the
+            // first of the two actually started (the generator's timers
+            // have a millisecond's grain; its lateness is not the server's).
+            let from = match pace {
+                None => t0_ns,
+                Some(_) => o.start_ns.min(other.start_ns),
+            };
+            let took = finished.saturating_sub(from);
             done.record(took);
             within_mark += u64::from(took <= mark_ns);
             if let Some(offer) = o.offer_ns.or(other.offer_ns) {
@@ -210,6 +232,11 @@ pub async fn storm(ctx: &Ctx, setups: usize, deadline: f64, mark: f64) -> Report
         ));
     }
     report
+}
+
+/// `1000` as `1,000`.
+fn fmt_rate(rate: f64) -> String {
+    crate::report::fmt_num(rate)
 }
 
 /// One client's part of a set-up; returns its connection, still open.
