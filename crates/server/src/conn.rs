@@ -213,6 +213,15 @@ impl Conn {
         let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            // Frames that arrived while reading was paused (a join waiting
+            // for its answer, a command for a full shard) are handled as
+            // soon as it resumes, not when more bytes come.
+            if self.reading() && socket.has_input() {
+                self.on_frames(socket)?;
+                if socket.has_output() {
+                    self.flush(socket).await?;
+                }
+            }
             let pending_to = self.pending_to.clone();
             tokio::select! {
                 biased;

@@ -120,6 +120,12 @@ impl Socket {
         ws::encode_close(&mut self.out, close);
     }
 
+    /// Whether bytes were read that are not decoded yet (possibly only
+    /// part of a frame).
+    pub(crate) fn has_input(&self) -> bool {
+        self.decoded < self.inbuf.len()
+    }
+
     /// Whether frames wait to be written.
     pub(crate) fn has_output(&self) -> bool {
         !self.out.is_empty()

@@ -710,6 +710,24 @@ impl RawWs {
     /// Sends one frame, masked unless `masked` is false.
     async fn frame(&mut self, b0: u8, payload: &[u8], masked: bool) {
         use tokio::io::AsyncWriteExt;
+        let out = Self::encode(b0, payload, masked);
+        self.0.write_all(&out).await.expect("write frame");
+    }
+
+    /// Sends these text messages in one write, as a pipelining client may.
+    async fn texts_at_once(&mut self, texts: &[&str]) {
+        use tokio::io::AsyncWriteExt;
+        let out: Vec<u8> = texts.iter().flat_map(|t| Self::encode(0x81, t.as_bytes(), true)).collect();
+        self.0.write_all(&out).await.expect("write frames");
+    }
+
+    async fn read_json(&mut self) -> serde_json::Value {
+        let (b0, payload) = self.read().await;
+        assert_eq!(b0, 0x81, "a text frame");
+        serde_json::from_slice(&payload).expect("json")
+    }
+
+    fn encode(b0: u8, payload: &[u8], masked: bool) -> Vec<u8> {
         let mask = [0xA1, 0x5B, 0x07, 0xE2];
         let mut out = vec![b0];
         let flag = if masked { 0x80 } else { 0 };
@@ -726,7 +744,7 @@ impl RawWs {
         } else {
             out.extend_from_slice(payload);
         }
-        self.0.write_all(&out).await.expect("write frame");
+        out
     }
 
     /// Reads one server frame: its first byte and payload.
@@ -781,6 +799,29 @@ async fn websocket_framing_is_checked_to_the_letter() {
     // A close is answered with the same code, and the server hangs up.
     ws.frame(0x88, &[0x0F, 0xA0, b'b', b'y', b'e'], true).await;
     assert_eq!(ws.read().await, (0x88, vec![0x0F, 0xA0]));
+
+    // Messages sent back to back in one write, a join among them: what
+    // follows the join is handled once the join is answered.
+    let mut ws = RawWs::open(&server).await;
+    let hello = r#"{"type":"hello","version":1}"#;
+    let join = r#"{"type":"join","room":"pipelined","name":"P"}"#;
+    let chat = r#"{"type":"chat","text":"right after joining"}"#;
+    let ping = r#"{"type":"ping"}"#;
+    ws.texts_at_once(&[hello, join, chat, ping]).await;
+    let kinds: Vec<serde_json::Value> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(ws.read_json().await["type"].clone());
+        }
+        v
+    };
+    // The chat comes back through the room's shard, the pong straight
+    // from the connection: either may come first.
+    assert_eq!(kinds[..2], [json!("welcome"), json!("joined")]);
+    let mut last = [kinds[2].to_string(), kinds[3].to_string()];
+    last.sort();
+    assert_eq!(last, ["\"chat\"", "\"pong\""]);
+    let hello = hello.as_bytes();
 
     // Each broken stream is closed with the code RFC 6455 gives it.
     let mut ws = RawWs::open(&server).await;
