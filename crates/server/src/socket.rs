@@ -16,8 +16,7 @@ use std::time::Duration;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use signal::ws::{self, Decoder, Event};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 /// Most bytes taken from the socket per read: about 80 signals of 200 B.
 const READ_CHUNK: usize = 16 * 1024;
@@ -32,18 +31,11 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
 }
 
-/// The transport under the WebSocket.
-enum Io {
-    /// Plain TCP, taken back out of hyper's upgrade wrapper (no indirection
-    /// per read and write).
-    Tcp(TcpStream),
-    /// Anything else hyper upgraded (TLS).
-    Upgraded(TokioIo<Upgraded>),
-}
-
 /// One WebSocket connection's transport and buffers.
 pub(crate) struct Socket {
-    io: Io,
+    /// What hyper upgraded: TCP or TLS, behind one indirection per read
+    /// or write (not per message).
+    io: TokioIo<Upgraded>,
     /// Bytes read and not yet decoded start at `decoded`.
     inbuf: Vec<u8>,
     decoded: usize,
@@ -54,13 +46,16 @@ pub(crate) struct Socket {
 
 impl Socket {
     /// Takes over a connection hyper upgraded to a WebSocket.
+    /// (Bytes hyper read past the request are handed back by `Upgraded`
+    /// itself, before anything from the socket.)
     pub(crate) fn new(upgraded: Upgraded, max_message: usize) -> Socket {
-        let (io, inbuf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            // Whatever hyper read past the request is ours to decode.
-            Ok(parts) => (Io::Tcp(parts.io.into_inner()), parts.read_buf.to_vec()),
-            Err(upgraded) => (Io::Upgraded(TokioIo::new(upgraded)), Vec::new()),
-        };
-        Socket { io, inbuf, decoded: 0, out: Vec::new(), decoder: Decoder::new(max_message) }
+        Socket {
+            io: TokioIo::new(upgraded),
+            inbuf: Vec::new(),
+            decoded: 0,
+            out: Vec::new(),
+            decoder: Decoder::new(max_message),
+        }
     }
 
     /// Waits for the peer's next bytes and keeps them for [`Socket::next`].
@@ -175,38 +170,6 @@ impl Socket {
         }
         if self.out.is_empty() {
             self.out = Vec::new();
-        }
-    }
-}
-
-impl AsyncRead for Io {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(io) => Pin::new(io).poll_read(cx, buf),
-            Io::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Tcp(io) => Pin::new(io).poll_write(cx, buf),
-            Io::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(io) => Pin::new(io).poll_flush(cx),
-            Io::Upgraded(io) => Pin::new(io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(io) => Pin::new(io).poll_shutdown(cx),
-            Io::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
         }
     }
 }
