@@ -36,10 +36,15 @@ pub(crate) struct Socket {
     /// What hyper upgraded: TCP or TLS, behind one indirection per read
     /// or write (not per message).
     io: TokioIo<Upgraded>,
-    /// Bytes read and not yet decoded start at `decoded`.
+    /// Bytes read and not yet decoded start at `decoded`. Bounded: a read
+    /// adds at most [`READ_CHUNK`] to what is left undecoded, which is
+    /// less than one frame, and the decoder refuses frames over the
+    /// message limit from their header.
     inbuf: Vec<u8>,
     decoded: usize,
-    /// Frames waiting for [`Socket::flush`].
+    /// Frames waiting for [`Socket::flush`]. Bounded: the connection
+    /// flushes after each batch from its queue (at most `WRITE_BATCH`
+    /// messages) and after answering what one read brought in.
     out: Vec<u8>,
     decoder: Decoder,
 }
