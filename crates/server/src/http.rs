@@ -216,7 +216,7 @@ fn handshake(headers: &HeaderMap) -> Result<HeaderValue, BadHandshake> {
     let mut sha = Sha1::new();
     sha.update(key);
     sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    let accept = base64(&sha.finalize());
+    let accept = turn::auth::base64(&sha.finalize());
     // Base64 is always a valid header value.
     HeaderValue::from_str(&accept).map_err(|_| BadHandshake::Key)
 }
@@ -254,24 +254,6 @@ impl IntoResponse for BadHandshake {
     }
 }
 
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,14 +273,5 @@ mod tests {
         assert_eq!(handshake(&headers).err(), Some(BadHandshake::Key));
         headers.remove(header::UPGRADE);
         assert_eq!(handshake(&headers).err(), Some(BadHandshake::NotWebSocket));
-    }
-
-    #[test]
-    fn base64_pads() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 }
