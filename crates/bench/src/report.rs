@@ -468,6 +468,12 @@ fn targets(results: &[Value]) -> String {
             .and_then(|r| r["metrics"].as_object())
             .and_then(|m| num(m, key))
     };
+    // webconf's runs of the scenarios whose ids start with `prefix`.
+    let webconf_runs = |prefix: &'static str| {
+        results.iter().filter(move |r| {
+            r["kind"] == "webconf" && r["scenario"].as_str().is_some_and(|s| s.starts_with(prefix))
+        })
+    };
     let mut lines = Vec::new();
     let mut check =
         |what: String, measured: Option<f64>, pass: &dyn Fn(f64) -> bool, shown: &dyn Fn(f64) -> String| {
@@ -506,10 +512,7 @@ fn targets(results: &[Value]) -> String {
             );
         }
     }
-    let storm = results
-        .iter()
-        .filter(|r| r["kind"] == "webconf" && r["scenario"].as_str().is_some_and(|s| s.starts_with("s4-")))
-        .max_by_key(|r| r["metrics"]["setups"].as_u64().unwrap_or(0));
+    let storm = webconf_runs("s4-").max_by_key(|r| r["metrics"]["setups"].as_u64().unwrap_or(0));
     if let Some(storm) = storm {
         let id = storm["scenario"].as_str().unwrap_or("s4");
         let setups = storm["metrics"]["setups"].as_u64().unwrap_or(0);
@@ -529,10 +532,7 @@ fn targets(results: &[Value]) -> String {
     }
     // Not the reading (that is the row above): the same target
     // for set-ups arriving at a steady pace, each timed from its start.
-    for r in results
-        .iter()
-        .filter(|r| r["kind"] == "webconf" && r["scenario"].as_str().is_some_and(|s| s.starts_with("s4p-")))
-    {
+    for r in webconf_runs("s4p-") {
         let id = r["scenario"].as_str().unwrap_or("s4p");
         let setups = r["metrics"]["setups"].as_u64().unwrap_or(0);
         check(
@@ -542,10 +542,7 @@ fn targets(results: &[Value]) -> String {
             &|v| format!("{} ms", fmt_num(v)),
         );
     }
-    for r in results
-        .iter()
-        .filter(|r| r["kind"] == "webconf" && r["scenario"].as_str().is_some_and(|s| s.starts_with("s5-")))
-    {
+    for r in webconf_runs("s5-") {
         let id = r["scenario"].as_str().unwrap_or("s5");
         let conns = r["metrics"]["conns"].as_u64().unwrap_or(0);
         check(

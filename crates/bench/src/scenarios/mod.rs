@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::hist::Hist;
 use crate::net::{self, Kind, Peer};
-use crate::procfs::{CpuUse, Proc};
+use crate::procfs::{CpuMeter, CpuUse, MachineMeter, Proc};
 use crate::report::Report;
 
 pub mod churn;
@@ -93,6 +94,25 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// Waits for `from`, then meters the server, the generator and the
+    /// machine until `end` (or `stop`): the CPU part of a measured run.
+    pub async fn metered(ctx: &Ctx, from: Instant, end: Instant, stop: &CancellationToken) -> Measured {
+        tokio::time::sleep_until(from).await;
+        let server = CpuMeter::start(ctx.server);
+        let me = CpuMeter::start(ctx.me);
+        let machine = MachineMeter::start();
+        tokio::select! {
+            () = tokio::time::sleep_until(end) => {}
+            () = stop.cancelled() => {}
+        }
+        Measured {
+            server: server.read(),
+            me: me.read(),
+            machine_pct: machine.busy_pct(),
+            ..Measured::default()
+        }
+    }
+
     /// Delivered messages per second over `secs`.
     pub fn rate(&self, secs: f64) -> f64 {
         self.count as f64 / secs.max(1e-9)

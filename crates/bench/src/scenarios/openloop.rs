@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use super::{C_KEY, Ctx, Measured, T_KEY, throughput, warmup};
 use crate::hist::Hist;
 use crate::net::{self, Kind, Ws, describe_close, now_ns, num_after, timed_signal};
-use crate::procfs::{CpuMeter, MachineMeter};
 use crate::report::{Report, fmt_num};
 
 /// Most messages one client writes per flush when it is behind schedule.
@@ -110,20 +109,7 @@ pub async fn rate(ctx: &Ctx, clients: usize, rate: f64, secs: f64) -> Report {
         readers.spawn(read(stream, peer.partner, window, counts.clone(), stop.clone()));
     }
 
-    tokio::time::sleep_until(measure_from).await;
-    let server = CpuMeter::start(ctx.server);
-    let me = CpuMeter::start(ctx.me);
-    let machine = MachineMeter::start();
-    tokio::select! {
-        () = tokio::time::sleep_until(end) => {}
-        () = stop.cancelled() => {}
-    }
-    let mut measured = Measured {
-        server: server.read(),
-        me: me.read(),
-        machine_pct: machine.busy_pct(),
-        ..Measured::default()
-    };
+    let mut measured = Measured::metered(ctx, measure_from, end, &stop).await;
     let mut errors = Vec::new();
     while let Some(w) = writers.join_next().await {
         if let Ok(Some(e)) = w {

@@ -32,7 +32,7 @@ use super::Ctx;
 use crate::hist::Hist;
 use crate::net::{self, Kind, Ws, describe_close, now_ns, num_after, signal, str_after};
 use crate::procfs::CpuMeter;
-use crate::report::Report;
+use crate::report::{Report, fmt_num};
 
 /// Candidates each side sends.
 const CANDIDATES: u32 = 8;
@@ -105,7 +105,7 @@ pub async fn storm(ctx: &Ctx, setups: usize, deadline: f64, mark: f64, pace: Opt
         None => ctx.report(format!("s4-{setups}"), format!("4 join storm, {setups} call set-ups at once")),
         Some(rate) => ctx.report(
             format!("s4p-{setups}"),
-            format!("4 paced: {setups} call set-ups, {} a second, each timed from its start", fmt_rate(rate)),
+            format!("4 paced: {setups} call set-ups, {} a second, each timed from its start", fmt_num(rate)),
         ),
     };
     report.set("setups", setups as u64);
@@ -232,11 +232,6 @@ pub async fn storm(ctx: &Ctx, setups: usize, deadline: f64, mark: f64, pace: Opt
         ));
     }
     report
-}
-
-/// `1000` as `1,000`.
-fn fmt_rate(rate: f64) -> String {
-    crate::report::fmt_num(rate)
 }
 
 /// One client's part of a set-up; returns its connection, still open.

@@ -273,20 +273,7 @@ pub async fn run_window(ctx: &Ctx, a: Peer, b: Peer, window: usize, secs: f64) -
         })
     };
 
-    tokio::time::sleep_until(measure_from).await;
-    let server = CpuMeter::start(ctx.server);
-    let me = CpuMeter::start(ctx.me);
-    let machine = MachineMeter::start();
-    tokio::select! {
-        () = tokio::time::sleep_until(end) => {}
-        () = ctx.stop.cancelled() => {}
-    }
-    let mut run = Measured {
-        server: server.read(),
-        me: me.read(),
-        machine_pct: machine.busy_pct(),
-        ..Measured::default()
-    };
+    let mut run = Measured::metered(ctx, measure_from, end, &ctx.stop).await;
     let b_back = reader.await;
     // The receiver is done: stop a sender still blocked on a full socket.
     stop.cancel();
