@@ -213,13 +213,16 @@ impl Conn {
         let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            // Frames that arrived while reading was paused (a join waiting
-            // for its answer, a command for a full shard) are handled as
-            // soon as it resumes, not when more bytes come.
+            // What was read: just now, or while reading was paused (a join
+            // waiting for its answer, a command for a full shard), which is
+            // handled as soon as it resumes, not when more bytes come.
             if self.reading() && socket.has_input() {
-                self.on_frames(socket)?;
+                let handled = self.on_frames(socket)?;
                 if socket.has_output() {
                     self.flush(socket).await?;
+                }
+                if handled >= READ_BATCH {
+                    tokio::task::yield_now().await;
                 }
             }
             let pending_to = self.pending_to.clone();
@@ -241,20 +244,12 @@ impl Conn {
                         _ => return Err(End::Shutdown),
                     }
                 }
-                read = socket.fill(), if self.reading() => {
-                    match read {
-                        Ok(0) => return Err(End::ClosedByPeer),
-                        Ok(_) => {}
-                        Err(_) => return Err(End::ReadFailed),
-                    }
-                    let handled = self.on_frames(socket)?;
-                    if socket.has_output() {
-                        self.flush(socket).await?;
-                    }
-                    if handled >= READ_BATCH {
-                        tokio::task::yield_now().await;
-                    }
-                }
+                // Handled at the top of the loop.
+                read = socket.fill(), if self.reading() => match read {
+                    Ok(0) => return Err(End::ClosedByPeer),
+                    Ok(_) => {}
+                    Err(_) => return Err(End::ReadFailed),
+                },
                 _ = ping.tick() => {
                     let now = Instant::now();
                     if std::mem::take(&mut self.heard) {
@@ -284,7 +279,6 @@ impl Conn {
     fn on_frames(&mut self, socket: &mut Socket) -> Result<usize, End> {
         let mut handled = 0;
         while self.reading() {
-            let mut pong = None;
             let reply = match socket.next() {
                 Ok(None) => break,
                 Ok(Some(None)) => continue, // A fragment; its message is not whole yet.
@@ -298,14 +292,8 @@ impl Conn {
                         self.app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
                         self.on_binary()
                     }
-                    Event::Ping(payload) => {
-                        let mut copy = [0u8; ws::MAX_CONTROL_PAYLOAD];
-                        let len = payload.len().min(copy.len());
-                        copy[..len].copy_from_slice(&payload[..len]);
-                        pong = Some((copy, len));
-                        None
-                    }
-                    Event::Pong => None,
+                    // The socket answered a ping already.
+                    Event::Ping(_) | Event::Pong => None,
                     Event::Close(code, _) => {
                         // Answer with the same code, then end.
                         socket.close_frame(Some((code.unwrap_or(ws::CLOSE_NORMAL), "")));
@@ -315,9 +303,6 @@ impl Conn {
             };
             handled += 1;
             self.heard = true;
-            if let Some((payload, len)) = pong {
-                socket.pong(&payload[..len]);
-            }
             if let Some(reply) = reply {
                 self.app.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
                 socket.text(&reply);

@@ -127,7 +127,7 @@ async fn websocket(
 ) -> Response {
     let on_upgrade = req.extensions_mut().remove::<OnUpgrade>();
     let headers = req.headers();
-    let accept = match (handshake(headers), on_upgrade) {
+    let (accept, on_upgrade) = match (handshake(headers), on_upgrade) {
         (Ok(accept), Some(on_upgrade)) => (accept, on_upgrade),
         (Err(refusal), _) => return refusal.into_response(),
         (Ok(_), None) => {
@@ -151,7 +151,6 @@ async fn websocket(
         return (StatusCode::FORBIDDEN, "this origin may not open a WebSocket here (see --allow-origin)\n")
             .into_response();
     }
-    let (accept, on_upgrade) = accept;
     let max_message = app.config.limits.max_message_bytes;
     let tracker = app.connections.clone();
     match app.limiter.try_acquire(addr.ip()) {

@@ -88,13 +88,18 @@ impl Socket {
 
     /// The next frame among the bytes read so far: `Ok(None)` when they
     /// hold no whole frame, `Ok(Some(None))` for a fragment that does not
-    /// end its message (call again).
+    /// end its message (call again). A ping is answered here, with a pong
+    /// queued for the next [`Socket::flush`], and still returned: it shows
+    /// the peer is alive.
     pub(crate) fn next(&mut self) -> Result<Option<Option<Event<'_>>>, ws::Error> {
         let rest = &mut self.inbuf[self.decoded..];
         match self.decoder.decode(rest)? {
             None => Ok(None),
             Some((used, event)) => {
                 self.decoded += used;
+                if let Some(Event::Ping(payload)) = event {
+                    ws::encode_pong(&mut self.out, payload);
+                }
                 Ok(Some(event))
             }
         }
@@ -108,11 +113,6 @@ impl Socket {
     /// Queues a ping.
     pub(crate) fn ping(&mut self) {
         ws::encode_ping(&mut self.out);
-    }
-
-    /// Queues the pong answering a ping with `payload`.
-    pub(crate) fn pong(&mut self, payload: &[u8]) {
-        ws::encode_pong(&mut self.out, payload);
     }
 
     /// Queues a close frame.

@@ -150,15 +150,12 @@ impl Decoder {
             }
             // A continuation: `header` made sure a message is under way.
             _ => {
-                let Some((_, data)) = &mut self.partial else {
+                let Some((text, data)) = &mut self.partial else {
                     return Err(Error::Protocol("continuation without a message"));
                 };
                 data.extend_from_slice(payload);
                 if h.fin {
                     self.partial_done = true;
-                    let Some((text, data)) = &self.partial else {
-                        return Err(Error::Protocol("continuation without a message"));
-                    };
                     Some(whole(*text, data)?)
                 } else {
                     None
@@ -200,7 +197,7 @@ impl Decoder {
                 }
             }
             OP_TEXT | OP_BINARY => {
-                if self.partial.is_some() && !self.partial_done {
+                if self.partial.is_some() {
                     return Err(Error::Protocol("new message inside a fragmented one"));
                 }
                 if len > self.max_message as u64 {
@@ -209,7 +206,7 @@ impl Decoder {
             }
             OP_CONTINUATION => {
                 let gathered = match &self.partial {
-                    Some((_, data)) if !self.partial_done => data.len() as u64,
+                    Some((_, data)) => data.len() as u64,
                     _ => return Err(Error::Protocol("continuation without a message")),
                 };
                 if gathered.saturating_add(len) > self.max_message as u64 {
