@@ -44,15 +44,8 @@ pub async fn churn(ctx: &Ctx, cycles: u64, limit: f64, window: usize, secs: f64)
         ),
     }
 
-    // Before.
-    let Some((a, b)) = one_pair(ctx, &mut report, "churn-before").await else { return report };
-    let before = run_window(ctx, a, b, window, secs).await;
-    for e in &before.errors {
-        report.note(format!("before: {e}"));
-    }
-    report.set("rate_before", before.count as f64 / secs);
-    if let Some(ns) = before.hist.quantile(0.99) {
-        report.set("p99_before_us", ns as f64 / 1e3);
+    if !window_run(ctx, &mut report, "before", window, secs).await {
+        return report;
     }
     tokio::time::sleep(SETTLE).await;
     let rss_before = ctx.server.rss_kib().unwrap_or(0);
@@ -123,15 +116,8 @@ pub async fn churn(ctx: &Ctx, cycles: u64, limit: f64, window: usize, secs: f64)
     tokio::time::sleep(SETTLE).await;
     report.set("rss_after_churn_mib", ctx.server.rss_kib().unwrap_or(0) as f64 / 1024.0);
 
-    // After.
-    let Some((a, b)) = one_pair(ctx, &mut report, "churn-after").await else { return report };
-    let after = run_window(ctx, a, b, window, secs).await;
-    for e in &after.errors {
-        report.note(format!("after: {e}"));
-    }
-    report.set("rate_after", after.count as f64 / secs);
-    if let Some(ns) = after.hist.quantile(0.99) {
-        report.set("p99_after_us", ns as f64 / 1e3);
+    if !window_run(ctx, &mut report, "after", window, secs).await {
+        return report;
     }
     tokio::time::sleep(SETTLE).await;
     report.set("rss_after_mib", ctx.server.rss_kib().unwrap_or(0) as f64 / 1024.0);
@@ -139,6 +125,21 @@ pub async fn churn(ctx: &Ctx, cycles: u64, limit: f64, window: usize, secs: f64)
 }
 
 /// One short-lived client: connect, hello, join, leave, close.
+/// Scenario 2 on a new call, its rate and p99 reported as
+/// `rate_{which}` and `p99_{which}_us`; false if no call could be set up.
+async fn window_run(ctx: &Ctx, report: &mut Report, which: &str, window: usize, secs: f64) -> bool {
+    let Some((a, b)) = one_pair(ctx, report, &format!("churn-{which}")).await else { return false };
+    let run = run_window(ctx, a, b, window, secs).await;
+    for e in &run.errors {
+        report.note(format!("{which}: {e}"));
+    }
+    report.set(&format!("rate_{which}"), run.count as f64 / secs);
+    if let Some(ns) = run.hist.quantile(0.99) {
+        report.set(&format!("p99_{which}_us"), ns as f64 / 1e3);
+    }
+    true
+}
+
 async fn cycle(kind: Kind, addr: std::net::SocketAddr, n: u64) -> Result<(), String> {
     let mut ws = net::connect(addr, net::SMALL_READ_BUFFER).await?;
     let join = format!(r#"{{"type":"join","room":"churn{n}","name":"c{n}"}}"#);
