@@ -14,7 +14,7 @@ mod ids;
 mod rooms;
 
 pub use ids::{ChatText, DisplayName, MediaState, NameError, PeerId, PeerIdHasher, PeerMap, RoomId};
-pub use rooms::{ChatEntry, Config, Input, LeaveReason, Output, PeerInfo, Rejection, Request, Rooms};
+pub use rooms::{ChatEntry, Config, Input, LeaveReason, Mode, Output, PeerInfo, Rejection, Request, Rooms};
 
 #[cfg(test)]
 mod tests {
@@ -46,7 +46,8 @@ mod tests {
     fn render(out: Output<String>) -> String {
         let info = |p: &PeerInfo| format!("{} {} {}", letter(p.id), p.name, media(p.media));
         match out {
-            Output::Joined { to, room, name, capacity, peers, chat } => {
+            Output::RoomMode { to, mode } => format!("{}: room-mode {mode:?}", letter(to)),
+            Output::Joined { to, room, name, capacity, peers, chat, mode } => {
                 let peers: Vec<String> = peers
                     .iter()
                     .map(|(p, polite)| format!("{}{}", info(p), if *polite { " polite" } else { "" }))
@@ -62,6 +63,9 @@ mod tests {
                 );
                 if !chat.is_empty() {
                     line.push_str(&format!(" chat=[{}]", chat.join(", ")));
+                }
+                if mode != Mode::P2p {
+                    line.push_str(&format!(" mode={mode:?}"));
                 }
                 line
             }
@@ -126,7 +130,11 @@ mod tests {
     /// Runs `script` on a core of the given capacity and compares the whole
     /// transcript, so a missing or an extra output both fail.
     fn check(capacity: usize, script: &str) {
-        let mut rooms = Rooms::new(Config { capacity, ..Config::default() });
+        check_with(Config { capacity, ..Config::default() }, script);
+    }
+
+    fn check_with(config: Config, script: &str) {
+        let mut rooms = Rooms::new(config);
         let mut transcript = String::new();
         for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
             if let Some(input) = line.strip_prefix("> ") {
@@ -303,7 +311,7 @@ mod tests {
     #[test]
     fn history_is_bounded_and_goes_with_the_room() {
         let mut rooms: Rooms<String> =
-            Rooms::new(Config { capacity: 2, chat_history: 3, chat_max_age_ms: 1000 });
+            Rooms::new(Config { capacity: 2, chat_history: 3, chat_max_age_ms: 1000, p2p_max: None });
         let room = RoomId::parse("r").expect("valid");
         let join = |p: &str, now_ms| Input::Join {
             peer: peer(p),
@@ -376,6 +384,62 @@ mod tests {
             b: joined r as B cap=2 peers=[a A av- polite]
             > signal a b still-routed
             b: relay from a still-routed
+            ",
+        );
+    }
+
+    #[test]
+    fn a_third_peer_moves_the_room_to_the_sfu_for_good() {
+        check_with(
+            Config { capacity: 4, p2p_max: Some(2), ..Config::default() },
+            "
+            > join a r A
+            a: joined r as A cap=4 peers=[]
+            > join b r B
+            a: peer-joined b B av- polite=false
+            b: joined r as B cap=4 peers=[a A av- polite]
+            > join c r C
+            a: room-mode Sfu
+            b: room-mode Sfu
+            a: peer-joined c C av- polite=false
+            b: peer-joined c C av- polite=false
+            c: joined r as C cap=4 peers=[a A av- polite, b B av- polite] mode=Sfu
+            > leave c
+            a: peer-left c Left
+            b: peer-left c Left
+            c: left r
+            > join d r D
+            a: peer-joined d D av- polite=false
+            b: peer-joined d D av- polite=false
+            d: joined r as D cap=4 peers=[a A av- polite, b B av- polite] mode=Sfu
+            > join e other E
+            e: joined other as E cap=4 peers=[]
+            > disconnect a
+            b: peer-left a Disconnected
+            d: peer-left a Disconnected
+            > disconnect b
+            d: peer-left b Disconnected
+            > disconnect d
+            > join a r A
+            a: joined r as A cap=4 peers=[]
+            ",
+        );
+    }
+
+    #[test]
+    fn without_an_sfu_rooms_stay_browser_to_browser() {
+        check(
+            3,
+            "
+            > join a r A
+            a: joined r as A cap=3 peers=[]
+            > join b r B
+            a: peer-joined b B av- polite=false
+            b: joined r as B cap=3 peers=[a A av- polite]
+            > join c r C
+            a: peer-joined c C av- polite=false
+            b: peer-joined c C av- polite=false
+            c: joined r as C cap=3 peers=[a A av- polite, b B av- polite]
             ",
         );
     }

@@ -14,12 +14,27 @@ pub struct Config {
     pub chat_history: usize,
     /// Oldest chat message a room remembers, in milliseconds.
     pub chat_max_age_ms: u64,
+    /// A room with more members than this moves to the SFU ([`Mode::Sfu`])
+    /// and stays there until it empties; `None`: rooms never do (no SFU).
+    pub p2p_max: Option<usize>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { capacity: 2, chat_history: 100, chat_max_age_ms: 60 * 60 * 1000 }
+        Config { capacity: 2, chat_history: 100, chat_max_age_ms: 60 * 60 * 1000, p2p_max: None }
     }
+}
+
+/// How a room's media travels.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Mode {
+    /// Browser to browser.
+    #[default]
+    P2p,
+    /// Through the server's SFU. One-way: a room in this mode stays in it
+    /// until it empties, so people coming and going in a group call never
+    /// cause a second switch (and a second gap in everyone's media).
+    Sfu,
 }
 
 /// A peer as others see it.
@@ -162,6 +177,16 @@ pub enum Output<P> {
         peers: Vec<(PeerInfo, bool)>,
         /// The room's recent chat, oldest first.
         chat: Vec<ChatEntry>,
+        /// How the room's media travels.
+        mode: Mode,
+    },
+    /// `to`'s room switched to `mode`. Comes before the `PeerJoined` of
+    /// the newcomer that caused it.
+    RoomMode {
+        /// A member from before the switch.
+        to: PeerId,
+        /// The room's new mode.
+        mode: Mode,
     },
     /// `peer` entered `to`'s room.
     PeerJoined {
@@ -243,6 +268,7 @@ struct Room {
     peers: Vec<PeerId>,
     /// At most `Config::chat_history` entries, oldest first.
     chat: VecDeque<ChatEntry>,
+    mode: Mode,
 }
 
 /// All rooms of one shard and their members. Feed it with
@@ -315,15 +341,22 @@ impl<P> Rooms<P> {
         // membership ends first, so it never counts twice.
         self.remove(peer, LeaveReason::Disconnected);
         let capacity = self.config.capacity;
-        let (others, chat) = match self.rooms.get_mut(&room) {
+        let (others, chat, mode) = match self.rooms.get_mut(&room) {
             Some(r) => {
                 expire_chat(&mut r.chat, now_ms, self.config.chat_max_age_ms);
-                (r.peers.as_slice(), r.chat.iter().cloned().collect())
+                (r.peers.as_slice(), r.chat.iter().cloned().collect(), r.mode)
             }
-            None => (&[][..], Vec::new()),
+            None => (&[][..], Vec::new(), Mode::P2p),
         };
         if others.len() >= capacity {
             return self.reject(peer, Request::Join, Rejection::RoomFull { capacity });
+        }
+        let switch = mode == Mode::P2p && self.config.p2p_max.is_some_and(|max| others.len() + 1 > max);
+        let mode = if switch { Mode::Sfu } else { mode };
+        if switch {
+            for other in others {
+                self.outputs.push_back(Output::RoomMode { to: *other, mode });
+            }
         }
         let peers: Vec<(PeerInfo, bool)> = others
             .iter()
@@ -344,8 +377,11 @@ impl<P> Rooms<P> {
             capacity,
             peers,
             chat,
+            mode,
         });
-        self.rooms.entry(room.clone()).or_default().peers.push(peer);
+        let r = self.rooms.entry(room.clone()).or_default();
+        r.peers.push(peer);
+        r.mode = mode;
         self.members.insert(peer, Member { room, name, media });
     }
 

@@ -25,6 +25,7 @@ use crate::hub::{ConnId, PeerTx, ShardCmd};
 use crate::limits::{ConnectionPermit, TokenBucket};
 use crate::metrics::CloseKind;
 use crate::queue::{Kick, KickReason, Outbound, PushError, QueueRx, QueueTx, Route, outbound_queue};
+use crate::sfu_io::SfuCmd;
 use crate::socket::Socket;
 
 /// Most queued messages written per flush: bounds one write's size while
@@ -135,6 +136,8 @@ struct Conn {
     /// A command the shard's inbox had no room for; sent before reading on.
     pending: Option<ShardCmd>,
     pending_to: Option<mpsc::Sender<ShardCmd>>,
+    /// Whether this connection may have a session with the SFU.
+    in_sfu: bool,
 }
 
 impl Conn {
@@ -164,6 +167,7 @@ impl Conn {
             routes: Routes::default(),
             pending: None,
             pending_to: None,
+            in_sfu: false,
         }
     }
 
@@ -190,6 +194,7 @@ impl Conn {
             // Boxed, like the close below: once per connection, and not worth
             // a place in every idle connection's task.
             let _ = Box::pin(shard.send(ShardCmd::Disconnect { peer: self.id, conn: self.conn })).await;
+            self.leave_sfu();
         }
         if let Some(close) = code_reason {
             // Boxed: once per connection.
@@ -399,7 +404,10 @@ impl Conn {
             (_, ClientMsg::Hello { version }) => Some(self.error_reply(&ProtocolError::new(
                 ErrorCode::UnsupportedVersion,
                 Some(kind),
-                format!("this server speaks version {} of the protocol, not {version}", signal::VERSION),
+                format!(
+                    "this server speaks version {} of the protocol, not {version}: reload the page",
+                    signal::VERSION
+                ),
             ))),
             (State::Greeting, _) => Some(self.error_reply(&ProtocolError::new(
                 ErrorCode::HelloRequired,
@@ -477,9 +485,43 @@ impl Conn {
                 self.send_to_shard(&room, ShardCmd::Media { peer: self.id, conn: self.conn, media });
                 None
             }
+            (State::Joined(room), ClientMsg::Sfu { kind: sdp_kind, sdp, sources }) => {
+                let Some(sfu) = &self.app.sfu else {
+                    let err = ProtocolError::new(
+                        ErrorCode::SfuUnavailable,
+                        Some(kind),
+                        "this server runs no SFU for group calls",
+                    );
+                    return Some(self.error_reply(&err));
+                };
+                let sdp = sdp.into_owned();
+                let route =
+                    Route { queue: self.queue.clone(), kick: self.kick.clone(), membership: self.membership };
+                let cmd = match sdp_kind {
+                    signal::SdpKind::Offer => {
+                        self.in_sfu = true;
+                        SfuCmd::Offer {
+                            room: room.clone(),
+                            peer: self.id,
+                            conn: self.conn,
+                            route,
+                            sdp,
+                            sources,
+                        }
+                    }
+                    signal::SdpKind::Answer => SfuCmd::Answer { conn: self.conn, route, sdp },
+                };
+                if sfu.send(cmd) {
+                    return None;
+                }
+                let err =
+                    ProtocolError::new(ErrorCode::SfuUnavailable, Some(kind), "the SFU is busy; try again");
+                Some(self.error_reply(&err))
+            }
             (State::Joined(room), ClientMsg::Leave) => {
                 let room = room.clone();
                 self.send_to_shard(&room, ShardCmd::Leave { peer: self.id, conn: self.conn });
+                self.leave_sfu();
                 self.state = State::Lobby;
                 self.membership += 1;
                 self.routes.clear();
@@ -490,12 +532,26 @@ impl Conn {
                 ClientMsg::Signal { .. }
                 | ClientMsg::Chat { .. }
                 | ClientMsg::Media { .. }
+                | ClientMsg::Sfu { .. }
                 | ClientMsg::Leave,
             ) => Some(self.error_reply(&ProtocolError::new(
                 ErrorCode::NotJoined,
                 Some(kind),
                 "join a room first",
             ))),
+        }
+    }
+
+    /// Ends this connection's SFU session, if it has one.
+    fn leave_sfu(&mut self) {
+        if std::mem::take(&mut self.in_sfu)
+            && let Some(sfu) = &self.app.sfu
+            && !sfu.send(SfuCmd::Leave { conn: self.conn })
+        {
+            // The SFU's inbox is full: the session's ICE and DTLS will time
+            // out on their own once the browser is gone, and the SFU drops
+            // it then.
+            tracing::debug!("SFU busy; its session for this connection ends by timeout");
         }
     }
 

@@ -85,7 +85,9 @@ pub(crate) struct Hub {
 
 impl Hub {
     /// Spawns `count` shard tasks on the current runtime.
-    pub(crate) fn start(count: usize, config: &Config, metrics: Arc<Metrics>) -> Hub {
+    /// Rooms with more than `p2p_max` members move to the SFU (`None`:
+    /// there is none).
+    pub(crate) fn start(count: usize, config: &Config, p2p_max: Option<usize>, metrics: Arc<Metrics>) -> Hub {
         let shards = (0..count.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_INBOX);
@@ -94,6 +96,7 @@ impl Hub {
                         capacity: config.room_capacity,
                         chat_history: config.chat_history,
                         chat_max_age_ms: u64::try_from(config.chat_max_age.as_millis()).unwrap_or(u64::MAX),
+                        p2p_max,
                     }),
                     peers: PeerMap::default(),
                     ice: config.ice.clone(),
@@ -254,7 +257,7 @@ impl Shard {
     fn encode(&self, out: Output<()>) -> Option<(PeerId, Outbound)> {
         let text = |s: String| Utf8Bytes::from(s);
         Some(match out {
-            Output::Joined { to, room, name, capacity, peers, chat } => {
+            Output::Joined { to, room, name, capacity, peers, chat, mode } => {
                 let unix = crate::unix_now();
                 let expires = (unix + self.resume_ttl).as_secs();
                 let resume = self.resume_key.issue(&room, to, expires);
@@ -269,6 +272,7 @@ impl Shard {
                     chat: &chat,
                     ice_servers: &ice_servers,
                     resume: &resume,
+                    mode,
                 };
                 let routes = peers.iter().filter_map(|(p, _)| Some((p.id, self.route(p.id)?))).collect();
                 (
@@ -279,6 +283,9 @@ impl Shard {
                         routes,
                     })),
                 )
+            }
+            Output::RoomMode { to, mode } => {
+                (to, Outbound::Text(text(encode(&ServerMsg::RoomMode { mode }))))
             }
             Output::PeerMedia { to, peer, media } => {
                 (to, Outbound::Text(text(encode(&ServerMsg::PeerMedia { peer, media }))))

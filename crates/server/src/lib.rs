@@ -21,6 +21,7 @@ mod metrics;
 pub mod origin;
 mod queue;
 pub mod resume;
+pub mod sfu_io;
 mod socket;
 pub mod tls;
 pub mod turn_io;
@@ -48,6 +49,9 @@ pub struct Config {
     pub ice: IceConfig,
     /// The built-in STUN/TURN server, if on.
     pub turn: Option<turn_io::TurnIo>,
+    /// The SFU for group calls, if on. Without it rooms never leave
+    /// browser-to-browser mode.
+    pub sfu: Option<sfu_io::SfuConfig>,
     /// Per-connection limits.
     pub limits: Limits,
     /// Number of room shards (tasks owning rooms); 0 means one per core.
@@ -74,6 +78,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             ice: IceConfig::default(),
             turn: None,
+            sfu: None,
             limits: Limits::default(),
             shards: 0,
             resume_key: resume::ResumeKey::new(random_secret()),
@@ -266,6 +271,8 @@ pub(crate) struct App {
     pub(crate) limiter: std::sync::Arc<limits::ConnectionLimiter>,
     /// What `/metrics` reports.
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// The SFU, if it is on and running.
+    pub(crate) sfu: Option<sfu_io::SfuHandle>,
 }
 
 /// Serves HTTP and WebSockets on `listener` until `shutdown` completes; then
@@ -295,9 +302,27 @@ pub async fn serve(
         },
         None => None,
     };
+    let (sfu, _sfu_task) = match &config.sfu {
+        Some(sfu) => match sfu_io::start(sfu.clone(), metrics.clone(), shutdown_token.clone()).await {
+            Ok((handle, task)) => {
+                tracing::info!(addr = %handle.addr, "SFU for group calls on UDP");
+                (Some(handle), Some(AbortOnDrop(task)))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the SFU is off (rooms stay browser to browser): cannot listen on {}: {e}",
+                    sfu.listen
+                );
+                (None, None)
+            }
+        },
+        None => (None, None),
+    };
+    let p2p_max = sfu.as_ref().and(config.sfu.as_ref()).map(|s| s.p2p_max);
     let app = Arc::new(App {
         origins: origin::OriginPolicy::new(&config.allowed_origins),
-        hub: hub::Hub::start(shards, &config, metrics.clone()),
+        hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone()),
+        sfu,
         limiter: limits::ConnectionLimiter::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,

@@ -73,6 +73,12 @@ pub(crate) struct Metrics {
     pub(crate) turn_relayed: AtomicU64,
     pub(crate) turn_refused: AtomicU64,
     pub(crate) turn_dropped: AtomicU64,
+    pub(crate) sfu_sessions: AtomicI64,
+    pub(crate) sfu_rooms: AtomicI64,
+    pub(crate) sfu_frames_forwarded: AtomicU64,
+    pub(crate) sfu_bytes_forwarded: AtomicU64,
+    pub(crate) sfu_keyframe_requests: AtomicU64,
+    pub(crate) sfu_bwe_last: AtomicU64,
 }
 
 impl Metrics {
@@ -192,6 +198,32 @@ impl Metrics {
             "counter",
             "TURN packets dropped on a full queue.",
             &one(get(&self.turn_dropped).into()),
+        );
+        metric("sfu_sessions", "gauge", "Sessions with the SFU now.", &one(gauge(&self.sfu_sessions).into()));
+        metric("sfu_rooms", "gauge", "Rooms with an SFU session now.", &one(gauge(&self.sfu_rooms).into()));
+        metric(
+            "sfu_frames_forwarded_total",
+            "counter",
+            "Audio and video frames the SFU sent to subscribers.",
+            &one(get(&self.sfu_frames_forwarded).into()),
+        );
+        metric(
+            "sfu_bytes_forwarded_total",
+            "counter",
+            "Media payload bytes the SFU sent to subscribers.",
+            &one(get(&self.sfu_bytes_forwarded).into()),
+        );
+        metric(
+            "sfu_keyframe_requests_total",
+            "counter",
+            "Keyframe requests (PLI) the SFU sent to publishers.",
+            &one(get(&self.sfu_keyframe_requests).into()),
+        );
+        metric(
+            "sfu_bandwidth_estimate_bps",
+            "gauge",
+            "The latest bandwidth estimate (TWCC) towards any subscriber.",
+            &one(get(&self.sfu_bwe_last).into()),
         );
         out
     }

@@ -385,19 +385,35 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
     }
 
     /// A frame of `track`'s `layer` arrived: the subscribers to send it to.
-    /// A subscriber waiting to move to `layer` moves at its keyframes.
-    pub fn forward(&mut self, track: TrackKey, layer: Layer, keyframe: bool) -> &[ParticipantId] {
+    /// A subscriber waiting to move to `layer` moves at its keyframes; while
+    /// one waits, the publisher is asked for a keyframe again (rate-limited),
+    /// since an earlier request may have been lost.
+    pub fn forward(
+        &mut self,
+        now_ms: u64,
+        track: TrackKey,
+        layer: Layer,
+        keyframe: bool,
+    ) -> &[ParticipantId] {
         self.scratch.clear();
         let Some(subs) = self.subscribers.get(&track) else { return &self.scratch };
+        let mut waiting = false;
         for who in subs {
             let Some(p) = self.participants.get_mut(who) else { continue };
             let Some(sub) = p.subscriptions.iter_mut().find(|s| s.track == track) else { continue };
-            if keyframe && sub.target == Some(layer) {
-                sub.current = Some(layer);
+            if sub.target == Some(layer) && sub.current != Some(layer) {
+                if keyframe {
+                    sub.current = Some(layer);
+                } else {
+                    waiting = true;
+                }
             }
             if sub.current == Some(layer) {
                 self.scratch.push(*who);
             }
+        }
+        if waiting {
+            self.request_keyframe(now_ms, track, layer);
         }
         &self.scratch
     }
@@ -545,7 +561,10 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
             .map_or(1, |t| t.layers)
     }
 
-    fn request_keyframe(&mut self, now_ms: u64, track: TrackKey, layer: Layer) {
+    /// Asks the publisher of `track` for a keyframe of `layer` (frames
+    /// were lost on the way in), at most once per
+    /// [`Config::keyframe_interval_ms`].
+    pub fn request_keyframe(&mut self, now_ms: u64, track: TrackKey, layer: Layer) {
         let interval = self.config.keyframe_interval_ms;
         let Some(t) =
             self.participants.get_mut(&track.publisher).and_then(|p| p.tracks[track.source.index()].as_mut())
@@ -693,7 +712,7 @@ mod tests {
                 ["frame", t, l, rest @ ..] => {
                     let layer = Layer(l.trim_start_matches('L').parse().expect("L<n>"));
                     let to: Vec<String> = f
-                        .forward(track(t), layer, rest == ["key"])
+                        .forward(now, track(t), layer, rest == ["key"])
                         .iter()
                         .map(|p| letter(*p).to_string())
                         .collect();
@@ -797,6 +816,34 @@ mod tests {
             > pli c a.c
             keyframe a.c L0
             > pli c b.c
+            ",
+        );
+    }
+
+    #[test]
+    fn a_subscriber_waiting_for_a_keyframe_asks_again_when_frames_come_without_one() {
+        check(
+            Config::default(),
+            "
+            > join a r
+            > publish a c
+            layers a.c 000
+            > join b r
+            b +a.c
+            layers a.c 001
+            keyframe a.c L0
+            > t 100
+            > frame a.c L0
+            -> nobody
+            > t 600
+            > frame a.c L0
+            -> nobody
+            keyframe a.c L0
+            > frame a.c L0 key
+            -> b
+            > t 2000
+            > frame a.c L0
+            -> b
             ",
         );
     }

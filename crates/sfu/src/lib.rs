@@ -16,5 +16,5 @@
 mod forwarder;
 mod speaker;
 
-pub use forwarder::{Config, Forwarder, Layer, Output, ParticipantId, Source, TrackKey};
+pub use forwarder::{Config, Forwarder, Layer, MAX_LAYERS, Output, ParticipantId, Source, TrackKey};
 pub use speaker::SpeakerDetector;

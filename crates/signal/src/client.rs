@@ -51,6 +51,16 @@ pub enum ClientMsg<'a> {
         /// Screen share on or off.
         screen: Option<bool>,
     },
+    /// `sfu {description, sources}`: an offer or answer for the client's
+    /// session with the SFU.
+    Sfu {
+        /// Offer or answer.
+        kind: SdpKind,
+        /// The session description, unchecked (str0m parses it).
+        sdp: Cow<'a, str>,
+        /// With an offer: what the client sends on each m-line, by mid.
+        sources: Vec<(String, SfuSource)>,
+    },
     /// `leave {}`.
     Leave,
     /// `ping {}`.
@@ -66,11 +76,37 @@ impl ClientMsg<'_> {
             ClientMsg::Signal { .. } => "signal",
             ClientMsg::Chat { .. } => "chat",
             ClientMsg::Media { .. } => "media",
+            ClientMsg::Sfu { .. } => "sfu",
             ClientMsg::Leave => "leave",
             ClientMsg::Ping => "ping",
         }
     }
 }
+
+/// Which side of an exchange a session description is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SdpKind {
+    /// An offer.
+    Offer,
+    /// An answer.
+    Answer,
+}
+
+/// What a track of an SFU session carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SfuSource {
+    /// The microphone.
+    Audio,
+    /// The camera.
+    Camera,
+    /// A screen share.
+    Screen,
+}
+
+/// The most m-lines an `sfu` offer may name in `sources`.
+const MAX_SOURCES: usize = 3;
 
 /// A message the server refuses, with what to answer.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -128,6 +164,19 @@ struct Envelope<'a> {
     video: Option<&'a RawValue>,
     #[serde(borrow)]
     screen: Option<&'a RawValue>,
+    #[serde(borrow)]
+    description: Option<&'a RawValue>,
+    #[serde(borrow)]
+    sources: Option<&'a RawValue>,
+}
+
+/// `sfu.description`.
+#[derive(Deserialize)]
+struct Description<'a> {
+    #[serde(rename = "type")]
+    kind: SdpKind,
+    #[serde(borrow)]
+    sdp: Cow<'a, str>,
 }
 
 /// `media` as `join` carries it: every field optional.
@@ -259,6 +308,31 @@ fn parse_any(text: &str) -> Result<ClientMsg<'_>, ProtocolError> {
             let data = required(env.data, "signal", "data")?;
             Ok(ClientMsg::Signal { to, data: RawJson::checked(data.get()) })
         }
+        "sfu" => {
+            let description = required(env.description, "sfu", "description")?;
+            let Description { kind, sdp } = serde_json::from_str(description.get()).map_err(|_| {
+                mistyped("sfu", "description", "an object with \"type\" offer or answer and a string \"sdp\"")
+            })?;
+            let sources = match env.sources {
+                None => Vec::new(),
+                Some(raw) if raw.get() == "null" => Vec::new(),
+                Some(raw) => {
+                    let map: std::collections::BTreeMap<String, SfuSource> = serde_json::from_str(raw.get())
+                        .map_err(|_| {
+                            mistyped("sfu", "sources", "an object of mid to audio, camera or screen")
+                        })?;
+                    if map.len() > MAX_SOURCES {
+                        return Err(ProtocolError::new(
+                            ErrorCode::BadSdp,
+                            Some("sfu"),
+                            format!("at most {MAX_SOURCES} sources: audio, camera, screen"),
+                        ));
+                    }
+                    map.into_iter().collect()
+                }
+            };
+            Ok(ClientMsg::Sfu { kind, sdp, sources })
+        }
         "leave" => Ok(ClientMsg::Leave),
         "ping" => Ok(ClientMsg::Ping),
         other => {
@@ -310,6 +384,7 @@ mod tests {
             Ok(ClientMsg::Chat { text }) => format!("chat {:?}", text.as_str()),
             Ok(ClientMsg::Media { audio, video, screen }) => format!("media {audio:?} {video:?} {screen:?}"),
             Ok(ClientMsg::Signal { to, data }) => format!("signal to {to} data {}", data.get()),
+            Ok(ClientMsg::Sfu { kind, sdp, sources }) => format!("sfu {kind:?} {sdp:?} {sources:?}"),
             Ok(ClientMsg::Leave) => "leave".to_owned(),
             Ok(ClientMsg::Ping) => "ping".to_owned(),
             Err(e) => format!("error {} {:?}: {}", e.code.as_str(), e.request, e.message),
@@ -395,6 +470,24 @@ mod tests {
             (r#"{"type":"leave"}"#, "leave"),
             (r#"{"type":"ping","seq":3}"#, "ping"),
             (r#"{"type":"PING"}"#, "error bad-message None: unknown message type \"PING\""),
+            (
+                r#"{"type":"sfu","description":{"type":"offer","sdp":"v=0\r\n"},"sources":{"0":"audio","1":"camera","2":"screen"}}"#,
+                r#"sfu Offer "v=0\r\n" [("0", Audio), ("1", Camera), ("2", Screen)]"#,
+            ),
+            (r#"{"type":"sfu","description":{"type":"answer","sdp":""}}"#, r#"sfu Answer "" []"#),
+            (r#"{"type":"sfu"}"#, "error bad-message Some(\"sfu\"): sfu needs a field \"description\""),
+            (
+                r#"{"type":"sfu","description":{"type":"pranswer","sdp":""}}"#,
+                "error bad-message Some(\"sfu\"): sfu.description must be an object with \"type\" offer or answer and a string \"sdp\"",
+            ),
+            (
+                r#"{"type":"sfu","description":{"type":"offer","sdp":""},"sources":{"0":"video"}}"#,
+                "error bad-message Some(\"sfu\"): sfu.sources must be an object of mid to audio, camera or screen",
+            ),
+            (
+                r#"{"type":"sfu","description":{"type":"offer","sdp":""},"sources":{"0":"audio","1":"audio","2":"audio","3":"audio"}}"#,
+                "error bad-sdp Some(\"sfu\"): at most 3 sources: audio, camera, screen",
+            ),
             (r#"{"type":7}"#, "error bad-message None: the field \"type\" must be a string"),
             (r#"{"room":"tea"}"#, "error bad-message None: a message needs a string field \"type\""),
             (r#"[1,2]"#, "error bad-message None: a message must be a JSON object with a \"type\""),

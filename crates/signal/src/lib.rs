@@ -1,4 +1,4 @@
-//! The webconf signaling protocol, version 1: the wire types, their codec, and
+//! The webconf signaling protocol, version 2: the wire types, their codec, and
 //! the stable error codes. `docs/protocol.md` is the prose form of this crate.
 //!
 //! This is the API boundary between browsers and the server. Everything a
@@ -12,12 +12,12 @@ mod json;
 mod server;
 pub mod ws;
 
-pub use client::{ClientMsg, ProtocolError, parse, parse_general};
+pub use client::{ClientMsg, ProtocolError, SdpKind, SfuSource, parse, parse_general};
 pub use json::RawJson;
-pub use server::{IceServer, ServerMsg, encode, encode_relay};
+pub use server::{IceServer, ServerMsg, SfuTrack, encode, encode_relay};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 
 /// Largest message a peer may send, in bytes (UTF-8 JSON text).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -51,11 +51,17 @@ pub enum ErrorCode {
     BadChat,
     /// The resume token is malformed, expired, or not for this room.
     BadResume,
+    /// An `sfu` description the server cannot use, or not the one expected.
+    BadSdp,
+    /// The server runs no SFU, or holds as many sessions as it may.
+    SfuUnavailable,
+    /// The SFU session could not connect in time, or its path went silent.
+    SfuFailed,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks and metrics.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::HelloRequired,
@@ -69,6 +75,9 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::BadChat,
         ErrorCode::BadResume,
+        ErrorCode::BadSdp,
+        ErrorCode::SfuUnavailable,
+        ErrorCode::SfuFailed,
     ];
 
     /// The code as it appears on the wire.
@@ -87,6 +96,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::BadChat => "bad-chat",
             ErrorCode::BadResume => "bad-resume",
+            ErrorCode::BadSdp => "bad-sdp",
+            ErrorCode::SfuUnavailable => "sfu-unavailable",
+            ErrorCode::SfuFailed => "sfu-failed",
         }
     }
 }

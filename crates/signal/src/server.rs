@@ -1,9 +1,30 @@
 //! Messages from the server to browsers, and their encoder.
 
-use room::{ChatEntry, LeaveReason, MediaState, PeerId, PeerInfo};
+use room::{ChatEntry, LeaveReason, MediaState, Mode, PeerId, PeerInfo};
 use serde::{Serialize, Serializer};
 
-use crate::ErrorCode;
+use crate::{ErrorCode, SdpKind, SfuSource};
+
+/// One entry of an `sfu` offer's `tracks`: what the recipient receives on
+/// one of the server's m-lines.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct SfuTrack {
+    /// The m-line's mid.
+    pub mid: String,
+    /// Whose track it is.
+    #[serde(serialize_with = "peer_id")]
+    pub peer: PeerId,
+    /// Which of their sources.
+    pub source: SfuSource,
+}
+
+/// `sfu.description` as sent.
+#[derive(Debug, Serialize)]
+pub struct WireDescription<'a> {
+    #[serde(rename = "type")]
+    kind: SdpKind,
+    sdp: &'a str,
+}
 
 /// One entry of `joined.ice_servers`, shaped like the browser's
 /// `RTCIceServer` so the client passes it on untouched.
@@ -55,6 +76,23 @@ pub enum ServerMsg<'a> {
         ice_servers: &'a [IceServer],
         /// A token to come back with after a dropped connection.
         resume: &'a str,
+        /// How the room's media travels.
+        #[serde(serialize_with = "room_mode")]
+        mode: Mode,
+    },
+    /// The recipient's room switched how its media travels.
+    RoomMode {
+        /// The new mode.
+        #[serde(serialize_with = "room_mode")]
+        mode: Mode,
+    },
+    /// An offer or answer for the recipient's session with the SFU.
+    Sfu {
+        /// The description.
+        description: WireDescription<'a>,
+        /// With an offer: everything the recipient receives, by mid.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tracks: Option<&'a [SfuTrack]>,
     },
     /// Someone entered the recipient's room.
     PeerJoined {
@@ -142,6 +180,20 @@ pub fn encode_relay(from: PeerId, data: &str) -> String {
     out.push_str(data);
     out.push('}');
     out
+}
+
+impl<'a> ServerMsg<'a> {
+    /// An `sfu` message carrying `sdp`.
+    pub fn sfu(kind: SdpKind, sdp: &'a str, tracks: Option<&'a [SfuTrack]>) -> Self {
+        ServerMsg::Sfu { description: WireDescription { kind, sdp }, tracks }
+    }
+}
+
+fn room_mode<S: Serializer>(m: &Mode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match m {
+        Mode::P2p => "p2p",
+        Mode::Sfu => "sfu",
+    })
 }
 
 fn peer_id<S: Serializer>(id: &PeerId, s: S) -> Result<S::Ok, S::Error> {
@@ -233,12 +285,13 @@ mod tests {
             text: ChatText::parse("<b>hi</b>").expect("valid"),
             ts_ms: 1_764_111_111_000,
         }];
+        let tracks = [SfuTrack { mid: "3".into(), peer: PeerId(0xa), source: SfuSource::Camera }];
         let stun =
             [IceServer { urls: vec!["stun:example.org:3478".into()], username: None, credential: None }];
         let cases = [
             (
-                ServerMsg::Welcome { version: 1, server: "webconf 0.1.0" },
-                r#"{"type":"welcome","version":1,"server":"webconf 0.1.0"}"#,
+                ServerMsg::Welcome { version: 2, server: "webconf 0.1.0" },
+                r#"{"type":"welcome","version":2,"server":"webconf 0.1.0"}"#,
             ),
             (
                 ServerMsg::Joined {
@@ -251,8 +304,18 @@ mod tests {
                     chat: &chat,
                     ice_servers: &stun,
                     resume: "tok",
+                    mode: Mode::P2p,
                 },
-                r#"{"type":"joined","room":"tea","you":"3f9a0c21d4e5b678","name":"Minji","capacity":2,"resumed":false,"peers":[{"id":"000000000000000a","name":"Joon \"J\"","polite":true,"media":{"audio":true,"video":false,"screen":false}}],"chat":[{"from":"000000000000000a","name":"Joon","text":"<b>hi</b>","ts":1764111111000}],"ice_servers":[{"urls":["stun:example.org:3478"]}],"resume":"tok"}"#,
+                r#"{"type":"joined","room":"tea","you":"3f9a0c21d4e5b678","name":"Minji","capacity":2,"resumed":false,"peers":[{"id":"000000000000000a","name":"Joon \"J\"","polite":true,"media":{"audio":true,"video":false,"screen":false}}],"chat":[{"from":"000000000000000a","name":"Joon","text":"<b>hi</b>","ts":1764111111000}],"ice_servers":[{"urls":["stun:example.org:3478"]}],"resume":"tok","mode":"p2p"}"#,
+            ),
+            (ServerMsg::RoomMode { mode: Mode::Sfu }, r#"{"type":"room-mode","mode":"sfu"}"#),
+            (
+                ServerMsg::sfu(SdpKind::Answer, "v=0", None),
+                r#"{"type":"sfu","description":{"type":"answer","sdp":"v=0"}}"#,
+            ),
+            (
+                ServerMsg::sfu(SdpKind::Offer, "v=0", Some(&tracks)),
+                r#"{"type":"sfu","description":{"type":"offer","sdp":"v=0"},"tracks":[{"mid":"3","peer":"000000000000000a","source":"camera"}]}"#,
             ),
             (
                 ServerMsg::PeerJoined { peer: &joon, polite: false },

@@ -24,10 +24,30 @@ struct Cli {
     #[arg(long = "allow-origin", env = "WEBCONF_ALLOW_ORIGIN", value_delimiter = ',')]
     allow_origin: Vec<String>,
 
-    /// Most people in one call.
-    #[arg(long, env = "WEBCONF_ROOM_CAPACITY", default_value_t = 2,
-          value_parser = clap::value_parser!(u16).range(1..=50))]
+    /// Most people in one call (at most 100).
+    #[arg(long, env = "WEBCONF_ROOM_CAPACITY", default_value_t = 25,
+          value_parser = clap::value_parser!(u16).range(1..=100))]
     room_capacity: u16,
+
+    /// A call with more people than this moves from browser-to-browser
+    /// links to the built-in SFU (and stays there until it empties).
+    #[arg(long, env = "WEBCONF_P2P_MAX", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    p2p_max: u16,
+
+    /// UDP port of the SFU for group calls (on the --listen address); 0
+    /// picks any free port.
+    #[arg(long, env = "WEBCONF_SFU_PORT", default_value_t = 7882)]
+    sfu_port: u16,
+
+    /// Most group-call sessions the SFU holds at once.
+    #[arg(long, env = "WEBCONF_SFU_MAX_PARTICIPANTS", default_value_t = 500)]
+    sfu_max_participants: usize,
+
+    /// Turn the SFU off: calls of more than two are then a full mesh of
+    /// browser-to-browser links, which works for three or four people.
+    #[arg(long, env = "WEBCONF_NO_SFU")]
+    no_sfu: bool,
 
     /// Messages per second one connection may send (bursts of twice that);
     /// 0 turns the limit off.
@@ -81,7 +101,8 @@ struct Cli {
     #[arg(long, env = "WEBCONF_TURN_PORT", default_value_t = 3478)]
     turn_port: u16,
 
-    /// The address browsers reach this machine at, for TURN relays (set it
+    /// The address browsers reach this machine at, for TURN relays and the
+    /// SFU (set it
     /// behind a 1:1 NAT, such as a cloud VM's public IP). Default: the
     /// --listen address, or the address of the default route.
     #[arg(long, env = "WEBCONF_PUBLIC_IP")]
@@ -218,7 +239,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     let secret = load_secret(cli.state_dir.as_deref());
     let (ice, turn) = turn_setup(&cli, addr, &secret);
+    let sfu = (!cli.no_sfu).then(|| server::sfu_io::SfuConfig {
+        listen: SocketAddr::new(addr.ip(), cli.sfu_port),
+        public_ip: public_ip(&cli, addr),
+        max_participants: cli.sfu_max_participants,
+        p2p_max: usize::from(cli.p2p_max),
+        forwarding: sfu::Config::default(),
+    });
     let config = server::Config {
+        sfu,
         room_capacity: usize::from(cli.room_capacity),
         allowed_origins: cli.allow_origin,
         limits,
@@ -254,6 +283,17 @@ async fn run(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
+/// The address browsers reach this machine at, for TURN relays and the
+/// SFU's candidates: `--public-ip`, else the listen address, else the
+/// default route's.
+fn public_ip(cli: &Cli, addr: SocketAddr) -> std::net::IpAddr {
+    let listen_ip = addr.ip();
+    cli.public_ip
+        .or((!listen_ip.is_unspecified()).then_some(listen_ip))
+        .or_else(server::turn_io::default_route_ip)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
 /// What peers are told about STUN/TURN, and the built-in server's set-up.
 fn turn_setup(
     cli: &Cli,
@@ -278,11 +318,7 @@ fn turn_setup(
         return (server::IceConfig::default(), None);
     }
     let listen_ip = addr.ip();
-    let public_ip = cli
-        .public_ip
-        .or((!listen_ip.is_unspecified()).then_some(listen_ip))
-        .or_else(server::turn_io::default_route_ip)
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let public_ip = public_ip(cli, addr);
     let host = cli.turn_host.clone().unwrap_or_else(|| match public_ip {
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
         v4 => v4.to_string(),

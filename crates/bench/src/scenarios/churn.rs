@@ -145,7 +145,7 @@ async fn cycle(kind: Kind, addr: std::net::SocketAddr, n: u64) -> Result<(), Str
     let join = format!(r#"{{"type":"join","room":"churn{n}","name":"c{n}"}}"#);
     match kind {
         Kind::Webconf => {
-            send(&mut ws, r#"{"type":"hello","version":1}"#.to_owned()).await?;
+            send(&mut ws, r#"{"type":"hello","version":2}"#.to_owned()).await?;
             expect(&mut ws, "welcome").await?;
             send(&mut ws, join).await?;
             expect(&mut ws, "joined").await?;
@@ -153,7 +153,7 @@ async fn cycle(kind: Kind, addr: std::net::SocketAddr, n: u64) -> Result<(), Str
             expect(&mut ws, "left").await?;
         }
         Kind::Bare | Kind::Seed => {
-            for m in [r#"{"type":"hello","version":1}"#.to_owned(), join, r#"{"type":"leave"}"#.to_owned()] {
+            for m in [r#"{"type":"hello","version":2}"#.to_owned(), join, r#"{"type":"leave"}"#.to_owned()] {
                 ws.feed(Message::text(m)).await.map_err(|e| format!("send: {e}"))?;
             }
         }

@@ -244,7 +244,7 @@ async fn set_up(kind: Kind, addr: std::net::SocketAddr, idx: usize, out: &mut Ou
         Kind::Webconf => format!(r#"{{"type":"join","room":"{room}","name":"c{idx}"}}"#),
         Kind::Bare | Kind::Seed => format!(r#"{{"type":"join","room":"{room}","name":"c{idx}","w":{idx}}}"#),
     };
-    for m in [r#"{"type":"hello","version":1}"#.to_owned(), join] {
+    for m in [r#"{"type":"hello","version":2}"#.to_owned(), join] {
         ws.feed(Message::text(m)).await.map_err(|e| format!("send: {e}"))?;
     }
     ws.flush().await.map_err(|e| format!("send: {e}"))?;

@@ -7,5 +7,6 @@ mod harness;
 mod nat;
 mod netlab;
 mod relay;
+mod sfu_peers;
 mod support;
 mod turn;

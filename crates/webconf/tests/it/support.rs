@@ -151,10 +151,10 @@ impl Client {
     }
 
     pub async fn hello(&mut self) {
-        self.send(json!({"type": "hello", "version": 1})).await;
+        self.send(json!({"type": "hello", "version": 2})).await;
         let welcome = self.recv().await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");
-        assert_eq!(welcome["version"], 1);
+        assert_eq!(welcome["version"], 2);
     }
 
     pub async fn send(&mut self, msg: Value) {

@@ -1,0 +1,753 @@
+//! The SFU's IO shell: one UDP socket for every participant, one
+//! `str0m::Rtc` per participant's session, and the sans-IO
+//! [`sfu::Forwarder`] deciding who receives what.
+//!
+//! One task owns all of it. Connections send it [`SfuCmd`]s over a bounded
+//! channel (a full channel answers `sfu-unavailable`: nobody waits), and it
+//! answers through each connection's outbound queue, as a shard does, with
+//! the connection's membership number, so an answer meant for a room the
+//! connection has left is dropped.
+//!
+//! Incoming datagrams are matched to a session by their source address,
+//! learnt the first time a session's ICE agent accepts one of its STUN
+//! checks (`Rtc::accepts`, which knows the session's ICE credentials).
+//! Every session is ICE-lite with one host candidate, so the browser does
+//! the checking and the server never sends to an address that has not
+//! proven it holds the session's credentials.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use room::{PeerId, RoomId};
+use sfu::{Forwarder, Layer, ParticipantId, Source, TrackKey};
+use signal::{ErrorCode, SdpKind, ServerMsg, SfuSource, SfuTrack, encode};
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tungstenite::Utf8Bytes;
+
+use crate::hub::ConnId;
+use crate::metrics::Metrics;
+use crate::queue::{KickReason, Outbound, PushError, Route};
+
+/// Commands the SFU task takes at once; beyond that, connections are told
+/// `sfu-unavailable` rather than made to wait.
+const SFU_INBOX: usize = 1024;
+
+/// A session must have ICE and DTLS connected this soon after its answer.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How often the loudest participant of each room is decided.
+const SPEAKER_WINDOW: Duration = Duration::from_millis(300);
+
+/// The longest the task sleeps when no session has a timer sooner.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+/// The bandwidth estimate a subscriber starts with, before TWCC feedback.
+const INITIAL_BWE: Bitrate = Bitrate::kbps(2_500);
+
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+
+/// How the SFU is set up.
+#[derive(Clone, Debug)]
+pub struct SfuConfig {
+    /// The UDP address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The address put in sessions' candidates, when not the listening
+    /// one (behind a 1:1 NAT, or listening on a wildcard).
+    pub public_ip: IpAddr,
+    /// Most sessions at once, in all.
+    pub max_participants: usize,
+    /// A room with more people than this moves to the SFU.
+    pub p2p_max: usize,
+    /// The forwarding core's settings.
+    pub forwarding: sfu::Config,
+}
+
+/// What connections ask of the SFU.
+#[derive(Debug)]
+pub(crate) enum SfuCmd {
+    /// The client's offer: starts (or restarts) the connection's session.
+    Offer {
+        room: RoomId,
+        peer: PeerId,
+        conn: ConnId,
+        route: Route,
+        sdp: String,
+        sources: Vec<(String, SfuSource)>,
+    },
+    /// The client's answer to the server's latest offer.
+    Answer { conn: ConnId, route: Route, sdp: String },
+    /// The connection left its room or closed: its session ends.
+    Leave { conn: ConnId },
+}
+
+/// How connections reach the SFU task.
+#[derive(Clone, Debug)]
+pub(crate) struct SfuHandle {
+    tx: mpsc::Sender<SfuCmd>,
+    /// The address sessions' candidates carry, for the log.
+    pub(crate) addr: SocketAddr,
+}
+
+impl SfuHandle {
+    /// Hands `cmd` to the SFU without waiting; `false` if its inbox is full
+    /// or it is gone.
+    pub(crate) fn send(&self, cmd: SfuCmd) -> bool {
+        self.tx.try_send(cmd).is_ok()
+    }
+}
+
+/// Binds the SFU's socket now (so a busy port is reported at start-up),
+/// then serves until `shutdown` is cancelled.
+pub(crate) async fn start(
+    config: SfuConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> io::Result<(SfuHandle, tokio::task::JoinHandle<()>)> {
+    // str0m's DTLS and SRTP need a crypto provider; installing one twice
+    // (a second server in one process) is harmless.
+    str0m::crypto::from_feature_flags().install_process_default();
+    let socket = UdpSocket::bind(config.listen).await?;
+    let local = socket.local_addr()?;
+    let addr = SocketAddr::new(config.public_ip, local.port());
+    let (tx, rx) = mpsc::channel(SFU_INBOX);
+    let task = Task {
+        forwarder: Forwarder::new(config.forwarding.clone()),
+        config,
+        socket,
+        addr,
+        sessions: HashMap::new(),
+        by_addr: HashMap::new(),
+        metrics,
+        started: Instant::now(),
+        next_speaker_window: Instant::now() + SPEAKER_WINDOW,
+        dirty: Vec::new(),
+    };
+    let join = tokio::spawn(task.run(rx, shutdown));
+    Ok((SfuHandle { tx, addr }, join))
+}
+
+/// A track the server sends to a session, and where its m-line stands.
+#[derive(Debug)]
+struct OutTrack {
+    track: TrackKey,
+    state: OutState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    /// Wanted; not offered yet.
+    ToOpen,
+    /// In the server's pending offer.
+    Negotiating(Mid),
+    /// Negotiated: frames may be written.
+    Open(Mid),
+    /// To stop in the next offer.
+    ToStop(Mid),
+    /// Stopped in the pending offer.
+    Stopping(Mid),
+}
+
+impl OutTrack {
+    fn mid(&self) -> Option<Mid> {
+        match self.state {
+            OutState::ToOpen => None,
+            OutState::Negotiating(m) | OutState::Open(m) | OutState::ToStop(m) | OutState::Stopping(m) => {
+                Some(m)
+            }
+        }
+    }
+}
+
+/// A track the session publishes: its source and simulcast rids (lowest
+/// first; empty without simulcast).
+#[derive(Debug)]
+struct InTrack {
+    mid: Mid,
+    source: Source,
+    rids: Vec<Rid>,
+}
+
+struct Session {
+    rtc: Rtc,
+    peer: PeerId,
+    route: Route,
+    /// What the client said it sends on each of its m-lines.
+    sources: Vec<(String, SfuSource)>,
+    published: Vec<InTrack>,
+    out: Vec<OutTrack>,
+    /// The server's offer waiting for the client's answer.
+    pending: Option<SdpPendingOffer>,
+    created: Instant,
+    connected: bool,
+    /// When the session next needs `Input::Timeout`.
+    timeout: Instant,
+    /// Source addresses this session's packets came from.
+    addrs: Vec<SocketAddr>,
+}
+
+/// Something a session's `Rtc` reported, handled once polling is done
+/// (handling it may touch other sessions). Lives only until then, in one
+/// short list per poll, so frames are kept inline rather than boxed (which
+/// would cost an allocation per frame).
+#[allow(clippy::large_enum_variant)]
+enum Happened {
+    Added { mid: Mid, rids: Vec<Rid> },
+    Media(MediaData),
+    Keyframe(Mid),
+    Bandwidth(u64),
+    Connected,
+    Failed(&'static str),
+}
+
+struct Task {
+    config: SfuConfig,
+    forwarder: Forwarder<RoomId>,
+    socket: UdpSocket,
+    /// The address in every session's candidate.
+    addr: SocketAddr,
+    sessions: HashMap<ParticipantId, Session>,
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    next_speaker_window: Instant,
+    /// Sessions given input since they were last polled.
+    dirty: Vec<ParticipantId>,
+}
+
+impl Task {
+    async fn run(mut self, mut inbox: mpsc::Receiver<SfuCmd>, shutdown: CancellationToken) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                cmd = inbox.recv() => match cmd {
+                    Some(cmd) => self.on_cmd(cmd),
+                    None => break,
+                },
+                read = self.socket.recv_from(&mut buf) => match read {
+                    Ok((n, from)) => {
+                        self.on_datagram(&buf[..n], from);
+                        // Take whatever else is waiting before polling.
+                        for _ in 0..64 {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!("SFU socket read failed: {e}"),
+                },
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+            self.drive(Instant::now());
+        }
+        self.metrics.sfu_sessions.fetch_sub(self.sessions.len() as i64, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = Instant::now() + IDLE_TICK;
+        wake = wake.min(self.next_speaker_window);
+        for s in self.sessions.values() {
+            wake = wake.min(s.timeout);
+        }
+        wake
+    }
+
+    fn on_cmd(&mut self, cmd: SfuCmd) {
+        let now = Instant::now();
+        match cmd {
+            SfuCmd::Offer { room, peer, conn, route, sdp, sources } => {
+                let id = ParticipantId(conn);
+                self.end_session(id);
+                if self.sessions.len() >= self.config.max_participants {
+                    let msg = format!("the server holds {} group-call sessions already", self.sessions.len());
+                    send_error(&self.metrics, &route, ErrorCode::SfuUnavailable, &msg);
+                    return;
+                }
+                match self.new_session(now, peer, route.clone(), &sdp, sources) {
+                    Ok((session, answer)) => {
+                        send(&route, &encode(&ServerMsg::sfu(SdpKind::Answer, &answer, None)));
+                        self.sessions.insert(id, session);
+                        self.metrics.sfu_sessions.fetch_add(1, Ordering::Relaxed);
+                        self.dirty.push(id);
+                        self.forwarder.join(self.now_ms(now), id, room);
+                        self.update_rooms_gauge();
+                    }
+                    Err(e) => send_error(&self.metrics, &route, ErrorCode::BadSdp, &e),
+                }
+            }
+            SfuCmd::Answer { conn, route, sdp } => {
+                let id = ParticipantId(conn);
+                let Some(pending) = self.sessions.get_mut(&id).and_then(|s| s.pending.take()) else {
+                    let msg = "no offer of the server's is waiting for an answer";
+                    send_error(&self.metrics, &route, ErrorCode::BadSdp, msg);
+                    return;
+                };
+                let Some(s) = self.sessions.get_mut(&id) else { return };
+                let answer = match SdpAnswer::from_sdp_string(&sdp) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        s.pending = Some(pending);
+                        send_error(
+                            &self.metrics,
+                            &s.route,
+                            ErrorCode::BadSdp,
+                            &format!("not an SDP answer: {e}"),
+                        );
+                        return;
+                    }
+                };
+                if let Err(e) = s.rtc.sdp_api().accept_answer(pending, answer) {
+                    // The session cannot go on from a half-applied change.
+                    let msg = format!("the answer cannot be used: {e}");
+                    send_error(&self.metrics, &s.route, ErrorCode::BadSdp, &msg);
+                    self.fail(id, "bad answer");
+                    return;
+                }
+                for t in &mut s.out {
+                    if let OutState::Negotiating(m) = t.state {
+                        t.state = OutState::Open(m);
+                    }
+                }
+                s.out.retain(|t| !matches!(t.state, OutState::Stopping(_)));
+                self.dirty.push(id);
+                // Frames flow on the new m-lines from the next keyframe.
+                let tracks: Vec<TrackKey> =
+                    s.out.iter().filter(|t| t.track.source.is_video()).map(|t| t.track).collect();
+                let now_ms = self.now_ms(now);
+                for track in tracks {
+                    self.forwarder.keyframe_requested(now_ms, id, track);
+                }
+                self.apply_forwarder_outputs(now);
+            }
+            SfuCmd::Leave { conn } => self.end_session(ParticipantId(conn)),
+        }
+    }
+
+    fn new_session(
+        &self,
+        now: Instant,
+        peer: PeerId,
+        route: Route,
+        sdp: &str,
+        sources: Vec<(String, SfuSource)>,
+    ) -> Result<(Session, String), String> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("not an SDP offer: {e}"))?;
+        let mut rtc = Rtc::builder().set_ice_lite(true).enable_bwe(Some(INITIAL_BWE)).build(now);
+        let candidate = Candidate::host(self.addr, "udp").map_err(|e| format!("no candidate: {e}"))?;
+        rtc.add_local_candidate(candidate);
+        let answer =
+            rtc.sdp_api().accept_offer(offer).map_err(|e| format!("the offer cannot be used: {e}"))?;
+        let session = Session {
+            rtc,
+            peer,
+            route,
+            sources,
+            published: Vec::new(),
+            out: Vec::new(),
+            pending: None,
+            created: now,
+            connected: false,
+            timeout: now,
+            addrs: Vec::new(),
+        };
+        Ok((session, answer.to_sdp_string()))
+    }
+
+    fn on_datagram(&mut self, data: &[u8], from: SocketAddr) {
+        let Ok(contents) = data.try_into() else { return };
+        let now = Instant::now();
+        let input = Input::Receive(
+            now,
+            Receive { proto: Protocol::Udp, source: from, destination: self.addr, contents },
+        );
+        let id = match self.by_addr.get(&from) {
+            Some(id) if self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)) => *id,
+            _ => {
+                let Some((id, s)) = self.sessions.iter_mut().find(|(_, s)| s.rtc.accepts(&input)) else {
+                    return;
+                };
+                if !s.addrs.contains(&from) {
+                    s.addrs.push(from);
+                }
+                self.by_addr.insert(from, *id);
+                *id
+            }
+        };
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if let Err(e) = s.rtc.handle_input(input) {
+                tracing::debug!(session = id.0, "SFU session input failed: {e}");
+            }
+            self.dirty.push(id);
+        }
+    }
+
+    /// Advances timers, then polls every session that got input until each
+    /// has nothing more to say, handling what they report (which may give
+    /// other sessions input, so it repeats until all are quiet).
+    fn drive(&mut self, now: Instant) {
+        for (id, s) in &mut self.sessions {
+            if s.timeout <= now {
+                let _ = s.rtc.handle_input(Input::Timeout(now));
+                self.dirty.push(*id);
+            }
+            if !s.connected && now.duration_since(s.created) > CONNECT_DEADLINE {
+                self.dirty.push(*id);
+            }
+        }
+        if now >= self.next_speaker_window {
+            self.next_speaker_window = now + SPEAKER_WINDOW;
+            self.forwarder.speaker_window(self.now_ms(now));
+        }
+        self.apply_forwarder_outputs(now);
+        let mut rounds = 0;
+        while !self.dirty.is_empty() && rounds < 16 {
+            rounds += 1;
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for id in dirty {
+                let happened = self.poll(id, now);
+                for h in happened {
+                    self.on_happened(id, h, now);
+                }
+            }
+            self.apply_forwarder_outputs(now);
+            self.negotiate_all();
+        }
+    }
+
+    /// Polls one session until its next timeout; sends what it transmits.
+    fn poll(&mut self, id: ParticipantId, now: Instant) -> Vec<Happened> {
+        let mut happened = Vec::new();
+        let Some(s) = self.sessions.get_mut(&id) else { return happened };
+        if !s.connected && now.duration_since(s.created) > CONNECT_DEADLINE {
+            happened.push(Happened::Failed("did not connect in time"));
+            return happened;
+        }
+        loop {
+            if !s.rtc.is_alive() {
+                happened.push(Happened::Failed("closed"));
+                break;
+            }
+            match s.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    s.timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    // Dropped when the socket buffer is full, as a network would.
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => happened.push(Happened::Connected),
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        happened.push(Happened::Failed("ICE disconnected"));
+                    }
+                    Event::MediaAdded(m)
+                        if m.direction == Direction::RecvOnly || m.direction == Direction::SendRecv =>
+                    {
+                        let rids = m
+                            .simulcast
+                            .map(|s| s.recv.into_iter().map(|l| l.rid).collect())
+                            .unwrap_or_default();
+                        happened.push(Happened::Added { mid: m.mid, rids });
+                    }
+                    Event::MediaData(data) => happened.push(Happened::Media(data)),
+                    Event::KeyframeRequest(req) => happened.push(Happened::Keyframe(req.mid)),
+                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                        happened.push(Happened::Bandwidth(estimate.as_u64()));
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::debug!(session = id.0, "SFU session failed: {e}");
+                    happened.push(Happened::Failed("error"));
+                    break;
+                }
+            }
+        }
+        happened
+    }
+
+    fn on_happened(&mut self, id: ParticipantId, h: Happened, now: Instant) {
+        let now_ms = self.now_ms(now);
+        match h {
+            Happened::Connected => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.connected = true;
+                    tracing::debug!(peer = %s.peer, "SFU session connected");
+                }
+            }
+            Happened::Failed(why) => {
+                if let Some(s) = self.sessions.get(&id) {
+                    tracing::info!(peer = %s.peer, why, "SFU session failed");
+                    let msg = format!("the group-call connection failed ({why}); start a new one");
+                    send_error(&self.metrics, &s.route, ErrorCode::SfuFailed, &msg);
+                }
+                self.fail(id, why);
+            }
+            Happened::Added { mid, rids } => {
+                let Some(s) = self.sessions.get_mut(&id) else { return };
+                let named = s.sources.iter().find(|(m, _)| m.as_str() == &*mid).map(|(_, src)| *src);
+                let Some(source) = named.map(source_of) else {
+                    tracing::debug!(peer = %s.peer, %mid, "an m-line the client did not name; not forwarded");
+                    return;
+                };
+                if s.published.iter().any(|t| t.source == source) {
+                    return;
+                }
+                let layers = u8::try_from(rids.len().clamp(1, usize::from(sfu::MAX_LAYERS))).unwrap_or(1);
+                s.published.push(InTrack { mid, source, rids });
+                self.forwarder.publish(now_ms, id, source, layers);
+            }
+            Happened::Media(data) => self.forward(id, data, now_ms),
+            Happened::Keyframe(mid) => {
+                let Some(track) = self
+                    .sessions
+                    .get(&id)
+                    .and_then(|s| s.out.iter().find(|t| t.mid() == Some(mid)))
+                    .map(|t| t.track)
+                else {
+                    return;
+                };
+                self.forwarder.keyframe_requested(now_ms, id, track);
+            }
+            Happened::Bandwidth(bps) => {
+                self.metrics.sfu_bwe_last.store(bps, Ordering::Relaxed);
+                self.forwarder.set_bandwidth(now_ms, id, bps);
+            }
+        }
+    }
+
+    /// Sends one frame of `from`'s to everyone the forwarder names.
+    fn forward(&mut self, from: ParticipantId, data: MediaData, now_ms: u64) {
+        let Some(s) = self.sessions.get(&from) else { return };
+        let Some(t) = s.published.iter().find(|t| t.mid == data.mid) else { return };
+        let track = TrackKey { publisher: from, source: t.source };
+        let layer = match data.rid {
+            Some(rid) => Layer(u8::try_from(t.rids.iter().position(|r| *r == rid).unwrap_or(0)).unwrap_or(0)),
+            None => Layer(0),
+        };
+        if track.source == Source::Audio
+            && let Some(level) = data.ext_vals.audio_level
+        {
+            self.forwarder.audio_level(from, level.unsigned_abs());
+        }
+        if !data.contiguous && track.source.is_video() {
+            // Frames were lost on the way in: ask for a fresh start.
+            self.forwarder.request_keyframe(now_ms, track, layer);
+        }
+        let Task { forwarder, sessions, dirty, metrics, .. } = self;
+        let receivers = forwarder.forward(now_ms, track, layer, data.is_keyframe());
+        let mut sent = 0u64;
+        for who in receivers {
+            let Some(sub) = sessions.get_mut(who) else { continue };
+            let Some(mid) = sub.out.iter().find_map(|o| match o.state {
+                OutState::Open(m) if o.track == track => Some(m),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let Some(writer) = sub.rtc.writer(mid) else { continue };
+            let Some(pt) = writer.match_params(data.params) else { continue };
+            if writer.write(pt, data.network_time, data.time, data.data.clone()).is_ok() {
+                sent += 1;
+                dirty.push(*who);
+            }
+        }
+        metrics.sfu_frames_forwarded.fetch_add(sent, Ordering::Relaxed);
+        metrics.sfu_bytes_forwarded.fetch_add(sent * data.data.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Carries out what the forwarder decided.
+    fn apply_forwarder_outputs(&mut self, _now: Instant) {
+        while let Some(out) = self.forwarder.poll_output() {
+            match out {
+                sfu::Output::Subscribe { subscriber, track } => {
+                    if let Some(s) = self.sessions.get_mut(&subscriber) {
+                        s.out.push(OutTrack { track, state: OutState::ToOpen });
+                    }
+                }
+                sfu::Output::Unsubscribe { subscriber, track } => {
+                    if let Some(s) = self.sessions.get_mut(&subscriber) {
+                        s.out.retain_mut(|t| {
+                            if t.track != track {
+                                return true;
+                            }
+                            match t.state {
+                                OutState::ToOpen => false,
+                                OutState::Negotiating(m) | OutState::Open(m) => {
+                                    t.state = OutState::ToStop(m);
+                                    true
+                                }
+                                OutState::ToStop(_) | OutState::Stopping(_) => true,
+                            }
+                        });
+                    }
+                }
+                sfu::Output::RequestKeyframe { track, layer } => {
+                    let Some(s) = self.sessions.get_mut(&track.publisher) else { continue };
+                    let Some(t) = s.published.iter().find(|t| t.source == track.source) else { continue };
+                    let rid = t.rids.get(usize::from(layer.0)).copied();
+                    let mid = t.mid;
+                    if let Some(mut w) = s.rtc.writer(mid)
+                        && w.request_keyframe(rid, KeyframeRequestKind::Pli).is_ok()
+                    {
+                        self.metrics.sfu_keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        self.dirty.push(track.publisher);
+                    }
+                }
+                // Pausing unused layers needs the client's help (a message
+                // the protocol does not have yet); nobody is sent them
+                // meanwhile, which is what costs the subscribers.
+                sfu::Output::SetLayers { .. } => {}
+                sfu::Output::Speaker { speaker, .. } => {
+                    if let Some(s) = self.sessions.get(&speaker) {
+                        tracing::trace!(peer = %s.peer, "speaking");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Offers pending track changes to every session that has some and no
+    /// offer of ours waiting.
+    fn negotiate_all(&mut self) {
+        let ids: Vec<ParticipantId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.pending.is_none()
+                    && s.out.iter().any(|t| matches!(t.state, OutState::ToOpen | OutState::ToStop(_)))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.negotiate(id);
+        }
+    }
+
+    fn negotiate(&mut self, id: ParticipantId) {
+        let peers = self.sessions_peers();
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let mut change = s.rtc.sdp_api();
+        for t in &mut s.out {
+            match t.state {
+                OutState::ToOpen => {
+                    let Some(peer) = peers.get(&t.track.publisher) else { continue };
+                    let kind = if t.track.source.is_video() { MediaKind::Video } else { MediaKind::Audio };
+                    let stream = peer.to_string();
+                    let track_id = format!("{peer}-{}", source_name(t.track.source));
+                    let mid = change.add_media(kind, Direction::SendOnly, Some(stream), Some(track_id), None);
+                    t.state = OutState::Negotiating(mid);
+                }
+                OutState::ToStop(m) => {
+                    change.stop_media(m);
+                    t.state = OutState::Stopping(m);
+                }
+                _ => {}
+            }
+        }
+        let Some((offer, pending)) = change.apply() else { return };
+        s.pending = Some(pending);
+        let tracks: Vec<SfuTrack> = s
+            .out
+            .iter()
+            .filter_map(|t| match t.state {
+                OutState::Negotiating(m) | OutState::Open(m) => Some(SfuTrack {
+                    mid: m.to_string(),
+                    peer: *peers.get(&t.track.publisher)?,
+                    source: sfu_source(t.track.source),
+                }),
+                _ => None,
+            })
+            .collect();
+        let sdp = offer.to_sdp_string();
+        send(&s.route, &encode(&ServerMsg::sfu(SdpKind::Offer, &sdp, Some(&tracks))));
+        self.dirty.push(id);
+    }
+
+    fn sessions_peers(&self) -> HashMap<ParticipantId, PeerId> {
+        self.sessions.iter().map(|(id, s)| (*id, s.peer)).collect()
+    }
+
+    /// Ends a session that failed: the others stop receiving its tracks.
+    fn fail(&mut self, id: ParticipantId, why: &str) {
+        tracing::debug!(session = id.0, why, "ending an SFU session");
+        self.end_session(id);
+    }
+
+    fn end_session(&mut self, id: ParticipantId) {
+        let Some(mut s) = self.sessions.remove(&id) else { return };
+        s.rtc.disconnect();
+        for a in &s.addrs {
+            self.by_addr.remove(a);
+        }
+        self.metrics.sfu_sessions.fetch_sub(1, Ordering::Relaxed);
+        self.forwarder.leave(id);
+        self.update_rooms_gauge();
+        self.apply_forwarder_outputs(Instant::now());
+        self.negotiate_all();
+    }
+
+    fn update_rooms_gauge(&self) {
+        self.metrics.sfu_rooms.store(self.forwarder.room_count() as i64, Ordering::Relaxed);
+    }
+}
+
+fn source_of(s: SfuSource) -> Source {
+    match s {
+        SfuSource::Audio => Source::Audio,
+        SfuSource::Camera => Source::Camera,
+        SfuSource::Screen => Source::Screen,
+    }
+}
+
+fn sfu_source(s: Source) -> SfuSource {
+    match s {
+        Source::Audio => SfuSource::Audio,
+        Source::Camera => SfuSource::Camera,
+        Source::Screen => SfuSource::Screen,
+    }
+}
+
+fn source_name(s: Source) -> &'static str {
+    match s {
+        Source::Audio => "audio",
+        Source::Camera => "camera",
+        Source::Screen => "screen",
+    }
+}
+
+/// Puts a message in a connection's queue, for the membership it had when
+/// it spoke to the SFU; a full queue drops that connection, as a shard does.
+fn send(route: &Route, text: &str) {
+    let out = Outbound::Relay { text: Utf8Bytes::from(text.to_owned()), membership: route.membership };
+    if let Err(PushError::Full) = route.queue.push(out) {
+        route.kick.kick(KickReason::TooSlow);
+    }
+}
+
+fn send_error(metrics: &Metrics, route: &Route, code: ErrorCode, message: &str) {
+    metrics.error(code);
+    send(route, &encode(&ServerMsg::Error { code, message, request: Some("sfu") }));
+}

@@ -1,0 +1,353 @@
+//! The SFU with non-browser peers: str0m sessions in this process, speaking
+//! the signaling protocol over real WebSockets and sending synthetic media
+//! over real UDP on loopback. They prove forwarding (to exactly the other
+//! members, never back), the switch message, keyframe requests (on
+//! subscribe and when a subscriber asks), and retransmission of lost
+//! packets, without a browser.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+use crate::harness::in_loopback_namespace;
+use crate::support::{Client, TestServer};
+
+/// A VP8 keyframe's first bytes (frame tag with the key bit clear, the
+/// start code, 320x240), padded; and an inter frame's.
+fn vp8_frame(key: bool, n: u32) -> Vec<u8> {
+    let mut f = if key {
+        vec![0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00]
+    } else {
+        vec![0x51, 0x02, 0x00]
+    };
+    f.extend(n.to_be_bytes());
+    f.resize(400, 0xab);
+    f
+}
+
+/// One participant: its WebSocket, its str0m session and UDP socket, and
+/// what it has received.
+struct Peer {
+    name: &'static str,
+    ws: Client,
+    id: String,
+    rtc: Rtc,
+    udp: UdpSocket,
+    addr: SocketAddr,
+    audio: Mid,
+    video: Mid,
+    /// The server's offer we are answering, if any (str0m keeps no state
+    /// for an answer, so nothing to hold).
+    pending: Option<SdpPendingOffer>,
+    /// mid -> (peer id, source), from the server's latest offer.
+    tracks: HashMap<String, (String, String)>,
+    /// Frames received, per (peer id, source).
+    frames: HashMap<(String, String), u32>,
+    keyframe_requests: u32,
+    /// Drop every n-th datagram that arrives (0: none), to make the server
+    /// retransmit.
+    drop_every: u32,
+    received_datagrams: u32,
+    /// Our offer, until sent.
+    offer: Option<SdpOffer>,
+}
+
+impl Peer {
+    async fn join(server: &TestServer, room: &str, name: &'static str) -> (Peer, Value) {
+        let (ws, joined) = Client::join(server, room, name).await;
+        let id = joined["you"].as_str().expect("you").to_owned();
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("udp");
+        udp.set_nonblocking(true).expect("nonblocking");
+        let addr = udp.local_addr().expect("addr");
+        let mut rtc = Rtc::builder().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let mut api = rtc.sdp_api();
+        let audio =
+            api.add_media(MediaKind::Audio, Direction::SendOnly, Some(name.into()), Some("a".into()), None);
+        let video =
+            api.add_media(MediaKind::Video, Direction::SendOnly, Some(name.into()), Some("v".into()), None);
+        let (offer, pending) = api.apply().expect("an offer");
+        let peer = Peer {
+            name,
+            ws,
+            id,
+            rtc,
+            udp,
+            addr,
+            audio,
+            video,
+            pending: Some(pending),
+            tracks: HashMap::new(),
+            frames: HashMap::new(),
+            keyframe_requests: 0,
+            drop_every: 0,
+            received_datagrams: 0,
+            offer: Some(offer),
+        };
+        (peer, joined)
+    }
+
+    /// Starts the session with the SFU: our one offer.
+    async fn start_sfu(&mut self) {
+        let offer = self.offer.take().expect("not started yet");
+        let sources = json!({ self.audio.to_string(): "audio", self.video.to_string(): "camera" });
+        self.ws
+            .send(json!({"type": "sfu", "description": {"type": "offer", "sdp": offer.to_sdp_string()}, "sources": sources}))
+            .await;
+    }
+
+    /// Handles one signaling message from the server.
+    async fn on_message(&mut self, msg: Value) {
+        match msg["type"].as_str() {
+            Some("sfu") => {
+                let sdp = msg["description"]["sdp"].as_str().expect("sdp").to_owned();
+                match msg["description"]["type"].as_str() {
+                    Some("answer") => {
+                        let pending = self.pending.take().expect("an offer of ours was pending");
+                        let answer = SdpAnswer::from_sdp_string(&sdp).expect("an SDP answer");
+                        self.rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
+                    }
+                    Some("offer") => {
+                        self.tracks.clear();
+                        for t in msg["tracks"].as_array().expect("tracks") {
+                            let mid = t["mid"].as_str().expect("mid").to_owned();
+                            let who = t["peer"].as_str().expect("peer").to_owned();
+                            let source = t["source"].as_str().expect("source").to_owned();
+                            self.tracks.insert(mid, (who, source));
+                        }
+                        let offer = SdpOffer::from_sdp_string(&sdp).expect("an SDP offer");
+                        let answer = self.rtc.sdp_api().accept_offer(offer).expect("offer accepted");
+                        self.ws
+                            .send(json!({"type": "sfu", "description": {"type": "answer", "sdp": answer.to_sdp_string()}}))
+                            .await;
+                    }
+                    other => panic!("{}: unexpected description {other:?}", self.name),
+                }
+            }
+            Some("error") => panic!("{}: {msg}", self.name),
+            _ => {}
+        }
+    }
+
+    /// Moves the session on: network in, timers, output out.
+    fn drive(&mut self, now: Instant) {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = self.udp.recv_from(&mut buf) {
+            self.received_datagrams += 1;
+            // Only media and its retransmissions are dropped, never ICE or
+            // DTLS (which start with bytes below 128).
+            if self.drop_every > 0 && buf[0] >= 128 && self.received_datagrams % self.drop_every == 0 {
+                continue;
+            }
+            let Ok(contents) = buf[..n].try_into() else { continue };
+            let input = Input::Receive(
+                now,
+                Receive { proto: Protocol::Udp, source: from, destination: self.addr, contents },
+            );
+            if self.rtc.accepts(&input) {
+                let _ = self.rtc.handle_input(input);
+            }
+        }
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(_)) | Err(_) => break,
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.udp.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::MediaData(d) => {
+                        let key = self.tracks.get(&d.mid.to_string()).cloned().unwrap_or_default();
+                        *self.frames.entry(key).or_default() += 1;
+                    }
+                    Event::KeyframeRequest(_) => self.keyframe_requests += 1,
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Sends one frame of audio and one of video (a keyframe when asked).
+    fn send_media(&mut self, now: Instant, n: u32, key: bool) {
+        if !self.rtc.is_connected() {
+            return;
+        }
+        for (mid, codec, data, time) in [
+            (
+                self.audio,
+                Codec::Opus,
+                vec![0xfc; 60],
+                MediaTime::new(u64::from(n) * 960, Frequency::FORTY_EIGHT_KHZ),
+            ),
+            (
+                self.video,
+                Codec::Vp8,
+                vp8_frame(key, n),
+                MediaTime::new(u64::from(n) * 4500, Frequency::NINETY_KHZ),
+            ),
+        ] {
+            let Some(w) = self.rtc.writer(mid) else { continue };
+            let Some(pt) = w.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt()) else {
+                continue;
+            };
+            let _ = w.write(pt, now, time, data);
+        }
+    }
+
+    fn frames_from(&self, other: &Peer, source: &str) -> u32 {
+        self.frames.get(&(other.id.clone(), source.to_owned())).copied().unwrap_or(0)
+    }
+}
+
+/// Runs every peer for `how_long`: signaling, network and media (each
+/// sends a frame every 50 ms, a keyframe when it was asked for one).
+async fn run(peers: &mut [Peer], how_long: Duration, frame_no: &mut u32) {
+    let end = Instant::now() + how_long;
+    let mut next_frame = Instant::now();
+    let mut asked: Vec<u32> = peers.iter().map(|p| p.keyframe_requests).collect();
+    while Instant::now() < end {
+        for p in peers.iter_mut() {
+            while let Ok(msg) = tokio::time::timeout(Duration::from_millis(1), p.ws.recv()).await {
+                p.on_message(msg).await;
+            }
+            p.drive(Instant::now());
+        }
+        if Instant::now() >= next_frame {
+            next_frame += Duration::from_millis(50);
+            *frame_no += 1;
+            for (i, p) in peers.iter_mut().enumerate() {
+                let key = p.keyframe_requests > asked[i] || *frame_no % 100 == 1;
+                asked[i] = p.keyframe_requests;
+                p.send_media(Instant::now(), *frame_no, key);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
+    if !in_loopback_namespace("sfu_peers::three_str0m_peers_get_each_others_media_through_the_sfu") {
+        return;
+    }
+    let sfu = server::sfu_io::SfuConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        public_ip: "127.0.0.1".parse().expect("ip"),
+        max_participants: 4,
+        p2p_max: 2,
+        forwarding: sfu::Config::default(),
+    };
+    let server =
+        TestServer::start(server::Config { room_capacity: 5, sfu: Some(sfu), ..server::Config::default() })
+            .await;
+
+    // Two people: browser to browser.
+    let (mut a, joined) = Peer::join(&server, "g", "A").await;
+    assert_eq!(joined["mode"], "p2p");
+    let (b, joined) = Peer::join(&server, "g", "B").await;
+    assert_eq!(joined["mode"], "p2p");
+    assert_eq!(a.ws.recv().await["type"], "peer-joined");
+    // A third: the room switches, and those already there are told first.
+    let (c, joined) = Peer::join(&server, "g", "C").await;
+    assert_eq!(joined["mode"], "sfu");
+    assert_eq!(a.ws.recv().await, json!({"type": "room-mode", "mode": "sfu"}));
+    assert_eq!(a.ws.recv().await["type"], "peer-joined");
+    // Someone alone in another room, whose first offer is not SDP.
+    let (mut x, _) = Peer::join(&server, "other", "X").await;
+    x.ws.send(json!({"type": "sfu", "description": {"type": "offer", "sdp": "v=0\r\n"}})).await;
+    let bad = x.ws.expect_error("bad-sdp").await;
+    assert_eq!(bad["request"], "sfu");
+    x.ws.send(json!({"type": "sfu", "description": {"type": "answer", "sdp": "v=0\r\n"}})).await;
+    x.ws.expect_error("bad-sdp").await;
+
+    let mut peers = vec![a, b, c, x];
+    for p in &mut peers {
+        p.start_sfu().await;
+    }
+    let mut n = 0;
+    run(&mut peers, Duration::from_secs(2), &mut n).await;
+    for p in &peers {
+        assert!(p.rtc.is_connected(), "{} connected to the SFU", p.name);
+    }
+    let x = peers.pop().expect("x");
+    for p in &peers {
+        for other in peers.iter().filter(|o| o.id != p.id) {
+            for source in ["audio", "camera"] {
+                assert!(
+                    p.frames_from(other, source) > 10,
+                    "{} gets {}'s {source}: {:?}",
+                    p.name,
+                    other.name,
+                    p.frames
+                );
+            }
+        }
+        assert!(!p.frames.keys().any(|(who, _)| *who == p.id), "{} gets none of its own media", p.name);
+        assert!(p.keyframe_requests >= 1, "subscribing to {} asked it for a keyframe", p.name);
+        assert_eq!(p.frames_from(&x, "camera"), 0, "nobody in g gets X's media");
+    }
+    assert_eq!(x.frames.values().sum::<u32>(), 0, "X, in another room, gets nothing: {:?}", x.frames);
+    println!("frames A got from B: {}, sent: {n}", peers[0].frames_from(&peers[1], "camera"));
+
+    // A fifth session, over the limit of four: refused, the others unaffected.
+    let (mut y, _) = Peer::join(&server, "g", "Y").await;
+    y.start_sfu().await;
+    let refused = y.ws.expect_error("sfu-unavailable").await;
+    assert_eq!(refused["request"], "sfu");
+    drop(x);
+
+    // A subscriber asks for a keyframe: the publisher is asked (at most
+    // twice a second, however often subscribers ask).
+    let before = peers[0].keyframe_requests;
+    let mid = peers[1]
+        .tracks
+        .iter()
+        .find(|(_, (who, s))| *who == peers[0].id && s == "camera")
+        .map(|(m, _)| m.clone());
+    let mid: Mid = mid.expect("B receives A's camera").as_str().into();
+    for _ in 0..5 {
+        if let Some(mut w) = peers[1].rtc.writer(mid) {
+            let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+        }
+        run(&mut peers, Duration::from_millis(100), &mut n).await;
+    }
+    let asked = peers[0].keyframe_requests - before;
+    assert!((1..=2).contains(&asked), "A was asked {asked} times for 5 requests in 0.5 s");
+
+    // B loses every 7th media packet on the way in: it asks again (NACK)
+    // and the SFU retransmits, so it misses no frame.
+    peers[1].drop_every = 7;
+    let (a_before, b_before) = (peers[1].frames_from(&peers[0], "camera"), n);
+    run(&mut peers, Duration::from_secs(3), &mut n).await;
+    let got = peers[1].frames_from(&peers[0], "camera") - a_before;
+    let sent = n - b_before;
+    println!("with 1 in 7 packets lost on the way to B: {got} of {sent} frames arrived");
+    assert!(got + 2 >= sent, "B got {got} of {sent} of A's frames despite losses");
+
+    // A hangs up: the others stop receiving it, and its m-lines go.
+    let a = peers.remove(0);
+    let a_id = a.id.clone();
+    drop(a);
+    run(&mut peers, Duration::from_secs(1), &mut n).await;
+    for p in &peers {
+        assert!(
+            !p.tracks.values().any(|(who, _)| *who == a_id),
+            "{}'s tracks from A are gone: {:?}",
+            p.name,
+            p.tracks
+        );
+    }
+    let before: Vec<u32> =
+        vec![peers[0].frames_from(&peers[1], "camera"), peers[1].frames_from(&peers[0], "camera")];
+    run(&mut peers, Duration::from_secs(1), &mut n).await;
+    assert!(peers[0].frames_from(&peers[1], "camera") > before[0] + 10, "B keeps getting C");
+    assert!(peers[1].frames_from(&peers[0], "camera") > before[1] + 10, "C keeps getting B");
+    server.shutdown().await;
+}
