@@ -518,6 +518,17 @@ impl Conn {
                     ProtocolError::new(ErrorCode::SfuUnavailable, Some(kind), "the SFU is busy; try again");
                 Some(self.error_reply(&err))
             }
+            (State::Joined(_), ClientMsg::SfuLayout { tiles }) => {
+                // Only meaningful with a session; without one there is
+                // nothing to lay out, and nothing to answer.
+                if self.in_sfu
+                    && let Some(sfu) = &self.app.sfu
+                {
+                    // A layout lost to a full inbox is replaced by the next.
+                    let _ = sfu.send(SfuCmd::Layout { conn: self.conn, tiles });
+                }
+                None
+            }
             (State::Joined(room), ClientMsg::Leave) => {
                 let room = room.clone();
                 self.send_to_shard(&room, ShardCmd::Leave { peer: self.id, conn: self.conn });
@@ -533,6 +544,7 @@ impl Conn {
                 | ClientMsg::Chat { .. }
                 | ClientMsg::Media { .. }
                 | ClientMsg::Sfu { .. }
+                | ClientMsg::SfuLayout { .. }
                 | ClientMsg::Leave,
             ) => Some(self.error_reply(&ProtocolError::new(
                 ErrorCode::NotJoined,

@@ -22,6 +22,7 @@ pub mod origin;
 mod queue;
 pub mod resume;
 pub mod sfu_io;
+mod sfu_tcp;
 mod socket;
 pub mod tls;
 pub mod turn_io;

@@ -28,7 +28,7 @@ use signal::{ErrorCode, SdpKind, ServerMsg, SfuSource, SfuTrack, encode};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -38,6 +38,7 @@ use tungstenite::Utf8Bytes;
 use crate::hub::ConnId;
 use crate::metrics::Metrics;
 use crate::queue::{KickReason, Outbound, PushError, Route};
+use crate::sfu_tcp::{self, TcpEvent};
 
 /// Commands the SFU task takes at once; beyond that, connections are told
 /// `sfu-unavailable` rather than made to wait.
@@ -57,6 +58,13 @@ const INITIAL_BWE: Bitrate = Bitrate::kbps(2_500);
 
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
+
+/// ICE-TCP events the SFU task takes at once; connections wait beyond that.
+const TCP_INBOX: usize = 1024;
+
+/// ICE-TCP connections in all (also bounded by twice the session limit)
+/// and from one address.
+const TCP_PER_ADDRESS: usize = 16;
 
 /// How the SFU is set up.
 #[derive(Clone, Debug)]
@@ -88,6 +96,8 @@ pub(crate) enum SfuCmd {
     },
     /// The client's answer to the server's latest offer.
     Answer { conn: ConnId, route: Route, sdp: String },
+    /// The heights at which the client shows each peer's video.
+    Layout { conn: ConnId, tiles: Vec<(PeerId, u32)> },
     /// The connection left its room or closed: its session ends.
     Leave { conn: ConnId },
 }
@@ -122,6 +132,19 @@ pub(crate) async fn start(
     let local = socket.local_addr()?;
     let addr = SocketAddr::new(config.public_ip, local.port());
     let (tx, rx) = mpsc::channel(SFU_INBOX);
+    // ICE-TCP on the same port number, for networks that block UDP.
+    let (tcp_tx, tcp_rx) = mpsc::channel(TCP_INBOX);
+    let tcp = match crate::bind(local) {
+        Ok(listener) => {
+            let total = config.max_participants.saturating_mul(2).max(TCP_PER_ADDRESS);
+            tokio::spawn(sfu_tcp::accept(listener, tcp_tx, total, TCP_PER_ADDRESS, shutdown.clone()));
+            true
+        }
+        Err(e) => {
+            tracing::warn!("the SFU takes no TCP (ICE-TCP is off): cannot listen on TCP {local}: {e}");
+            false
+        }
+    };
     let task = Task {
         forwarder: Forwarder::new(config.forwarding.clone()),
         config,
@@ -129,12 +152,14 @@ pub(crate) async fn start(
         addr,
         sessions: HashMap::new(),
         by_addr: HashMap::new(),
+        tcp_on: tcp,
+        tcp: HashMap::new(),
         metrics,
         started: Instant::now(),
         next_speaker_window: Instant::now() + SPEAKER_WINDOW,
         dirty: Vec::new(),
     };
-    let join = tokio::spawn(task.run(rx, shutdown));
+    let join = tokio::spawn(task.run(rx, tcp_rx, shutdown));
     Ok((SfuHandle { tx, addr }, join))
 }
 
@@ -193,8 +218,8 @@ struct Session {
     connected: bool,
     /// When the session next needs `Input::Timeout`.
     timeout: Instant,
-    /// Source addresses this session's packets came from.
-    addrs: Vec<SocketAddr>,
+    /// Where this session's packets came from.
+    addrs: Vec<(Protocol, SocketAddr)>,
 }
 
 /// Something a session's `Rtc` reported, handled once polling is done
@@ -218,7 +243,12 @@ struct Task {
     /// The address in every session's candidate.
     addr: SocketAddr,
     sessions: HashMap<ParticipantId, Session>,
-    by_addr: HashMap<SocketAddr, ParticipantId>,
+    /// Which session a remote address (UDP or TCP) belongs to.
+    by_addr: HashMap<(Protocol, SocketAddr), ParticipantId>,
+    /// Whether sessions get a passive TCP candidate.
+    tcp_on: bool,
+    /// Open ICE-TCP connections, by remote address.
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     metrics: Arc<Metrics>,
     started: Instant,
     next_speaker_window: Instant,
@@ -227,7 +257,12 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut inbox: mpsc::Receiver<SfuCmd>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<SfuCmd>,
+        mut tcp: mpsc::Receiver<TcpEvent>,
+        shutdown: CancellationToken,
+    ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let wake = self.next_wake();
@@ -240,16 +275,27 @@ impl Task {
                 },
                 read = self.socket.recv_from(&mut buf) => match read {
                     Ok((n, from)) => {
-                        self.on_datagram(&buf[..n], from);
+                        self.on_packet(Protocol::Udp, &buf[..n], from);
                         // Take whatever else is waiting before polling.
                         for _ in 0..64 {
                             match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                                Ok((n, from)) => self.on_packet(Protocol::Udp, &buf[..n], from),
                                 Err(_) => break,
                             }
                         }
                     }
                     Err(e) => tracing::debug!("SFU socket read failed: {e}"),
+                },
+                event = tcp.recv() => match event {
+                    Some(TcpEvent::Opened { remote, out }) => {
+                        self.tcp.insert(remote, out);
+                    }
+                    Some(TcpEvent::Frame { remote, data }) => self.on_packet(Protocol::Tcp, &data, remote),
+                    Some(TcpEvent::Closed { remote }) => {
+                        self.tcp.remove(&remote);
+                        self.by_addr.remove(&(Protocol::Tcp, remote));
+                    }
+                    None => {}
                 },
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
@@ -338,6 +384,23 @@ impl Task {
                 }
                 self.apply_forwarder_outputs(now);
             }
+            SfuCmd::Layout { conn, tiles } => {
+                let id = ParticipantId(conn);
+                let Some(room) = self.forwarder.room_of(id).cloned() else { return };
+                let now_ms = self.now_ms(now);
+                for (peer, height) in tiles {
+                    let publisher = self
+                        .forwarder
+                        .members(&room)
+                        .iter()
+                        .copied()
+                        .find(|m| self.sessions.get(m).is_some_and(|s| s.peer == peer));
+                    if let Some(publisher) = publisher {
+                        self.forwarder.set_tile(now_ms, id, publisher, height);
+                    }
+                }
+                self.apply_forwarder_outputs(now);
+            }
             SfuCmd::Leave { conn } => self.end_session(ParticipantId(conn)),
         }
     }
@@ -354,6 +417,15 @@ impl Task {
         let mut rtc = Rtc::builder().set_ice_lite(true).enable_bwe(Some(INITIAL_BWE)).build(now);
         let candidate = Candidate::host(self.addr, "udp").map_err(|e| format!("no candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
+        if self.tcp_on {
+            let tcp = Candidate::builder()
+                .tcp()
+                .host(self.addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| format!("no TCP candidate: {e}"))?;
+            rtc.add_local_candidate(tcp);
+        }
         let answer =
             rtc.sdp_api().accept_offer(offer).map_err(|e| format!("the offer cannot be used: {e}"))?;
         let session = Session {
@@ -372,23 +444,22 @@ impl Task {
         Ok((session, answer.to_sdp_string()))
     }
 
-    fn on_datagram(&mut self, data: &[u8], from: SocketAddr) {
+    /// One packet from `from`, over UDP or one ICE-TCP frame.
+    fn on_packet(&mut self, proto: Protocol, data: &[u8], from: SocketAddr) {
         let Ok(contents) = data.try_into() else { return };
         let now = Instant::now();
-        let input = Input::Receive(
-            now,
-            Receive { proto: Protocol::Udp, source: from, destination: self.addr, contents },
-        );
-        let id = match self.by_addr.get(&from) {
+        let input = Input::Receive(now, Receive { proto, source: from, destination: self.addr, contents });
+        let key = (proto, from);
+        let id = match self.by_addr.get(&key) {
             Some(id) if self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)) => *id,
             _ => {
                 let Some((id, s)) = self.sessions.iter_mut().find(|(_, s)| s.rtc.accepts(&input)) else {
                     return;
                 };
-                if !s.addrs.contains(&from) {
-                    s.addrs.push(from);
+                if !s.addrs.contains(&key) {
+                    s.addrs.push(key);
                 }
-                self.by_addr.insert(from, *id);
+                self.by_addr.insert(key, *id);
                 *id
             }
         };
@@ -454,8 +525,15 @@ impl Task {
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
-                    // Dropped when the socket buffer is full, as a network would.
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    // Dropped when the socket buffer or the connection's
+                    // queue is full, as a network would.
+                    if t.proto == Protocol::Tcp {
+                        if let Some(out) = self.tcp.get(&t.destination) {
+                            let _ = out.try_send(t.contents.to_vec());
+                        }
+                    } else {
+                        let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    }
                 }
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => happened.push(Happened::Connected),
@@ -616,13 +694,20 @@ impl Task {
                         self.dirty.push(track.publisher);
                     }
                 }
-                // Pausing unused layers needs the client's help (a message
-                // the protocol does not have yet); nobody is sent them
-                // meanwhile, which is what costs the subscribers.
-                sfu::Output::SetLayers { .. } => {}
-                sfu::Output::Speaker { speaker, .. } => {
-                    if let Some(s) = self.sessions.get(&speaker) {
-                        tracing::trace!(peer = %s.peer, "speaking");
+                // Dynacast: the publisher stops encoding what nobody gets.
+                sfu::Output::SetLayers { track, active } => {
+                    let Some(s) = self.sessions.get(&track.publisher) else { continue };
+                    let layers: Vec<u8> = (0..sfu::MAX_LAYERS).filter(|l| active & (1 << l) != 0).collect();
+                    let msg = ServerMsg::SfuLayers { source: sfu_source(track.source), active: &layers };
+                    send(&s.route, &encode(&msg));
+                }
+                sfu::Output::Speaker { room, speaker } => {
+                    let Some(peer) = self.sessions.get(&speaker).map(|s| s.peer) else { continue };
+                    let text = encode(&ServerMsg::Speaker { peer });
+                    for member in self.forwarder.members(&room) {
+                        if let Some(s) = self.sessions.get(member) {
+                            send(&s.route, &text);
+                        }
                     }
                 }
             }

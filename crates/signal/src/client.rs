@@ -61,6 +61,11 @@ pub enum ClientMsg<'a> {
         /// With an offer: what the client sends on each m-line, by mid.
         sources: Vec<(String, SfuSource)>,
     },
+    /// `sfu-layout {tiles}`: the height the client shows each peer at.
+    SfuLayout {
+        /// Peer and height in CSS pixels (0: not shown).
+        tiles: Vec<(PeerId, u32)>,
+    },
     /// `leave {}`.
     Leave,
     /// `ping {}`.
@@ -77,6 +82,7 @@ impl ClientMsg<'_> {
             ClientMsg::Chat { .. } => "chat",
             ClientMsg::Media { .. } => "media",
             ClientMsg::Sfu { .. } => "sfu",
+            ClientMsg::SfuLayout { .. } => "sfu-layout",
             ClientMsg::Leave => "leave",
             ClientMsg::Ping => "ping",
         }
@@ -107,6 +113,17 @@ pub enum SfuSource {
 
 /// The most m-lines an `sfu` offer may name in `sources`.
 const MAX_SOURCES: usize = 3;
+
+/// The most tiles one `sfu-layout` may list.
+const MAX_TILES: usize = 100;
+
+/// One `sfu-layout` tile.
+#[derive(Deserialize)]
+struct Tile<'a> {
+    #[serde(borrow)]
+    peer: Cow<'a, str>,
+    height: u32,
+}
 
 /// A message the server refuses, with what to answer.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -168,6 +185,8 @@ struct Envelope<'a> {
     description: Option<&'a RawValue>,
     #[serde(borrow)]
     sources: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tiles: Option<&'a RawValue>,
 }
 
 /// `sfu.description`.
@@ -333,6 +352,21 @@ fn parse_any(text: &str) -> Result<ClientMsg<'_>, ProtocolError> {
             };
             Ok(ClientMsg::Sfu { kind, sdp, sources })
         }
+        "sfu-layout" => {
+            let raw = required(env.tiles, "sfu-layout", "tiles")?;
+            let bad = || mistyped("sfu-layout", "tiles", "a list of {peer, height}");
+            let list: Vec<Tile<'_>> = serde_json::from_str(raw.get()).map_err(|_| bad())?;
+            if list.len() > MAX_TILES {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadMessage,
+                    Some("sfu-layout"),
+                    format!("at most {MAX_TILES} tiles"),
+                ));
+            }
+            // Tiles of ids that cannot exist name nobody: left out.
+            let tiles = list.iter().filter_map(|t| Some((PeerId::parse(&t.peer)?, t.height))).collect();
+            Ok(ClientMsg::SfuLayout { tiles })
+        }
         "leave" => Ok(ClientMsg::Leave),
         "ping" => Ok(ClientMsg::Ping),
         other => {
@@ -385,6 +419,10 @@ mod tests {
             Ok(ClientMsg::Media { audio, video, screen }) => format!("media {audio:?} {video:?} {screen:?}"),
             Ok(ClientMsg::Signal { to, data }) => format!("signal to {to} data {}", data.get()),
             Ok(ClientMsg::Sfu { kind, sdp, sources }) => format!("sfu {kind:?} {sdp:?} {sources:?}"),
+            Ok(ClientMsg::SfuLayout { tiles }) => {
+                let tiles: Vec<String> = tiles.iter().map(|(p, h)| format!("{p}@{h}")).collect();
+                format!("sfu-layout {}", tiles.join(" "))
+            }
             Ok(ClientMsg::Leave) => "leave".to_owned(),
             Ok(ClientMsg::Ping) => "ping".to_owned(),
             Err(e) => format!("error {} {:?}: {}", e.code.as_str(), e.request, e.message),
@@ -487,6 +525,14 @@ mod tests {
             (
                 r#"{"type":"sfu","description":{"type":"offer","sdp":""},"sources":{"0":"audio","1":"audio","2":"audio","3":"audio"}}"#,
                 "error bad-sdp Some(\"sfu\"): at most 3 sources: audio, camera, screen",
+            ),
+            (
+                r#"{"type":"sfu-layout","tiles":[{"peer":"00000000000000ff","height":180},{"peer":"x","height":0}]}"#,
+                "sfu-layout 00000000000000ff@180",
+            ),
+            (
+                r#"{"type":"sfu-layout","tiles":[{"peer":"00000000000000ff","height":-1}]}"#,
+                "error bad-message Some(\"sfu-layout\"): sfu-layout.tiles must be a list of {peer, height}",
             ),
             (r#"{"type":7}"#, "error bad-message None: the field \"type\" must be a string"),
             (r#"{"room":"tea"}"#, "error bad-message None: a message needs a string field \"type\""),

@@ -86,6 +86,19 @@ pub enum ServerMsg<'a> {
         #[serde(serialize_with = "room_mode")]
         mode: Mode,
     },
+    /// Which of the recipient's own layers of `source` anybody receives.
+    SfuLayers {
+        /// Which of its tracks.
+        source: SfuSource,
+        /// Layer indexes, 0 the lowest.
+        active: &'a [u8],
+    },
+    /// The loudest person in the recipient's room changed.
+    Speaker {
+        /// Who speaks now.
+        #[serde(serialize_with = "peer_id")]
+        peer: PeerId,
+    },
     /// An offer or answer for the recipient's session with the SFU.
     Sfu {
         /// The description.
@@ -309,6 +322,11 @@ mod tests {
                 r#"{"type":"joined","room":"tea","you":"3f9a0c21d4e5b678","name":"Minji","capacity":2,"resumed":false,"peers":[{"id":"000000000000000a","name":"Joon \"J\"","polite":true,"media":{"audio":true,"video":false,"screen":false}}],"chat":[{"from":"000000000000000a","name":"Joon","text":"<b>hi</b>","ts":1764111111000}],"ice_servers":[{"urls":["stun:example.org:3478"]}],"resume":"tok","mode":"p2p"}"#,
             ),
             (ServerMsg::RoomMode { mode: Mode::Sfu }, r#"{"type":"room-mode","mode":"sfu"}"#),
+            (
+                ServerMsg::SfuLayers { source: SfuSource::Camera, active: &[0, 2] },
+                r#"{"type":"sfu-layers","source":"camera","active":[0,2]}"#,
+            ),
+            (ServerMsg::Speaker { peer: PeerId(0xa) }, r#"{"type":"speaker","peer":"000000000000000a"}"#),
             (
                 ServerMsg::sfu(SdpKind::Answer, "v=0", None),
                 r#"{"type":"sfu","description":{"type":"answer","sdp":"v=0"}}"#,

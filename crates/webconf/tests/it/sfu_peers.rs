@@ -57,6 +57,8 @@ struct Peer {
     received_datagrams: u32,
     /// Our offer, until sent.
     offer: Option<SdpOffer>,
+    /// Every message the server sent us, but sfu descriptions.
+    heard: Vec<Value>,
 }
 
 impl Peer {
@@ -90,6 +92,7 @@ impl Peer {
             drop_every: 0,
             received_datagrams: 0,
             offer: Some(offer),
+            heard: Vec::new(),
         };
         (peer, joined)
     }
@@ -132,7 +135,7 @@ impl Peer {
                 }
             }
             Some("error") => panic!("{}: {msg}", self.name),
-            _ => {}
+            _ => self.heard.push(msg),
         }
     }
 
@@ -296,6 +299,24 @@ async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
     assert_eq!(x.frames.values().sum::<u32>(), 0, "X, in another room, gets nothing: {:?}", x.frames);
     println!("frames A got from B: {}, sent: {n}", peers[0].frames_from(&peers[1], "camera"));
 
+    let a_id = peers[0].id.clone();
+    // Nobody shows A's camera: A is told to stop encoding it (dynacast),
+    // and nobody is sent it; shown again, it comes back.
+    for i in [1, 2] {
+        peers[i].ws.send(json!({"type": "sfu-layout", "tiles": [{"peer": a_id, "height": 0}]})).await;
+    }
+    run(&mut peers, Duration::from_millis(500), &mut n).await;
+    let paused = json!({"type": "sfu-layers", "source": "camera", "active": []});
+    assert!(peers[0].heard.contains(&paused), "A was told nobody gets its camera: {:?}", peers[0].heard);
+    let hidden = peers[1].frames_from(&peers[0], "camera");
+    run(&mut peers, Duration::from_millis(500), &mut n).await;
+    assert_eq!(peers[1].frames_from(&peers[0], "camera"), hidden, "B gets none of A's hidden camera");
+    peers[1].ws.send(json!({"type": "sfu-layout", "tiles": [{"peer": a_id, "height": 240}]})).await;
+    run(&mut peers, Duration::from_secs(1), &mut n).await;
+    let resumed = json!({"type": "sfu-layers", "source": "camera", "active": [0]});
+    assert!(peers[0].heard.contains(&resumed), "A was told to send again: {:?}", peers[0].heard);
+    assert!(peers[1].frames_from(&peers[0], "camera") > hidden + 5, "B gets A's camera again");
+
     // A fifth session, over the limit of four: refused, the others unaffected.
     let (mut y, _) = Peer::join(&server, "g", "Y").await;
     y.start_sfu().await;
@@ -332,9 +353,7 @@ async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
     assert!(got + 2 >= sent, "B got {got} of {sent} of A's frames despite losses");
 
     // A hangs up: the others stop receiving it, and its m-lines go.
-    let a = peers.remove(0);
-    let a_id = a.id.clone();
-    drop(a);
+    drop(peers.remove(0));
     run(&mut peers, Duration::from_secs(1), &mut n).await;
     for p in &peers {
         assert!(
