@@ -78,6 +78,11 @@ pub(crate) struct Metrics {
     pub(crate) sfu_frames_forwarded: AtomicU64,
     pub(crate) sfu_bytes_forwarded: AtomicU64,
     pub(crate) sfu_keyframe_requests: AtomicU64,
+    pub(crate) sfu_keyframe_requests_received: AtomicU64,
+    pub(crate) sfu_packets_sent: AtomicU64,
+    pub(crate) sfu_packets_received: AtomicU64,
+    pub(crate) sfu_nacks_received: AtomicU64,
+    pub(crate) sfu_nacks_sent: AtomicU64,
     pub(crate) sfu_bwe_last: AtomicU64,
 }
 
@@ -218,6 +223,36 @@ impl Metrics {
             "counter",
             "Keyframe requests (PLI) the SFU sent to publishers.",
             &one(get(&self.sfu_keyframe_requests).into()),
+        );
+        metric(
+            "sfu_keyframe_requests_received_total",
+            "counter",
+            "Keyframe requests (PLI, FIR) subscribers sent the SFU.",
+            &one(get(&self.sfu_keyframe_requests_received).into()),
+        );
+        metric(
+            "sfu_packets_sent_total",
+            "counter",
+            "RTP packets the SFU sent to subscribers (counted every 2 s).",
+            &one(get(&self.sfu_packets_sent).into()),
+        );
+        metric(
+            "sfu_packets_received_total",
+            "counter",
+            "RTP packets the SFU received from publishers (counted every 2 s).",
+            &one(get(&self.sfu_packets_received).into()),
+        );
+        metric(
+            "sfu_nacks_received_total",
+            "counter",
+            "Resend requests (NACK) subscribers sent the SFU.",
+            &one(get(&self.sfu_nacks_received).into()),
+        );
+        metric(
+            "sfu_nacks_sent_total",
+            "counter",
+            "Resend requests (NACK) the SFU sent publishers.",
+            &one(get(&self.sfu_nacks_sent).into()),
         );
         metric(
             "sfu_bandwidth_estimate_bps",

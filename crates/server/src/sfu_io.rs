@@ -56,6 +56,9 @@ const IDLE_TICK: Duration = Duration::from_millis(100);
 /// The bandwidth estimate a subscriber starts with, before TWCC feedback.
 const INITIAL_BWE: Bitrate = Bitrate::kbps(2_500);
 
+/// How often sessions report their streams' counters (for `/metrics`).
+const STATS_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
 
@@ -220,6 +223,17 @@ struct Session {
     timeout: Instant,
     /// Where this session's packets came from.
     addrs: Vec<(Protocol, SocketAddr)>,
+    /// The streams' counters as last reported, to add only what is new to
+    /// the metrics: (outgoing?, mid, rid) -> counters.
+    counted: HashMap<(bool, Mid, Option<Rid>), StreamCounters>,
+}
+
+/// A stream's cumulative counters, as str0m reports them.
+#[derive(Clone, Copy, Default, Debug)]
+struct StreamCounters {
+    packets: u64,
+    nacks: u64,
+    keyframe_requests: u64,
 }
 
 /// Something a session's `Rtc` reported, handled once polling is done
@@ -414,7 +428,11 @@ impl Task {
         sources: Vec<(String, SfuSource)>,
     ) -> Result<(Session, String), String> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("not an SDP offer: {e}"))?;
-        let mut rtc = Rtc::builder().set_ice_lite(true).enable_bwe(Some(INITIAL_BWE)).build(now);
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .enable_bwe(Some(INITIAL_BWE))
+            .set_stats_interval(Some(STATS_INTERVAL))
+            .build(now);
         let candidate = Candidate::host(self.addr, "udp").map_err(|e| format!("no candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
         if self.tcp_on {
@@ -440,6 +458,7 @@ impl Task {
             connected: false,
             timeout: now,
             addrs: Vec::new(),
+            counted: HashMap::new(),
         };
         Ok((session, answer.to_sdp_string()))
     }
@@ -553,6 +572,30 @@ impl Task {
                     Event::KeyframeRequest(req) => happened.push(Happened::Keyframe(req.mid)),
                     Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                         happened.push(Happened::Bandwidth(estimate.as_u64()));
+                    }
+                    Event::MediaEgressStats(st) => {
+                        let now = StreamCounters {
+                            packets: st.packets,
+                            nacks: st.nacks,
+                            keyframe_requests: st.plis + st.firs,
+                        };
+                        let was = s.counted.insert((true, st.mid, st.rid), now).unwrap_or_default();
+                        let m = &self.metrics;
+                        m.sfu_packets_sent
+                            .fetch_add(now.packets.saturating_sub(was.packets), Ordering::Relaxed);
+                        m.sfu_nacks_received
+                            .fetch_add(now.nacks.saturating_sub(was.nacks), Ordering::Relaxed);
+                        let plis = now.keyframe_requests.saturating_sub(was.keyframe_requests);
+                        m.sfu_keyframe_requests_received.fetch_add(plis, Ordering::Relaxed);
+                    }
+                    Event::MediaIngressStats(st) => {
+                        let now =
+                            StreamCounters { packets: st.packets, nacks: st.nacks, keyframe_requests: 0 };
+                        let was = s.counted.insert((false, st.mid, st.rid), now).unwrap_or_default();
+                        let m = &self.metrics;
+                        m.sfu_packets_received
+                            .fetch_add(now.packets.saturating_sub(was.packets), Ordering::Relaxed);
+                        m.sfu_nacks_sent.fetch_add(now.nacks.saturating_sub(was.nacks), Ordering::Relaxed);
                     }
                     _ => {}
                 },

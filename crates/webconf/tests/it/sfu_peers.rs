@@ -17,7 +17,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::harness::in_loopback_namespace;
-use crate::support::{Client, TestServer};
+use crate::support::{Client, TestServer, http_get};
 
 /// A VP8 keyframe's first bytes (frame tag with the key bit clear, the
 /// start code, 320x240), padded; and an inter frame's.
@@ -275,7 +275,18 @@ async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
         p.start_sfu().await;
     }
     let mut n = 0;
-    run(&mut peers, Duration::from_secs(2), &mut n).await;
+    // Until everyone in `g` has a few frames of everyone else (a loaded
+    // machine may take a while to connect), at most 15 s.
+    let started = Instant::now();
+    let everyone_has_frames = |peers: &[Peer]| {
+        peers[..3]
+            .iter()
+            .all(|p| peers[..3].iter().filter(|o| o.id != p.id).all(|o| p.frames_from(o, "camera") > 10))
+    };
+    while started.elapsed() < Duration::from_secs(15) && !everyone_has_frames(&peers) {
+        run(&mut peers, Duration::from_millis(500), &mut n).await;
+    }
+    println!("three peers had 10 frames of each other after {:?}", started.elapsed());
     for p in &peers {
         assert!(p.rtc.is_connected(), "{} connected to the SFU", p.name);
     }
@@ -351,6 +362,22 @@ async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
     let sent = n - b_before;
     println!("with 1 in 7 packets lost on the way to B: {got} of {sent} frames arrived");
     assert!(got + 2 >= sent, "B got {got} of {sent} of A's frames despite losses");
+    let (_, metrics) = http_get(&server, "/metrics").await;
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("webconf_{name} "))).unwrap_or_default();
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    for name in [
+        "sfu_nacks_received_total",
+        "sfu_packets_sent_total",
+        "sfu_packets_received_total",
+        "sfu_keyframe_requests_total",
+        "sfu_frames_forwarded_total",
+    ] {
+        assert!(value(name) > 0, "{name} counted:\n{metrics}");
+    }
+    assert_eq!(value("sfu_sessions"), 3, "X and Y are gone: {metrics}");
+    assert_eq!(value("sfu_rooms"), 1, "{metrics}");
 
     // A hangs up: the others stop receiving it, and its m-lines go.
     drop(peers.remove(0));
