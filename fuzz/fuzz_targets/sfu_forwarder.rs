@@ -1,7 +1,7 @@
 //! The SFU's forwarding core under any sequence of what participants can
 //! make happen (join, publish, leave, report tile sizes, ask for
 //! keyframes, send frames and audio levels) and what the network reports
-//! (bandwidth): it never panics and its bookkeeping stays consistent
+//! (bandwidth, sessions ready, keyframe requests lost): it never panics and its bookkeeping stays consistent
 //! (subscriptions only inside a room, nobody receives their own tracks).
 
 #![no_main]
@@ -19,9 +19,11 @@ enum Step {
     Bandwidth { who: u8, bps: u32 },
     Tile { who: u8, of: u8, height: u16 },
     Keyframe { who: u8, of: u8, source: u8 },
-    Frame { of: u8, source: u8, layer: u8, key: bool },
+    Frame { of: u8, source: u8, layer: u8, key: bool, bytes: u16 },
     Level { who: u8, level: u8 },
-    Window,
+    Tick,
+    Ready { who: u8, of: u8, source: u8 },
+    Failed { of: u8, source: u8, layer: u8 },
     Tick { ms: u16 },
 }
 
@@ -45,13 +47,19 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
             Step::Keyframe { who, of, source: s } => {
                 f.keyframe_requested(now, id(who), TrackKey { publisher: id(of), source: source(s) });
             }
-            Step::Frame { of, source: s, layer, key } => {
+            Step::Frame { of, source: s, layer, key, bytes } => {
                 let track = TrackKey { publisher: id(of), source: source(s) };
-                let receivers = f.forward(now, track, Layer(layer % 4), key).to_vec();
+                let receivers = f.forward(now, track, Layer(layer % 4), key, usize::from(bytes)).to_vec();
                 assert!(!receivers.contains(&track.publisher), "nobody receives their own track");
             }
             Step::Level { who, level } => f.audio_level(id(who), level),
-            Step::Window => f.speaker_window(now),
+            Step::Tick => f.tick(now),
+            Step::Ready { who, of, source: s } => {
+                f.set_ready(now, id(who), TrackKey { publisher: id(of), source: source(s) });
+            }
+            Step::Failed { of, source: s, layer } => {
+                f.keyframe_request_failed(TrackKey { publisher: id(of), source: source(s) }, Layer(layer % 4));
+            }
             Step::Tick { ms } => now += u64::from(ms),
         }
         while f.poll_output().is_some() {}

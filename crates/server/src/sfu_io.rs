@@ -47,7 +47,8 @@ const SFU_INBOX: usize = 1024;
 /// A session must have ICE and DTLS connected this soon after its answer.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
 
-/// How often the loudest participant of each room is decided.
+/// How often the forwarder's clock moves (the loudest participant of each
+/// room is decided, silent tracks noticed) and bandwidth targets are set.
 const SPEAKER_WINDOW: Duration = Duration::from_millis(300);
 
 /// The longest the task sleeps when no session has a timer sooner.
@@ -223,6 +224,8 @@ struct Session {
     timeout: Instant,
     /// Where this session's packets came from.
     addrs: Vec<(Protocol, SocketAddr)>,
+    /// The bitrate its bandwidth estimator was last told to probe for.
+    bwe_desired: u64,
     /// The streams' counters as last reported, to add only what is new to
     /// the metrics: (outgoing?, mid, rid) -> counters.
     counted: HashMap<(bool, Mid, Option<Rid>), StreamCounters>,
@@ -390,12 +393,7 @@ impl Task {
                 s.out.retain(|t| !matches!(t.state, OutState::Stopping(_)));
                 self.dirty.push(id);
                 // Frames flow on the new m-lines from the next keyframe.
-                let tracks: Vec<TrackKey> =
-                    s.out.iter().filter(|t| t.track.source.is_video()).map(|t| t.track).collect();
-                let now_ms = self.now_ms(now);
-                for track in tracks {
-                    self.forwarder.keyframe_requested(now_ms, id, track);
-                }
+                self.mark_ready(id, self.now_ms(now));
                 self.apply_forwarder_outputs(now);
             }
             SfuCmd::Layout { conn, tiles } => {
@@ -459,6 +457,7 @@ impl Task {
             timeout: now,
             addrs: Vec::new(),
             counted: HashMap::new(),
+            bwe_desired: 0,
         };
         Ok((session, answer.to_sdp_string()))
     }
@@ -472,6 +471,14 @@ impl Task {
         let id = match self.by_addr.get(&key) {
             Some(id) if self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)) => *id,
             _ => {
+                // An address nobody knows yet can only introduce itself
+                // with an ICE check (STUN, RFC 7983: first byte 0-3) that a
+                // session's credentials accept. Anything else from it is
+                // dropped: a stray DTLS close from a browser's previous
+                // connection must not reach, let alone end, a new session.
+                if data.first().is_none_or(|b| *b > 3) {
+                    return;
+                }
                 let Some((id, s)) = self.sessions.iter_mut().find(|(_, s)| s.rtc.accepts(&input)) else {
                     return;
                 };
@@ -505,7 +512,8 @@ impl Task {
         }
         if now >= self.next_speaker_window {
             self.next_speaker_window = now + SPEAKER_WINDOW;
-            self.forwarder.speaker_window(self.now_ms(now));
+            self.forwarder.tick(self.now_ms(now));
+            self.update_bandwidth_targets();
         }
         self.apply_forwarder_outputs(now);
         let mut rounds = 0;
@@ -617,6 +625,7 @@ impl Task {
                     s.connected = true;
                     tracing::debug!(peer = %s.peer, "SFU session connected");
                 }
+                self.mark_ready(id, now_ms);
             }
             Happened::Failed(why) => {
                 if let Some(s) = self.sessions.get(&id) {
@@ -678,7 +687,7 @@ impl Task {
             self.forwarder.request_keyframe(now_ms, track, layer);
         }
         let Task { forwarder, sessions, dirty, metrics, .. } = self;
-        let receivers = forwarder.forward(now_ms, track, layer, data.is_keyframe());
+        let receivers = forwarder.forward(now_ms, track, layer, data.is_keyframe(), data.data.len());
         let mut sent = 0u64;
         for who in receivers {
             let Some(sub) = sessions.get_mut(who) else { continue };
@@ -697,6 +706,33 @@ impl Task {
         }
         metrics.sfu_frames_forwarded.fetch_add(sent, Ordering::Relaxed);
         metrics.sfu_bytes_forwarded.fetch_add(sent * data.data.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Tells the forwarder which of `id`'s subscriptions can take frames:
+    /// those whose m-line is negotiated, once the session is connected.
+    fn mark_ready(&mut self, id: ParticipantId, now_ms: u64) {
+        let Some(s) = self.sessions.get(&id) else { return };
+        if !s.connected {
+            return;
+        }
+        let open: Vec<TrackKey> =
+            s.out.iter().filter(|t| matches!(t.state, OutState::Open(_))).map(|t| t.track).collect();
+        for track in open {
+            self.forwarder.set_ready(now_ms, id, track);
+        }
+    }
+
+    /// Has each session's bandwidth estimator probe towards what its
+    /// subscriber would want, so layers can go up when the link allows.
+    fn update_bandwidth_targets(&mut self) {
+        for (id, s) in &mut self.sessions {
+            let Some((_, wanted)) = self.forwarder.bitrates(*id) else { continue };
+            if s.bwe_desired != wanted && wanted > 0 {
+                s.bwe_desired = wanted;
+                s.rtc.bwe().set_bitrate(Bitrate::bps(0), Bitrate::bps(wanted));
+                self.dirty.push(*id);
+            }
+        }
     }
 
     /// Carries out what the forwarder decided.
@@ -730,11 +766,15 @@ impl Task {
                     let Some(t) = s.published.iter().find(|t| t.source == track.source) else { continue };
                     let rid = t.rids.get(usize::from(layer.0)).copied();
                     let mid = t.mid;
-                    if let Some(mut w) = s.rtc.writer(mid)
-                        && w.request_keyframe(rid, KeyframeRequestKind::Pli).is_ok()
-                    {
+                    let sent = s.connected
+                        && s.rtc
+                            .writer(mid)
+                            .is_some_and(|mut w| w.request_keyframe(rid, KeyframeRequestKind::Pli).is_ok());
+                    if sent {
                         self.metrics.sfu_keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         self.dirty.push(track.publisher);
+                    } else {
+                        self.forwarder.keyframe_request_failed(track, layer);
                     }
                 }
                 // Dynacast: the publisher stops encoding what nobody gets.

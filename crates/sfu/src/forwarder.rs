@@ -66,7 +66,8 @@ pub struct Config {
     /// track, however many subscribers ask.
     pub keyframe_interval_ms: u64,
     /// The bitrate assumed for each layer, lowest first, in bits per second
-    /// (what the client's encodings are set to).
+    /// (what the client's encodings are set to), until the layer's real
+    /// rate has been measured from its frames.
     pub layer_bitrates: [u64; MAX_LAYERS as usize],
     /// The tile height (CSS pixels) each layer is enough for, lowest first:
     /// a subscriber gets the lowest layer whose height covers its tile.
@@ -74,6 +75,11 @@ pub struct Config {
     /// Bits per second kept aside for each audio track a subscriber
     /// receives, before video layers are chosen.
     pub audio_bitrate: u64,
+    /// A video track that sent no frame for this long, though some of its
+    /// layers are wanted, is off at its source (camera off, no screen
+    /// shared): it takes no place in last-N and no bandwidth until frames
+    /// come again.
+    pub silent_after_ms: u64,
 }
 
 impl Default for Config {
@@ -84,6 +90,7 @@ impl Default for Config {
             layer_bitrates: [150_000, 500_000, 1_500_000],
             layer_heights: [180, 360, 720],
             audio_bitrate: 40_000,
+            silent_after_ms: 2_000,
         }
     }
 }
@@ -139,6 +146,42 @@ struct Track {
     active: u8,
     /// When a keyframe was last requested, per layer.
     last_keyframe_request: [Option<u64>; MAX_LAYERS as usize],
+    /// When its last frame arrived.
+    last_frame_ms: Option<u64>,
+    /// Each layer's measured bitrate.
+    rates: [LayerRate; MAX_LAYERS as usize],
+    /// Whether it counted as sending at the last choice of layers.
+    sending: bool,
+}
+
+/// How fast one layer arrives, measured over windows of a second.
+#[derive(Debug, Default, Clone, Copy)]
+struct LayerRate {
+    window_start_ms: u64,
+    bytes: u64,
+    /// Bits per second over the last whole window, and when it ended.
+    measured: Option<(u64, u64)>,
+}
+
+/// A measurement older than this no longer stands for the layer.
+const RATE_STALE_MS: u64 = 3_000;
+
+impl LayerRate {
+    fn add(&mut self, now_ms: u64, bytes: usize) {
+        let elapsed = now_ms.saturating_sub(self.window_start_ms);
+        if elapsed >= 1_000 {
+            if self.bytes > 0 {
+                self.measured = Some((self.bytes * 8 * 1_000 / elapsed, now_ms));
+            }
+            self.window_start_ms = now_ms;
+            self.bytes = 0;
+        }
+        self.bytes = self.bytes.saturating_add(bytes as u64);
+    }
+
+    fn bps(&self, now_ms: u64) -> Option<u64> {
+        self.measured.filter(|(_, at)| now_ms.saturating_sub(*at) < RATE_STALE_MS).map(|(bps, _)| bps)
+    }
 }
 
 #[derive(Debug)]
@@ -149,6 +192,10 @@ struct Subscription {
     /// The layer this subscriber should get; forwarding moves from
     /// `current` to it at the next keyframe of that layer.
     target: Option<Layer>,
+    /// Whether the subscriber's side can take frames (its m-line is
+    /// negotiated and its session connected): until then nothing is sent,
+    /// and no keyframe is asked for on its behalf.
+    ready: bool,
 }
 
 #[derive(Debug)]
@@ -160,6 +207,9 @@ struct Participant<R> {
     bandwidth: Option<u64>,
     /// Tile heights this participant shows publishers at (0: not shown).
     tiles: Vec<(ParticipantId, u32)>,
+    /// What the chosen layers cost, and what the wanted ones would, in
+    /// bits per second (see [`Forwarder::bitrates`]).
+    bitrates: (u64, u64),
 }
 
 #[derive(Debug, Default)]
@@ -239,6 +289,7 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
                 subscriptions: Vec::new(),
                 bandwidth: None,
                 tiles: Vec::new(),
+                bitrates: (0, 0),
             },
         );
         for track in tracks {
@@ -279,8 +330,14 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
         let layers = layers.clamp(1, MAX_LAYERS);
         let track = TrackKey { publisher: participant, source };
         let had = p.tracks[source.index()].is_some();
-        p.tracks[source.index()] =
-            Some(Track { layers, active: all_layers(layers), last_keyframe_request: [None; 3] });
+        p.tracks[source.index()] = Some(Track {
+            layers,
+            active: all_layers(layers),
+            last_keyframe_request: [None; 3],
+            last_frame_ms: None,
+            rates: [LayerRate::default(); 3],
+            sending: false,
+        });
         let room = p.room.clone();
         if had {
             // Subscribers keep their m-line; only layers are chosen again.
@@ -360,16 +417,6 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
         }
     }
 
-    /// Ends a speaker-detection window in every room (call every few
-    /// hundred milliseconds); new speakers are announced.
-    pub fn speaker_window(&mut self, now_ms: u64) {
-        let changed: Vec<ParticipantId> =
-            self.rooms.values_mut().filter_map(|r| r.speaker.window()).collect();
-        for speaker in changed {
-            self.set_speaker(now_ms, speaker);
-        }
-    }
-
     /// A subscriber asked for a keyframe of `track` (a PLI or FIR on its
     /// m-line): asked of the publisher for the layer it gets, at most once
     /// per [`Config::keyframe_interval_ms`] and layer.
@@ -384,7 +431,8 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
         }
     }
 
-    /// A frame of `track`'s `layer` arrived: the subscribers to send it to.
+    /// A frame of `track`'s `layer` arrived, `bytes` long: the subscribers
+    /// to send it to.
     /// A subscriber waiting to move to `layer` moves at its keyframes; while
     /// one waits, the publisher is asked for a keyframe again (rate-limited),
     /// since an earlier request may have been lost.
@@ -394,13 +442,31 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
         track: TrackKey,
         layer: Layer,
         keyframe: bool,
+        bytes: usize,
     ) -> &[ParticipantId] {
         self.scratch.clear();
+        // A video track that starts sending again competes for last-N and
+        // bandwidth from now on.
+        let woke = self.track_mut(track).is_some_and(|t| {
+            t.last_frame_ms = Some(now_ms);
+            if let Some(rate) = t.rates.get_mut(usize::from(layer.0)) {
+                rate.add(now_ms, bytes);
+            }
+            !t.sending && track.source.is_video()
+        });
+        if woke {
+            for sub in self.subscribers.get(&track).cloned().unwrap_or_default() {
+                self.choose_layers(now_ms, sub);
+            }
+        }
         let Some(subs) = self.subscribers.get(&track) else { return &self.scratch };
         let mut waiting = false;
         for who in subs {
             let Some(p) = self.participants.get_mut(who) else { continue };
             let Some(sub) = p.subscriptions.iter_mut().find(|s| s.track == track) else { continue };
+            if !sub.ready {
+                continue;
+            }
             if sub.target == Some(layer) && sub.current != Some(layer) {
                 if keyframe {
                     sub.current = Some(layer);
@@ -416,6 +482,68 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
             self.request_keyframe(now_ms, track, layer);
         }
         &self.scratch
+    }
+
+    /// `subscriber` can now take `track`'s frames (its m-line is
+    /// negotiated and its session connected): the publisher is asked for a
+    /// keyframe of the chosen layer.
+    pub fn set_ready(&mut self, now_ms: u64, subscriber: ParticipantId, track: TrackKey) {
+        let Some(p) = self.participants.get_mut(&subscriber) else { return };
+        let Some(sub) = p.subscriptions.iter_mut().find(|s| s.track == track) else { return };
+        if sub.ready {
+            return;
+        }
+        sub.ready = true;
+        if let (true, Some(layer)) = (track.source.is_video(), sub.target) {
+            self.request_keyframe(now_ms, track, layer);
+        }
+    }
+
+    /// A keyframe request could not be sent (the publisher's session was
+    /// not connected yet): the next one may go at once.
+    pub fn keyframe_request_failed(&mut self, track: TrackKey, layer: Layer) {
+        if let Some(t) = self.track_mut(track)
+            && let Some(last) = t.last_keyframe_request.get_mut(usize::from(layer.0))
+        {
+            *last = None;
+        }
+    }
+
+    /// What the layers chosen for `subscriber` cost, and what the layers
+    /// it would want with unlimited bandwidth would, in bits per second:
+    /// the IO shell has its bandwidth estimator probe towards the latter.
+    pub fn bitrates(&self, subscriber: ParticipantId) -> Option<(u64, u64)> {
+        self.participants.get(&subscriber).map(|p| p.bitrates)
+    }
+
+    /// Moves time on: video tracks that stopped sending free their place
+    /// (see [`Config::silent_after_ms`]), and each room's speaker window
+    /// ends. Call every few hundred milliseconds.
+    pub fn tick(&mut self, now_ms: u64) {
+        let silent_after = self.config.silent_after_ms;
+        let mut fell_silent = Vec::new();
+        for (id, p) in &self.participants {
+            for source in Source::ALL {
+                let Some(t) = &p.tracks[source.index()] else { continue };
+                if t.sending && !is_sending(t, now_ms, silent_after) {
+                    fell_silent.push(TrackKey { publisher: *id, source });
+                }
+            }
+        }
+        for track in fell_silent {
+            for sub in self.subscribers.get(&track).cloned().unwrap_or_default() {
+                self.choose_layers(now_ms, sub);
+            }
+        }
+        let changed: Vec<ParticipantId> =
+            self.rooms.values_mut().filter_map(|r| r.speaker.window()).collect();
+        for speaker in changed {
+            self.set_speaker(now_ms, speaker);
+        }
+    }
+
+    fn track_mut(&mut self, track: TrackKey) -> Option<&mut Track> {
+        self.participants.get_mut(&track.publisher).and_then(|p| p.tracks[track.source.index()].as_mut())
     }
 
     /// The layer `subscriber` receives of `track` now, if any.
@@ -442,7 +570,7 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
         // Audio is always forwarded, from its first packet; video waits for
         // a keyframe of the layer chosen for it.
         let layer = audio.then_some(Layer(0));
-        p.subscriptions.push(Subscription { track, current: layer, target: layer });
+        p.subscriptions.push(Subscription { track, current: layer, target: layer, ready: false });
         self.subscribers.entry(track).or_default().push(subscriber);
         self.outputs.push_back(Output::Subscribe { subscriber, track });
     }
@@ -471,37 +599,50 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
     /// most [`Config::max_video`] of them (screens first, then recent
     /// speakers), each the lowest layer that covers its tile, then lowered
     /// (least important first) until they fit the bandwidth estimate.
+    /// Video that is off at its source (see [`Config::silent_after_ms`])
+    /// takes no place and no bandwidth, but keeps the layer its tile wants,
+    /// so its first frames flow when it comes on.
     fn choose_layers(&mut self, now_ms: u64, subscriber: ParticipantId) {
         let Some(p) = self.participants.get(&subscriber) else { return };
         let order = self.members(&p.room);
-        let rank = |t: &TrackKey| {
+        let silent_after = self.config.silent_after_ms;
+        let rank = |t: &TrackKey, on: bool| {
             let speaker_rank = order.iter().position(|m| *m == t.publisher).unwrap_or(usize::MAX);
-            (t.source != Source::Screen, speaker_rank)
+            (!on, t.source != Source::Screen, speaker_rank)
         };
-        let mut video: Vec<(TrackKey, u8)> = p
+        // (track, its layer count, whether it is sending), and what each
+        // layer costs: as measured, or as configured until measured.
+        let mut costs: Vec<(TrackKey, [u64; MAX_LAYERS as usize])> = Vec::new();
+        let mut video: Vec<(TrackKey, u8, bool)> = p
             .subscriptions
             .iter()
             .filter(|s| s.track.source.is_video())
-            .map(|s| (s.track, self.layers_of(s.track)))
+            .filter_map(|s| {
+                let t = self.participants.get(&s.track.publisher)?.tracks[s.track.source.index()].as_ref()?;
+                let mut cost = self.config.layer_bitrates;
+                for (c, rate) in cost.iter_mut().zip(&t.rates) {
+                    *c = rate.bps(now_ms).unwrap_or(*c);
+                }
+                costs.push((s.track, cost));
+                Some((s.track, t.layers, is_sending(t, now_ms, silent_after)))
+            })
             .collect();
-        video.sort_by_key(|(t, _)| rank(t));
-        let audio_tracks = p.subscriptions.len() - video.len();
-        let budget = p
-            .bandwidth
-            .map_or(u64::MAX, |b| b.saturating_sub(self.config.audio_bitrate * audio_tracks as u64));
+        video.sort_by_key(|(t, _, on)| rank(t, *on));
+        let audio = self.config.audio_bitrate * (p.subscriptions.len() - video.len()) as u64;
+        let budget = p.bandwidth.map_or(u64::MAX, |b| b.saturating_sub(audio));
 
         // The wanted layer of each, by tile size; None for tiles not shown
-        // and for tracks beyond last-N.
-        let mut wanted: Vec<(TrackKey, Option<u8>)> = video
+        // and for sending tracks beyond last-N.
+        let mut wanted: Vec<(TrackKey, Option<u8>, bool)> = video
             .iter()
             .enumerate()
-            .map(|(i, &(track, layers))| {
-                if i >= self.config.max_video {
-                    return (track, None);
+            .map(|(i, &(track, layers, on))| {
+                if on && i >= self.config.max_video {
+                    return (track, None, on);
                 }
                 let height = p.tiles.iter().find(|(who, _)| *who == track.publisher).map(|(_, h)| *h);
                 let layer = match height {
-                    Some(0) => return (track, None),
+                    Some(0) => return (track, None, on),
                     // Not reported: as good as we can afford.
                     None => layers - 1,
                     Some(h) => {
@@ -509,29 +650,34 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
                         fit.map_or(layers - 1, |l| u8::try_from(l).unwrap_or(0).min(layers - 1))
                     }
                 };
-                (track, Some(layer))
+                (track, Some(layer), on)
             })
             .collect();
 
-        // Lower the least important first until the sum fits; a track that
-        // no longer fits even at layer 0 is not sent at all.
-        let cost = |w: &[(TrackKey, Option<u8>)]| -> u64 {
-            w.iter().filter_map(|(_, l)| l.map(|l| self.config.layer_bitrates[usize::from(l)])).sum()
+        // Lower the least important first until the sum fits, down to
+        // layer 0 of each: a video is never stopped for bandwidth alone
+        // (estimates dip on a busy host, and a frozen tile is worse than a
+        // blurred one); last-N and tile sizes bound how many are sent.
+        let layer_cost = |track: TrackKey, layer: u8| -> u64 {
+            let costs = costs.iter().find(|(t, _)| *t == track).map(|(_, c)| c);
+            costs.and_then(|c| c.get(usize::from(layer)).copied()).unwrap_or(0)
         };
+        let cost = |w: &[(TrackKey, Option<u8>, bool)]| -> u64 {
+            w.iter().filter(|x| x.2).filter_map(|x| x.1.map(|l| layer_cost(x.0, l))).sum()
+        };
+        let wanted_cost = cost(&wanted) + audio;
         while cost(&wanted) > budget {
-            if let Some(slot) = wanted.iter_mut().rev().find(|(_, l)| matches!(l, Some(l) if *l > 0)) {
-                slot.1 = slot.1.map(|l| l - 1);
-            } else if let Some(slot) = wanted.iter_mut().rev().find(|(_, l)| l.is_some()) {
-                slot.1 = None;
-            } else {
-                break;
-            }
+            let at_least = |w: &(TrackKey, Option<u8>, bool), min: u8| w.2 && w.1.is_some_and(|l| l >= min);
+            let Some(slot) = wanted.iter_mut().rev().find(|w| at_least(w, 1)) else { break };
+            slot.1 = slot.1.map(|l| l - 1);
         }
+        let chosen_cost = cost(&wanted) + audio;
 
         let mut requests = Vec::new();
         let mut changed = Vec::new();
         if let Some(p) = self.participants.get_mut(&subscriber) {
-            for (track, layer) in wanted {
+            p.bitrates = (chosen_cost, wanted_cost);
+            for &(track, layer, _) in &wanted {
                 let Some(sub) = p.subscriptions.iter_mut().find(|s| s.track == track) else { continue };
                 let target = layer.map(Layer);
                 if sub.target == target {
@@ -541,9 +687,14 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
                 changed.push(track);
                 match target {
                     None => sub.current = None,
-                    Some(l) if sub.current != Some(l) => requests.push((track, l)),
+                    Some(l) if sub.current != Some(l) && sub.ready => requests.push((track, l)),
                     Some(_) => {}
                 }
+            }
+        }
+        for &(track, _, on) in &video {
+            if let Some(t) = self.track_mut(track) {
+                t.sending = on;
             }
         }
         for track in changed {
@@ -552,13 +703,6 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
         for (track, layer) in requests {
             self.request_keyframe(now_ms, track, layer);
         }
-    }
-
-    fn layers_of(&self, track: TrackKey) -> u8 {
-        self.participants
-            .get(&track.publisher)
-            .and_then(|p| p.tracks[track.source.index()].as_ref())
-            .map_or(1, |t| t.layers)
     }
 
     /// Asks the publisher of `track` for a keyframe of `layer` (frames
@@ -630,6 +774,12 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
     }
 }
 
+/// Whether `t` counts as sending: it had a frame lately, or the forwarder
+/// itself paused it (so silence is expected, and its place is kept).
+fn is_sending(t: &Track, now_ms: u64, silent_after_ms: u64) -> bool {
+    t.active == 0 || t.last_frame_ms.is_some_and(|at| now_ms.saturating_sub(at) < silent_after_ms)
+}
+
 fn all_layers(layers: u8) -> u8 {
     (1u8 << layers) - 1
 }
@@ -685,9 +835,10 @@ mod tests {
 
     /// Script lines: `join <p> <room>`, `leave <p>`, `publish <p> <a|c|s>
     /// [layers]`, `unpublish <p> <a|c|s>`, `bw <p> <bps>`, `tile <sub>
-    /// <pub> <height>`, `pli <sub> <track>`, `frame <track> L<n> [key]`
-    /// (outputs the receivers as `-> a b`, or `-> nobody`), `speak <p>`, `t=<ms>` sets the
-    /// clock.
+    /// <pub> <height>`, `pli <sub> <track>`, `frame <track> L<n> [key] [bytes=<n>]`
+    /// (outputs the receivers as `-> a b`, or `-> nobody`), `speak <p>`,
+    /// `ready <sub> <track>` (its m-line is negotiated), `tick`, `t <ms>`
+    /// sets the clock.
     fn check(config: Config, script: &str) {
         let mut f: Forwarder<&'static str> = Forwarder::new(config);
         let mut now = 0;
@@ -709,10 +860,16 @@ mod tests {
                 ["tile", s, p, h] => f.set_tile(now, pid(s), pid(p), h.parse().expect("height")),
                 ["pli", s, t] => f.keyframe_requested(now, pid(s), track(t)),
                 ["speak", p] => f.set_speaker(now, pid(p)),
+                ["ready", s, t] => f.set_ready(now, pid(s), track(t)),
+                ["tick"] => f.tick(now),
                 ["frame", t, l, rest @ ..] => {
                     let layer = Layer(l.trim_start_matches('L').parse().expect("L<n>"));
+                    let bytes = rest
+                        .iter()
+                        .find_map(|w| w.strip_prefix("bytes="))
+                        .map_or(100, |b| b.parse().expect("bytes"));
                     let to: Vec<String> = f
-                        .forward(now, track(t), layer, rest == ["key"])
+                        .forward(now, track(t), layer, rest.contains(&"key"), bytes)
                         .iter()
                         .map(|p| letter(*p).to_string())
                         .collect();
@@ -744,9 +901,14 @@ mod tests {
             b +a.a
             b +a.c
             layers a.c 001
+            > frame a.a L0
+            -> nobody
+            > ready b a.a
+            > ready b a.c
             keyframe a.c L0
             > publish b c
             a +b.c
+            > ready a b.c
             keyframe b.c L0
             > join x s
             > publish x c
@@ -779,15 +941,19 @@ mod tests {
             > join c r
             > publish a s
             b +a.s
-            keyframe a.s L0
             c +a.s
+            > ready b a.s
+            keyframe a.s L0
+            > ready c a.s
             > unpublish a s
             b -a.s
             c -a.s
             > publish a s
             b +a.s
-            keyframe a.s L0
             c +a.s
+            > ready b a.s
+            keyframe a.s L0
+            > ready c a.s
             > frame a.s L0 key
             -> b c
             > leave c
@@ -806,9 +972,11 @@ mod tests {
             > join b r
             b +a.c
             layers a.c 001
+            > ready b a.c
             keyframe a.c L0
             > join c r
             c +a.c
+            > ready c a.c
             > pli b a.c
             > t 499
             > pli c a.c
@@ -821,7 +989,7 @@ mod tests {
     }
 
     #[test]
-    fn a_subscriber_waiting_for_a_keyframe_asks_again_when_frames_come_without_one() {
+    fn nothing_is_sent_or_asked_for_before_the_subscriber_is_ready_and_waiting_asks_again() {
         check(
             Config::default(),
             "
@@ -831,8 +999,11 @@ mod tests {
             > join b r
             b +a.c
             layers a.c 001
-            keyframe a.c L0
             > t 100
+            > frame a.c L0 key
+            -> nobody
+            > ready b a.c
+            keyframe a.c L0
             > frame a.c L0
             -> nobody
             > t 600
@@ -841,7 +1012,7 @@ mod tests {
             keyframe a.c L0
             > frame a.c L0 key
             -> b
-            > t 2000
+            > t 1000
             > frame a.c L0
             -> b
             ",
@@ -859,6 +1030,7 @@ mod tests {
             > join b r
             b +a.c
             layers a.c 100
+            > ready b a.c
             keyframe a.c L2
             > frame a.c L2 key
             -> b
@@ -886,7 +1058,7 @@ mod tests {
     }
 
     #[test]
-    fn low_bandwidth_lowers_the_least_important_first_and_then_drops_video() {
+    fn low_bandwidth_lowers_the_least_important_first_down_to_layer_0() {
         check(
             Config::default(),
             "
@@ -896,26 +1068,34 @@ mod tests {
             > publish a c 3
             b +a.c
             layers a.c 100
-            keyframe a.c L2
             c +a.c
             > publish b c 3
             a +b.c
             layers b.c 100
-            keyframe b.c L2
             c +b.c
-            > t 1000
+            > ready c a.c
+            keyframe a.c L2
+            > ready c b.c
+            keyframe b.c L2
+            > ready b a.c
+            > ready a b.c
+            > frame a.c L2 key
+            -> b c
+            > frame b.c L2 key
+            -> a c
+            > t 500
             > bw c 2000000
             layers b.c 110
             keyframe b.c L1
             > frame b.c L1 key
             -> c
-            > t 2000
+            > t 1000
             > bw c 700000
             layers a.c 110
             layers b.c 111
             keyframe a.c L1
             keyframe b.c L0
-            > t 3000
+            > t 1200
             > speak b
             speaker r b
             layers b.c 110
@@ -923,12 +1103,11 @@ mod tests {
             keyframe a.c L0
             > bw c 200000
             layers b.c 111
-            layers a.c 100
-            keyframe b.c L0
+            > t 1400
             > bw c 10000000
             layers b.c 110
+            layers a.c 100
             keyframe b.c L2
-            keyframe a.c L2
             ",
         );
     }
@@ -943,22 +1122,120 @@ mod tests {
             > join c r
             > publish a c
             b +a.c
-            keyframe a.c L0
             c +a.c
             > publish b c
             a +b.c
-            keyframe b.c L0
             c +b.c
+            > ready c a.c
+            keyframe a.c L0
+            > ready c b.c
+            keyframe b.c L0
+            > frame a.c L0 key
+            -> c
+            > frame b.c L0 key
+            -> nobody
             > t 1000
             > speak b
             speaker r b
             keyframe b.c L0
-            > t 2000
+            > frame b.c L0 key
+            -> c
+            > t 1500
             > publish a s
             b +a.s
-            layers a.c 000
-            keyframe a.s L0
             c +a.s
+            > ready c a.s
+            keyframe a.s L0
+            > frame a.s L0 key
+            -> c
+            layers a.c 000
+            > frame b.c L0
+            -> nobody
+            ",
+        );
+    }
+
+    #[test]
+    fn measured_rates_replace_the_assumed_ones() {
+        check(
+            Config::default(),
+            "
+            > join a r
+            > join b r
+            > join c r
+            > publish a c 3
+            b +a.c
+            layers a.c 100
+            c +a.c
+            > publish b c 3
+            a +b.c
+            layers b.c 100
+            c +b.c
+            > ready c a.c
+            keyframe a.c L2
+            > ready c b.c
+            keyframe b.c L2
+            > frame a.c L2 key bytes=500
+            -> c
+            > frame b.c L2 key bytes=500
+            -> c
+            > t 500
+            > bw c 600000
+            layers a.c 101
+            layers b.c 101
+            keyframe a.c L0
+            keyframe b.c L0
+            > t 1000
+            > frame a.c L2 bytes=500
+            -> c
+            > frame b.c L2 bytes=500
+            -> c
+            > bw c 610000
+            layers a.c 100
+            layers b.c 100
+            ",
+        );
+    }
+
+    #[test]
+    fn a_camera_that_goes_off_gives_its_place_and_takes_it_back() {
+        check(
+            Config { max_video: 1, ..Config::default() },
+            "
+            > join a r
+            > join b r
+            > join c r
+            > publish a c
+            b +a.c
+            c +a.c
+            > publish b c
+            a +b.c
+            c +b.c
+            > publish b s
+            a +b.s
+            c +b.s
+            > ready c a.c
+            keyframe a.c L0
+            > ready c b.c
+            keyframe b.c L0
+            > ready c b.s
+            keyframe b.s L0
+            > frame a.c L0 key
+            -> c
+            > frame b.c L0
+            -> nobody
+            > t 1900
+            > frame b.c L0
+            -> nobody
+            > tick
+            > t 2100
+            > tick
+            keyframe b.c L0
+            > frame b.c L0 key
+            -> c
+            > t 3000
+            > frame a.c L0 key
+            -> c
             ",
         );
     }
