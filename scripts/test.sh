@@ -27,6 +27,8 @@ command -v turnutils_uclient >/dev/null || missing+=(coturn)
 command -v nft >/dev/null || missing+=(nftables)
 # A Korean font, so screenshots of the Korean UI can be read.
 [ -d /usr/share/fonts/truetype/nanum ] || missing+=(fonts-nanum)
+# Firefox ESR joins the group calls of the browser tests.
+command -v firefox-esr >/dev/null || missing+=(firefox-esr)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
@@ -34,6 +36,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 chromium --version
 chromedriver --version
+firefox-esr --version
+# Firefox's WebDriver, from crates.io (pinned; works with ESR 153).
+GECKODRIVER_VERSION=0.37.1
+if ! "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version 2>/dev/null | grep -q "$GECKODRIVER_VERSION"; then
+  step "geckodriver $GECKODRIVER_VERSION (cargo install)"
+  cargo install geckodriver --version "$GECKODRIVER_VERSION" --locked --quiet
+fi
+"${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version | head -1
 
 step "cargo fmt"
 cargo fmt --all --check

@@ -100,6 +100,12 @@ export class LocalMedia extends EventTarget {
     return this.screen ?? (this.cameraOn ? this.camera : null);
   }
 
+  /** The camera alone, unless it is off (an SFU session sends the screen
+   *  share on a sender of its own, beside the camera). */
+  get cameraTrack() {
+    return this.cameraOn ? this.camera : null;
+  }
+
   /** @returns {MediaFlags} */
   get flags() {
     return { audio: Boolean(this.audioTrack), video: Boolean(this.cameraOn && this.camera), screen: Boolean(this.screen) };

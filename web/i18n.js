@@ -118,6 +118,9 @@ const STRINGS = {
     q_codecs: 'Codecs',
     q_path: 'Path',
     q_none: 'No one to measure yet.',
+    q_via_server: 'through the server, ',
+    sfu_unavailable: 'The server cannot carry this group call right now, so you may not see or hear everyone. Trying again…',
+    sfu_reconnecting: 'Reconnecting the group call…',
   },
   ko: {
     tagline: '내 서버에서, 브라우저만으로 하는 영상 통화.',
@@ -231,6 +234,9 @@ const STRINGS = {
     q_codecs: '코덱',
     q_path: '경로',
     q_none: '아직 측정할 상대가 없어요.',
+    q_via_server: '서버 경유, ',
+    sfu_unavailable: '지금은 서버가 이 그룹 통화를 중계할 수 없어서, 일부 참여자가 보이거나 들리지 않을 수 있어요. 다시 시도하는 중…',
+    sfu_reconnecting: '그룹 통화에 다시 연결하는 중…',
   },
 };
 

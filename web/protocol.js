@@ -1,8 +1,8 @@
-// The signaling protocol, version 1 (docs/protocol.md), over a WebSocket,
+// The signaling protocol, version 2 (docs/protocol.md), over a WebSocket,
 // with reconnection. No DOM in here: this module only speaks to the server.
 
 /** The protocol version this client speaks. */
-export const VERSION = 1;
+export const VERSION = 2;
 
 /** How often the client pings; a pong also brings a fresh resume token. */
 const PING_EVERY_MS = 10_000;
@@ -17,15 +17,34 @@ const BACKOFF_MAX_MS = 5_000;
  * @typedef {{id: string, name: string, media: MediaFlags, polite?: boolean}} PeerInfo
  * @typedef {{urls: string[], username?: string, credential?: string}} IceServerInfo
  * @typedef {{from: string, name: string, text: string, ts: number}} ChatMessage
+ * @typedef {'p2p' | 'sfu'} RoomMode how a room's media travels: browser to browser,
+ *   or through the server's SFU
  * @typedef {{room: string, you: string, name: string, capacity: number, resumed: boolean,
- *            peers: PeerInfo[], chat: ChatMessage[], ice_servers: IceServerInfo[],
- *            resume: string}} Joined
+ *            mode: RoomMode, peers: PeerInfo[], chat: ChatMessage[],
+ *            ice_servers: IceServerInfo[], resume: string}} Joined
+ * @typedef {'audio' | 'camera' | 'screen'} SfuSource what one m-line of an SFU
+ *   session carries
+ * @typedef {{mid: string, peer: string, source: SfuSource}} SfuTrack one track
+ *   the server forwards to us, by the mid of its m-line
+ * @typedef {{description: RTCSessionDescriptionInit, tracks?: SfuTrack[]}} SfuMessage
+ *   an `sfu` message from the server: its answer, or an offer with the whole
+ *   list of tracks it sends us
+ * @typedef {{source: SfuSource, active: number[]}} SfuLayers which of our
+ *   simulcast layers of `source` anybody receives (indexes, lowest first)
+ * @typedef {{peer: string, height: number}} SfuTile how tall (CSS pixels) we
+ *   show a peer's video; 0: not shown
+ * @typedef {'bad-json' | 'bad-message' | 'hello-required' | 'unsupported-version'
+ *   | 'bad-room' | 'bad-name' | 'room-full' | 'already-joined' | 'not-joined'
+ *   | 'unknown-peer' | 'rate-limited' | 'bad-chat' | 'bad-resume' | 'bad-sdp'
+ *   | 'sfu-unavailable' | 'sfu-failed'} ServerErrorCode the server's stable codes
+ * @typedef {ServerErrorCode | 'unreachable' | 'closed'} ErrorCode with the
+ *   client's own two for transport failures
  */
 
 /** An `error` message from the server, or a failure to reach it. */
 export class ProtocolError extends Error {
   /**
-   * @param {string} code stable code, such as "room-full", or "unreachable"
+   * @param {ErrorCode} code stable code, such as "room-full", or "unreachable"
    *   and "closed" for transport failures
    * @param {string} message words for people
    * @param {string} [request] the type of the message that caused it
@@ -134,6 +153,10 @@ class Connection {
  * - `peer-media`  {peer: string, media: MediaFlags}
  * - `signal`      {from: string, data: any}
  * - `chat`        ChatMessage
+ * - `room-mode`   {mode: RoomMode} the room switched (to `sfu`)
+ * - `sfu`         SfuMessage from the server's SFU
+ * - `sfu-layers`  SfuLayers: encode only these layers of ours (dynacast)
+ * - `speaker`     {peer: string} the loudest person in the room changed
  * - `error`       ProtocolError not tied to a pending request
  * - `reconnecting` {attempt: number, delay: number}
  * - `rejoined`    Joined (the same id if `resumed`, else a fresh one)
@@ -268,6 +291,10 @@ export class Session extends EventTarget {
       case 'peer-media':
       case 'signal':
       case 'chat':
+      case 'room-mode':
+      case 'sfu':
+      case 'sfu-layers':
+      case 'speaker':
         this.dispatchEvent(new CustomEvent(msg.type, { detail: msg }));
         break;
       case 'error': {
@@ -292,6 +319,26 @@ export class Session extends EventTarget {
    */
   signal(to, data) {
     this.conn?.send({ type: 'signal', to, data });
+  }
+
+  /**
+   * Sends an `sfu` message to the server's SFU: our first offer (with
+   * `sources`, what each of our m-lines carries, by mid), or our answer to
+   * one of its offers (dropped while reconnecting: the session is gone then
+   * anyway).
+   * @param {{description: RTCSessionDescriptionInit, sources?: Record<string, SfuSource>}} msg
+   */
+  sfu({ description, sources }) {
+    this.conn?.send(sources ? { type: 'sfu', description, sources } : { type: 'sfu', description });
+  }
+
+  /**
+   * Tells the SFU how tall we show each peer's video, so it sends a layer
+   * that fits (and none for video we do not show).
+   * @param {SfuTile[]} tiles
+   */
+  sfuLayout(tiles) {
+    this.conn?.send({ type: 'sfu-layout', tiles });
   }
 
   /** @param {string} text */

@@ -25,9 +25,14 @@
  * sample, so call it on a steady timer.
  */
 export class QualityMeter {
-  /** @param {RTCPeerConnection} pc */
-  constructor(pc) {
+  /**
+   * @param {RTCPeerConnection} pc
+   * @param {(stat: any) => boolean} [inbound] which inbound-rtp streams to
+   *   count (all by default): one peer's share of an SFU session
+   */
+  constructor(pc, inbound = () => true) {
     this.pc = pc;
+    this.inbound = inbound;
     /** @type {{at: number, bytesIn: number, bytesOut: number, frames: number} | null} */
     this.prev = null;
   }
@@ -46,6 +51,7 @@ export class QualityMeter {
     const codec = (/** @type {any} */ s) => byId.get(s.codecId)?.mimeType?.split('/')[1] ?? '';
     for (const s of byId.values()) {
       if (s.type === 'inbound-rtp') {
+        if (!this.inbound(s)) continue;
         bytesIn += s.bytesReceived ?? 0;
         lost += Math.max(0, s.packetsLost ?? 0);
         received += s.packetsReceived ?? 0;

@@ -1,9 +1,11 @@
 // The call page: lobby (camera preview, name), the call itself (tiles, chat,
 // quality, controls), and the pages around it (full, ended). Speaks to the
-// server through protocol.js and to peers through call.js.
+// server through protocol.js, to peers through call.js (browser to browser)
+// or sfu.js (a group call through the server).
 
 import { Session, ProtocolError, canonicalRoom, signalingUrl } from './protocol.js';
 import { LocalMedia, PeerLink } from './call.js';
+import { SfuLink } from './sfu.js';
 import { QualityMeter } from './quality.js';
 import { ChatPanel } from './chat.js';
 import { Controls } from './controls.js';
@@ -13,8 +15,23 @@ import { t, setupLanguageSwitch } from './i18n.js';
  * @typedef {import('./protocol.js').Joined} Joined
  * @typedef {import('./protocol.js').PeerInfo} PeerInfo
  * @typedef {import('./protocol.js').MediaFlags} MediaFlags
- * @typedef {{link: PeerLink, tile: HTMLElement, info: PeerInfo, meter: QualityMeter,
- *            grace?: ReturnType<typeof setTimeout>}} Peer
+ * @typedef {import('./protocol.js').RoomMode} RoomMode
+ * @typedef {import('./protocol.js').SfuMessage} SfuMessage
+ * @typedef {object} Peer one remote peer and its tile
+ * @property {PeerInfo} info
+ * @property {HTMLElement} tile
+ * @property {HTMLVideoElement} video the tile's video: what people see and
+ *   hear of this peer
+ * @property {PeerLink | null} link our browser-to-browser link to it, if any
+ * @property {QualityMeter | null} meter of `link`
+ * @property {QualityMeter | null} sfuMeter its share of the SFU session
+ * @property {RoomMode} path where the tile's media comes from
+ * @property {HTMLVideoElement | null} staging while switching to the SFU:
+ *   plays the peer's media through the SFU over the P2P video, until its
+ *   first frame completes the switch
+ * @property {boolean} peerSwitched the peer told us it gets our media
+ *   through the SFU (so our link to it may go once we get its media so too)
+ * @property {ReturnType<typeof setTimeout>} [grace]
  * @typedef {'lobby' | 'joining' | 'call' | 'full' | 'ended'} PageState
  */
 
@@ -26,6 +43,15 @@ const RELAY_KEY = 'webconf.relayOnly';
 /** How long a peer whose connection to the server dropped keeps its tile
  *  while its browser-to-browser connection still works. */
 const GRACE_MS = 30_000;
+/** The same for a peer of a group call: its media stopped with its SFU
+ *  session, but its tile stays in place while it may come straight back. */
+const SFU_GRACE_MS = 10_000;
+/** After `error sfu-failed`: a new SFU session this much later. */
+const SFU_RESTART_MS = 1000;
+/** After `error sfu-unavailable`: try again this much later. */
+const SFU_RETRY_MS = 15_000;
+/** Grid layout: the picture shape the tile sizes are chosen for. */
+const TILE_ASPECT = 4 / 3;
 /** Status lines that are news, not a lasting state: they fade away. */
 const TRANSIENT = new Set(['peer_joined', 'copied', 'reconnected']);
 
@@ -39,6 +65,12 @@ const state = {
   peers: new Map(),
   /** @type {Joined | null} */
   joined: null,
+  /** How the room's media travels now (`joined.mode`, then `room-mode`).
+   *  @type {RoomMode} */
+  mode: 'p2p',
+  /** Our session with the server's SFU, in an `sfu` room.
+   *  @type {SfuLink | null} */
+  sfu: null,
   /** @type {{key: any, vars: Record<string, string | number>} | null} */
   status: null,
   speakerId: '',
@@ -54,6 +86,22 @@ const metrics = {
   reconnects: [],
   /** Peer connections made (a link replaced counts again). */
   links: 0,
+  /** SFU sessions started. */
+  sfuSessions: 0,
+  /** Why each SFU session started, and the SFU errors the server sent.
+   *  @type {{at: number, start?: string, error?: string, message?: string}[]} */
+  sfuLog: [],
+  /** When the latest SFU session was started. @type {number | null} */
+  sfuStarted: null,
+  /** By peer id: when its first frame through the SFU was shown.
+   *  @type {Record<string, number>} */
+  firstSfuFrame: {},
+  /** By peer id: the longest time between two frames shown on its tile
+   *  (since the last resetFrameGaps()), across changes of source.
+   *  @type {Record<string, number>} */
+  frameGaps: {},
+  /** By peer id: frames shown on its tile. @type {Record<string, number>} */
+  framesPresented: {},
 };
 
 const chat = new ChatPanel((text) => state.session?.chat(text));
@@ -158,6 +206,7 @@ function save(key, value) {
 
 // ---- Joining --------------------------------------------------------------
 
+
 async function join() {
   const nameInput = /** @type {HTMLInputElement} */ ($('name'));
   const name = nameInput.value.trim() || t('guest');
@@ -177,7 +226,9 @@ async function join() {
   state.session = session;
   session.addEventListener('peer-joined', (ev) => {
     const { peer, polite } = /** @type {CustomEvent} */ (ev).detail;
-    ensurePeer(peer, polite, false);
+    // In a group call the newcomer's media comes through the SFU.
+    if (state.mode === 'sfu') ensureSfuPeer(peer);
+    else ensurePeer(peer, polite, false);
     status('peer_joined', { name: peer.name });
   });
   session.addEventListener('peer-left', (ev) => onPeerLeft(/** @type {CustomEvent} */ (ev).detail));
@@ -187,13 +238,27 @@ async function join() {
     if (entry) {
       entry.info.media = media;
       renderTile(entry);
+      // The SFU carries camera and screen apart: show the one that is on.
+      scheduleSync(entry);
     }
   });
   session.addEventListener('signal', (ev) => onSignal(/** @type {CustomEvent} */ (ev).detail));
+  session.addEventListener('room-mode', (ev) => onRoomMode(/** @type {CustomEvent} */ (ev).detail.mode));
+  session.addEventListener('sfu', (ev) => state.sfu?.handle(/** @type {SfuMessage} */ (/** @type {CustomEvent} */ (ev).detail)));
+  session.addEventListener('sfu-layers', (ev) => {
+    const { source, active } = /** @type {CustomEvent} */ (ev).detail;
+    state.sfu?.setActiveLayers(source, active);
+  });
+  session.addEventListener('speaker', (ev) => showSpeaker(/** @type {CustomEvent} */ (ev).detail.peer));
   session.addEventListener('chat', (ev) => chat.add(/** @type {CustomEvent} */ (ev).detail));
   session.addEventListener('error', (ev) => {
     const err = /** @type {ProtocolError} */ (/** @type {CustomEvent} */ (ev).detail);
+    if (err.code.startsWith('sfu') || err.request?.startsWith('sfu')) {
+      metrics.sfuLog.push({ at: performance.now(), error: err.code, message: err.message });
+    }
     if (err.request === 'chat') chat.showError(err.message);
+    else if (err.code === 'sfu-failed') restartSfuSoon();
+    else if (err.code === 'sfu-unavailable') onSfuUnavailable();
     else console.warn('webconf: server error', err.code, err.message);
   });
   session.addEventListener('reconnecting', () => {
@@ -231,6 +296,7 @@ banner.lost = /** @type {number | null} */ (null);
 /** @param {Joined} joined */
 function onJoined(joined) {
   state.joined = joined;
+  setMode(joined.mode);
   metrics.joinedAt = performance.now();
   chat.you = joined.you;
   $('room-name').textContent = joined.room;
@@ -238,8 +304,13 @@ function onJoined(joined) {
   /** @type {HTMLInputElement} */ ($('share-link')).value = location.href;
   show('call');
   for (const msg of joined.chat) chat.add(msg);
-  // We are the newcomer: we make the first offer to everyone here.
-  for (const peer of joined.peers) ensurePeer(peer, Boolean(peer.polite), true);
+  for (const peer of joined.peers) {
+    // We are the newcomer: we make the first offer to everyone here, unless
+    // the room is a group call, where everyone's media comes through the SFU.
+    if (state.mode === 'sfu') ensureSfuPeer(peer);
+    else ensurePeer(peer, Boolean(peer.polite), true);
+  }
+  if (state.mode === 'sfu') startSfu('joined');
   updateWaiting();
   $('hangup').focus();
 }
@@ -247,6 +318,7 @@ function onJoined(joined) {
 /**
  * Back after a dropped connection. With the same id, links that still work
  * are kept: the call never stopped. With a new id, everything starts over.
+ * An SFU session never survives its WebSocket: a group call starts a new one.
  * @param {Joined} joined
  */
 function onRejoined(joined) {
@@ -259,16 +331,21 @@ function onRejoined(joined) {
     for (const id of [...state.peers.keys()]) removePeer(id);
   }
   state.joined = joined;
+  setMode(joined.mode);
   chat.you = joined.you;
   for (const msg of joined.chat) chat.add(msg);
   // Credentials may have changed (a restarted server): the next ICE
   // restart of a kept link uses the new ones.
-  for (const peer of state.peers.values()) peer.link.setIceServers(joined.ice_servers);
+  for (const peer of state.peers.values()) peer.link?.setIceServers(joined.ice_servers);
   const present = new Set(joined.peers.map((p) => p.id));
-  for (const peer of joined.peers) ensurePeer(peer, Boolean(peer.polite), true);
+  for (const peer of joined.peers) {
+    if (state.mode === 'sfu') ensureSfuPeer(peer);
+    else ensurePeer(peer, Boolean(peer.polite), true);
+  }
   for (const [id, peer] of state.peers) {
     if (!present.has(id)) startGrace(peer);
   }
+  if (state.mode === 'sfu') startSfu('rejoined');
   // The server may have missed our media changes while we were away.
   state.session?.setMedia(state.media.flags);
   updateWaiting();
@@ -286,7 +363,306 @@ function onEnded({ reason, error }) {
   show('ended');
 }
 
+// ---- Room mode and the SFU session --------------------------------------------
+
+/**
+ * Follows the room's mode. A room that is not (or no longer, after a server
+ * restart) a group call needs no SFU session.
+ * @param {RoomMode | undefined} mode
+ */
+function setMode(mode) {
+  state.mode = mode === 'sfu' ? 'sfu' : 'p2p';
+  document.body.dataset.mode = state.mode;
+  if (state.mode === 'p2p') stopSfu();
+}
+
+/**
+ * The room became a group call: open our SFU session. Browser-to-browser
+ * links stay until each peer's media arrives through the SFU.
+ * @param {RoomMode} mode
+ */
+function onRoomMode(mode) {
+  if (mode !== 'sfu' && mode !== 'p2p') return;
+  setMode(mode);
+  if (mode === 'sfu' && !state.sfu) startSfu('room-mode');
+}
+
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let sfuTimer;
+
+/**
+ * Starts a new SFU session, replacing the one we had.
+ * @param {string} why for the log: joined, rejoined, room-mode, sfu-failed, retry
+ */
+function startSfu(why) {
+  clearTimeout(sfuTimer);
+  sfuTimer = undefined;
+  state.sfu?.close();
+  state.sfu = null;
+  const session = state.session;
+  if (!session || !state.joined || state.mode !== 'sfu') return;
+  const link = new SfuLink({
+    iceServers: state.joined.ice_servers ?? [],
+    relayOnly: /** @type {HTMLInputElement} */ ($('relay-only')).checked,
+    media: state.media,
+    send: (msg) => session.sfu(msg),
+  });
+  state.sfu = link;
+  metrics.sfuSessions++;
+  metrics.sfuLog.push({ at: link.created, start: why });
+  metrics.sfuStarted = link.created;
+  const changed = (/** @type {Event} */ ev) => {
+    if (state.sfu !== link) return;
+    const peer = state.peers.get(/** @type {CustomEvent} */ (ev).detail.peer);
+    if (peer) scheduleSync(peer);
+  };
+  link.addEventListener('track', changed);
+  link.addEventListener('track-ended', changed);
+  // A new session is a new participant to the server: tell it our layout.
+  link.addEventListener('established', () => {
+    if (state.sfu !== link) return;
+    lastLayout = '';
+    reportLayout();
+  });
+  link.addEventListener('state', (ev) => {
+    if (state.sfu !== link) return;
+    const s = /** @type {CustomEvent} */ (ev).detail;
+    document.body.dataset.sfu = s;
+    if (s === 'connected' && ['sfu_reconnecting', 'sfu_unavailable'].includes(state.status?.key)) status(null);
+  });
+  link.start();
+}
+
+function stopSfu() {
+  clearTimeout(sfuTimer);
+  sfuTimer = undefined;
+  state.sfu?.close();
+  state.sfu = null;
+  delete document.body.dataset.sfu;
+}
+
+/** The server dropped our SFU session: a new one shortly. */
+function restartSfuSoon() {
+  if (state.mode !== 'sfu' || sfuTimer !== undefined) return;
+  status('sfu_reconnecting');
+  sfuTimer = setTimeout(() => startSfu('sfu-failed'), SFU_RESTART_MS);
+}
+
+/** The server has no SFU session for us (none, or full): keep the links we
+ *  have, say so, and try again later. */
+function onSfuUnavailable() {
+  state.sfu?.close();
+  state.sfu = null;
+  status('sfu_unavailable');
+  clearTimeout(sfuTimer);
+  sfuTimer = state.mode === 'sfu' ? setTimeout(() => startSfu('retry'), SFU_RETRY_MS) : undefined;
+}
+
+/** What we last told the SFU of our layout (JSON). */
+let lastLayout = '';
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let layoutTimer;
+
+/**
+ * Tells the SFU, soon and only if it changed, how tall we show each peer's
+ * video (0: not at all, e.g. while this tab is hidden), so it forwards the
+ * simulcast layer that fits.
+ */
+function reportLayout() {
+  if (layoutTimer !== undefined) return;
+  layoutTimer = setTimeout(() => {
+    layoutTimer = undefined;
+    const sfu = state.sfu;
+    if (!sfu?.established || state.mode !== 'sfu') return;
+    const hidden = document.visibilityState === 'hidden';
+    const tiles = [...state.peers.values()].map((peer) => ({
+      peer: peer.info.id,
+      height: hidden || !peer.tile.isConnected ? 0 : Math.round(peer.tile.clientHeight),
+    }));
+    const json = JSON.stringify(tiles);
+    if (json === lastLayout) return;
+    lastLayout = json;
+    state.session?.sfuLayout(tiles);
+  }, 250);
+}
+
+/**
+ * Marks the tile of the loudest person (ours too).
+ * @param {string} id
+ */
+function showSpeaker(id) {
+  for (const peer of state.peers.values()) peer.tile.classList.toggle('speaking', peer.info.id === id);
+  $('self').classList.toggle('speaking', id === state.joined?.you);
+}
+
+/** @type {Set<Peer>} */
+const syncing = new Set();
+
+/**
+ * Brings a tile up to date with the SFU's tracks soon: after every `track`
+ * event of one server offer, so audio and video change together.
+ * @param {Peer} peer
+ */
+function scheduleSync(peer) {
+  if (syncing.size === 0) {
+    setTimeout(() => {
+      const peers = [...syncing];
+      syncing.clear();
+      for (const p of peers) {
+        if (state.peers.get(p.info.id) === p) syncSfu(p);
+      }
+    }, 0);
+  }
+  syncing.add(peer);
+}
+
+/**
+ * Shows what the SFU brings of `peer`: on its tile when the tile is already
+ * served by the SFU; else (still browser to browser) on a staging video over
+ * the P2P one, which takes over at its first frame. A peer with its camera
+ * off switches as soon as its audio arrives.
+ * @param {Peer} peer
+ */
+function syncSfu(peer) {
+  const sfu = state.sfu;
+  if (!sfu || state.mode !== 'sfu') return;
+  const tracks = sfu.tracksOf(peer.info.id);
+  const media = peer.info.media ?? { audio: true, video: true, screen: false };
+  const video = media.screen && tracks.screen ? tracks.screen : tracks.camera;
+  const want = /** @type {MediaStreamTrack[]} */ ([tracks.audio, video].filter(Boolean));
+  if (want.length === 0) return; // Nothing (yet, or any more): keep what is shown.
+  if (peer.path === 'p2p' && !(peer.link && peer.link.pc.connectionState === 'connected')) {
+    // Nothing flows browser to browser: nothing to wait for.
+    retireLink(peer);
+    usePath(peer, 'sfu');
+  }
+  if (peer.path === 'sfu') {
+    if (!sameTracks(peer.video.srcObject, want)) setSource(peer.video, new MediaStream(want), 'sfu');
+    return;
+  }
+  if (media.video || media.screen) {
+    if (!video) return;
+    if (!peer.staging) {
+      const staging = makeVideo();
+      staging.muted = true;
+      staging.classList.add('staging');
+      peer.video.after(staging);
+      peer.staging = staging;
+    }
+    if (!sameTracks(peer.staging.srcObject, want)) setSource(peer.staging, new MediaStream(want), 'sfu');
+  } else if (tracks.audio) {
+    usePath(peer, 'sfu');
+    setSource(peer.video, new MediaStream(want), 'sfu');
+    switched(peer);
+  }
+}
+
+/**
+ * @param {MediaProvider | null} stream
+ * @param {MediaStreamTrack[]} tracks
+ */
+function sameTracks(stream, tracks) {
+  if (!(stream instanceof MediaStream)) return false;
+  const have = stream.getTracks();
+  return have.length === tracks.length && tracks.every((t) => have.includes(t));
+}
+
+/**
+ * The staging video showed its first frame: it becomes the tile's video.
+ * @param {Peer} peer
+ */
+function promote(peer) {
+  const staging = peer.staging;
+  if (!staging) return;
+  const old = peer.video;
+  peer.staging = null;
+  peer.video = staging;
+  staging.classList.remove('staging');
+  staging.muted = false;
+  if (state.speakerId) setSinkId(staging, state.speakerId);
+  old.srcObject = null;
+  old.remove();
+  peer.path = 'sfu';
+  peer.tile.dataset.path = 'sfu';
+  renderTile(peer);
+  switched(peer);
+}
+
+/**
+ * We now get `peer`'s media through the SFU: tell it, so it can close its
+ * link to us once it gets ours so too; close ours if it already did.
+ * @param {Peer} peer
+ */
+function switched(peer) {
+  const link = peer.link;
+  if (!link) return;
+  if (link.remoteSession) link.send({ sfu: true });
+  if (peer.peerSwitched || !link.remoteSession) retireLink(peer);
+}
+
+/**
+ * Where a tile's media comes from.
+ * @param {Peer} peer
+ * @param {RoomMode} path
+ */
+function usePath(peer, path) {
+  peer.tile.dataset.path = path;
+  if (path === 'p2p') {
+    dropStaging(peer);
+    peer.peerSwitched = false;
+  } else if (peer.path !== 'sfu') {
+    dropStaging(peer);
+    setSource(peer.video, new MediaStream(), 'sfu');
+  }
+  peer.path = path;
+}
+
+/** @param {Peer} peer */
+function dropStaging(peer) {
+  if (!peer.staging) return;
+  peer.staging.srcObject = null;
+  peer.staging.remove();
+  peer.staging = null;
+}
+
+/**
+ * Closes the browser-to-browser link to `peer`, if any.
+ * @param {Peer} peer
+ */
+function retireLink(peer) {
+  peer.link?.close();
+  peer.link = null;
+  peer.meter = null;
+}
+
 // ---- Peers ------------------------------------------------------------------
+
+/**
+ * The entry (and tile) for `info`, made if new; a peer that comes back is
+ * no longer "away".
+ * @param {PeerInfo} info
+ * @returns {Peer}
+ */
+function peerFor(info) {
+  const existing = state.peers.get(info.id);
+  if (existing) {
+    clearTimeout(existing.grace);
+    existing.grace = undefined;
+    existing.info = { ...existing.info, ...info };
+    return existing;
+  }
+  const { tile, video } = makeTile();
+  /** @type {Peer} */
+  const peer = {
+    info, tile, video, link: null, meter: null, sfuMeter: null,
+    path: state.mode, staging: null, peerSwitched: false,
+  };
+  tile.dataset.path = peer.path;
+  state.peers.set(info.id, peer);
+  renderTile(peer);
+  updateWaiting();
+  return peer;
+}
 
 /**
  * Makes sure there is a working link to `info`: keeps one that still works
@@ -296,23 +672,32 @@ function onEnded({ reason, error }) {
  * @param {boolean} initiator
  */
 function ensurePeer(info, polite, initiator) {
-  const existing = state.peers.get(info.id);
-  if (existing && existing.link.healthy) {
-    clearTimeout(existing.grace);
-    existing.grace = undefined;
-    existing.info = { ...existing.info, ...info };
-    renderTile(existing);
+  const peer = peerFor(info);
+  if (peer.link && peer.link.healthy) {
+    renderTile(peer);
     return;
   }
-  const tile = existing?.tile ?? makeTile();
-  existing?.link.close();
-  const link = makeLink(info, polite, initiator);
-  /** @type {Peer} */
-  const peer = { link, tile, info, meter: new QualityMeter(link.pc) };
-  state.peers.set(info.id, peer);
+  retireLink(peer);
+  usePath(peer, 'p2p');
+  peer.link = makeLink(info, polite, initiator);
+  peer.meter = new QualityMeter(peer.link.pc);
   wireLink(peer);
   renderTile(peer);
   status('connecting_to', { name: info.name });
+  updateWaiting();
+}
+
+/**
+ * A peer of a group call: a tile filled by the SFU. A browser-to-browser
+ * link that still works stays until the SFU brings the peer's media.
+ * @param {PeerInfo} info
+ */
+function ensureSfuPeer(info) {
+  const peer = peerFor(info);
+  if (peer.link && !peer.link.healthy) retireLink(peer);
+  if (!peer.link) usePath(peer, 'sfu');
+  renderTile(peer);
+  scheduleSync(peer);
   updateWaiting();
 }
 
@@ -338,17 +723,26 @@ function makeLink(info, polite, initiator) {
 
 /** @param {Peer} peer */
 function wireLink(peer) {
-  const { link, tile } = peer;
-  const video = /** @type {HTMLVideoElement} */ (tile.querySelector('video'));
-  video.srcObject = link.remote;
-  if (state.speakerId) setSinkId(video, state.speakerId);
+  const link = /** @type {PeerLink} */ (peer.link);
+  const { tile } = peer;
+  if (peer.path === 'p2p') setSource(peer.video, link.remote, 'p2p');
+  if (state.speakerId) setSinkId(peer.video, state.speakerId);
   link.addEventListener('track', () => {
-    video.srcObject = link.remote;
+    if (peer.link === link && peer.path === 'p2p') setSource(peer.video, link.remote, 'p2p');
   });
   link.addEventListener('state', (ev) => {
     const s = /** @type {CustomEvent} */ (ev).detail;
-    tile.dataset.connection = s;
     if (state.peers.get(link.id)?.link !== link) return;
+    tile.dataset.connection = s;
+    if (state.mode === 'sfu' && (s === 'failed' || s === 'closed')) {
+      // A group call: the SFU takes over what this link carried.
+      retireLink(peer);
+      if (peer.path === 'p2p') {
+        usePath(peer, 'sfu');
+        scheduleSync(peer);
+      }
+      return;
+    }
     if (s === 'connected' && ['connecting_to', 'ice_restart'].includes(state.status?.key)) status(null);
     if (s === 'failed') {
       // Gone for good if the server no longer lists it either.
@@ -356,30 +750,37 @@ function wireLink(peer) {
       else status('peer_failed', { name: peer.info.name });
     }
   });
-  link.addEventListener('ice-restart', () => status('ice_restart', { name: peer.info.name }));
+  link.addEventListener('ice-restart', () => {
+    if (peer.link === link && peer.path === 'p2p') status('ice_restart', { name: peer.info.name });
+  });
 }
 
 /** @param {{peer: string, reason: string}} msg */
 function onPeerLeft({ peer: id, reason }) {
   const peer = state.peers.get(id);
   if (!peer) return;
-  if (reason === 'disconnected' && peer.link.healthy) {
-    // It may come back with its old id; media may still be flowing.
-    startGrace(peer);
+  if (reason === 'disconnected' && (peer.path === 'sfu' || peer.link?.healthy)) {
+    // It may come back with its old id; media may still be flowing
+    // browser to browser.
+    startGrace(peer, peer.path === 'sfu' ? SFU_GRACE_MS : GRACE_MS);
     return;
   }
   removePeer(id);
   status('peer_left', { name: peer.info.name });
 }
 
-/** @param {Peer} peer */
-function startGrace(peer) {
+/**
+ * @param {Peer} peer
+ * @param {number} [ms]
+ */
+function startGrace(peer, ms = GRACE_MS) {
   if (peer.grace) return;
   peer.tile.classList.add('away');
   peer.grace = setTimeout(() => {
-    removePeer(peer.link.id);
+    if (state.peers.get(peer.info.id) !== peer) return;
+    removePeer(peer.info.id);
     status('peer_left', { name: peer.info.name });
-  }, GRACE_MS);
+  }, ms);
   renderTile(peer);
 }
 
@@ -388,9 +789,13 @@ function removePeer(id) {
   const peer = state.peers.get(id);
   if (!peer) return;
   clearTimeout(peer.grace);
-  peer.link.close();
+  retireLink(peer);
+  peer.staging = null;
+  for (const v of peer.tile.querySelectorAll('video')) v.srcObject = null;
   peer.tile.remove();
   state.peers.delete(id);
+  syncing.delete(peer);
+  lastFrame.delete(id);
   updateWaiting();
 }
 
@@ -398,10 +803,19 @@ function removePeer(id) {
 function onSignal({ from, data }) {
   const peer = state.peers.get(from);
   if (!peer) return;
+  if (data?.sfu === true) {
+    // The peer gets our media through the SFU now.
+    peer.peerSwitched = true;
+    if (peer.path === 'sfu') retireLink(peer);
+    return;
+  }
+  if (!peer.link) return; // A group call: no browser-to-browser link here.
   if (peer.link.isNewSession(data)) {
     // The peer made a new connection to us: follow it with a new link.
-    peer.link.close();
-    peer.link = makeLink(peer.info, peer.link.polite, false);
+    const polite = peer.link.polite;
+    retireLink(peer);
+    usePath(peer, 'p2p');
+    peer.link = makeLink(peer.info, polite, false);
     peer.meter = new QualityMeter(peer.link.pc);
     wireLink(peer);
   }
@@ -410,13 +824,19 @@ function onSignal({ from, data }) {
 
 // ---- Tiles ------------------------------------------------------------------
 
+function makeVideo() {
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  armFrames(video);
+  return video;
+}
+
 /** A tile for one remote peer; filled in by renderTile. */
 function makeTile() {
   const tile = document.createElement('figure');
   tile.className = 'tile';
-  const video = document.createElement('video');
-  video.autoplay = true;
-  video.playsInline = true;
+  const video = makeVideo();
   const placeholder = document.createElement('div');
   placeholder.className = 'placeholder';
   const caption = document.createElement('figcaption');
@@ -428,14 +848,73 @@ function makeTile() {
   away.className = 'tile-away';
   caption.append(muted, name, away);
   tile.append(placeholder, video, caption);
-  const markFrame = () => {
-    tile.classList.add('has-video');
-    metrics.firstRemoteFrame ??= performance.now();
+  // Our own tile (in a group) stays last.
+  const tiles = $('tiles');
+  const self = $('self');
+  if (self.parentElement === tiles) tiles.insertBefore(tile, self);
+  else tiles.append(tile);
+  return { tile, video };
+}
+
+/**
+ * Plays `stream` on `video`, and keeps counting the frames it shows.
+ * @param {HTMLVideoElement} video
+ * @param {MediaStream} stream
+ * @param {RoomMode} path where the stream comes from
+ */
+function setSource(video, stream, path) {
+  video.srcObject = stream;
+  video.dataset.path = path;
+  armFrames(video);
+}
+
+/** @type {WeakMap<HTMLVideoElement, number>} */
+const frameRequests = new WeakMap();
+/** By peer id: when the last frame was shown on its tile. @type {Map<string, number>} */
+const lastFrame = new Map();
+
+/**
+ * Calls onFrame for every frame `video` shows (again after a new source).
+ * @param {HTMLVideoElement} video
+ */
+function armFrames(video) {
+  if (!('requestVideoFrameCallback' in video)) {
+    /** @type {HTMLVideoElement} */ (video).addEventListener('loadeddata', () => onFrame(video, performance.now()));
+    return;
+  }
+  const pending = frameRequests.get(video);
+  if (pending !== undefined) video.cancelVideoFrameCallback(pending);
+  /** @param {number} now */
+  const loop = (now) => {
+    frameRequests.set(video, video.requestVideoFrameCallback(loop));
+    onFrame(video, now);
   };
-  if ('requestVideoFrameCallback' in video) video.requestVideoFrameCallback(markFrame);
-  else /** @type {HTMLVideoElement} */ (video).addEventListener('loadeddata', markFrame, { once: true });
-  $('tiles').append(tile);
-  return tile;
+  frameRequests.set(video, video.requestVideoFrameCallback(loop));
+}
+
+/**
+ * A frame was shown on `video`, at `now`.
+ * @param {HTMLVideoElement} video
+ * @param {number} now
+ */
+function onFrame(video, now) {
+  const id = /** @type {HTMLElement | null} */ (video.parentElement)?.dataset.peer;
+  const peer = id ? state.peers.get(id) : undefined;
+  if (!id || !peer) return;
+  if (video === peer.staging) promote(peer);
+  if (video !== peer.video) return;
+  peer.tile.classList.add('has-video');
+  metrics.firstRemoteFrame ??= performance.now();
+  if (video.dataset.path === 'sfu') metrics.firstSfuFrame[id] ??= performance.now();
+  const last = lastFrame.get(id);
+  if (last !== undefined) metrics.frameGaps[id] = Math.max(metrics.frameGaps[id] ?? 0, now - last);
+  lastFrame.set(id, now);
+  metrics.framesPresented[id] = (metrics.framesPresented[id] ?? 0) + 1;
+}
+
+/** Forgets the longest frame gaps so far (the gap under way still counts). */
+function resetFrameGaps() {
+  for (const id of Object.keys(metrics.frameGaps)) metrics.frameGaps[id] = 0;
 }
 
 /**
@@ -458,12 +937,58 @@ function renderTile(peer) {
   muted.title = media.audio ? '' : t('muted');
   /** @type {HTMLElement} */ (tile.querySelector('.tile-away')).textContent = peer.grace ? t('peer_reconnecting') : '';
   tile.classList.toggle('away', Boolean(peer.grace));
-  tile.querySelector('video')?.setAttribute('aria-label', t('remote_video', { name: info.name }));
+  peer.video.setAttribute('aria-label', t('remote_video', { name: info.name }));
 }
 
 function updateWaiting() {
   $('waiting').hidden = state.peers.size > 0;
   document.body.dataset.peers = String(state.peers.size);
+  layout();
+}
+
+/**
+ * One remote peer fills the stage and our own view floats over it; from
+ * three people on, everyone (us included) gets a tile in a grid.
+ */
+function layout() {
+  const tiles = $('tiles');
+  const self = $('self');
+  const grid = state.peers.size >= 2;
+  document.body.dataset.layout = grid ? 'grid' : 'solo';
+  if (grid && self.parentElement !== tiles) tiles.append(self);
+  else if (!grid && self.parentElement === tiles) $('waiting').after(self);
+  fitGrid();
+}
+
+/** Picks the number of columns that gives each tile the largest picture. */
+function fitGrid() {
+  const tiles = $('tiles');
+  if (document.body.dataset.layout !== 'grid') {
+    tiles.style.removeProperty('--cols');
+    tiles.style.removeProperty('--rows');
+    reportLayout();
+    return;
+  }
+  const n = tiles.children.length;
+  const css = getComputedStyle(tiles);
+  const gap = parseFloat(css.columnGap) || 0;
+  const width = tiles.clientWidth - (parseFloat(css.paddingLeft) || 0) - (parseFloat(css.paddingRight) || 0);
+  const height = tiles.clientHeight - (parseFloat(css.paddingTop) || 0) - (parseFloat(css.paddingBottom) || 0);
+  let best = 1;
+  let bestArea = -1;
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const w = (width - gap * (cols - 1)) / cols;
+    const h = (height - gap * (rows - 1)) / rows;
+    const area = Math.min(w, h * TILE_ASPECT) * Math.min(h, w / TILE_ASPECT);
+    if (area > bestArea + 1) {
+      best = cols;
+      bestArea = area;
+    }
+  }
+  tiles.style.setProperty('--cols', String(best));
+  tiles.style.setProperty('--rows', String(Math.ceil(n / best)));
+  reportLayout();
 }
 
 /**
@@ -479,7 +1004,7 @@ function setSinkId(el, id) {
 function setSpeaker(id) {
   state.speakerId = id;
   for (const peer of state.peers.values()) {
-    setSinkId(/** @type {HTMLVideoElement} */ (peer.tile.querySelector('video')), id);
+    for (const video of peer.tile.querySelectorAll('video')) setSinkId(video, id);
   }
 }
 
@@ -510,11 +1035,38 @@ function toggleQuality() {
   }
 }
 
+/**
+ * The meter for what reaches us of `peer` now: its link's, or its share of
+ * the SFU session.
+ * @param {Peer} peer
+ * @returns {QualityMeter | null}
+ */
+function meterOf(peer) {
+  if (peer.path === 'p2p' && peer.meter) return peer.meter;
+  const sfu = state.sfu;
+  if (!sfu) return null;
+  if (peer.sfuMeter?.pc !== sfu.pc) peer.sfuMeter = sfuMeter(sfu, peer.info.id);
+  return peer.sfuMeter;
+}
+
+/**
+ * @param {SfuLink} sfu
+ * @param {string} id
+ */
+function sfuMeter(sfu, id) {
+  return new QualityMeter(sfu.pc, (s) => {
+    const { mids, trackIds } = sfu.midsOf(id);
+    return mids.has(s.mid) || trackIds.has(s.trackIdentifier);
+  });
+}
+
 async function renderQuality() {
   const body = $('quality-body');
   const rows = [];
   for (const peer of state.peers.values()) {
-    const q = await peer.meter.sample();
+    const meter = meterOf(peer);
+    if (!meter) continue;
+    const q = await meter.sample();
     const section = document.createElement('dl');
     const heading = document.createElement('h3');
     heading.textContent = peer.info.name;
@@ -526,7 +1078,7 @@ async function renderQuality() {
       ['q_rtt', q.rttMs === null ? '–' : `${q.rttMs.toFixed(0)} ms`],
       ['q_video', q.width ? `${q.width}×${q.height} @ ${q.fps.toFixed(0)} fps` : '–'],
       ['q_codecs', [q.videoCodec, q.audioCodec].filter(Boolean).join(' / ') || '–'],
-      ['q_path', q.path ? `${q.path}${q.relayProtocol ? ` (${q.relayProtocol})` : ''}` : '–'],
+      ['q_path', q.path ? `${peer.path === 'sfu' ? t('q_via_server') : ''}${q.path}${q.relayProtocol ? ` (${q.relayProtocol})` : ''}` : '–'],
     ];
     for (const [key, value] of items) {
       const dt = document.createElement('dt');
@@ -549,6 +1101,7 @@ async function renderQuality() {
 
 function endCall() {
   for (const id of [...state.peers.keys()]) removePeer(id);
+  stopSfu();
   state.session?.close();
   state.session = null;
   clearInterval(qualityTimer);
@@ -579,32 +1132,126 @@ async function copyLink() {
 // ---- Test and diagnostics hooks -------------------------------------------
 
 /**
- * A summary of each link's getStats(), for the browser tests.
+ * A summary of what reaches us from each peer, for the browser tests: from
+ * its link's getStats(), or (`path: 'sfu'`) from the SFU session's, for the
+ * mids that carry this peer's media.
  */
 async function stats() {
   const result = [];
   for (const [id, peer] of state.peers) {
-    const q = await new QualityMeter(peer.link.pc).sample();
-    const [local, remote] = q.path?.split('/') ?? [];
-    result.push({
+    const link = peer.path === 'p2p' ? peer.link : null;
+    const sfu = state.sfu;
+    const pc = link ? link.pc : sfu?.pc;
+    const q = pc ? await (link || !sfu ? new QualityMeter(pc) : sfuMeter(sfu, id)).sample() : null;
+    const [local, remote] = q?.path?.split('/') ?? [];
+    const common = {
       id,
       name: peer.info.name,
-      connection: peer.link.pc.connectionState,
-      video: { framesDecoded: q.framesDecoded, frameWidth: q.width, frameHeight: q.height },
-      audio: { packetsReceived: q.audioPacketsReceived, level: q.audioLevel },
-      pair: q.path ? { local, remote, relayProtocol: q.relayProtocol } : null,
-      lossPercent: q.lossPercent,
-      iceRestarts: peer.link.iceRestarts,
-      offers: peer.link.offers,
-      sending: peer.link.pc.getSenders().map((s) => s.track?.id ?? null),
-      session: peer.link.session,
-      ufrag: /a=ice-ufrag:(\S+)/.exec(peer.link.pc.localDescription?.sdp ?? '')?.[1] ?? null,
-    });
+      path: link ? 'p2p' : 'sfu',
+      connection: pc?.connectionState ?? 'closed',
+      video: { framesDecoded: q?.framesDecoded ?? 0, frameWidth: q?.width ?? 0, frameHeight: q?.height ?? 0 },
+      audio: { packetsReceived: q?.audioPacketsReceived ?? 0, level: q?.audioLevel ?? 0 },
+      pair: q?.path ? { local, remote, relayProtocol: q.relayProtocol } : null,
+      lossPercent: q?.lossPercent ?? 0,
+      ufrag: /a=ice-ufrag:(\S+)/.exec(pc?.localDescription?.sdp ?? '')?.[1] ?? null,
+    };
+    if (link) {
+      result.push({
+        ...common,
+        iceRestarts: link.iceRestarts,
+        offers: link.offers,
+        sending: link.pc.getSenders().map((s) => s.track?.id ?? null),
+        session: link.session,
+      });
+    } else {
+      result.push({
+        ...common,
+        iceRestarts: 0,
+        offers: sfu?.offers ?? 0,
+        sending: sfu ? Object.values(sfu.sending) : [],
+        session: sfu?.id ?? null,
+        tracks: sfu ? [...sfu.tracks].filter(([, o]) => o.peer === id).map(([mid, o]) => ({ mid, source: o.source })) : [],
+      });
+    }
   }
   return result;
 }
 
-Object.assign(window, { webconf: { state, metrics, stats } });
+/**
+ * The SFU session, for the browser tests: its state, the selected candidate
+ * pair (with addresses), what it sends, and the tracks it receives.
+ */
+async function sfuStats() {
+  const sfu = state.sfu;
+  if (!sfu) return null;
+  const report = await sfu.pc.getStats();
+  /** @type {Map<string, any>} */
+  const byId = new Map();
+  report.forEach((s) => byId.set(s.id, s));
+  let pair = null;
+  /** @type {Map<string, any>} inbound-rtp by mid */
+  const inbound = new Map();
+  /** @type {Record<string, any>} outbound-rtp by our source */
+  const outbound = {};
+  const ours = Object.fromEntries(Object.entries(sfu.transceivers).map(([source, tr]) => [tr.mid, source]));
+  for (const s of byId.values()) {
+    if (s.type === 'inbound-rtp' && s.mid !== undefined) inbound.set(s.mid, s);
+    if (s.type === 'outbound-rtp' && ours[s.mid]) {
+      const o = (outbound[ours[s.mid]] ??= { packetsSent: 0, framesEncoded: 0, keyFramesEncoded: 0, pliCount: 0, firCount: 0, nackCount: 0 });
+      for (const k of ['packetsSent', 'framesEncoded', 'keyFramesEncoded', 'pliCount', 'firCount', 'nackCount']) o[k] += s[k] ?? 0;
+      if (s.rid) {
+        (o.layers ??= []).push({ rid: s.rid, active: s.active ?? null, frameWidth: s.frameWidth ?? 0,
+          frameHeight: s.frameHeight ?? 0, framesEncoded: s.framesEncoded ?? 0 });
+        o.layers.sort((/** @type {any} */ x, /** @type {any} */ y) => x.rid.localeCompare(y.rid));
+      }
+    }
+    if (s.type !== 'transport' || !s.selectedCandidatePairId) continue;
+    const p = byId.get(s.selectedCandidatePairId);
+    const candidate = (/** @type {any} */ c) => c && ({
+      type: c.candidateType, protocol: c.protocol, address: c.address ?? c.ip, port: c.port,
+      relayProtocol: c.relayProtocol ?? null,
+    });
+    if (p) pair = { local: candidate(byId.get(p.localCandidateId)), remote: candidate(byId.get(p.remoteCandidateId)), state: p.state };
+  }
+  return {
+    session: sfu.id,
+    created: sfu.created,
+    connection: sfu.pc.connectionState,
+    ice: sfu.pc.iceConnectionState,
+    signaling: sfu.pc.signalingState,
+    established: sfu.established,
+    offers: sfu.offers,
+    answers: sfu.answers,
+    pair,
+    sending: sfu.sending,
+    outbound,
+    tracks: [...sfu.tracks].map(([mid, o]) => {
+      const s = inbound.get(mid);
+      return {
+        mid, peer: o.peer, source: o.source, arrived: sfu.remote.has(mid),
+        muted: sfu.remote.get(mid)?.track.muted ?? null,
+        packetsReceived: s?.packetsReceived ?? 0, bytesReceived: s?.bytesReceived ?? 0,
+        framesReceived: s?.framesReceived ?? null, framesDecoded: s?.framesDecoded ?? null,
+        keyFramesDecoded: s?.keyFramesDecoded ?? null, pliCount: s?.pliCount ?? null,
+        firCount: s?.firCount ?? null, nackCount: s?.nackCount ?? null,
+      };
+    }),
+  };
+}
+
+Object.assign(window, {
+  webconf: {
+    state,
+    metrics,
+    stats,
+    sfuStats,
+    resetFrameGaps,
+    /** The SFU session (an SfuLink), if any. */
+    get sfu() {
+      return state.sfu;
+    },
+  },
+});
 
 // ---- Start ----------------------------------------------------------------
 
@@ -627,6 +1274,8 @@ function start() {
   $('rejoin').addEventListener('click', () => location.reload());
   $('full-retry').addEventListener('click', () => location.reload());
   window.addEventListener('pagehide', () => state.session?.close());
+  new ResizeObserver(fitGrid).observe($('tiles'));
+  document.addEventListener('visibilitychange', reportLayout);
   controls.render();
   startLobby();
 }

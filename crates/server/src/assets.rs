@@ -33,6 +33,7 @@ pub const ASSETS: &[Asset] = &[
     web!("protocol.js", "text/javascript; charset=utf-8"),
     web!("call.js", "text/javascript; charset=utf-8"),
     web!("ui.js", "text/javascript; charset=utf-8"),
+    web!("sfu.js", "text/javascript; charset=utf-8"),
     web!("chat.js", "text/javascript; charset=utf-8"),
     web!("controls.js", "text/javascript; charset=utf-8"),
     web!("quality.js", "text/javascript; charset=utf-8"),

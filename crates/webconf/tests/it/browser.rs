@@ -29,7 +29,7 @@ async fn two_browsers_call_a_third_is_turned_away_and_hang_up_is_seen() {
     let (red, blue) = (dir.join("red.y4m"), dir.join("blue.y4m"));
     solid_y4m(&red, RED);
     solid_y4m(&blue, BLUE);
-    let server = Webconf::start(&[]);
+    let server = Webconf::start(&["--room-capacity", "2"]);
     let driver = Driver::start();
     let room_url = format!("{}/r/E2E-Room", server.base);
 

@@ -127,12 +127,14 @@ pub fn nft(args: &str) {
     assert!(status.success(), "nft {args}: {status}");
 }
 
-/// One chromedriver serving every browser of a test.
+/// One chromedriver serving every browser of a test, or one geckodriver
+/// serving one Firefox (geckodriver runs one session at a time).
 pub struct Driver {
     _process: Reaped,
     url: String,
     /// Browsers see only loopback: they must be allowed to use it for calls.
     loopback_only: bool,
+    firefox: bool,
 }
 
 impl Driver {
@@ -153,7 +155,7 @@ impl Driver {
             assert!(Instant::now() < deadline, "chromedriver in the host is not reachable at {url}");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Driver { _process: process, url: url.to_owned(), loopback_only: false }
+        Driver { _process: process, url: url.to_owned(), loopback_only: false, firefox: false }
     }
 
     pub fn start() -> Driver {
@@ -164,18 +166,47 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver (apt-get install chromium-driver)");
+        Self::listening(process, port, "chromedriver", false)
+    }
+
+    /// A geckodriver for one Firefox ESR (`apt-get install firefox-esr`,
+    /// `cargo install geckodriver`).
+    pub fn firefox() -> Driver {
+        let port = free_port();
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+        let geckodriver = cargo_home
+            .map(|c| c.join("bin/geckodriver"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("geckodriver"));
+        let process = Command::new(geckodriver)
+            .args(["--port", &port.to_string(), "--log", "fatal"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start geckodriver (cargo install geckodriver)");
+        Self::listening(process, port, "geckodriver", true)
+    }
+
+    fn listening(process: Child, port: u16, name: &str, firefox: bool) -> Driver {
         let process = Reaped(process);
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start listening");
+            assert!(Instant::now() < deadline, "{name} did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Driver { _process: process, url: format!("http://{addr}"), loopback_only: true }
+        Driver { _process: process, url: format!("http://{addr}"), loopback_only: true, firefox }
     }
 
-    /// A new Chromium whose fake camera shows `video` (a .y4m file).
+    /// A new browser. Chromium's fake camera shows `video` (a .y4m file);
+    /// Firefox's shows its own moving test pattern (it cannot play a file),
+    /// so its colour proves nothing and tests tell it apart by peer id.
     pub async fn browser(&self, label: &str, video: &Path, profile: &Path) -> Browser {
+        if self.firefox {
+            return self.firefox_browser(label, profile).await;
+        }
         let mut args = vec![
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
@@ -213,6 +244,47 @@ impl Driver {
             .connect(&self.url)
             .await
             .unwrap_or_else(|e| panic!("start Chromium for {label}: {e}"));
+        Browser { client, label: label.to_owned() }
+    }
+
+    async fn firefox_browser(&self, label: &str, profile: &Path) -> Browser {
+        std::fs::create_dir_all(profile).expect("profile dir");
+        let caps = json!({
+            "browserName": "firefox",
+            "acceptInsecureCerts": true,
+            "moz:firefoxOptions": {
+                "binary": "/usr/bin/firefox-esr",
+                "args": ["-headless", "--width=1280", "--height=800", "-profile", profile.display().to_string()],
+                "prefs": {
+                    // Fake camera and microphone, allowed without asking
+                    // (not media.navigator.permission.disabled: with it,
+                    // ICE fails on a machine with no default route).
+                    "media.navigator.streams.fake": true,
+                    "permissions.default.camera": 1,
+                    "permissions.default.microphone": 1,
+                    // Calls on loopback, with real host addresses.
+                    "media.peerconnection.ice.loopback": true,
+                    "media.peerconnection.ice.obfuscate_host_addresses": false,
+                    "media.autoplay.default": 0,
+                    "media.autoplay.blocking_policy": 0,
+                    // Nothing to fetch from the internet.
+                    "app.update.disabledForTesting": true,
+                    "browser.shell.checkDefaultBrowser": false,
+                    "datareporting.policy.dataSubmissionEnabled": false,
+                    "toolkit.telemetry.enabled": false,
+                    "network.captive-portal-service.enabled": false,
+                    "network.connectivity-service.enabled": false,
+                },
+            },
+        });
+        let Value::Object(caps) = caps else { unreachable!() };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = ClientBuilder::rustls()
+            .expect("TLS roots")
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("start Firefox for {label}: {e}"));
         Browser { client, label: label.to_owned() }
     }
 }

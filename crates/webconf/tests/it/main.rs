@@ -3,6 +3,7 @@
 //! binary (`browser`, driven through `harness`).
 
 mod browser;
+mod group;
 mod harness;
 mod nat;
 mod netlab;

@@ -1,0 +1,516 @@
+//! Group calls: a call of two goes browser to browser; a third person
+//! switches the room to the SFU, and everyone's media then comes through
+//! the server, without a frozen tile in between; a fourth joins straight
+//! into the SFU; one leaves and the others carry on.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Browser, Driver, Webconf, artifacts, in_loopback_namespace, scratch, solid_y4m};
+
+/// A fake camera's solid colour: BT.601 limited-range YUV for the clip,
+/// and how to recognise it in the decoded RGB.
+#[derive(Clone, Copy, Debug)]
+enum Colour {
+    Red,
+    Blue,
+    Green,
+    Yellow,
+    /// Firefox's fake camera: a test pattern of its own (it cannot play a
+    /// file), so any picture will do; its identity is its peer id.
+    FirefoxPattern,
+}
+
+impl Colour {
+    fn yuv(self) -> [u8; 3] {
+        match self {
+            Colour::Red => [81, 90, 240],
+            Colour::Blue => [41, 240, 110],
+            Colour::Green => [145, 54, 34],
+            Colour::Yellow => [210, 16, 146],
+            Colour::FirefoxPattern => [16, 128, 128],
+        }
+    }
+
+    fn matches(self, [r, g, b]: [u8; 3]) -> bool {
+        let (hi, lo) = (|c: u8| c > 180, |c: u8| c < 80);
+        match self {
+            Colour::Red => hi(r) && lo(g) && lo(b),
+            Colour::Blue => lo(r) && lo(g) && hi(b),
+            Colour::Green => lo(r) && hi(g) && lo(b),
+            Colour::Yellow => hi(r) && hi(g) && lo(b),
+            Colour::FirefoxPattern => true,
+        }
+    }
+}
+
+/// One person in the call: a browser, its peer id, its camera's colour.
+struct Member {
+    browser: Browser,
+    id: String,
+    colour: Colour,
+}
+
+/// Opens the room in `browser`, joins, and waits for the call page.
+async fn join(browser: Browser, room_url: &str, colour: Colour) -> Member {
+    browser.goto(room_url).await;
+    browser.join().await;
+    browser.wait_state("call").await;
+    let id = browser
+        .wait_until("our peer id", Duration::from_secs(10), "return window.webconf.state.joined?.you")
+        .await;
+    let id = id.as_str().expect("peer id").to_owned();
+    Member { browser, id, colour }
+}
+
+/// The colour in the middle of the picture `browser` shows for `peer`.
+async fn colour_of(browser: &Browser, peer: &str) -> Option<[u8; 3]> {
+    let v = browser
+        .eval(&format!(
+            "const v = window.webconf.state.peers.get({peer:?})?.video;
+             if (!v || !v.videoWidth) return null;
+             const c = document.createElement('canvas');
+             c.width = v.videoWidth; c.height = v.videoHeight;
+             const g = c.getContext('2d');
+             g.drawImage(v, 0, 0);
+             const d = g.getImageData(c.width >> 1, c.height >> 1, 1, 1).data;
+             return [d[0], d[1], d[2]];"
+        ))
+        .await;
+    let arr = v.as_array()?;
+    let channel =
+        |i: usize| arr.get(i).and_then(Value::as_u64).and_then(|x| u8::try_from(x).ok()).unwrap_or(0);
+    Some([channel(0), channel(1), channel(2)])
+}
+
+/// Waits until `who` decodes each of `from` through `path` ("p2p" or "sfu"):
+/// its stats entry has at least `min_frames` video frames decoded and 10
+/// audio packets, and the picture on its tile is that member's colour.
+/// Returns the stats entries, in the order of `from`.
+async fn wait_receiving(who: &Member, from: &[&Member], path: &str, min_frames: u64) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = who.browser.stats().await;
+        let mut entries = Vec::new();
+        let mut problems = Vec::new();
+        for m in from {
+            let Some(entry) = stats.iter().find(|s| s["id"] == m.id.as_str()) else {
+                problems.push(format!("no entry for {:?}", m.colour));
+                continue;
+            };
+            let frames = entry["video"]["framesDecoded"].as_u64().unwrap_or(0);
+            let packets = entry["audio"]["packetsReceived"].as_u64().unwrap_or(0);
+            if entry["path"] != path || frames < min_frames || packets < 10 {
+                problems.push(format!(
+                    "{:?}: path {} frames {frames} packets {packets} connection {}",
+                    m.colour, entry["path"], entry["connection"]
+                ));
+                continue;
+            }
+            match colour_of(&who.browser, &m.id).await {
+                Some(rgb) if m.colour.matches(rgb) => entries.push(entry.clone()),
+                other => problems.push(format!("{:?} shown as {other:?}", m.colour)),
+            }
+        }
+        if problems.is_empty() {
+            return entries;
+        }
+        if Instant::now() >= deadline {
+            let sfu = sfu_stats(who).await;
+            let mut senders = String::new();
+            for m in from {
+                let out = &sfu_stats(m).await["outbound"];
+                senders.push_str(&format!("\n{} sends: {out}", m.browser.label));
+            }
+            panic!(
+                "{} ({:?}) does not receive everyone through {path} after 60 s: {problems:?}\n{stats:#?}\nSFU session: {sfu:#}{senders}",
+                who.browser.label, who.colour
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn mode(m: &Member) -> Value {
+    m.browser.eval("return window.webconf.state.mode").await
+}
+
+/// Waits until each of `members` says the room is in `want` mode.
+async fn wait_mode(members: &[&Member], want: &str) {
+    for m in members {
+        let script = format!("return window.webconf.state.mode === {want:?}");
+        m.browser.wait_until(&format!("mode {want}"), Duration::from_secs(20), &script).await;
+    }
+}
+
+/// The tiles of the call page (ours included, in a group): how many, and
+/// whether they all lie inside the stage, apart, big enough to see.
+async fn layout(m: &Member) -> Value {
+    m.browser
+        .eval(
+            "const tiles = document.getElementById('tiles');
+             const stage = tiles.getBoundingClientRect();
+             const boxes = [...tiles.children].map((e) => e.getBoundingClientRect());
+             const inside = boxes.every((b) => b.width >= 80 && b.height >= 60
+               && b.left >= stage.left - 1 && b.right <= stage.right + 1
+               && b.top >= stage.top - 1 && b.bottom <= Math.min(stage.bottom, innerHeight) + 1);
+             const apart = boxes.every((a, i) => boxes.every((b, j) => i === j
+               || a.right <= b.left + 1 || b.right <= a.left + 1 || a.bottom <= b.top + 1 || b.bottom <= a.top + 1));
+             return {layout: document.body.dataset.layout, tiles: boxes.length,
+                     selfInGrid: document.getElementById('self').parentElement === tiles,
+                     inside, apart, sizes: boxes.map((b) => [Math.round(b.width), Math.round(b.height)])};",
+        )
+        .await
+}
+
+async fn assert_grid(m: &Member, tiles: usize, when: &str) {
+    let l = layout(m).await;
+    println!("layout of {} ({when}): {l}", m.browser.label);
+    assert_eq!(l["layout"], "grid", "{when}: {l}");
+    assert_eq!(l["tiles"], tiles, "{when}: {l}");
+    assert_eq!(l["selfInGrid"], true, "{when}: {l}");
+    assert_eq!(l["inside"], true, "{when}: tiles outside the stage: {l}");
+    assert_eq!(l["apart"], true, "{when}: tiles overlap: {l}");
+}
+
+async fn frames_from(who: &Member, peer: &Member) -> u64 {
+    who.browser
+        .stats()
+        .await
+        .iter()
+        .find(|s| s["id"] == peer.id.as_str())
+        .and_then(|s| s["video"]["framesDecoded"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits (10 s at most) until `who` has decoded `n` more frames of `peer`'s
+/// video; on failure shows both ends' counters for that track.
+async fn wait_more_frames(who: &Member, peer: &Member, n: u64) {
+    let before = frames_from(who, peer).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = frames_from(who, peer).await;
+        if now >= before + n {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let receiving = sfu_stats(who).await;
+            let tracks: Vec<&Value> = receiving["tracks"]
+                .as_array()
+                .map(|t| t.iter().filter(|t| t["peer"] == peer.id.as_str()).collect())
+                .unwrap_or_default();
+            let sending = sfu_stats(peer).await;
+            panic!(
+                "{} stopped decoding {}: {before} -> {now} frames in 10 s\nreceived: {tracks:?}\nsent: {}",
+                who.browser.label, peer.browser.label, sending["outbound"]
+            );
+        }
+    }
+}
+
+async fn audio_from(who: &Member, peer: &Member) -> u64 {
+    who.browser
+        .stats()
+        .await
+        .iter()
+        .find(|s| s["id"] == peer.id.as_str())
+        .and_then(|s| s["audio"]["packetsReceived"].as_u64())
+        .unwrap_or(0)
+}
+
+/// `window.webconf.sfuStats()`: the SFU session's state, pair and tracks.
+async fn sfu_stats(m: &Member) -> Value {
+    m.browser.eval_async("return await window.webconf.sfuStats();").await
+}
+
+async fn metric(m: &Member, expr: &str) -> Value {
+    m.browser.eval(&format!("return {expr}")).await
+}
+
+/// Two people talk browser to browser; a third switches the room to the
+/// SFU (the two keep seeing each other across the switch: the longest gap
+/// between frames on their tiles is measured), a fourth joins into the
+/// SFU, one hangs up and the other three carry on.
+#[tokio::test]
+async fn a_third_person_moves_the_call_to_the_sfu_and_a_fourth_joins_it() {
+    if !in_loopback_namespace("group::a_third_person_moves_the_call_to_the_sfu_and_a_fourth_joins_it") {
+        return;
+    }
+    let dir = scratch("group");
+    let colours = [Colour::Red, Colour::Blue, Colour::Green, Colour::Yellow];
+    let clips: Vec<_> = colours
+        .iter()
+        .map(|c| {
+            let path = dir.join(format!("{c:?}.y4m").to_lowercase());
+            solid_y4m(&path, c.yuv());
+            path
+        })
+        .collect();
+    let server = Webconf::start(&["--p2p-max", "2", "--sfu-port", "0"]);
+    let driver = Driver::start();
+    let room_url = format!("{}/r/group-call", server.base);
+
+    // (b) Two people: browser to browser, as ever.
+    let a = driver.browser("A", &clips[0], &dir.join("profile-a")).await;
+    let b = driver.browser("B", &clips[1], &dir.join("profile-b")).await;
+    let a = join(a, &room_url, Colour::Red).await;
+    let b = join(b, &room_url, Colour::Blue).await;
+    assert_eq!(mode(&a).await, "p2p");
+    assert_eq!(mode(&b).await, "p2p");
+    wait_receiving(&a, &[&b], "p2p", 10).await;
+    wait_receiving(&b, &[&a], "p2p", 10).await;
+    let solo = layout(&a).await;
+    assert_eq!(solo["layout"], "solo", "a call of two looks as it did: {solo}");
+    assert_eq!(solo["selfInGrid"], false, "our own view floats over the stage: {solo}");
+    println!("two people: browser to browser, each decodes the other");
+
+    // (c) A third: the room switches to the SFU.
+    for m in [&a, &b] {
+        m.browser.eval("window.webconf.resetFrameGaps()").await;
+    }
+    let c = driver.browser("C", &clips[2], &dir.join("profile-c")).await;
+    let c_joining = Instant::now();
+    let c = join(c, &room_url, Colour::Green).await;
+    wait_mode(&[&a, &b, &c], "sfu").await;
+    wait_receiving(&a, &[&b, &c], "sfu", 10).await;
+    wait_receiving(&b, &[&a, &c], "sfu", 10).await;
+    wait_receiving(&c, &[&a, &b], "sfu", 10).await;
+    println!(
+        "three people: all through the SFU {:.0} ms after C opened the room",
+        c_joining.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(
+        metric(&c, "window.webconf.metrics.links").await,
+        0,
+        "a newcomer to a group call makes no P2P links"
+    );
+    // The switch, as the two who were talking saw it.
+    let mut worst = 0.0f64;
+    for (who, other) in [(&a, &b), (&b, &a)] {
+        let gap = metric(who, &format!("window.webconf.metrics.frameGaps[{:?}]", other.id)).await;
+        let started = metric(who, "window.webconf.metrics.sfuStarted").await;
+        let first = metric(who, &format!("window.webconf.metrics.firstSfuFrame[{:?}]", other.id)).await;
+        let gap = gap.as_f64().expect("a frame gap for the peer of the switch");
+        println!(
+            "switch on {}: longest gap between frames of {} {gap:.0} ms; SFU session started at {started} ms, \
+             first frame of {} through it at {first} ms (+{:.0} ms)",
+            who.browser.label,
+            other.browser.label,
+            other.browser.label,
+            first.as_f64().unwrap_or(f64::NAN) - started.as_f64().unwrap_or(f64::NAN),
+        );
+        worst = worst.max(gap);
+        // The P2P link goes once both sides get each other through the SFU.
+        let gone = format!("return window.webconf.state.peers.get({:?})?.link === null", other.id);
+        who.browser.wait_until("the P2P link closed after the switch", Duration::from_secs(20), &gone).await;
+    }
+    println!("switch: worst frame gap {worst:.0} ms (target 1000 ms)");
+    assert!(worst < 3000.0, "a tile froze for {worst:.0} ms during the switch to the SFU");
+    let sfu = sfu_stats(&a).await;
+    println!("A's SFU session: {sfu}");
+    println!("A's camera layers (simulcast): {}", sfu["outbound"]["camera"]["layers"]);
+    assert_eq!(sfu["connection"], "connected");
+    assert_eq!(sfu["pair"]["remote"]["type"], "host", "the SFU's one host candidate");
+    assert_grid(&a, 3, "three people at 1280x800").await;
+    a.browser.screenshot(&artifacts().join("group-3.png")).await;
+
+    // (d) A fourth joins the group call.
+    // D is Firefox ESR, joining a group call of Chromiums.
+    let firefox = Driver::firefox();
+    let d = firefox.browser("D (Firefox)", &clips[3], &dir.join("profile-d")).await;
+    let d = join(d, &room_url, Colour::FirefoxPattern).await;
+    assert_eq!(mode(&d).await, "sfu");
+    wait_receiving(&d, &[&a, &b, &c], "sfu", 10).await;
+    for (who, others) in [(&a, [&b, &c, &d]), (&b, [&a, &c, &d]), (&c, [&a, &b, &d])] {
+        wait_receiving(who, &others, "sfu", 10).await;
+    }
+    let joined = metric(&d, "window.webconf.metrics.joinedAt").await.as_f64().unwrap_or(f64::NAN);
+    let first = metric(&d, "window.webconf.metrics.firstRemoteFrame").await.as_f64().unwrap_or(f64::NAN);
+    let per_peer = metric(&d, "window.webconf.metrics.firstSfuFrame").await;
+    println!(
+        "timing: D joined at {joined:.0} ms (page clock), first remote frame {:.0} ms later; \
+         first frame through the SFU per peer: {per_peer}",
+        first - joined
+    );
+    assert_eq!(metric(&d, "window.webconf.metrics.links").await, 0, "no P2P links in a group call");
+    assert_grid(&a, 4, "four people at 1280x800").await;
+    a.browser.screenshot(&artifacts().join("group-4.png")).await;
+    // The same grid on a phone-sized window.
+    // (On C: headless Firefox will not go below about 500 px wide.)
+    c.browser.client.set_window_size(390, 844).await.expect("resize C");
+    c.browser
+        .wait_until(
+            "the grid to fit the narrow window",
+            Duration::from_secs(5),
+            "return document.getElementById('tiles').getBoundingClientRect().width < 400",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_grid(&c, 4, "four people at 390x844").await;
+    c.browser.screenshot(&artifacts().join("group-4-phone.png")).await;
+    d.browser.screenshot(&artifacts().join("group-4-firefox.png")).await;
+    c.browser.client.set_window_size(1280, 800).await.expect("resize C back");
+
+    // (e) B hangs up: its tile goes everywhere, the others carry on.
+    b.browser.click("#hangup").await;
+    b.browser.wait_state("ended").await;
+    let left = [&a, &c, &d];
+    for m in left {
+        m.browser
+            .wait_until(
+                "B's tile to go",
+                Duration::from_secs(10),
+                &format!(
+                    "return document.body.dataset.peers === '2' && !document.querySelector('.tile[data-peer={:?}]')",
+                    b.id
+                ),
+            )
+            .await;
+    }
+    for who in left {
+        let others: Vec<&Member> = left.iter().copied().filter(|m| m.id != who.id).collect();
+        for o in &others {
+            wait_more_frames(who, o, 10).await;
+        }
+        assert_eq!(who.browser.stats().await.len(), 2, "{}: two peers left", who.browser.label);
+        assert_grid(who, 3, "three people after one left").await;
+    }
+    a.browser.screenshot(&artifacts().join("group-3-after-leave.png")).await;
+    println!("B left: A, C and D keep decoding each other");
+
+    // (g) Media changes in a group call are track swaps on the SFU
+    // session's senders, never a new offer: A shares its screen (on a
+    // sender of its own), stops, mutes, unmutes.
+    let offers = sfu_stats(&a).await["offers"].clone();
+    a.browser.click("#screen").await;
+    let shown_width = format!("return window.webconf.state.peers.get({:?})?.video.videoWidth", a.id);
+    let shared = c
+        .browser
+        .wait_until(
+            "C showing A's screen",
+            Duration::from_secs(15),
+            &format!(
+                "const w = (() => {{ {shown_width} }})();                  return document.querySelector('.tile[data-peer={:?}]').classList.contains('screen') && w > 0 && w !== 320 && w",
+                a.id
+            ),
+        )
+        .await;
+    println!("screen share through the SFU: C shows A's screen {shared} wide");
+    a.browser
+        .eval("window.webconf.state.media.screen.stop(); window.webconf.state.media.screen.dispatchEvent(new Event('ended'))")
+        .await;
+    c.browser
+        .wait_until(
+            "C back to A's camera",
+            Duration::from_secs(15),
+            &format!("const w = (() => {{ {shown_width} }})(); return w === 320"),
+        )
+        .await;
+    wait_receiving(&c, &[&a], "sfu", 10).await;
+    a.browser.click("#mic").await;
+    c.browser
+        .wait_until(
+            "A shown muted",
+            Duration::from_secs(5),
+            &format!(
+                "return document.querySelector('.tile[data-peer={:?}]').classList.contains('audio-off')",
+                a.id
+            ),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = audio_from(&c, &a).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = audio_from(&c, &a).await;
+    assert!(after <= before + 2, "muted audio still reaches C through the SFU: {before} -> {after}");
+    a.browser.click("#mic").await;
+    let resumed = audio_from(&c, &a).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(audio_from(&c, &a).await > resumed + 10, "A's audio reaches C again after unmuting");
+    assert_eq!(sfu_stats(&a).await["offers"], offers, "media changes need no new offer to the SFU");
+    println!("screen share, mute and unmute through the SFU: no new offer");
+
+    // (h) The server reports C's session failed: C starts a new one, and
+    // the others see C again.
+    let shown_c = format!("return window.webconf.metrics.framesPresented[{:?}] ?? 0", c.id);
+    for m in [&a, &d] {
+        m.browser.eval("window.webconf.resetFrameGaps()").await;
+    }
+    let old_session = c.browser.eval("return window.webconf.sfu?.id").await;
+    let failed = Instant::now();
+    c.browser
+        .eval("window.webconf.state.session.onMessage({type: 'error', code: 'sfu-failed', message: 'test'})")
+        .await;
+    c.browser
+        .wait_until(
+            "C's new SFU session",
+            Duration::from_secs(10),
+            &format!("return window.webconf.sfu && window.webconf.sfu.id !== {old_session} && window.webconf.sfu.pc.connectionState === 'connected'"),
+        )
+        .await;
+    wait_receiving(&c, &[&a, &d], "sfu", 10).await;
+    for m in [&a, &d] {
+        let n = m.browser.eval(&shown_c).await.as_u64().unwrap_or(0);
+        m.browser
+            .wait_until(
+                "C's frames after its new session",
+                Duration::from_secs(15),
+                &format!("return window.webconf.metrics.framesPresented[{:?}] > {n} + 30", c.id),
+            )
+            .await;
+        wait_receiving(m, &[&c], "sfu", 10).await;
+    }
+    let gap = metric(&a, &format!("window.webconf.metrics.frameGaps[{:?}]", c.id)).await;
+    println!(
+        "sfu-failed: C's new session carries media both ways {:.0} ms later; A's longest gap in C's frames {gap} ms",
+        failed.elapsed().as_secs_f64() * 1000.0
+    );
+
+    // (i) C's WebSocket drops: C comes back with its old id and a new SFU
+    // session; its tile stays in place meanwhile.
+    for m in [&a, &d] {
+        m.browser.eval("window.webconf.resetFrameGaps()").await;
+    }
+    let dropped = Instant::now();
+    c.browser.eval("window.webconf.state.session.conn.ws.close()").await;
+    c.browser
+        .wait_until(
+            "C rejoined",
+            Duration::from_secs(15),
+            "const r = window.webconf.metrics.reconnects.at(-1); return Boolean(r && r.rejoined)",
+        )
+        .await;
+    let log = metric(&c, "window.webconf.metrics.sfuLog").await;
+    println!("C's SFU sessions and errors: {log}");
+    let starts: Vec<&str> =
+        log.as_array().map(|l| l.iter().filter_map(|e| e["start"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(starts.last(), Some(&"rejoined"), "a rejoin starts a new SFU session: {log}");
+    wait_receiving(&c, &[&a, &d], "sfu", 10).await;
+    for m in [&a, &d] {
+        let n = m.browser.eval(&shown_c).await.as_u64().unwrap_or(0);
+        m.browser
+            .wait_until(
+                "C's frames after its reconnect",
+                Duration::from_secs(15),
+                &format!(
+                    "return window.webconf.metrics.framesPresented[{:?}] > {n} + 30                      && !document.querySelector('.tile[data-peer={:?}]').classList.contains('away')",
+                    c.id, c.id
+                ),
+            )
+            .await;
+        wait_receiving(m, &[&c], "sfu", 10).await;
+        assert_eq!(m.browser.stats().await.len(), 2, "{}: still two peers", m.browser.label);
+    }
+    let gap = metric(&a, &format!("window.webconf.metrics.frameGaps[{:?}]", c.id)).await;
+    println!(
+        "reconnect: C back in the group call {:.0} ms after its WebSocket dropped; A's longest gap in C's frames {gap} ms",
+        dropped.elapsed().as_secs_f64() * 1000.0
+    );
+
+    for m in [a, b, c, d] {
+        m.browser.quit().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
