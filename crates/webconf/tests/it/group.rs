@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Browser, Driver, Webconf, artifacts, in_loopback_namespace, scratch, solid_y4m};
+use crate::harness::{Browser, Driver, Webconf, artifacts, in_loopback_namespace, nft, scratch, solid_y4m};
 
 /// A fake camera's solid colour: BT.601 limited-range YUV for the clip,
 /// and how to recognise it in the decoded RGB.
@@ -239,7 +239,8 @@ async fn a_third_person_moves_the_call_to_the_sfu_and_a_fourth_joins_it() {
         return;
     }
     let dir = scratch("group");
-    let colours = [Colour::Red, Colour::Blue, Colour::Green, Colour::Yellow];
+    // Not green for C: Firefox's own test pattern (D) decodes as green.
+    let colours = [Colour::Red, Colour::Blue, Colour::Yellow, Colour::Green];
     let clips: Vec<_> = colours
         .iter()
         .map(|c| {
@@ -272,7 +273,7 @@ async fn a_third_person_moves_the_call_to_the_sfu_and_a_fourth_joins_it() {
     }
     let c = driver.browser("C", &clips[2], &dir.join("profile-c")).await;
     let c_joining = Instant::now();
-    let c = join(c, &room_url, Colour::Green).await;
+    let c = join(c, &room_url, Colour::Yellow).await;
     wait_mode(&[&a, &b, &c], "sfu").await;
     wait_receiving(&a, &[&b, &c], "sfu", 10).await;
     wait_receiving(&b, &[&a, &c], "sfu", 10).await;
@@ -510,6 +511,57 @@ async fn a_third_person_moves_the_call_to_the_sfu_and_a_fourth_joins_it() {
     );
 
     for m in [a, b, c, d] {
+        m.browser.quit().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (4) A network that blocks UDP to the SFU: three browsers still hold a
+/// group call, each reaching the SFU over ICE-TCP on the same port number.
+#[tokio::test]
+async fn with_udp_to_the_sfu_blocked_browsers_reach_it_over_tcp() {
+    if !in_loopback_namespace("group::with_udp_to_the_sfu_blocked_browsers_reach_it_over_tcp") {
+        return;
+    }
+    let dir = scratch("group-tcp");
+    let colours = [Colour::Red, Colour::Blue, Colour::Yellow];
+    let clips: Vec<_> = colours
+        .iter()
+        .map(|c| {
+            let path = dir.join(format!("{c:?}.y4m").to_lowercase());
+            solid_y4m(&path, c.yuv());
+            path
+        })
+        .collect();
+    // A fixed port, so the firewall rule can name it (this namespace is
+    // the test's own).
+    let server = Webconf::start(&["--sfu-port", "7882"]);
+    nft("add table inet webconf_sfu_tcp");
+    nft("add chain inet webconf_sfu_tcp input { type filter hook input priority 0 ; }");
+    nft("add rule inet webconf_sfu_tcp input udp dport 7882 drop");
+    let driver = Driver::start();
+    let room_url = format!("{}/r/tcp-only", server.base);
+    let mut members = Vec::new();
+    for (i, colour) in colours.iter().enumerate() {
+        let label = ["A", "B", "C"][i];
+        let browser = driver.browser(label, &clips[i], &dir.join(format!("profile-{label}"))).await;
+        members.push(join(browser, &room_url, *colour).await);
+    }
+    let [a, b, c] = [&members[0], &members[1], &members[2]];
+    wait_mode(&[a, b, c], "sfu").await;
+    for (who, others) in [(a, [b, c]), (b, [a, c]), (c, [a, b])] {
+        wait_receiving(who, &others, "sfu", 10).await;
+        let pair = &sfu_stats(who).await["pair"];
+        assert_eq!(
+            pair["remote"]["protocol"], "tcp",
+            "{}: the SFU reached over TCP: {pair}",
+            who.browser.label
+        );
+        assert_eq!(pair["remote"]["port"], 7882, "{}: {pair}", who.browser.label);
+    }
+    println!("UDP to the SFU blocked: three browsers decode each other through it over ICE-TCP");
+    nft("delete table inet webconf_sfu_tcp");
+    for m in members {
         m.browser.quit().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
