@@ -662,6 +662,7 @@ impl Task {
                 self.forwarder.keyframe_requested(now_ms, id, track);
             }
             Happened::Bandwidth(bps) => {
+                tracing::debug!(session = id.0, bps, "bandwidth estimate");
                 self.metrics.sfu_bwe_last.store(bps, Ordering::Relaxed);
                 self.forwarder.set_bandwidth(now_ms, id, bps);
             }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Browser, Driver, Webconf, artifacts, in_loopback_namespace, nft, scratch, solid_y4m};
+use crate::harness::{
+    Browser, Driver, Webconf, artifacts, in_loopback_namespace, nft, noise_y4m, scratch, solid_y4m,
+};
 
 /// A fake camera's solid colour: BT.601 limited-range YUV for the clip,
 /// and how to recognise it in the decoded RGB.
@@ -562,6 +564,82 @@ async fn with_udp_to_the_sfu_blocked_browsers_reach_it_over_tcp() {
     println!("UDP to the SFU blocked: three browsers decode each other through it over ICE-TCP");
     nft("delete table inet webconf_sfu_tcp");
     for m in members {
+        m.browser.quit().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The height at which `who` decodes `peer`'s video now.
+async fn height_from(who: &Member, peer: &Member) -> u64 {
+    let stats = who.browser.stats().await;
+    let entry = stats.iter().find(|s| s["id"] == peer.id.as_str());
+    entry.and_then(|e| e["video"]["frameHeight"].as_u64()).unwrap_or(0)
+}
+
+/// Waits until `who` decodes `peer` at a height `ok` accepts; returns it.
+/// (Generous: on a loaded host a bandwidth estimate takes a while to climb.)
+async fn wait_height(who: &Member, peer: &Member, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let h = height_from(who, peer).await;
+        if ok(h) {
+            return h;
+        }
+        if Instant::now() >= deadline {
+            let sent = sfu_stats(peer).await["outbound"]["camera"].clone();
+            panic!(
+                "{}: waited 60 s for {what}; decodes at {h} px; {} sends {sent}",
+                who.browser.label, peer.browser.label
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// (3) Simulcast: A's camera goes out as three layers; B's link is
+/// throttled and B gets a lower layer than C, whose link is free; when the
+/// throttle lifts, B gets the top layer again.
+#[tokio::test]
+async fn a_throttled_subscriber_gets_a_lower_simulcast_layer_and_recovers() {
+    if !in_loopback_namespace("group::a_throttled_subscriber_gets_a_lower_simulcast_layer_and_recovers") {
+        return;
+    }
+    let dir = scratch("group-simulcast");
+    let big = dir.join("noise.y4m");
+    noise_y4m(&big, 960, 540);
+    let (blue, yellow) = (dir.join("blue.y4m"), dir.join("yellow.y4m"));
+    solid_y4m(&blue, Colour::Blue.yuv());
+    solid_y4m(&yellow, Colour::Yellow.yuv());
+    let server = Webconf::start(&["--sfu-port", "7882"]);
+    let driver = Driver::start();
+    let room_url = format!("{}/r/simulcast", server.base);
+    let a = join(driver.browser("A", &big, &dir.join("profile-a")).await, &room_url, Colour::FirefoxPattern)
+        .await;
+    let b = join(driver.browser("B", &blue, &dir.join("profile-b")).await, &room_url, Colour::Blue).await;
+    let c = join(driver.browser("C", &yellow, &dir.join("profile-c")).await, &room_url, Colour::Yellow).await;
+    wait_mode(&[&a, &b, &c], "sfu").await;
+    let layers = sfu_stats(&a).await["outbound"]["camera"]["layers"].clone();
+    println!("A sends its camera as: {layers}");
+    let top_b = wait_height(&b, &a, "A's top layer", |h| h >= 540).await;
+    let top_c = wait_height(&c, &a, "A's top layer", |h| h >= 540).await;
+    println!("unthrottled: B and C decode A at {top_b} and {top_c} px");
+
+    // Throttle what the SFU sends B to 600 kbit/s.
+    let b_port = sfu_stats(&b).await["pair"]["local"]["port"].as_u64().expect("B's SFU port");
+    nft("add table inet webconf_throttle");
+    nft("add chain inet webconf_throttle output { type filter hook output priority 0 ; }");
+    nft(&format!(
+        "add rule inet webconf_throttle output udp sport 7882 udp dport {b_port} limit rate over 75 kbytes/second drop"
+    ));
+    let low = wait_height(&b, &a, "a lower layer while throttled", |h| h > 0 && h < 540).await;
+    let still = height_from(&c, &a).await;
+    println!("throttled to 600 kbit/s: B decodes A at {low} px, C (free) at {still} px");
+    assert!(still >= 540, "C's free link keeps the top layer: {still}");
+
+    nft("delete table inet webconf_throttle");
+    let back = wait_height(&b, &a, "the top layer again after the throttle", |h| h >= 540).await;
+    println!("throttle lifted: B decodes A at {back} px again");
+    for m in [a, b, c] {
         m.browser.quit().await;
     }
     let _ = std::fs::remove_dir_all(&dir);

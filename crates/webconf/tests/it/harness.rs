@@ -95,7 +95,13 @@ impl Webconf {
     /// Starts webconf listening on `listen` (to restart one on its port).
     pub fn start_on(listen: &str, extra_args: &[&str]) -> Webconf {
         let mut child = Command::new(env!("CARGO_BIN_EXE_webconf"))
-            .args(["--listen", listen, "--log", "info"])
+            // WEBCONF_TEST_LOG (e.g. `info,server::sfu_io=debug`) to see more.
+            .args([
+                "--listen",
+                listen,
+                "--log",
+                &std::env::var("WEBCONF_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            ])
             .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -444,6 +450,26 @@ pub fn solid_y4m(path: &Path, yuv: [u8; 3]) {
         out.extend(std::iter::repeat_n(yuv[0], w * h));
         out.extend(std::iter::repeat_n(yuv[1], w * h / 4));
         out.extend(std::iter::repeat_n(yuv[2], w * h / 4));
+    }
+    std::fs::write(path, out).expect("write y4m");
+}
+
+/// Writes a Y4M clip of grey noise, `width` by `height`, for a fake camera
+/// whose encoder cannot compress it: it sends at its bitrate limits, so
+/// layers cost what they are allowed to.
+pub fn noise_y4m(path: &Path, width: usize, height: usize) {
+    let mut out = format!("YUV4MPEG2 W{width} H{height} F15:1 Ip A1:1 C420jpeg\n").into_bytes();
+    let mut x: u32 = 0x2545_f491;
+    for _ in 0..8 {
+        out.extend_from_slice(b"FRAME\n");
+        for _ in 0..width * height {
+            // xorshift: cheap, and the same clip every run.
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            out.push(16 + (x % 220) as u8);
+        }
+        out.extend(std::iter::repeat_n(128u8, width * height / 2));
     }
     std::fs::write(path, out).expect("write y4m");
 }
