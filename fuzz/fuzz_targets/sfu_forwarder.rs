@@ -21,7 +21,7 @@ enum Step {
     Keyframe { who: u8, of: u8, source: u8 },
     Frame { of: u8, source: u8, layer: u8, key: bool, bytes: u16 },
     Level { who: u8, level: u8 },
-    Tick,
+    Clock,
     Ready { who: u8, of: u8, source: u8 },
     Failed { of: u8, source: u8, layer: u8 },
     Tick { ms: u16 },
@@ -53,7 +53,7 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
                 assert!(!receivers.contains(&track.publisher), "nobody receives their own track");
             }
             Step::Level { who, level } => f.audio_level(id(who), level),
-            Step::Tick => f.tick(now),
+            Step::Clock => f.tick(now),
             Step::Ready { who, of, source: s } => {
                 f.set_ready(now, id(who), TrackKey { publisher: id(of), source: source(s) });
             }
