@@ -121,6 +121,11 @@ const STRINGS = {
     q_via_server: 'through the server, ',
     sfu_unavailable: 'The server cannot carry this group call right now, so you may not see or hear everyone. Trying again…',
     sfu_reconnecting: 'Reconnecting the group call…',
+    pin: 'Pin {name} to the stage',
+    unpin: 'Unpin {name}',
+    presenting: '{name} is presenting',
+    more: '+{n} more',
+    more_label: 'Not shown ({n}): {names}',
   },
   ko: {
     tagline: '내 서버에서, 브라우저만으로 하는 영상 통화.',
@@ -237,6 +242,11 @@ const STRINGS = {
     q_via_server: '서버 경유, ',
     sfu_unavailable: '지금은 서버가 이 그룹 통화를 중계할 수 없어서, 일부 참여자가 보이거나 들리지 않을 수 있어요. 다시 시도하는 중…',
     sfu_reconnecting: '그룹 통화에 다시 연결하는 중…',
+    pin: '{name} 크게 보기',
+    unpin: '{name} 크게 보기 해제',
+    presenting: '{name} 님이 화면을 공유하고 있어요',
+    more: '+{n}명 더',
+    more_label: '화면에 없는 {n}명: {names}',
   },
 };
 

@@ -52,6 +52,13 @@ const SFU_RESTART_MS = 1000;
 const SFU_RETRY_MS = 15_000;
 /** Grid layout: the picture shape the tile sizes are chosen for. */
 const TILE_ASPECT = 4 / 3;
+/** A group call shows at most this many remote videos; the others are
+ *  listed in a "+N more" tile (and their video is not forwarded). */
+const MAX_TILES = 16;
+/** The pin button's icon (a push pin). */
+const PIN_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M16 9V4h1a1 1 0 0 0 0-2H7a1 1 0 0 0 0 2h1v5a3 3 0 0 1-3 3v2h6v7l1 1 1-1v-7h6v-2a3 3 0 0 1-3-3z"/></svg>';
+/** The pin id of our own tile. */
+const SELF = 'self';
 /** Status lines that are news, not a lasting state: they fade away. */
 const TRANSIENT = new Set(['peer_joined', 'copied', 'reconnected']);
 
@@ -74,6 +81,14 @@ const state = {
   /** @type {{key: any, vars: Record<string, string | number>} | null} */
   status: null,
   speakerId: '',
+  /** The tile this viewer pinned to the stage: a peer id, SELF, or null.
+   *  @type {string | null} */
+  pinned: null,
+  /** Remote peers by how recently the server named them the speaker,
+   *  most recent first. @type {string[]} */
+  recent: [],
+  /** How many remote videos a group call shows at most. */
+  maxTiles: MAX_TILES,
 };
 
 /** Timings for people and tests, in ms since the page started loading. */
@@ -150,6 +165,7 @@ document.addEventListener('langchange', () => {
   if (key) $('connection-banner').textContent = t(/** @type {any} */ (key));
   renderMediaStatus();
   for (const peer of state.peers.values()) renderTile(peer);
+  layout();
   if (!$('quality').hidden) renderQuality();
 });
 
@@ -238,6 +254,7 @@ async function join() {
     if (entry) {
       entry.info.media = media;
       renderTile(entry);
+      layout();
       // The SFU carries camera and screen apart: show the one that is on.
       scheduleSync(entry);
     }
@@ -491,6 +508,11 @@ function reportLayout() {
  * @param {string} id
  */
 function showSpeaker(id) {
+  if (state.peers.has(id)) {
+    state.recent = [id, ...state.recent.filter((r) => r !== id)];
+    // Past the visible maximum, a hidden speaker swaps in.
+    if (state.peers.size > state.maxTiles) layout();
+  }
   for (const peer of state.peers.values()) peer.tile.classList.toggle('speaking', peer.info.id === id);
   $('self').classList.toggle('speaking', id === state.joined?.you);
 }
@@ -794,6 +816,7 @@ function removePeer(id) {
   for (const v of peer.tile.querySelectorAll('video')) v.srcObject = null;
   peer.tile.remove();
   state.peers.delete(id);
+  state.recent = state.recent.filter((r) => r !== id);
   syncing.delete(peer);
   lastFrame.delete(id);
   updateWaiting();
@@ -847,7 +870,12 @@ function makeTile() {
   const away = document.createElement('span');
   away.className = 'tile-away';
   caption.append(muted, name, away);
-  tile.append(placeholder, video, caption);
+  const pin = document.createElement('button');
+  pin.type = 'button';
+  pin.className = 'pin';
+  pin.innerHTML = PIN_ICON;
+  pin.addEventListener('click', () => togglePin(/** @type {string} */ (tile.dataset.peer)));
+  tile.append(placeholder, video, caption, pin);
   // Our own tile (in a group) stays last.
   const tiles = $('tiles');
   const self = $('self');
@@ -938,6 +966,35 @@ function renderTile(peer) {
   /** @type {HTMLElement} */ (tile.querySelector('.tile-away')).textContent = peer.grace ? t('peer_reconnecting') : '';
   tile.classList.toggle('away', Boolean(peer.grace));
   peer.video.setAttribute('aria-label', t('remote_video', { name: info.name }));
+  renderPin(/** @type {HTMLElement} */ (tile.querySelector('.pin')), state.pinned === info.id, info.name);
+}
+
+/**
+ * @param {HTMLElement} button
+ * @param {boolean} pinned
+ * @param {string} name
+ */
+function renderPin(button, pinned, name) {
+  button.setAttribute('aria-pressed', String(pinned));
+  const label = t(pinned ? 'unpin' : 'pin', { name });
+  button.setAttribute('aria-label', label);
+  button.title = label;
+}
+
+/**
+ * Pins a tile (a peer id, or SELF) to the stage, or unpins it. Local to
+ * this viewer: the others' layouts do not change.
+ * @param {string | null} id
+ */
+function togglePin(id) {
+  setPinned(state.pinned === id ? null : id);
+}
+
+/** @param {string | null} id a peer id, SELF, or null (nothing pinned) */
+function setPinned(id) {
+  state.pinned = id;
+  for (const peer of state.peers.values()) renderTile(peer);
+  layout();
 }
 
 function updateWaiting() {
@@ -948,28 +1005,126 @@ function updateWaiting() {
 
 /**
  * One remote peer fills the stage and our own view floats over it; from
- * three people on, everyone (us included) gets a tile in a grid.
+ * three people on, everyone (us included) gets a tile in a grid, or, with a
+ * tile pinned (or someone's screen shared), that tile on the stage and the
+ * others in a strip. Past the visible maximum, the least recent speakers
+ * are left out and counted in a "+N more" tile.
  */
 function layout() {
   const tiles = $('tiles');
   const self = $('self');
-  const grid = state.peers.size >= 2;
-  document.body.dataset.layout = grid ? 'grid' : 'solo';
-  if (grid && self.parentElement !== tiles) tiles.append(self);
-  else if (!grid && self.parentElement === tiles) $('waiting').after(self);
+  const group = state.peers.size >= 2;
+  if (state.pinned && state.pinned !== SELF && !state.peers.has(state.pinned)) state.pinned = null;
+  const presenter = group ? presenterOf() : null;
+  const spot = group ? (state.pinned ?? presenter?.info.id ?? null) : null;
+  document.body.dataset.layout = !group ? 'solo' : spot ? 'spotlight' : 'grid';
+  if (group && self.parentElement !== tiles) tiles.append(self);
+  else if (!group && self.parentElement === tiles) $('waiting').after(self);
+
+  const shown = visiblePeers(spot);
+  /** @type {Peer[]} */
+  const hidden = [];
+  for (const [id, peer] of state.peers) {
+    const off = !shown.has(id);
+    peer.tile.classList.toggle('offstage', off);
+    peer.tile.classList.toggle('spotlit', id === spot);
+    if (off) hidden.push(peer);
+  }
+  self.classList.toggle('spotlit', spot === SELF);
+  renderPin($('self-pin'), state.pinned === SELF, t('you'));
+  renderMore(hidden);
+
+  const banner = $('presenting');
+  banner.hidden = !(presenter && spot === presenter.info.id);
+  banner.textContent = presenter ? t('presenting', { name: presenter.info.name }) : '';
   fitGrid();
+}
+
+/** The remote peer sharing a screen, if any (the first one listed). */
+function presenterOf() {
+  for (const peer of state.peers.values()) {
+    if (peer.info.media?.screen && !peer.grace) return peer;
+  }
+  return null;
+}
+
+/**
+ * The remote peers whose tiles are shown: all of them up to the visible
+ * maximum; past it the one on the stage, screen shares, then the most
+ * recent speakers, then those who never spoke, in the order they came.
+ * @param {string | null} spot
+ * @returns {Set<string>}
+ */
+function visiblePeers(spot) {
+  const ids = [...state.peers.keys()];
+  const max = Math.max(1, state.maxTiles);
+  if (ids.length <= max) return new Set(ids);
+  /** @param {string} id */
+  const rank = (id) => {
+    if (id === spot) return -2;
+    if (state.peers.get(id)?.info.media?.screen) return -1;
+    const i = state.recent.indexOf(id);
+    return i >= 0 ? i : state.recent.length + ids.indexOf(id);
+  };
+  return new Set(ids.sort((a, b) => rank(a) - rank(b)).slice(0, max));
+}
+
+/** @type {HTMLElement | null} */
+let moreTile = null;
+
+/**
+ * The "+N more" tile: who is in the call but not shown.
+ * @param {Peer[]} hidden
+ */
+function renderMore(hidden) {
+  const tiles = $('tiles');
+  if (hidden.length === 0) {
+    moreTile?.remove();
+    return;
+  }
+  if (!moreTile) {
+    moreTile = document.createElement('div');
+    moreTile.id = 'more';
+    moreTile.className = 'more';
+    moreTile.setAttribute('role', 'img');
+  }
+  const names = hidden.map((p) => p.info.name);
+  const label = t('more_label', { n: hidden.length, names: names.join(', ') });
+  moreTile.setAttribute('aria-label', label);
+  moreTile.title = label;
+  const count = document.createElement('span');
+  count.className = 'more-count';
+  count.textContent = t('more', { n: hidden.length });
+  const faces = document.createElement('span');
+  faces.className = 'more-faces';
+  faces.setAttribute('aria-hidden', 'true');
+  for (const name of names.slice(0, 4)) {
+    const face = document.createElement('span');
+    face.textContent = Array.from(name)[0]?.toUpperCase() ?? '?';
+    faces.append(face);
+  }
+  moreTile.replaceChildren(faces, count);
+  // Before our own tile, which stays last.
+  const self = $('self');
+  tiles.insertBefore(moreTile, self.parentElement === tiles ? self : null);
 }
 
 /** Picks the number of columns that gives each tile the largest picture. */
 function fitGrid() {
   const tiles = $('tiles');
-  if (document.body.dataset.layout !== 'grid') {
+  const mode = document.body.dataset.layout;
+  const items = /** @type {HTMLElement[]} */ ([...tiles.children]);
+  if (mode !== 'spotlight') {
+    for (const el of items) for (const p of ['left', 'top', 'width', 'height']) el.style.removeProperty(p);
+  }
+  if (mode !== 'grid') {
     tiles.style.removeProperty('--cols');
     tiles.style.removeProperty('--rows');
+    if (mode === 'spotlight') placeSpotlight(tiles, items.filter((el) => !el.classList.contains('offstage')));
     reportLayout();
     return;
   }
-  const n = tiles.children.length;
+  const n = items.filter((el) => !el.classList.contains('offstage')).length;
   const css = getComputedStyle(tiles);
   const gap = parseFloat(css.columnGap) || 0;
   const width = tiles.clientWidth - (parseFloat(css.paddingLeft) || 0) - (parseFloat(css.paddingRight) || 0);
@@ -989,6 +1144,58 @@ function fitGrid() {
   tiles.style.setProperty('--cols', String(best));
   tiles.style.setProperty('--rows', String(Math.ceil(n / best)));
   reportLayout();
+}
+
+/**
+ * The stage layout: the spotlit tile takes the room the strip leaves; the
+ * strip runs down the right side, or along the bottom on a narrow (portrait)
+ * screen, with tiles of the picture shape, centred.
+ * @param {HTMLElement} tiles
+ * @param {HTMLElement[]} items the shown tiles
+ */
+function placeSpotlight(tiles, items) {
+  const css = getComputedStyle(tiles);
+  const gap = parseFloat(css.columnGap) || 0;
+  const left = parseFloat(css.paddingLeft) || 0;
+  const top = parseFloat(css.paddingTop) || 0;
+  const width = tiles.clientWidth - left - (parseFloat(css.paddingRight) || 0);
+  const height = tiles.clientHeight - top - (parseFloat(css.paddingBottom) || 0);
+  const main = items.find((el) => el.classList.contains('spotlit')) ?? items[0];
+  const strip = items.filter((el) => el !== main);
+  const k = strip.length;
+  /**
+   * @param {HTMLElement} el
+   * @param {number} x
+   * @param {number} y
+   * @param {number} w
+   * @param {number} h
+   */
+  const place = (el, x, y, w, h) => {
+    el.style.left = `${left + x}px`;
+    el.style.top = `${top + y}px`;
+    el.style.width = `${Math.max(0, w)}px`;
+    el.style.height = `${Math.max(0, h)}px`;
+  };
+  if (k === 0) {
+    place(main, 0, 0, width, height);
+    return;
+  }
+  const bottom = width < 600 || width < height;
+  if (bottom) {
+    // Tiles side by side under the stage, at most a fifth of the height.
+    const h = Math.min(height * 0.2, (width - gap * (k - 1)) / k / TILE_ASPECT);
+    const w = h * TILE_ASPECT;
+    const x0 = (width - (w * k + gap * (k - 1))) / 2;
+    strip.forEach((el, i) => place(el, x0 + i * (w + gap), height - h, w, h));
+    place(main, 0, 0, width, height - h - gap);
+  } else {
+    // A column on the right, at most a fifth of the width.
+    const w = Math.min(width * 0.2, 16 * 16, ((height - gap * (k - 1)) / k) * TILE_ASPECT);
+    const h = w / TILE_ASPECT;
+    const y0 = (height - (h * k + gap * (k - 1))) / 2;
+    strip.forEach((el, i) => place(el, width - w, y0 + i * (h + gap), w, h));
+    place(main, 0, 0, width - w - gap, height);
+  }
 }
 
 /**
@@ -1246,6 +1453,28 @@ Object.assign(window, {
     stats,
     sfuStats,
     resetFrameGaps,
+    /** Pins a peer's tile (SELF: our own) to the stage; null unpins. */
+    pin: (/** @type {string | null} */ id) => setPinned(id),
+    /** Sets the visible maximum of remote videos (tests: small numbers). */
+    setMaxTiles: (/** @type {number} */ n) => {
+      state.maxTiles = n;
+      layout();
+    },
+    /** The tiles' layout now: which is on the stage, which are hidden. */
+    layoutState: () => ({
+      layout: document.body.dataset.layout,
+      pinned: state.pinned,
+      spotlit: document.querySelector('#tiles > .spotlit')?.getAttribute('data-peer')
+        ?? (document.querySelector('#tiles > .spotlit') ? SELF : null),
+      hidden: [...state.peers].filter(([, p]) => p.tile.classList.contains('offstage')).map(([id]) => id),
+      more: moreTile?.isConnected ? moreTile.querySelector('.more-count')?.textContent : null,
+      moreLabel: moreTile?.isConnected ? moreTile.getAttribute('aria-label') : null,
+      presenting: $('presenting').hidden ? null : $('presenting').textContent,
+    }),
+    /** The tiles we last reported to the SFU (`sfu-layout`). */
+    get layoutSent() {
+      return lastLayout ? JSON.parse(lastLayout) : null;
+    },
     /** The SFU session (an SfuLink), if any. */
     get sfu() {
       return state.sfu;
@@ -1271,6 +1500,7 @@ function start() {
   });
   $('hangup').addEventListener('click', hangUp);
   $('copy-link').addEventListener('click', copyLink);
+  $('self-pin').addEventListener('click', () => togglePin(SELF));
   $('rejoin').addEventListener('click', () => location.reload());
   $('full-retry').addEventListener('click', () => location.reload());
   window.addEventListener('pagehide', () => state.session?.close());

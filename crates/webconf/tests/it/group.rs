@@ -644,3 +644,215 @@ async fn a_throttled_subscriber_gets_a_lower_simulcast_layer_and_recovers() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `window.webconf.layoutState()`: the layout, the spotlit tile, who is
+/// hidden past the visible maximum, the "+N more" tile.
+async fn layout_state(m: &Member) -> Value {
+    m.browser.eval("return window.webconf.layoutState()").await
+}
+
+/// The height `who` last reported to the SFU for `peer` (`sfu-layout`).
+async fn height_sent(who: &Member, peer: &Member) -> Option<u64> {
+    let sent = who.browser.eval("return window.webconf.layoutSent").await;
+    sent.as_array()?.iter().find(|t| t["peer"] == peer.id.as_str())?["height"].as_u64()
+}
+
+/// Waits until the heights `who` reported to the SFU satisfy `ok`
+/// (for each of `peers`, in order); returns them.
+async fn wait_heights_sent(
+    who: &Member,
+    peers: &[&Member],
+    what: &str,
+    ok: impl Fn(&[u64]) -> bool,
+) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut heights = Vec::new();
+        for p in peers {
+            heights.push(height_sent(who, p).await.unwrap_or(u64::MAX));
+        }
+        if ok(&heights) {
+            return heights;
+        }
+        assert!(Instant::now() < deadline, "{}: {what}: sfu-layout heights {heights:?}", who.browser.label);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The box of `peer`'s tile on `who`'s page: [left, top, width, height].
+async fn tile_box(who: &Member, peer: &Member) -> [f64; 4] {
+    let v = who
+        .browser
+        .eval(&format!(
+            "const b = document.querySelector('.tile[data-peer={:?}]').getBoundingClientRect();
+             return [b.left, b.top, b.width, b.height];",
+            peer.id
+        ))
+        .await;
+    let n = |i: usize| v[i].as_f64().unwrap_or(0.0);
+    [n(0), n(1), n(2), n(3)]
+}
+
+/// (5) Layout and forwarding follow each other: a pinned tile takes the
+/// stage and gets a tall `sfu-layout` height (the others small); with the
+/// visible maximum at one, a peer's tile goes into "+1 more", its video
+/// stops arriving and its audio keeps coming.
+#[tokio::test]
+async fn pinning_and_the_visible_maximum_follow_the_layout() {
+    if !in_loopback_namespace("group::pinning_and_the_visible_maximum_follow_the_layout") {
+        return;
+    }
+    let dir = scratch("group-pin");
+    let colours = [Colour::Red, Colour::Blue, Colour::Yellow];
+    let clips: Vec<_> = colours
+        .iter()
+        .map(|c| {
+            let path = dir.join(format!("{c:?}.y4m").to_lowercase());
+            solid_y4m(&path, c.yuv());
+            path
+        })
+        .collect();
+    let server = Webconf::start(&["--sfu-port", "0"]);
+    let driver = Driver::start();
+    let room_url = format!("{}/r/pin-and-more", server.base);
+    let mut members = Vec::new();
+    for (i, colour) in colours.iter().enumerate() {
+        let label = ["A", "B", "C"][i];
+        let browser = driver.browser(label, &clips[i], &dir.join(format!("profile-{label}"))).await;
+        members.push(join(browser, &room_url, *colour).await);
+    }
+    let [a, b, c] = [&members[0], &members[1], &members[2]];
+    wait_mode(&[a, b, c], "sfu").await;
+    wait_receiving(a, &[b, c], "sfu", 10).await;
+    assert_grid(a, 3, "three people before pinning").await;
+    let grid =
+        wait_heights_sent(a, &[b, c], "grid heights", |h| h.iter().all(|&x| x > 0 && x < u64::MAX)).await;
+    let before = wait_height(a, b, "B's video", |h| h > 0).await;
+    println!("grid: A reports heights {grid:?} for B and C; decodes B at {before} px");
+
+    // (a) A pins B: B's tile takes the stage, C and A's own view a strip.
+    a.browser.click(&format!(".tile[data-peer={:?}] .pin", b.id)).await;
+    let state = layout_state(a).await;
+    println!("A pinned B: {state}");
+    assert_eq!(state["layout"], "spotlight", "{state}");
+    assert_eq!(state["spotlit"], b.id.as_str(), "{state}");
+    let pressed = a
+        .browser
+        .eval(&format!(
+            "return document.querySelector('.tile[data-peer={:?}] .pin').getAttribute('aria-pressed')",
+            b.id
+        ))
+        .await;
+    assert_eq!(pressed, "true");
+    let (big, small) = (tile_box(a, b).await, tile_box(a, c).await);
+    println!("pinned at 1280x800: B's tile {big:?}, C's {small:?}");
+    assert!(
+        big[2] > 2.5 * small[2] && big[3] > 2.5 * small[3],
+        "B's tile is the large one: {big:?} vs {small:?}"
+    );
+    let pinned = wait_heights_sent(a, &[b, c], "B tall, C small", |h| {
+        h[0] < u64::MAX && h[0] >= grid[0] && h[1] < grid[1] && h[1] > 0 && h[0] > 2 * h[1]
+    })
+    .await;
+    println!("pinned: A reports heights {pinned:?} for B and C (grid: {grid:?})");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_receiving(a, &[b], "sfu", 10).await;
+    let after = height_from(a, b).await;
+    println!("A decodes the pinned B at {after} px (before: {before} px)");
+    assert!(after >= before, "the pinned peer's video is no smaller: {before} -> {after}");
+    a.browser.screenshot(&artifacts().join("group-pinned.png")).await;
+
+    // The same on a phone: the stage on top, the strip along the bottom.
+    a.browser.client.set_window_size(390, 844).await.expect("resize A");
+    a.browser
+        .wait_until(
+            "the stage to fit the narrow window",
+            Duration::from_secs(5),
+            "return document.getElementById('tiles').getBoundingClientRect().width < 400",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (big, small) = (tile_box(a, b).await, tile_box(a, c).await);
+    println!("pinned at 390x844: B's tile {big:?}, C's {small:?}");
+    assert!(
+        big[1] + big[3] <= small[1] + 1.0,
+        "the strip lies under the stage on a phone: {big:?} vs {small:?}"
+    );
+    assert!(big[2] > 2.0 * small[2], "B's tile is the large one on a phone: {big:?} vs {small:?}");
+    assert!(big[2] <= 391.0 && small[1] + small[3] <= 844.0, "inside the window: {big:?} {small:?}");
+    a.browser.screenshot(&artifacts().join("group-pinned-phone.png")).await;
+    a.browser.client.set_window_size(1280, 800).await.expect("resize A back");
+
+    // Unpinned: back to the grid.
+    a.browser.click(&format!(".tile[data-peer={:?}] .pin", b.id)).await;
+    a.browser
+        .wait_until(
+            "the grid again",
+            Duration::from_secs(5),
+            "return document.body.dataset.layout === 'grid'",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_grid(a, 3, "unpinned").await;
+
+    // (b) At most one remote video: one of B and C goes into "+1 more".
+    a.browser.eval("window.webconf.setMaxTiles(1)").await;
+    let state = a
+        .browser
+        .wait_until(
+            "one tile hidden",
+            Duration::from_secs(5),
+            "const s = window.webconf.layoutState(); return s.hidden.length === 1 && s.more && s",
+        )
+        .await;
+    println!("visible maximum 1: {state}");
+    assert_eq!(state["more"], "+1 more", "{state}");
+    let (hidden, shown) = if state["hidden"][0] == b.id.as_str() { (b, c) } else { (c, b) };
+    let name =
+        a.browser.eval(&format!("return window.webconf.state.peers.get({:?}).info.name", hidden.id)).await;
+    let name = name.as_str().unwrap_or("?");
+    assert!(state["moreLabel"].as_str().unwrap_or("").contains(name), "the hidden {name} is named: {state}");
+    wait_heights_sent(a, &[hidden, shown], "the hidden peer at height 0", |h| h[0] == 0 && h[1] > 0).await;
+    // The server stops forwarding the hidden video; its audio goes on. (A
+    // new speaker may swap the two: measure again then.)
+    let mut measured = None;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let hidden_now = layout_state(a).await["hidden"].clone();
+        let (h, s) = if hidden_now[0] == b.id.as_str() { (b, c) } else { (c, b) };
+        let (f0, a0, s0) = (frames_from(a, h).await, audio_from(a, h).await, frames_from(a, s).await);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (f1, a1, s1) = (frames_from(a, h).await, audio_from(a, h).await, frames_from(a, s).await);
+        if layout_state(a).await["hidden"] == hidden_now {
+            measured = Some((h, f1 - f0, a1 - a0, s1 - s0));
+            break;
+        }
+    }
+    let (h, frames, audio, shown_frames) = measured.expect("the hidden tile stays put for 2 s");
+    println!(
+        "in 2 s A decoded {frames} frames of the hidden {} and got {audio} of its audio packets; \
+         {shown_frames} frames of the shown one",
+        h.browser.label
+    );
+    assert!(frames <= 2, "the hidden peer's video still arrives: {frames} frames in 2 s");
+    assert!(audio >= 20, "the hidden peer's audio stops: {audio} packets in 2 s");
+    assert!(shown_frames >= 10, "the shown peer's video goes on: {shown_frames} frames in 2 s");
+    let playing = a
+        .browser
+        .eval(&format!(
+            "const v = window.webconf.state.peers.get({:?}).video; return !v.paused && !v.muted",
+            h.id
+        ))
+        .await;
+    assert_eq!(playing, true, "the hidden peer is still heard");
+    a.browser.screenshot(&artifacts().join("group-more.png")).await;
+
+    a.browser.eval("window.webconf.setMaxTiles(16)").await;
+    wait_heights_sent(a, &[b, c], "both shown again", |h| h.iter().all(|&x| x > 0 && x < u64::MAX)).await;
+    wait_more_frames(a, h, 10).await;
+    println!("visible maximum back to 16: both videos arrive again");
+    for m in members {
+        m.browser.quit().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
