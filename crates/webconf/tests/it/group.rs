@@ -856,3 +856,69 @@ async fn pinning_and_the_visible_maximum_follow_the_layout() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The built-in TURN server as the way to the SFU: a member who chose
+/// "hide my IP address" (relay only) still holds a group call, its session
+/// with the SFU relayed by TURN. The call page in Korean, for people to
+/// look at (desktop and phone width).
+#[tokio::test]
+async fn a_relay_only_member_reaches_the_sfu_through_turn() {
+    if !in_loopback_namespace("group::a_relay_only_member_reaches_the_sfu_through_turn") {
+        return;
+    }
+    let dir = scratch("group-turn");
+    let colours = [Colour::Red, Colour::Blue, Colour::Yellow];
+    let clips: Vec<_> = colours
+        .iter()
+        .map(|c| {
+            let path = dir.join(format!("{c:?}.y4m").to_lowercase());
+            solid_y4m(&path, c.yuv());
+            path
+        })
+        .collect();
+    // Loopback counts as private: the relay must be allowed to reach it.
+    let server = Webconf::start(&["--sfu-port", "0", "--turn-port", "3478", "--turn-allow-private"]);
+    let driver = Driver::start();
+    let room_url = format!("{}/r/turn-to-sfu", server.base);
+    let a = join(driver.browser("A", &clips[0], &dir.join("profile-a")).await, &room_url, Colour::Red).await;
+    let b = join(driver.browser("B", &clips[1], &dir.join("profile-b")).await, &room_url, Colour::Blue).await;
+    let c = driver.browser("C", &clips[2], &dir.join("profile-c")).await;
+    c.goto(&room_url).await;
+    c.wait_until("the lobby", Duration::from_secs(15), "return document.getElementById('relay-only')").await;
+    c.click("#relay-only").await;
+    c.join().await;
+    c.wait_state("call").await;
+    let id =
+        c.wait_until("C's peer id", Duration::from_secs(10), "return window.webconf.state.joined?.you").await;
+    let c = Member { browser: c, id: id.as_str().expect("peer id").to_owned(), colour: Colour::Yellow };
+    wait_mode(&[&a, &b, &c], "sfu").await;
+    for (who, others) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
+        wait_receiving(who, &others, "sfu", 10).await;
+    }
+    let pair = &sfu_stats(&c).await["pair"];
+    assert_eq!(pair["local"]["type"], "relay", "C reaches the SFU through TURN: {pair}");
+    println!("relay only: C's session with the SFU is relayed by TURN ({})", pair["local"]["relayProtocol"]);
+
+    // The group call in Korean.
+    for m in [&a, &c] {
+        m.browser
+            .eval("const s = document.querySelector('select.lang'); s.value = 'ko'; s.dispatchEvent(new Event('change'));")
+            .await;
+    }
+    a.browser
+        .wait_until(
+            "the Korean page",
+            Duration::from_secs(5),
+            "return document.documentElement.lang === 'ko'",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.browser.screenshot(&artifacts().join("group-3-ko.png")).await;
+    c.browser.client.set_window_size(390, 844).await.expect("resize C");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    c.browser.screenshot(&artifacts().join("group-3-ko-phone.png")).await;
+    for m in [a, b, c] {
+        m.browser.quit().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
