@@ -723,14 +723,18 @@ impl Task {
         }
     }
 
-    /// Has each session's bandwidth estimator probe towards what its
-    /// subscriber would want, so layers can go up when the link allows.
+    /// Has each session's bandwidth estimator find out whether its link
+    /// carries what its subscriber would want: it probes towards it, and
+    /// pads what is sent up to it (capped by the estimate, so only as fast
+    /// as the estimate grows). An estimate only grows with traffic; without
+    /// the padding it would stay at what the lowered layers send, and the
+    /// layers would stay low on a link that could carry more.
     fn update_bandwidth_targets(&mut self) {
         for (id, s) in &mut self.sessions {
             let Some((_, wanted)) = self.forwarder.bitrates(*id) else { continue };
             if s.bwe_desired != wanted && wanted > 0 {
                 s.bwe_desired = wanted;
-                s.rtc.bwe().set_bitrate(Bitrate::bps(0), Bitrate::bps(wanted));
+                s.rtc.bwe().set_bitrate(Bitrate::bps(wanted), Bitrate::bps(wanted));
                 self.dirty.push(*id);
             }
         }

@@ -631,10 +631,19 @@ async fn a_throttled_subscriber_gets_a_lower_simulcast_layer_and_recovers() {
     nft(&format!(
         "add rule inet webconf_throttle output udp sport 7882 udp dport {b_port} limit rate over 75 kbytes/second drop"
     ));
-    let low = wait_height(&b, &a, "a lower layer while throttled", |h| h > 0 && h < 540).await;
-    let still = height_from(&c, &a).await;
+    wait_height(&b, &a, "a lower layer while throttled", |h| h > 0 && h < 540).await;
+    // Both at once: B lower, C at the top. (A's encoder may drop its top
+    // layer's size for a moment on a busy host; C's is back soon after.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (low, still) = loop {
+        let (low, still) = (height_from(&b, &a).await, height_from(&c, &a).await);
+        if (low > 0 && low < 540 && still >= 540) || Instant::now() >= deadline {
+            break (low, still);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     println!("throttled to 600 kbit/s: B decodes A at {low} px, C (free) at {still} px");
-    assert!(still >= 540, "C's free link keeps the top layer: {still}");
+    assert!(low < 540 && still >= 540, "B throttled gets less than C: {low} and {still} px");
 
     nft("delete table inet webconf_throttle");
     let back = wait_height(&b, &a, "the top layer again after the throttle", |h| h >= 540).await;
