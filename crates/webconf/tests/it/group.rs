@@ -47,6 +47,18 @@ impl Colour {
     }
 }
 
+/// A fake-camera clip in `dir` for each colour, in order.
+fn clips(dir: &std::path::Path, colours: &[Colour]) -> Vec<std::path::PathBuf> {
+    colours
+        .iter()
+        .map(|c| {
+            let path = dir.join(format!("{c:?}.y4m").to_lowercase());
+            solid_y4m(&path, c.yuv());
+            path
+        })
+        .collect()
+}
+
 /// One person in the call: a browser, its peer id, its camera's colour.
 struct Member {
     browser: Browser,
@@ -243,14 +255,7 @@ async fn a_third_person_moves_the_call_to_the_sfu_and_a_fourth_joins_it() {
     let dir = scratch("group");
     // Not green for C: Firefox's own test pattern (D) decodes as green.
     let colours = [Colour::Red, Colour::Blue, Colour::Yellow, Colour::Green];
-    let clips: Vec<_> = colours
-        .iter()
-        .map(|c| {
-            let path = dir.join(format!("{c:?}.y4m").to_lowercase());
-            solid_y4m(&path, c.yuv());
-            path
-        })
-        .collect();
+    let clips = clips(&dir, &colours);
     let server = Webconf::start(&["--p2p-max", "2", "--sfu-port", "0"]);
     let driver = Driver::start();
     let room_url = format!("{}/r/group-call", server.base);
@@ -527,14 +532,7 @@ async fn with_udp_to_the_sfu_blocked_browsers_reach_it_over_tcp() {
     }
     let dir = scratch("group-tcp");
     let colours = [Colour::Red, Colour::Blue, Colour::Yellow];
-    let clips: Vec<_> = colours
-        .iter()
-        .map(|c| {
-            let path = dir.join(format!("{c:?}.y4m").to_lowercase());
-            solid_y4m(&path, c.yuv());
-            path
-        })
-        .collect();
+    let clips = clips(&dir, &colours);
     // A fixed port, so the firewall rule can name it (this namespace is
     // the test's own).
     let server = Webconf::start(&["--sfu-port", "7882"]);
@@ -713,14 +711,7 @@ async fn pinning_and_the_visible_maximum_follow_the_layout() {
     }
     let dir = scratch("group-pin");
     let colours = [Colour::Red, Colour::Blue, Colour::Yellow];
-    let clips: Vec<_> = colours
-        .iter()
-        .map(|c| {
-            let path = dir.join(format!("{c:?}.y4m").to_lowercase());
-            solid_y4m(&path, c.yuv());
-            path
-        })
-        .collect();
+    let clips = clips(&dir, &colours);
     let server = Webconf::start(&["--sfu-port", "0"]);
     let driver = Driver::start();
     let room_url = format!("{}/r/pin-and-more", server.base);
@@ -877,14 +868,7 @@ async fn a_relay_only_member_reaches_the_sfu_through_turn() {
     }
     let dir = scratch("group-turn");
     let colours = [Colour::Red, Colour::Blue, Colour::Yellow];
-    let clips: Vec<_> = colours
-        .iter()
-        .map(|c| {
-            let path = dir.join(format!("{c:?}.y4m").to_lowercase());
-            solid_y4m(&path, c.yuv());
-            path
-        })
-        .collect();
+    let clips = clips(&dir, &colours);
     // Loopback counts as private: the relay must be allowed to reach it.
     let server = Webconf::start(&["--sfu-port", "0", "--turn-port", "3478", "--turn-allow-private"]);
     let driver = Driver::start();

@@ -240,6 +240,11 @@ impl Driver {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
         });
+        self.session(label, caps).await
+    }
+
+    /// A WebDriver session with `caps`.
+    async fn session(&self, label: &str, caps: Value) -> Browser {
         let Value::Object(caps) = caps else { unreachable!() };
         // fantoccini's rustls and ours bring two crypto providers; pick one
         // for the process (a second install is a harmless error).
@@ -249,7 +254,7 @@ impl Driver {
             .capabilities(caps)
             .connect(&self.url)
             .await
-            .unwrap_or_else(|e| panic!("start Chromium for {label}: {e}"));
+            .unwrap_or_else(|e| panic!("start a browser for {label}: {e}"));
         Browser { client, label: label.to_owned() }
     }
 
@@ -283,15 +288,7 @@ impl Driver {
                 },
             },
         });
-        let Value::Object(caps) = caps else { unreachable!() };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = ClientBuilder::rustls()
-            .expect("TLS roots")
-            .capabilities(caps)
-            .connect(&self.url)
-            .await
-            .unwrap_or_else(|e| panic!("start Firefox for {label}: {e}"));
-        Browser { client, label: label.to_owned() }
+        self.session(label, caps).await
     }
 }
 
