@@ -353,15 +353,17 @@ async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
     let asked = peers[0].keyframe_requests - before;
     assert!((1..=2).contains(&asked), "A was asked {asked} times for 5 requests in 0.5 s");
 
-    // B loses every 7th media packet on the way in: it asks again (NACK)
-    // and the SFU retransmits, so it misses no frame.
-    peers[1].drop_every = 7;
+    // B loses every 4th media packet on the way in: it asks again (NACK)
+    // and the SFU retransmits, so it misses (almost) no frame.
+    peers[1].drop_every = 4;
     let (a_before, b_before) = (peers[1].frames_from(&peers[0], "camera"), n);
     run(&mut peers, Duration::from_secs(3), &mut n).await;
     let got = peers[1].frames_from(&peers[0], "camera") - a_before;
     let sent = n - b_before;
-    println!("with 1 in 7 packets lost on the way to B: {got} of {sent} frames arrived");
-    assert!(got + 2 >= sent, "B got {got} of {sent} of A's frames despite losses");
+    println!("with 1 in 4 packets lost on the way to B: {got} of {sent} frames arrived");
+    // Without resends a quarter of the frames would be lost; allow a few
+    // whose resend came too late on a busy host.
+    assert!(got * 100 >= sent * 90, "B got {got} of {sent} of A's frames despite losses");
     let (_, metrics) = http_get(&server, "/metrics").await;
     let value = |name: &str| -> u64 {
         let line = metrics.lines().find(|l| l.starts_with(&format!("webconf_{name} "))).unwrap_or_default();
