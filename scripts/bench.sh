@@ -3,25 +3,35 @@
 # relay, ../shared/bench/seed-relay) and a bare Rust relay (the floor: pair
 # and forward, nothing else), and prints one table.
 #
-#   scripts/bench.sh            full run (about 10-15 minutes)
-#   scripts/bench.sh --quick    smaller counts, about 2-3 minutes
+#   scripts/bench.sh            full run (about 25-35 minutes)
+#   scripts/bench.sh --quick    smaller counts, about 5-10 minutes
+#   scripts/bench.sh --sfu      only scenario 7, the SFU (about 10-20 minutes)
 #   scripts/bench.sh --write    also rewrite BENCHMARKS.md from this run
+#                               (with --sfu: only its SFU section)
 #
 # Every scenario runs on a fresh server process (so one scenario's leftovers
 # never weigh on the next), pinned to core 0; the load generator
 # (`bench run`, crates/bench) is pinned to core 1. Everything talks over
 # 127.0.0.1 only, every run is bounded in count and time, and every server
-# this script starts is killed when it exits.
+# this script starts is killed when it exits. Scenario 7 (WebRTC peers and
+# the SFU) runs inside a network namespace with only loopback.
 set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 
 quick=0
 write=0
+sfu_only=0
+# Internal: this is the copy of the script that runs scenario 7 inside its
+# network namespace.
+sfu_inner=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
     --write) write=1 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --sfu) sfu_only=1 ;;
+    --sfu-inner) sfu_inner=1 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,6 +57,22 @@ fi
 windows="256 4096"
 rate_clients=1000
 
+# Scenario 7: each ladder goes up until webconf's SFU loses more than 0.1%,
+# saturates its core, or the list ends. Cameras send 54 packets/s (500
+# kbps); the rate ladder's rooms hold sfu_room_size people each.
+sfu_pps=54
+sfu_room_size=5
+sfu_rates="10000 20000 30000 40000 50000 60000 80000 100000 150000 200000"
+sfu_sizes="4 9 16 25 36 49 64 81 100"
+# The warm-up is long because a subscriber's first seconds are slow: the
+# SFU paces what it sends each subscriber to its bandwidth estimate, which
+# starts at 2.5 Mbps (the table shows those seconds' delay separately).
+if [ $quick -eq 1 ]; then
+  sfu_secs=5; sfu_warmup=8
+else
+  sfu_secs=10; sfu_warmup=10
+fi
+
 # -- File descriptors: one per connection, in the server and the generator.
 # Raise the limit as far as this machine allows (root may raise the hard
 # limit when it has CAP_SYS_RESOURCE; a container may not), and cap the
@@ -63,16 +89,20 @@ bin=$target_dir/release
 work=target/bench-run
 mkdir -p "$work"
 results=$work/results.jsonl
-: > "$results"
+sfu_results=$work/sfu-results.jsonl
+[ $sfu_inner -eq 1 ] || : > "$results"
 
+if [ $sfu_inner -eq 0 ]; then
 step "build (release)"
 cargo build --release --locked -p webconf -p bench
 # What was built is the work tree as it is now: note its commit, and whether
 # webconf's sources differ from it.
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
-git diff --quiet HEAD -- crates/server crates/room crates/signal crates/webconf Cargo.toml 2>/dev/null \
+git diff --quiet HEAD -- crates/server crates/room crates/signal crates/sfu crates/webconf Cargo.toml 2>/dev/null \
   || commit="$commit plus uncommitted changes"
+fi
 
+if [ $sfu_inner -eq 0 ] && [ $sfu_only -eq 0 ]; then
 step "seed relay (npm install into target/seed-relay)"
 seed_src=../shared/bench/seed-relay
 seed_dir=target/seed-relay
@@ -89,6 +119,7 @@ if ! cmp -s "$seed_src/package.json" "$seed_dir/package.json" 2>/dev/null \
   cp "$seed_src/broadcast.js" "$seed_src/package.json" "$seed_dir/"
   (cd "$seed_dir" && npm install --no-audit --no-fund --loglevel=error)
 fi
+fi
 
 # -- Servers ---------------------------------------------------------------
 server_pid=""
@@ -101,7 +132,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_of() { case "$1" in webconf) echo 18301 ;; bare) echo 18302 ;; seed*) echo 18303 ;; esac; }
+port_of() {
+  case "$1" in
+    webconf | webconf-sfu) echo 18301 ;; bare) echo 18302 ;; seed*) echo 18303 ;; udpfwd) echo 18305 ;;
+  esac
+}
 
 # start_server NAME: starts it on core 0, waits until it accepts.
 start_server() {
@@ -125,6 +160,23 @@ start_server() {
     seed-log)
       # The seed as published: console.log on every message, to /dev/null.
       (cd "$seed_dir" && PORT=$port exec taskset -c 0 node broadcast.js) >/dev/null 2>>"$work/seed.log" &
+      ;;
+    webconf-sfu)
+      # Scenario 7: rooms of up to 100 on the SFU from their third member,
+      # as many sessions as the ladders need, its UDP port chosen by the
+      # kernel (sessions learn it from the SDP), no TURN server.
+      taskset -c 0 "$bin/webconf" --listen "127.0.0.1:$port" --sfu-port 0 --room-capacity 100 \
+        --sfu-max-participants 5000 --p2p-max 2 --no-turn --rate-limit 0 --max-connections 0 \
+        --state-dir "$work/webconf-state" --log warn >>"$work/webconf-sfu.log" 2>&1 &
+      ;;
+    udpfwd)
+      taskset -c 0 "$bin/bench" udp-forwarder --listen "127.0.0.1:$port" >>"$work/udpfwd.log" 2>&1 &
+      server_pid=$!
+      # UDP: nothing to connect to; participants say hello until answered.
+      sleep 0.2
+      kill -0 "$server_pid" 2>/dev/null && return 0
+      echo "bench.sh: $name did not start (see $work/$name.log)" >&2
+      return 1
       ;;
   esac
   server_pid=$!
@@ -203,6 +255,75 @@ settle() {
   done
 }
 
+# run_sfu NAME ARGS...: one step of scenario 7 on a fresh server NAME
+# (webconf-sfu or udpfwd); fails if the step did not hold (or measured the
+# generator). A step during which other work took more than a quarter of a
+# core is run again, twice at most: one busy moment on core 0 overflows the
+# server's socket and the SFU takes many seconds to recover.
+run_sfu() {
+  local name=$1 kind label line other attempt
+  shift
+  case "$name" in
+    webconf-sfu) kind=webconf; label=webconf ;;
+    udpfwd) kind=bare; label="udp forwarder" ;;
+  esac
+  for attempt in 1 2 3; do
+    settle
+    if ! start_server "$name"; then
+      stop_server
+      return 1
+    fi
+    line=$(taskset -c 1 "$bin/bench" run --kind "$kind" --label "$label" --addr "127.0.0.1:$(port_of "$name")" \
+      --pid "$server_pid" --clk-tck "$clk_tck" sfu --pps "$sfu_pps" --secs "$sfu_secs" --warmup "$sfu_warmup" "$@") \
+      || echo "bench.sh: bench run $name sfu $* failed" >&2
+    stop_server
+    other=$(printf '%s' "$line" | sed -n 's/.*"other_cpu_pct":\([0-9]*\).*/\1/p')
+    [ "${other:-0}" -gt 25 ] && [ $attempt -lt 3 ] || break
+    echo "bench.sh: other work took ${other}% of a core during that step; running it again" >&2
+  done
+  [ -n "$line" ] || return 1
+  printf '%s\n' "$line" >>"$sfu_results"
+  case "$line" in *'"generator_bound":true'*) return 1 ;; esac
+  case "$line" in *'"held":true'*) return 0 ;; *) return 1 ;; esac
+}
+
+if [ $sfu_inner -eq 1 ]; then
+  # Inside the namespace: the two ladders, each step on the forwarder then
+  # on webconf, until webconf fails one.
+  per_room=$(( sfu_room_size * (sfu_room_size - 1) * sfu_pps ))
+  step "7: SFU, packet rate (rooms of $sfu_room_size, $sfu_pps packets/s per camera)"
+  for r in $sfu_rates; do
+    rooms=$(( (r + per_room / 2) / per_room ))
+    [ "$rooms" -ge 1 ] || rooms=1
+    run_sfu udpfwd --ladder rate --rooms "$rooms" --room-size "$sfu_room_size" || true
+    run_sfu webconf-sfu --ladder rate --rooms "$rooms" --room-size "$sfu_room_size" || break
+  done
+  step "7: SFU, room size (one room, every camera to everyone)"
+  for n in $sfu_sizes; do
+    run_sfu udpfwd --ladder room --room-size "$n" || true
+    run_sfu webconf-sfu --ladder room --room-size "$n" || break
+  done
+  echo "$waited" >"$work/sfu-waited"
+  exit 0
+fi
+
+# Scenario 7 in a network namespace with only loopback (as the integration
+# tests run WebRTC peers): a copy of this script with --sfu-inner. Root
+# makes one directly; anyone else through a user namespace.
+sfu_started=0
+run_sfu_ladders() {
+  local ns=(unshare --net) args=(--sfu-inner)
+  [ "$(id -u)" -eq 0 ] || ns=(unshare --user --map-root-user --net)
+  [ $quick -eq 1 ] && args+=(--quick)
+  : >"$sfu_results"
+  echo 0 >"$work/sfu-waited"
+  sfu_started=$(date +%s)
+  "${ns[@]}" sh -c 'ip link set lo up && exec "$@"' sh "$self" "${args[@]}" \
+    || echo "bench.sh: scenario 7 failed" >&2
+  waited=$(( waited + $(cat "$work/sfu-waited") ))
+}
+
+if [ $sfu_only -eq 0 ]; then
 step "1: latency floor"
 # Repeated (each time on a fresh process, servers interleaved) because a
 # single short run is at the mercy of whatever else the machine does; the
@@ -246,14 +367,112 @@ step "6: churn"
 for s in $servers; do
   run "$s" churn --cycles "$churn_cycles" --limit "$churn_limit" --window 256 --secs "$secs"
 done
+fi
+
+run_sfu_ladders
+sfu_elapsed=$(( $(date +%s) - sfu_started ))
 
 step "results"
-table=$("$bin/bench" table "$results")
-printf '%s\n' "$table"
+if [ $sfu_only -eq 0 ]; then
+  table=$("$bin/bench" table "$results")
+  printf '%s\n' "$table"
+fi
+sfu_table=$("$bin/bench" table "$sfu_results")
+printf '\n%s\n' "$sfu_table"
 elapsed=$(( $(date +%s) - started ))
-echo "(raw results: $results; server logs: $work/; ${elapsed}s)" >&2
+echo "(raw results: $results, $sfu_results; server logs: $work/; ${elapsed}s)" >&2
 
-if [ $write -eq 1 ]; then
+# The SFU section of BENCHMARKS.md (its last), from this run.
+sfu_section() {
+  local mode="full"
+  [ $quick -eq 1 ] && mode="--quick"
+  cat <<EOF
+## Group calls: the SFU
+
+Scenario 7: webconf's SFU and a plain UDP forwarder, side by side in one
+run of \`scripts/bench.sh --sfu\` ($mode) on $(date -u '+%Y-%m-%d %H:%M UTC'), webconf at
+commit $commit, on the machine above; ${sfu_elapsed} s, inside a network
+namespace with only loopback.
+
+    scripts/bench.sh --sfu --write
+    # which runs, for each step, a fresh server on core 0:
+    taskset -c 0 target/release/webconf --listen 127.0.0.1:18301 --sfu-port 0 --room-capacity 100 --sfu-max-participants 5000 --p2p-max 2 --no-turn --rate-limit 0 --max-connections 0 --state-dir target/bench-run/webconf-state --log warn
+    taskset -c 0 target/release/bench udp-forwarder --listen 127.0.0.1:18305
+    # and the generator on core 1, e.g.:
+    taskset -c 1 target/release/bench run --kind webconf --addr 127.0.0.1:18301 --pid PID sfu --ladder room --room-size 25 --pps $sfu_pps --secs $sfu_secs --warmup $sfu_warmup
+
+$sfu_table
+
+### Method (scenario 7)
+
+- **What is sent.** Every participant publishes one camera and nothing
+  else: one VP8 frame per RTP packet, $sfu_pps packets a second, each
+  forwarded as a datagram of 1,145 bytes (SRTP included): 495 kbps. The
+  frames are pre-built (a keyframe's or an inter frame's first bytes, then
+  filler; a keyframe every 100 frames and whenever the SFU asks) and carry
+  the publisher, a frame number and the send time; nothing is encoded or
+  decoded. A real camera at this rate sends about two packets per frame,
+  so the SFU's per-frame work (a frame in, a write per subscriber) is paid
+  here once per packet: the packet rates are conservative.
+- **Participants.** Against webconf each participant is a str0m 0.25
+  session (the server's own WebRTC stack) in RTP mode with its own UDP
+  socket, set up as the web client does it over the signaling protocol
+  (WebSocket: hello, join, its one \`sfu\` offer naming the camera, the
+  server's answer, then every server offer answered). Everything that
+  arrives goes through the session (SRTP, RTCP, NACKs, transport-wide
+  congestion feedback), so the server's bandwidth estimate and pacing
+  towards each subscriber work as they would with a browser. Against the
+  forwarder a participant is a bare UDP socket sending datagrams of the
+  same size. All participants run in the generator's one thread.
+- **The plain UDP forwarder** (\`bench udp-forwarder\`,
+  crates/bench/src/udpfwd.rs) is the floor on one core: one blocking UDP
+  socket; each datagram is sent on to every other member of the sender's
+  room, one \`sendto\` each. No encryption, RTP, feedback or pacing. Like
+  webconf's, its socket keeps the kernel's default receive buffer (about
+  200 KiB, some 90 of these datagrams), so a few milliseconds off its core
+  lose datagrams however little CPU it uses: its losses say that, not
+  that it ran out of CPU.
+- **Ladders.** Packet rate: rooms of $sfu_room_size, as many as make the listed
+  forwarded rate (each room forwards $sfu_room_size × $(( sfu_room_size - 1 )) streams). Room size: one room of
+  N, every camera to the N-1 others. Each step runs on a fresh server, the
+  forwarder first, and a ladder stops after the first step webconf does
+  not hold. A step **holds** when loss is under 0.1%, the server's core is
+  under 95% busy, and every stream the server should forward flows.
+  webconf sends each subscriber at most 16 cameras
+  (\`sfu::Config::max_video\`, last-N; no command-line option), so a room
+  of N over 17 has N × 16 streams to forward, not N × (N-1); "streams
+  flowing" shows both.
+- **Timing.** Once every session is connected and every stream flows (at
+  most 30 s), $sfu_warmup s of warm-up, then $sfu_secs s measured. The frames sent in
+  that window are the expected ones, once per subscriber; loss is those
+  not received 0.8 s after sending stopped (a frame later than that is of
+  no use to a call). Delay runs from handing a packet to the publisher's
+  session (before SRTP) to the subscriber's session having it (its
+  datagram read and decrypted), on the generator's one clock, so it
+  includes the generator's own queueing. "Delay p99 in the warm-up" is the
+  same for frames sent during the warm-up: a call's first seconds. The
+  warm-up is long because those seconds are slow: webconf paces what it
+  sends each subscriber to its bandwidth estimate, which starts at 2.5
+  Mbps, while a subscriber to 16 cameras gets 7.9 Mbps.
+- **CPU** is the server process's utime+stime over the window, per
+  forwarded packet received and per stream flowing. "CPU outside both" is
+  the rest of the machine (loopback softirq work, other processes); a step
+  during which it passed 25% of a core was run again (twice at most), and
+  a row that still shows much more was measured while other work shared
+  the server's core: both servers read one UDP socket with the kernel's
+  default buffer, which overflows within milliseconds when the server is
+  kept off its core.
+EOF
+}
+
+if [ $write -eq 1 ] && [ $sfu_only -eq 1 ]; then
+  # Replace the SFU section, keep the rest.
+  kept=""
+  [ -f BENCHMARKS.md ] && kept=$(sed '/^## Group calls: the SFU$/,$d' BENCHMARKS.md)
+  { [ -z "$kept" ] || printf '%s\n\n' "$kept"; sfu_section; } >"$work/BENCHMARKS.md.new"
+  mv "$work/BENCHMARKS.md.new" BENCHMARKS.md
+  echo "wrote the SFU section of BENCHMARKS.md" >&2
+elif [ $write -eq 1 ]; then
   mode="full"; [ $quick -eq 1 ] && mode="--quick"
   mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
   cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
@@ -377,7 +596,9 @@ $table
   interval (10 ms ticks), divided by messages delivered (or set-ups,
   connections, cycles). "Peak server RSS" is sampled every 100 ms; a
   scenario stops early if the server passes 6 GiB or dies.
+
 EOF
+    sfu_section
   } > BENCHMARKS.md
   echo "wrote BENCHMARKS.md" >&2
 fi

@@ -3,6 +3,8 @@
 //! - `bench bare-relay --listen ADDR`: the bare Rust relay, the baseline.
 //! - `bench run ... SCENARIO`: runs one scenario against one running server
 //!   and prints one JSON line of results.
+//! - `bench udp-forwarder --listen ADDR`: the plain UDP forwarder, the SFU
+//!   scenario's limit reference.
 //! - `bench table FILE`: the side-by-side table from those lines.
 //!
 //! The script starts and stops servers (a fresh process per scenario, so
@@ -10,12 +12,15 @@
 //! generator to different cores.
 
 mod hist;
+mod media;
 mod net;
 mod procfs;
 mod rawws;
 mod relay;
 mod report;
+mod rtcpeer;
 mod scenarios;
+mod udpfwd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +47,13 @@ enum Command {
     /// Runs the bare relay: pairs connections in order, forwards text.
     BareRelay {
         /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Runs the plain UDP forwarder: sends each datagram to the rest of
+    /// the sender's room.
+    UdpForwarder {
+        /// UDP address to listen on.
         #[arg(long)]
         listen: SocketAddr,
     },
@@ -150,6 +162,32 @@ enum Scenario {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
+    /// 7: group calls through the SFU (webconf) or the plain UDP forwarder
+    /// (`--kind bare`, `--addr` its UDP address): everyone publishes a
+    /// camera to the rest of their room.
+    Sfu {
+        /// Which ladder this step belongs to (how the table shows it).
+        #[arg(long, value_enum, default_value_t = scenarios::sfu::Ladder::Rate)]
+        ladder: scenarios::sfu::Ladder,
+        /// Rooms.
+        #[arg(long, default_value_t = 1)]
+        rooms: usize,
+        /// People in each room.
+        #[arg(long)]
+        room_size: usize,
+        /// Packets per second of each camera (one frame per packet).
+        #[arg(long, default_value_t = media::CAMERA_PPS)]
+        pps: f64,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Seconds of warm-up once every stream flows.
+        #[arg(long, default_value_t = 10.0)]
+        warmup: f64,
+        /// Longest the set-up may take, seconds.
+        #[arg(long, default_value_t = 30.0)]
+        setup_limit: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -189,6 +227,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::UdpForwarder { listen } => match udpfwd::serve(listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("udp forwarder: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => {
             // One thread: the generator gets one core (`taskset -c 1`), and
             // a single-threaded runtime spends it all on the clients.
@@ -229,6 +274,12 @@ async fn run(args: RunArgs) -> String {
         Scenario::Idle { conns } => scenarios::idle::idle(&ctx, conns).await,
         Scenario::Churn { cycles, limit, window, secs } => {
             scenarios::churn::churn(&ctx, cycles, limit, window, secs).await
+        }
+        Scenario::Sfu { ladder, rooms, room_size, pps, secs, warmup, setup_limit } => {
+            // str0m's DTLS and SRTP need a crypto provider.
+            str0m::crypto::from_feature_flags().install_process_default();
+            let plan = scenarios::sfu::Plan { ladder, rooms, room_size, pps, secs, warmup, setup_limit };
+            scenarios::sfu::sfu(&ctx, &plan).await
         }
     };
     report.set("peak_rss_mib", watchdog.peak_kib() as f64 / 1024.0);

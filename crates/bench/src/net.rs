@@ -57,8 +57,13 @@ fn next_source() -> Ipv4Addr {
 /// Nanoseconds since the first call, on the monotonic clock: the generator
 /// owns both ends of every message, so one clock stamps send and receive.
 pub fn now_ns() -> u64 {
+    instant_ns(Instant::now())
+}
+
+/// `t` on the [`now_ns`] clock (0 for anything before its first use).
+pub fn instant_ns(t: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    t.saturating_duration_since(*EPOCH.get_or_init(Instant::now)).as_nanos() as u64
 }
 
 /// Opens a WebSocket to `addr` from the next source address.

@@ -197,3 +197,23 @@ fn machine_ticks() -> Option<(u64, u64)> {
     let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
     Some((total - idle, total))
 }
+
+/// Datagrams the kernel dropped because a UDP socket's receive buffer was
+/// full, summed over this network namespace's IPv4 UDP sockets: those
+/// bound to `port`, and all others (`/proc/net/udp`, last column).
+pub fn udp_drops(port: Option<u16>) -> (u64, u64) {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let (mut at_port, mut others) = (0, 0);
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port =
+            fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+        let Some(drops) = fields.last().and_then(|d| d.parse::<u64>().ok()) else { continue };
+        if port.is_some() && local_port == port {
+            at_port += drops;
+        } else {
+            others += drops;
+        }
+    }
+    (at_port, others)
+}

@@ -348,6 +348,12 @@ pub fn table(input: &str) -> Result<String, String> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).map_err(|e| format!("bad results line ({e}): {l}")))
         .collect::<Result<_, _>>()?;
+    // The SFU scenario has its own table, after the others.
+    let (sfu, results): (Vec<Value>, Vec<Value>) =
+        results.into_iter().partition(|r| r["scenario"].as_str().is_some_and(|s| s.starts_with("sfu-")));
+    if results.is_empty() {
+        return Ok(sfu_table(&sfu));
+    }
     let results = median_of_repeats(results);
     let mut order: Vec<(String, String)> = Vec::new();
     for r in &results {
@@ -456,7 +462,229 @@ pub fn table(input: &str) -> Result<String, String> {
             out.push('\n');
         }
     }
+    if !sfu.is_empty() {
+        out.push('\n');
+        out.push_str(&sfu_table(&sfu));
+    }
     Ok(out)
+}
+
+/// Lays out `rows` (the first is the heading) as a padded Markdown table;
+/// columns from `right_from` on are right-aligned.
+fn markdown(rows: &[Vec<String>], right_from: usize) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0).max(3))
+        .collect();
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        out.push('|');
+        for (c, w) in widths.iter().enumerate() {
+            let cell = r.get(c).map_or("", String::as_str);
+            let pad = " ".repeat(w - cell.chars().count());
+            let _ =
+                if c >= right_from { write!(out, " {pad}{cell} |") } else { write!(out, " {cell}{pad} |") };
+        }
+        out.push('\n');
+        if i == 0 {
+            out.push('|');
+            for (c, w) in widths.iter().enumerate() {
+                let dashes = "-".repeat(*w);
+                let _ = if c >= right_from { write!(out, "-{dashes}:|") } else { write!(out, "-{dashes}-|") };
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The SFU scenario's tables: each ladder step on webconf's SFU and on the
+/// plain UDP forwarder, one row each; then the ladders' verdicts and the
+/// issue's targets.
+fn sfu_table(results: &[Value]) -> String {
+    let metrics = |r: &Value| r["metrics"].as_object().cloned().unwrap_or_default();
+    let mut out = String::new();
+    let mut notes = Vec::new();
+    for (ladder, heading) in [
+        ("rate", "Packet rate: many rooms, everyone's camera to the rest of their room"),
+        ("room", "Room size: one room, every participant's camera to every other"),
+    ] {
+        let runs: Vec<&Value> = results.iter().filter(|r| r["metrics"]["ladder"] == ladder).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let mut rows = vec![
+            [
+                "step",
+                "server",
+                "streams flowing",
+                "forwarded pkts/s",
+                "loss",
+                "server CPU (% of its core)",
+                "CPU per forwarded packet (µs)",
+                "CPU per stream (% of a core)",
+                "delay p50 / p99 / p99.9 (µs)",
+                "delay p99 in the warm-up (µs)",
+                "generator CPU (%)",
+                "CPU outside both (%)",
+                "holds",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ];
+        let mut last_title = String::new();
+        for r in &runs {
+            let m = metrics(r);
+            let title = r["title"].as_str().unwrap_or("?").to_owned();
+            let server =
+                if r["kind"] == "webconf" { "webconf SFU" } else { r["label"].as_str().unwrap_or("?") };
+            let streams = match (num(&m, "streams"), num(&m, "streams_design"), num(&m, "streams_all")) {
+                (Some(s), Some(design), Some(all)) if design < all => {
+                    format!("{} of {} (last-N; {} in all)", fmt_num(s), fmt_num(design), fmt_num(all))
+                }
+                (Some(s), _, Some(all)) => format!("{} of {}", fmt_num(s), fmt_num(all)),
+                _ => "–".to_owned(),
+            };
+            let holds = match m.get("held").and_then(Value::as_bool) {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "–",
+            };
+            rows.push(vec![
+                if title == last_title { String::new() } else { title.clone() },
+                server.to_owned(),
+                streams,
+                one("rate")(&m).unwrap_or_else(|| "–".into()),
+                num(&m, "loss_pct").map_or_else(|| "–".into(), |l| format!("{l:.3}%")),
+                one("server_cpu_pct")(&m).unwrap_or_else(|| "–".into()),
+                one("cpu_us_per_pkt")(&m).unwrap_or_else(|| "–".into()),
+                num(&m, "cpu_pct_per_stream").map_or_else(|| "–".into(), |v| format!("{v:.3}")),
+                several(&m, &["lat_p50_us", "lat_p99_us", "lat_p999_us"], " / ")
+                    .unwrap_or_else(|| "–".into()),
+                one("warmup_lat_p99_us")(&m).unwrap_or_else(|| "–".into()),
+                one("gen_cpu_pct")(&m).unwrap_or_else(|| "–".into()),
+                one("other_cpu_pct")(&m).unwrap_or_else(|| "–".into()),
+                holds.to_owned(),
+            ]);
+            last_title = title.clone();
+            for n in r["notes"].as_array().into_iter().flatten() {
+                notes.push(format!("- {title} / {server}: {}", n.as_str().unwrap_or("?")));
+            }
+        }
+        let _ = write!(out, "**{heading}**\n\n{}\n", markdown(&rows, 2));
+    }
+    out.push_str(&sfu_verdicts(results));
+    if !notes.is_empty() {
+        out.push_str("\nNotes from the run:\n\n");
+        for n in notes {
+            out.push_str(&n);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The ladders' verdicts, and the SFU targets against them.
+fn sfu_verdicts(results: &[Value]) -> String {
+    let runs = |ladder: &'static str, kind: &'static str| {
+        results.iter().filter(move |r| r["metrics"]["ladder"] == ladder && r["kind"] == kind)
+    };
+    let held = |r: &&Value| r["metrics"]["held"].as_bool() == Some(true);
+    let rate = |r: &Value| r["metrics"]["rate"].as_f64().unwrap_or(0.0);
+    // Highest delivered rate of a step that held, and whether a step failed.
+    let best_rate = |kind: &'static str| {
+        let best = runs("rate", kind)
+            .filter(held)
+            .map(&rate)
+            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+        (best, runs("rate", kind).any(|r| !held(&r)))
+    };
+    let size = |r: &Value| r["metrics"]["room_size"].as_u64().unwrap_or(0);
+    let best_room = |kind: &'static str| {
+        (runs("room", kind).filter(held).map(size).max(), runs("room", kind).any(|r| !held(&r)))
+    };
+    let shown = |v: Option<f64>, failed: bool, unit: &str| match v {
+        Some(v) if failed => format!("{} {unit}", fmt_num(v)),
+        Some(v) => format!("{} {unit} or more (every step held)", fmt_num(v)),
+        None => "none held".to_owned(),
+    };
+    let mut lines = Vec::new();
+    let (sfu_rate, sfu_rate_failed) = best_rate("webconf");
+    let (fwd_rate, fwd_rate_failed) = best_rate("bare");
+    let (sfu_room, sfu_room_failed) = best_room("webconf");
+    let (fwd_room, fwd_room_failed) = best_room("bare");
+    if runs("rate", "webconf").next().is_some() {
+        lines.push(format!(
+            "| highest forwarded rate held (< 0.1% loss, core not saturated) | {} | {} |",
+            shown(sfu_rate, sfu_rate_failed, "pkts/s"),
+            shown(fwd_rate, fwd_rate_failed, "pkts/s")
+        ));
+    }
+    // Server CPU per forwarded packet: the median over the packet-rate
+    // steps that held.
+    let cpu_per_packet = |kind: &'static str| {
+        let mut v: Vec<f64> =
+            runs("rate", kind).filter(held).filter_map(|r| r["metrics"]["cpu_us_per_pkt"].as_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    if runs("rate", "webconf").next().is_some() {
+        let us = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{} µs", fmt_num(v)));
+        lines.push(format!(
+            "| server CPU per forwarded packet (median of the packet-rate steps held) | {} | {} |",
+            us(cpu_per_packet("webconf")),
+            us(cpu_per_packet("bare"))
+        ));
+    }
+    if runs("room", "webconf").next().is_some() {
+        lines.push(format!(
+            "| largest all-cameras room held | {} | {} |",
+            shown(sfu_room.map(|n| n as f64), sfu_room_failed, "people"),
+            shown(fwd_room.map(|n| n as f64), fwd_room_failed, "people")
+        ));
+    }
+    let mut out = String::new();
+    if !lines.is_empty() {
+        let _ = write!(out, "| | webconf SFU | UDP forwarder |\n|---|--:|--:|\n{}\n", lines.join("\n"));
+    }
+    let mut targets = Vec::new();
+    if runs("rate", "webconf").next().is_some() {
+        let mark = if sfu_rate.is_some_and(|r| r >= 100_000.0) { "met" } else { "missed" };
+        targets.push(format!(
+            "| ≥ 100,000 forwarded packets/s on one core, < 0.1% loss | {} | {mark} |",
+            sfu_rate.map_or_else(|| "–".to_owned(), |r| format!("{} pkts/s", fmt_num(r)))
+        ));
+    }
+    if runs("room", "webconf").next().is_some() {
+        // The 600 streams: all 24 others to each of 25.
+        let at25 = runs("room", "webconf").find(|r| size(r) == 25);
+        let streams = at25.and_then(|r| r["metrics"]["streams"].as_f64());
+        let mark = match at25 {
+            Some(r) if held(&r) && streams.is_some_and(|s| s >= 600.0) => "met",
+            Some(_) => "missed",
+            None => "not measured",
+        };
+        targets.push(format!(
+            "| a 25-person all-cameras room (600 forwarded streams) on one core | {} | {mark} |",
+            match at25 {
+                Some(r) => format!(
+                    "{} streams forwarded, {:.3}% loss, {}% CPU",
+                    fmt_num(streams.unwrap_or(0.0)),
+                    r["metrics"]["loss_pct"].as_f64().unwrap_or(0.0),
+                    fmt_num(r["metrics"]["server_cpu_pct"].as_f64().unwrap_or(0.0))
+                ),
+                None => "–".to_owned(),
+            }
+        ));
+    }
+    if !targets.is_empty() {
+        let _ = write!(
+            out,
+            "\nAgainst the SFU targets, from this run:\n\n| target | measured | |\n|---|--:|---|\n{}\n",
+            targets.join("\n")
+        );
+    }
+    out
 }
 
 /// The targets, each checked against this run's numbers.
@@ -611,5 +839,42 @@ mod tests {
         assert!(t.contains("0.50×"), "{t}");
         assert!(t.contains("msgs/s, seed, logging"), "{t}");
         assert!(t.contains("a note"), "{t}");
+    }
+
+    #[test]
+    fn sfu_steps_get_their_own_table_and_verdicts() {
+        let mut lines = String::new();
+        for (size, kind, held, rate) in [
+            (4, "bare", true, 648.0),
+            (4, "webconf", true, 640.0),
+            (25, "bare", true, 32_400.0),
+            (25, "webconf", false, 20_000.0),
+        ] {
+            let label = if kind == "bare" { "udp forwarder" } else { kind };
+            let mut r = Report::new(format!("sfu-room-{size}"), format!("1 room of {size}"), kind, label);
+            r.set("ladder", "room");
+            r.set("room_size", size);
+            r.set("streams", size * 16);
+            r.set("streams_all", size * (size - 1));
+            r.set("rate", rate);
+            r.set("loss_pct", if held { 0.0 } else { 2.5 });
+            r.set("held", held);
+            if !held {
+                r.note("the server used 99% of its core");
+            }
+            lines.push_str(&r.to_line());
+            lines.push('\n');
+        }
+        let t = table(&lines).expect("table");
+        assert!(t.contains("webconf SFU"), "{t}");
+        assert!(t.contains("udp forwarder"), "{t}");
+        assert!(t.contains("2.500%"), "{t}");
+        assert!(
+            t.contains("| largest all-cameras room held | 4 people | 25 people or more (every step held) |"),
+            "{t}"
+        );
+        assert!(t.contains("(600 forwarded streams) on one core | 400 streams forwarded"), "{t}");
+        assert!(t.contains("| missed |"), "{t}");
+        assert!(t.contains("the server used 99% of its core"), "{t}");
     }
 }

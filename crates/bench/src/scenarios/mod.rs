@@ -1,4 +1,4 @@
-//! The six scenarios of the benchmark, each against one running server.
+//! The scenarios of the benchmark, each against one running server.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use crate::report::Report;
 pub mod churn;
 pub mod idle;
 pub mod openloop;
+pub mod sfu;
 pub mod storm;
 pub mod window;
 
