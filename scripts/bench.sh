@@ -62,8 +62,8 @@ rate_clients=1000
 # kbps); the rate ladder's rooms hold sfu_room_size people each.
 sfu_pps=54
 sfu_room_size=5
-sfu_rates="10000 20000 30000 40000 50000 60000 80000 100000 150000 200000"
-sfu_sizes="4 9 16 25 36 49 64 81 100"
+sfu_rates="10000 20000 30000 35000 40000 50000 60000 80000 100000 150000 200000"
+sfu_sizes="4 9 16 25 30 36 49 64 81 100"
 # The warm-up is long because a subscriber's first seconds are slow: the
 # SFU paces what it sends each subscriber to its bandwidth estimate, which
 # starts at 2.5 Mbps (the table shows those seconds' delay separately).
@@ -258,10 +258,11 @@ settle() {
 # run_sfu NAME ARGS...: one step of scenario 7 on a fresh server NAME
 # (webconf-sfu or udpfwd); fails if the step did not hold (or measured the
 # generator). A step during which other work took more than a quarter of a
-# core is run again, twice at most: one busy moment on core 0 overflows the
-# server's socket and the SFU takes many seconds to recover.
+# core is run again, twice at most, and the attempt with the least other
+# work kept: one busy moment on core 0 overflows the server's socket, and
+# the SFU takes many seconds to recover.
 run_sfu() {
-  local name=$1 kind label line other attempt
+  local name=$1 kind label line="" attempt try other best_other=1000
   shift
   case "$name" in
     webconf-sfu) kind=webconf; label=webconf ;;
@@ -273,12 +274,18 @@ run_sfu() {
       stop_server
       return 1
     fi
-    line=$(taskset -c 1 "$bin/bench" run --kind "$kind" --label "$label" --addr "127.0.0.1:$(port_of "$name")" \
+    try=$(taskset -c 1 "$bin/bench" run --kind "$kind" --label "$label" --addr "127.0.0.1:$(port_of "$name")" \
       --pid "$server_pid" --clk-tck "$clk_tck" sfu --pps "$sfu_pps" --secs "$sfu_secs" --warmup "$sfu_warmup" "$@") \
       || echo "bench.sh: bench run $name sfu $* failed" >&2
     stop_server
-    other=$(printf '%s' "$line" | sed -n 's/.*"other_cpu_pct":\([0-9]*\).*/\1/p')
-    [ "${other:-0}" -gt 25 ] && [ $attempt -lt 3 ] || break
+    [ -n "$try" ] || continue
+    other=$(printf '%s' "$try" | sed -n 's/.*"other_cpu_pct":\([0-9]*\).*/\1/p')
+    other=${other:-0}
+    if [ "$other" -lt "$best_other" ]; then
+      line=$try
+      best_other=$other
+    fi
+    [ "$other" -gt 25 ] && [ $attempt -lt 3 ] || break
     echo "bench.sh: other work took ${other}% of a core during that step; running it again" >&2
   done
   [ -n "$line" ] || return 1
@@ -428,16 +435,17 @@ $sfu_table
   crates/bench/src/udpfwd.rs) is the floor on one core: one blocking UDP
   socket; each datagram is sent on to every other member of the sender's
   room, one \`sendto\` each. No encryption, RTP, feedback or pacing. Like
-  webconf's, its socket keeps the kernel's default receive buffer (about
-  200 KiB, some 90 of these datagrams), so a few milliseconds off its core
-  lose datagrams however little CPU it uses: its losses say that, not
-  that it ran out of CPU.
+  webconf's, its socket keeps the kernel's default receive buffer (208
+  KiB here), so a few milliseconds off its core lose datagrams however
+  little CPU it uses.
 - **Ladders.** Packet rate: rooms of $sfu_room_size, as many as make the listed
   forwarded rate (each room forwards $sfu_room_size × $(( sfu_room_size - 1 )) streams). Room size: one room of
   N, every camera to the N-1 others. Each step runs on a fresh server, the
   forwarder first, and a ladder stops after the first step webconf does
   not hold. A step **holds** when loss is under 0.1%, the server's core is
-  under 95% busy, and every stream the server should forward flows.
+  under 95% busy, every stream the server should forward flows, and the
+  p99 delay is under 100 ms (not the issue's condition, but a call whose
+  video comes a second late is not held, whatever its loss).
   webconf sends each subscriber at most 16 cameras
   (\`sfu::Config::max_video\`, last-N; no command-line option), so a room
   of N over 17 has N × 16 streams to forward, not N × (N-1); "streams

@@ -615,7 +615,7 @@ fn sfu_verdicts(results: &[Value]) -> String {
     let (fwd_room, fwd_room_failed) = best_room("bare");
     if runs("rate", "webconf").next().is_some() {
         lines.push(format!(
-            "| highest forwarded rate held (< 0.1% loss, core not saturated) | {} | {} |",
+            "| highest forwarded rate held (loss < 0.1%, core < 95% busy, p99 delay < 100 ms) | {} | {} |",
             shown(sfu_rate, sfu_rate_failed, "pkts/s"),
             shown(fwd_rate, fwd_rate_failed, "pkts/s")
         ));

@@ -47,6 +47,10 @@ const GENERATOR_BOUND_PCT: f64 = 90.0;
 /// Loss (%) a run may have and still hold.
 const MAX_LOSS_PCT: f64 = 0.1;
 
+/// p99 forwarding delay (ms) a run may have and still hold: not the
+/// issue's condition, but video a second late is no call.
+const MAX_P99_MS: f64 = 100.0;
+
 /// WebSocket set-ups in flight at once.
 const CONNECTS_IN_FLIGHT: usize = 64;
 
@@ -247,7 +251,10 @@ async fn run(ctx: &Ctx, plan: &Plan) -> Report {
     report.set("send_failures", t.send_failures);
     let saturated = measured.server.percent() >= SATURATED_PCT;
     let generator_bound = measured.me.percent() >= GENERATOR_BOUND_PCT;
-    let held = s.loss_pct() < MAX_LOSS_PCT && s.streams >= design && !saturated && !ctx.stop.is_cancelled();
+    let p99_ms = t.hist.quantile(0.99).map_or(f64::INFINITY, |ns| ns as f64 / 1e6);
+    let late = p99_ms >= MAX_P99_MS;
+    let held =
+        s.loss_pct() < MAX_LOSS_PCT && s.streams >= design && !saturated && !late && !ctx.stop.is_cancelled();
     report.set("held", held);
     report.set("generator_bound", generator_bound);
     if generator_bound {
@@ -258,6 +265,9 @@ async fn run(ctx: &Ctx, plan: &Plan) -> Report {
     }
     if saturated {
         report.note(format!("the server used {:.0}% of its core", measured.server.percent()));
+    }
+    if late {
+        report.note(format!("p99 delay {} ms", fmt_num(p99_ms)));
     }
     if s.streams < design {
         report.note(format!("{} of {design} streams were flowing when the window began", s.streams));
