@@ -382,7 +382,7 @@ impl Task {
                     // The session cannot go on from a half-applied change.
                     let msg = format!("the answer cannot be used: {e}");
                     send_error(&self.metrics, &s.route, ErrorCode::BadSdp, &msg);
-                    self.fail(id, "bad answer");
+                    self.end_session(id);
                     return;
                 }
                 for t in &mut s.out {
@@ -394,7 +394,7 @@ impl Task {
                 self.dirty.push(id);
                 // Frames flow on the new m-lines from the next keyframe.
                 self.mark_ready(id, self.now_ms(now));
-                self.apply_forwarder_outputs(now);
+                self.apply_forwarder_outputs();
             }
             SfuCmd::Layout { conn, tiles } => {
                 let id = ParticipantId(conn);
@@ -411,7 +411,7 @@ impl Task {
                         self.forwarder.set_tile(now_ms, id, publisher, height);
                     }
                 }
-                self.apply_forwarder_outputs(now);
+                self.apply_forwarder_outputs();
             }
             SfuCmd::Leave { conn } => self.end_session(ParticipantId(conn)),
         }
@@ -515,7 +515,7 @@ impl Task {
             self.forwarder.tick(self.now_ms(now));
             self.update_bandwidth_targets();
         }
-        self.apply_forwarder_outputs(now);
+        self.apply_forwarder_outputs();
         let mut rounds = 0;
         while !self.dirty.is_empty() && rounds < 16 {
             rounds += 1;
@@ -528,7 +528,7 @@ impl Task {
                     self.on_happened(id, h, now);
                 }
             }
-            self.apply_forwarder_outputs(now);
+            self.apply_forwarder_outputs();
             self.negotiate_all();
         }
     }
@@ -633,7 +633,7 @@ impl Task {
                     let msg = format!("the group-call connection failed ({why}); start a new one");
                     send_error(&self.metrics, &s.route, ErrorCode::SfuFailed, &msg);
                 }
-                self.fail(id, why);
+                self.end_session(id);
             }
             Happened::Added { mid, rids } => {
                 let Some(s) = self.sessions.get_mut(&id) else { return };
@@ -741,7 +741,7 @@ impl Task {
     }
 
     /// Carries out what the forwarder decided.
-    fn apply_forwarder_outputs(&mut self, _now: Instant) {
+    fn apply_forwarder_outputs(&mut self) {
         while let Some(out) = self.forwarder.poll_output() {
             match out {
                 sfu::Output::Subscribe { subscriber, track } => {
@@ -863,12 +863,8 @@ impl Task {
         self.sessions.iter().map(|(id, s)| (*id, s.peer)).collect()
     }
 
-    /// Ends a session that failed: the others stop receiving its tracks.
-    fn fail(&mut self, id: ParticipantId, why: &str) {
-        tracing::debug!(session = id.0, why, "ending an SFU session");
-        self.end_session(id);
-    }
-
+    /// Ends a session (it failed, its connection left, or a new offer
+    /// replaces it): the others stop receiving its tracks.
     fn end_session(&mut self, id: ParticipantId) {
         let Some(mut s) = self.sessions.remove(&id) else { return };
         s.rtc.disconnect();
@@ -878,7 +874,7 @@ impl Task {
         self.metrics.sfu_sessions.fetch_sub(1, Ordering::Relaxed);
         self.forwarder.leave(id);
         self.update_rooms_gauge();
-        self.apply_forwarder_outputs(Instant::now());
+        self.apply_forwarder_outputs();
         self.negotiate_all();
     }
 
