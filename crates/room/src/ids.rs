@@ -202,6 +202,32 @@ impl ChatText {
     }
 }
 
+/// A chat message's id, chosen by its sender: 1 to [`ChatId::MAX_CHARS`]
+/// ASCII letters, digits, `-` or `_`. The core only keeps it with the
+/// message; receiving clients use it to show a message sent twice (before
+/// and after a dropped connection) once.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct ChatId(std::sync::Arc<str>);
+
+impl ChatId {
+    /// Longest id, in characters.
+    pub const MAX_CHARS: usize = 64;
+
+    /// Validates an id.
+    pub fn parse(raw: &str) -> Result<ChatId, NameError> {
+        if raw.is_empty() {
+            return Err(NameError::Empty);
+        }
+        check_chars(raw, Self::MAX_CHARS, |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))?;
+        Ok(ChatId(raw.into()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What a peer says it sends: microphone, camera, screen share.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct MediaState {
@@ -268,6 +294,19 @@ mod tests {
         assert_eq!(ChatText::parse("a\u{1b}[31m"), Err(NameError::BadChar('\u{1b}')));
         assert!(ChatText::parse(&"가".repeat(1000)).is_ok());
         assert_eq!(ChatText::parse(&"a".repeat(1001)), Err(NameError::TooLong { max: 1000 }));
+    }
+
+    #[test]
+    fn chat_ids_are_short_and_plain() {
+        assert_eq!(
+            ChatId::parse("q3Zt9xKd0b1w7LmA-_").map(|i| i.as_str().to_owned()),
+            Ok("q3Zt9xKd0b1w7LmA-_".into())
+        );
+        assert_eq!(ChatId::parse(""), Err(NameError::Empty));
+        assert_eq!(ChatId::parse("a b"), Err(NameError::BadChar(' ')));
+        assert_eq!(ChatId::parse("가"), Err(NameError::BadChar('가')));
+        assert!(ChatId::parse(&"x".repeat(64)).is_ok());
+        assert_eq!(ChatId::parse(&"x".repeat(65)), Err(NameError::TooLong { max: 64 }));
     }
 
     #[test]

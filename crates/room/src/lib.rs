@@ -13,7 +13,7 @@
 mod ids;
 mod rooms;
 
-pub use ids::{ChatText, DisplayName, MediaState, NameError, PeerId, PeerIdHasher, PeerMap, RoomId};
+pub use ids::{ChatId, ChatText, DisplayName, MediaState, NameError, PeerId, PeerIdHasher, PeerMap, RoomId};
 pub use rooms::{ChatEntry, Config, Input, LeaveReason, Mode, Output, PeerInfo, Rejection, Request, Rooms};
 
 #[cfg(test)]
@@ -54,7 +54,10 @@ mod tests {
                     .collect();
                 let chat: Vec<String> = chat
                     .iter()
-                    .map(|e| format!("{}@{} {}", letter(e.from), e.ts_ms, e.text.as_str()))
+                    .map(|e| {
+                        let id = e.id.as_ref().map_or(String::new(), |id| format!("#{}", id.as_str()));
+                        format!("{}@{}{id} {}", letter(e.from), e.ts_ms, e.text.as_str())
+                    })
                     .collect();
                 let mut line = format!(
                     "{}: joined {room} as {name} cap={capacity} peers=[{}]",
@@ -79,12 +82,13 @@ mod tests {
                 format!("{}: peer-media {} {}", letter(to), letter(peer), media(m))
             }
             Output::Chat { to, entry } => format!(
-                "{}: chat from {} {} {:?} @{}",
+                "{}: chat from {} {} {:?} @{}{}",
                 letter(to),
                 letter(entry.from),
                 entry.name,
                 entry.text.as_str(),
-                entry.ts_ms
+                entry.ts_ms,
+                entry.id.map_or(String::new(), |id| format!(" id={}", id.as_str()))
             ),
             Output::Left { to, room } => format!("{}: left {room}", letter(to)),
             Output::Relay { to, from, payload } => {
@@ -97,8 +101,8 @@ mod tests {
     }
 
     /// Script lines: `join <peer> <room> <name> [t=<ms>] [m=<flags>]`,
-    /// `signal <from> <to> <payload>`, `chat <peer> <text> [t=<ms>]` (`_` in
-    /// text is a space), `media <peer> <flags>` (like `a-s`), `leave <peer>`,
+    /// `signal <from> <to> <payload>`, `chat <peer> <text> [t=<ms>] [id=<id>]`
+    /// (`_` in text is a space), `media <peer> <flags>` (like `a-s`), `leave <peer>`,
     /// `disconnect <peer>`.
     fn parse_input(line: &str) -> Input<String> {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -115,11 +119,18 @@ mod tests {
             ["signal", from, to, payload] => {
                 Input::Signal { from: peer(from), to: peer(to), payload: (*payload).to_owned() }
             }
-            ["chat", p, text, ..] => Input::Chat {
-                peer: peer(p),
-                text: ChatText::parse(&text.replace('_', " ")).expect("valid chat in script"),
-                now_ms,
-            },
+            ["chat", p, text, ..] => {
+                let text = ChatText::parse(&text.replace('_', " ")).expect("valid chat in script");
+                match opt("id=") {
+                    Some(id) => Input::ChatWithId {
+                        peer: peer(p),
+                        text,
+                        id: ChatId::parse(id).expect("valid chat id in script"),
+                        now_ms,
+                    },
+                    None => Input::Chat { peer: peer(p), text, now_ms },
+                }
+            }
             ["media", p, flags] => Input::Media { peer: peer(p), media: parse_media(flags) },
             ["leave", p] => Input::Leave { peer: peer(p) },
             ["disconnect", p] => Input::Disconnect { peer: peer(p) },
@@ -304,6 +315,37 @@ mod tests {
             > join b r B t=3602001
             a: peer-joined b B av- polite=false
             b: joined r as B cap=3 peers=[a A av- polite] chat=[b@4000 hello there]
+            ",
+        );
+    }
+
+    /// A message's id goes with it to everyone, and into the history, so a
+    /// sender back after a dropped connection can tell it arrived; the core
+    /// passes a repeated id on as it is (receivers drop repeats).
+    #[test]
+    fn chat_ids_travel_with_their_messages_and_into_the_history() {
+        check(
+            3,
+            "
+            > join a r A t=1000
+            a: joined r as A cap=3 peers=[]
+            > join b r B t=1000
+            a: peer-joined b B av- polite=false
+            b: joined r as B cap=3 peers=[a A av- polite]
+            > chat a hi t=2000 id=m-1
+            a: chat from a A \"hi\" @2000 id=m-1
+            b: chat from a A \"hi\" @2000 id=m-1
+            > chat a hi t=2500 id=m-1
+            a: chat from a A \"hi\" @2500 id=m-1
+            b: chat from a A \"hi\" @2500 id=m-1
+            > chat a plain t=3000
+            a: chat from a A \"plain\" @3000
+            b: chat from a A \"plain\" @3000
+            > disconnect a
+            b: peer-left a Disconnected
+            > join a r A t=4000
+            b: peer-joined a A av- polite=true
+            a: joined r as A cap=3 peers=[b B av-] chat=[a@2000#m-1 hi, a@2500#m-1 hi, a@3000 plain]
             ",
         );
     }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::ids::{ChatText, DisplayName, MediaState, PeerId, PeerMap, RoomId};
+use crate::ids::{ChatId, ChatText, DisplayName, MediaState, PeerId, PeerMap, RoomId};
 
 /// Settings of a [`Rooms`] core.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +60,8 @@ pub struct ChatEntry {
     /// When the server got it, in milliseconds since 1970 (the shell's
     /// clock, passed in).
     pub ts_ms: u64,
+    /// The sender's name for it, if it gave one (see [`ChatId`]).
+    pub id: Option<ChatId>,
 }
 
 /// Why a peer is no longer in a room.
@@ -129,12 +131,25 @@ pub enum Input<P> {
         /// Opaque to the core.
         payload: P,
     },
-    /// `peer` says something to its room.
+    /// `peer` says something to its room, without naming the message.
     Chat {
         /// Who.
         peer: PeerId,
         /// What.
         text: ChatText,
+        /// The shell's clock, in milliseconds since 1970.
+        now_ms: u64,
+    },
+    /// `peer` says something to its room and names the message, so that
+    /// receivers can show it once if it is sent again (see [`ChatId`]).
+    /// The core keeps the id with the message and checks nothing about it.
+    ChatWithId {
+        /// Who.
+        peer: PeerId,
+        /// What.
+        text: ChatText,
+        /// The sender's name for the message.
+        id: ChatId,
         /// The shell's clock, in milliseconds since 1970.
         now_ms: u64,
     },
@@ -314,7 +329,8 @@ impl<P> Rooms<P> {
         match input {
             Input::Join { peer, room, name, media, now_ms } => self.join(peer, room, name, media, now_ms),
             Input::Signal { from, to, payload } => self.signal(from, to, payload),
-            Input::Chat { peer, text, now_ms } => self.chat(peer, text, now_ms),
+            Input::Chat { peer, text, now_ms } => self.chat(peer, text, None, now_ms),
+            Input::ChatWithId { peer, text, id, now_ms } => self.chat(peer, text, Some(id), now_ms),
             Input::Media { peer, media } => self.media(peer, media),
             Input::Leave { peer } => {
                 if !self.remove(peer, LeaveReason::Left) {
@@ -396,12 +412,12 @@ impl<P> Rooms<P> {
         self.outputs.push_back(Output::Relay { to, from, payload });
     }
 
-    fn chat(&mut self, peer: PeerId, text: ChatText, now_ms: u64) {
+    fn chat(&mut self, peer: PeerId, text: ChatText, id: Option<ChatId>, now_ms: u64) {
         let Some(member) = self.members.get(&peer) else {
             return self.reject(peer, Request::Chat, Rejection::NotJoined);
         };
         let Some(room) = self.rooms.get_mut(&member.room) else { return };
-        let entry = ChatEntry { from: peer, name: member.name.clone(), text, ts_ms: now_ms };
+        let entry = ChatEntry { from: peer, name: member.name.clone(), text, ts_ms: now_ms, id };
         for to in &room.peers {
             self.outputs.push_back(Output::Chat { to: *to, entry: entry.clone() });
         }

@@ -72,8 +72,16 @@ enum End {
 }
 
 /// Serves one upgraded WebSocket until it ends. `_permit` holds its place
-/// under the connection limits until then.
-pub(crate) async fn run(mut socket: Socket, app: Arc<App>, addr: SocketAddr, _permit: ConnectionPermit) {
+/// under the connection limits until then. `reached` is the address of this
+/// machine the connection came in on, when that is the one its browser
+/// reaches us at (not behind a proxy).
+pub(crate) async fn run(
+    mut socket: Socket,
+    app: Arc<App>,
+    addr: SocketAddr,
+    reached: Option<std::net::IpAddr>,
+    _permit: ConnectionPermit,
+) {
     use std::sync::atomic::AtomicU64;
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
@@ -86,7 +94,7 @@ pub(crate) async fn run(mut socket: Socket, app: Arc<App>, addr: SocketAddr, _pe
         metrics.connections_open.fetch_add(1, Ordering::Relaxed);
         // Served by reference: moving the socket and the state into the
         // inner futures would store them twice in every connection's task.
-        let mut state = Conn::new(app, conn, id);
+        let mut state = Conn::new(app, conn, id, reached);
         let end = state.serve(&mut socket).await;
         metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         metrics.closed(match end {
@@ -138,10 +146,12 @@ struct Conn {
     pending_to: Option<mpsc::Sender<ShardCmd>>,
     /// Whether this connection may have a session with the SFU.
     in_sfu: bool,
+    /// The address of this machine the connection came in on, if known.
+    reached: Option<std::net::IpAddr>,
 }
 
 impl Conn {
-    fn new(app: Arc<App>, conn: ConnId, id: PeerId) -> Conn {
+    fn new(app: Arc<App>, conn: ConnId, id: PeerId, reached: Option<std::net::IpAddr>) -> Conn {
         let limits = app.config.limits;
         // Bounded by bytes: a shard that finds it full drops this peer as
         // too slow.
@@ -168,6 +178,7 @@ impl Conn {
             pending: None,
             pending_to: None,
             in_sfu: false,
+            reached,
         }
     }
 
@@ -435,7 +446,7 @@ impl Conn {
                 self.routes.clear();
                 let route =
                     Route { queue: self.queue.clone(), kick: self.kick.clone(), membership: self.membership };
-                let tx = PeerTx { conn: self.conn, route, resumed };
+                let tx = PeerTx { conn: self.conn, route, resumed, reached: self.reached };
                 self.state = State::Joining(room.clone());
                 self.send_to_shard(
                     &room,
@@ -470,9 +481,9 @@ impl Conn {
                 }
                 None
             }
-            (State::Joined(room), ClientMsg::Chat { text }) => {
+            (State::Joined(room), ClientMsg::Chat { text, id }) => {
                 let room = room.clone();
-                self.send_to_shard(&room, ShardCmd::Chat { peer: self.id, conn: self.conn, text });
+                self.send_to_shard(&room, ShardCmd::Chat { peer: self.id, conn: self.conn, text, id });
                 None
             }
             (State::Joined(room), ClientMsg::Media { audio, video, screen }) => {

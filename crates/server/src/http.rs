@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::{IncomingStream, Listener};
 use hyper::upgrade::OnUpgrade;
 use room::RoomId;
 use sha1::{Digest, Sha1};
@@ -45,24 +47,30 @@ pub(crate) fn router(app: Arc<App>) -> Router {
 /// Every path redirects to HTTPS on `https_port`, same host and path.
 pub(crate) fn redirect_router(https_port: u16) -> Router {
     Router::new().fallback(move |headers: HeaderMap, uri: axum::http::Uri| async move {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        // The host without its port (IPv6 literals keep their brackets).
-        let name = match host.rsplit_once(':') {
-            Some((name, port))
-                if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') =>
-            {
-                name
-            }
-            _ => host,
-        };
-        let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let location = format!("https://{name}{port}{path}");
-        match HeaderValue::from_str(&location) {
-            Ok(value) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, value)]).into_response(),
-            Err(_) => (StatusCode::BAD_REQUEST, "bad Host header\n").into_response(),
-        }
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        redirect_to_https(host, uri.path_and_query().map_or("/", |p| p.as_str()), https_port)
     })
+}
+
+/// A permanent redirect to `path` on `host` (the request's `Host`, whose
+/// port is replaced) over HTTPS on `https_port`.
+pub(crate) fn redirect_to_https(host: Option<&str>, path: &str, https_port: u16) -> Response {
+    let host = host.unwrap_or("localhost");
+    // The host without its port (IPv6 literals keep their brackets).
+    let name = match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') =>
+        {
+            name
+        }
+        _ => host,
+    };
+    let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
+    let location = format!("https://{name}{port}{path}");
+    match HeaderValue::from_str(&location) {
+        Ok(value) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, value)]).into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "bad Host header\n").into_response(),
+    }
 }
 
 async fn security_headers(mut res: Response) -> Response {
@@ -120,11 +128,62 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
+/// Both ends of an accepted connection: who connected, and which of this
+/// machine's addresses it reached (on a wildcard listener, that says which
+/// network the client is on, and so the address it can reach us at).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Endpoints {
+    /// The client.
+    pub(crate) remote: SocketAddr,
+    /// Our end.
+    pub(crate) local: SocketAddr,
+}
+
+/// The plain-HTTP listener: tokio's, with no Nagle delay on each accepted
+/// socket (signals are small and latency matters; set on each one since
+/// Linux does not reliably inherit it from the listener).
+pub(crate) struct PlainListener(pub(crate) tokio::net::TcpListener);
+
+impl Listener for PlainListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // axum's accept retries (and paces) failed accepts itself.
+        let (stream, addr) = Listener::accept(&mut self.0).await;
+        let _ = stream.set_nodelay(true);
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl Connected<IncomingStream<'_, PlainListener>> for Endpoints {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
+        let remote = *stream.remote_addr();
+        // A socket that cannot say its own address is a socket on its way
+        // out; then all we know is which port it came in on.
+        let local = stream.io().local_addr().unwrap_or(remote);
+        Endpoints { remote, local }
+    }
+}
+
+impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Endpoints {
+    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        let remote = *stream.remote_addr();
+        let local = stream.io().get_ref().0.local_addr().unwrap_or(remote);
+        Endpoints { remote, local }
+    }
+}
+
 async fn websocket(
     State(app): State<Arc<App>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ConnectInfo(ends): ConnectInfo<Endpoints>,
     mut req: Request,
 ) -> Response {
+    let addr = ends.remote;
     let on_upgrade = req.extensions_mut().remove::<OnUpgrade>();
     let headers = req.headers();
     let (accept, on_upgrade) = match (handshake(headers), on_upgrade) {
@@ -145,6 +204,8 @@ async fn websocket(
         .flatten()
         .map_or(addr, |ip| SocketAddr::new(ip, addr.port()));
     let addr = client;
+    // Behind a proxy our end faces the proxy, not the browser.
+    let reached = (!trust).then_some(ends.local.ip());
     if !app.origins.allows(origin, host) {
         tracing::info!(%addr, ?origin, ?host, "refused a WebSocket from another origin");
         app.metrics.refused(Refusal::Origin);
@@ -157,7 +218,7 @@ async fn websocket(
         Ok(permit) => {
             tokio::spawn(tracker.track_future(async move {
                 if let Ok(upgraded) = on_upgrade.await {
-                    crate::conn::run(Socket::new(upgraded, max_message), app, addr, permit).await;
+                    crate::conn::run(Socket::new(upgraded, max_message), app, addr, reached, permit).await;
                 }
             }));
         }

@@ -22,7 +22,8 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use room::{
-    ChatText, DisplayName, Input, MediaState, Output, PeerId, PeerMap, Rejection, Request, RoomId, Rooms,
+    ChatId, ChatText, DisplayName, Input, MediaState, Output, PeerId, PeerMap, Rejection, Request, RoomId,
+    Rooms,
 };
 use signal::{ErrorCode, ServerMsg, encode};
 use tokio::sync::mpsc;
@@ -55,6 +56,9 @@ pub(crate) struct PeerTx {
     pub(crate) route: Route,
     /// Whether this connection got its peer id from a resume token.
     pub(crate) resumed: bool,
+    /// The address of this machine the connection came in on, if known: the
+    /// one its browser can reach us at (see `IceConfig::per_connection_port`).
+    pub(crate) reached: Option<std::net::IpAddr>,
 }
 
 /// What connections ask of a shard. Every command but `Join` names the
@@ -66,8 +70,8 @@ pub(crate) enum ShardCmd {
     /// peer is a member. A connection already there for the same peer id is
     /// replaced.
     Join { peer: PeerId, room: RoomId, name: DisplayName, media: MediaState, tx: PeerTx },
-    /// Say something to the room.
-    Chat { peer: PeerId, conn: ConnId, text: ChatText },
+    /// Say something to the room (`id`: the sender's name for the message).
+    Chat { peer: PeerId, conn: ConnId, text: ChatText, id: Option<ChatId> },
     /// Tell the room about a media change.
     Media { peer: PeerId, conn: ConnId, media: MediaState },
     /// Leave the room.
@@ -165,12 +169,16 @@ impl Shard {
                 self.core.handle_input(Input::Join { peer, room, name, media, now_ms: now_ms() });
                 peer
             }
-            ShardCmd::Chat { peer, conn, text } => {
+            ShardCmd::Chat { peer, conn, text, id } => {
                 if !self.is_current(peer, conn) {
                     return;
                 }
                 self.metrics.chat_messages.fetch_add(1, Ordering::Relaxed);
-                self.core.handle_input(Input::Chat { peer, text, now_ms: now_ms() });
+                let now_ms = now_ms();
+                self.core.handle_input(match id {
+                    Some(id) => Input::ChatWithId { peer, text, id, now_ms },
+                    None => Input::Chat { peer, text, now_ms },
+                });
                 peer
             }
             ShardCmd::Media { peer, conn, media } => {
@@ -261,7 +269,8 @@ impl Shard {
                 let unix = crate::unix_now();
                 let expires = (unix + self.resume_ttl).as_secs();
                 let resume = self.resume_key.issue(&room, to, expires);
-                let ice_servers = self.ice.for_peer(to, unix.as_secs());
+                let reached = self.peers.get(&to).and_then(|tx| tx.reached);
+                let ice_servers = self.ice.for_peer(to, unix.as_secs(), reached);
                 let msg = ServerMsg::Joined {
                     room: room.as_str(),
                     you: to,
@@ -296,6 +305,7 @@ impl Shard {
                     name: entry.name.as_str(),
                     text: entry.text.as_str(),
                     ts: entry.ts_ms,
+                    id: entry.id.as_ref().map(ChatId::as_str),
                 };
                 (to, Outbound::Text(text(encode(&msg))))
             }

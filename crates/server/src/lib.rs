@@ -16,6 +16,7 @@ pub mod assets;
 mod conn;
 mod http;
 mod hub;
+pub mod interfaces;
 pub mod limits;
 mod metrics;
 pub mod origin;
@@ -29,7 +30,7 @@ pub mod turn_io;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,6 +140,27 @@ pub struct IceConfig {
     /// TURN servers that check time-limited credentials: each peer gets
     /// its own.
     pub turn: Option<TurnCredentials>,
+    /// The built-in STUN/TURN server's port, when its URLs should name the
+    /// address each peer's own connection reached this machine at: the
+    /// server listens on every interface and was given no public address,
+    /// so no one address works for everybody (a LAN address is useless to
+    /// a browser on this machine's other network, `127.0.0.1` to any other
+    /// machine). `turn.urls` then serve only peers whose address is unknown.
+    pub per_connection_port: Option<u16>,
+}
+
+/// The built-in STUN/TURN server's URLs at `host` (a name, or an IP
+/// address; IPv6 gets its brackets here).
+pub fn builtin_ice_urls(host: &str, port: u16) -> Vec<String> {
+    let host = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]"),
+        Err(_) => host.to_owned(),
+    };
+    vec![
+        format!("stun:{host}:{port}"),
+        format!("turn:{host}:{port}?transport=udp"),
+        format!("turn:{host}:{port}?transport=tcp"),
+    ]
 }
 
 /// TURN servers using the coturn REST credential scheme: a username
@@ -166,11 +188,17 @@ impl std::fmt::Debug for TurnCredentials {
 
 impl IceConfig {
     /// The servers for `peer`, with TURN credentials valid from `unix_now`.
-    pub fn for_peer(&self, peer: room::PeerId, unix_now: u64) -> Vec<IceServer> {
+    /// `reached` is the address of this machine the peer's connection came
+    /// in on, if known (see [`IceConfig::per_connection_port`]).
+    pub fn for_peer(&self, peer: room::PeerId, unix_now: u64, reached: Option<IpAddr>) -> Vec<IceServer> {
         let mut out = self.servers.clone();
         if let Some(turn) = &self.turn {
+            let urls = match (self.per_connection_port, reached) {
+                (Some(port), Some(ip)) => builtin_ice_urls(&ip.to_canonical().to_string(), port),
+                _ => turn.urls.clone(),
+            };
             let (stun, relay): (Vec<String>, Vec<String>) =
-                turn.urls.iter().cloned().partition(|u| u.starts_with("stun:"));
+                urls.into_iter().partition(|u| u.starts_with("stun:"));
             if !stun.is_empty() {
                 out.push(IceServer { urls: stun, username: None, credential: None });
             }
@@ -334,27 +362,16 @@ pub async fn serve(
         connections: TaskTracker::new(),
     });
     let token = app.shutdown.clone();
-    let router = http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let router = http::router(app.clone()).into_make_service_with_connect_info::<http::Endpoints>();
     let stop = async move {
         shutdown.await;
         token.cancel();
     };
     match &app.config.tls {
-        None => {
-            // Signals are small and latency matters: no Nagle delay. (Set
-            // on each accepted socket; Linux does not reliably inherit it.)
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router).with_graceful_shutdown(stop).await?
-        }
+        None => axum::serve(http::PlainListener(listener), router).with_graceful_shutdown(stop).await?,
         Some(tls) => {
             let _reloader = AbortOnDrop(tls.spawn_reloader(Duration::from_secs(10)));
-            // tap_io gives the TLS listener axum's ConnectInfo<SocketAddr>.
-            let listener = axum::serve::ListenerExt::tap_io(
-                tls::TlsListener::new(listener, tls.server_config())?,
-                |_| {},
-            );
+            let listener = tls::TlsListener::new(listener, tls.server_config())?;
             axum::serve(listener, router).with_graceful_shutdown(stop).await?
         }
     }

@@ -1,7 +1,9 @@
 //! HTTPS and WSS: certificates from PEM files (re-read when the files
-//! change, so a renewed certificate needs no restart) or generated at start
-//! (self-signed, for a LAN), and a listener that does TLS handshakes
-//! concurrently so one slow client cannot hold up the others.
+//! change, so a renewed certificate needs no restart) or self-signed for a
+//! LAN (kept in the state directory, so the fingerprint people accepted
+//! survives a restart), and a listener that does TLS handshakes
+//! concurrently so one slow client cannot hold up the others, and answers
+//! plain HTTP sent to it by mistake with a redirect to HTTPS.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,6 +27,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HANDSHAKES: usize = 256;
 /// Finished handshakes waiting for the HTTP server to take them.
 const READY_QUEUE: usize = 64;
+/// The first byte of every TLS connection: a handshake record (RFC 8446,
+/// section 5.1). A plain HTTP request starts with a method's letter.
+const TLS_HANDSHAKE_RECORD: u8 = 22;
 
 /// Where the certificate comes from.
 #[derive(Clone, Debug)]
@@ -36,10 +41,18 @@ pub enum TlsSource {
         /// The private key (PKCS#8, PKCS#1 or SEC1).
         key: PathBuf,
     },
-    /// A certificate made at start for these names (DNS names or IPs).
+    /// A self-signed certificate for these names (DNS names or IPs), made
+    /// at the first start and kept in `keep_in` for the next ones.
     SelfSigned {
         /// Subject alternative names.
         names: Vec<String>,
+        /// Where the certificate, its key and the names it covers are kept
+        /// (the state directory's `tls/`), so that people who accepted its
+        /// fingerprint need not again after a restart. A kept certificate
+        /// that does not name all of `names` (the machine got a new address)
+        /// is replaced by one naming those and the old ones. `None`: a new
+        /// certificate at every start.
+        keep_in: Option<PathBuf>,
     },
 }
 
@@ -164,17 +177,112 @@ fn load(source: &TlsSource) -> Result<Loaded, TlsError> {
                 .map_err(|e| TlsError(format!("{} holds no usable private key: {e}", key.display())))?;
             (chain, private, stamps)
         }
-        TlsSource::SelfSigned { names } => {
-            let made = rcgen::generate_simple_self_signed(names.clone())
-                .map_err(|e| TlsError(format!("cannot make a self-signed certificate for {names:?}: {e}")))?;
-            let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
-            (vec![made.cert.der().clone()], key, None)
+        TlsSource::SelfSigned { names, keep_in } => {
+            let (cert, key) = self_signed(names, keep_in.as_deref())?;
+            (vec![cert], key, None)
         }
     };
     let fingerprint = fingerprint(&chain[0]);
     let certified = CertifiedKey::from_der(chain, key, &provider)
         .map_err(|e| TlsError(format!("the certificate and key do not go together: {e}")))?;
     Ok(Loaded { key: Arc::new(certified), fingerprint, stamps })
+}
+
+/// Most names one self-signed certificate accumulates across new addresses;
+/// past it, a new certificate names only the current ones.
+const MAX_KEPT_NAMES: usize = 100;
+
+/// A self-signed certificate for `names`: the one kept in `dir` if it names
+/// them all, else a new one (kept there if possible).
+fn self_signed(
+    names: &[String],
+    dir: Option<&Path>,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
+    let mut covered = Vec::new();
+    if let Some(dir) = dir {
+        match read_kept(dir) {
+            Ok(Some((cert, key, kept))) if names.iter().all(|n| kept.contains(n)) => return Ok((cert, key)),
+            Ok(Some((_, _, kept))) => {
+                tracing::info!(
+                    "the kept self-signed certificate does not name all of {names:?}: making a new one \
+                     (browsers will show a new fingerprint)"
+                );
+                covered = kept;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                "cannot use the self-signed certificate in {}: {e}; making a new one",
+                dir.display()
+            ),
+        }
+    }
+    for name in names {
+        if !covered.contains(name) {
+            covered.push(name.clone());
+        }
+    }
+    if covered.len() > MAX_KEPT_NAMES {
+        covered = names.to_vec();
+    }
+    let made = rcgen::generate_simple_self_signed(covered.clone())
+        .map_err(|e| TlsError(format!("cannot make a self-signed certificate for {covered:?}: {e}")))?;
+    if let Some(dir) = dir
+        && let Err(e) = keep(dir, &made, &covered)
+    {
+        tracing::warn!(
+            "cannot keep the self-signed certificate in {}: {e}; it changes at the next start",
+            dir.display()
+        );
+    }
+    let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+    Ok((made.cert.der().clone(), key))
+}
+
+/// A kept self-signed certificate, its key, and the names it covers.
+type Kept = (CertificateDer<'static>, PrivateKeyDer<'static>, Vec<String>);
+
+/// The certificate, key and names kept in `dir`, if there are any; an error
+/// if they are unreadable or do not go together.
+fn read_kept(dir: &Path) -> Result<Option<Kept>, String> {
+    let names = match std::fs::read_to_string(dir.join("names")) {
+        Ok(text) => text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("names: {e}")),
+    };
+    let cert = CertificateDer::from_pem_file(dir.join("cert.pem")).map_err(|e| format!("cert.pem: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).map_err(|e| format!("key.pem: {e}"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(vec![cert.clone()], key.clone_key(), &provider)
+        .map_err(|e| format!("cert.pem and key.pem do not go together: {e}"))?;
+    Ok(Some((cert, key, names)))
+}
+
+/// Writes a certificate, its key (readable by us alone) and its names into
+/// `dir`, each file whole or not at all (written aside, then renamed), the
+/// names last: they say the other two are there.
+fn keep(dir: &Path, made: &rcgen::CertifiedKey<rcgen::KeyPair>, names: &[String]) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let write = |name: &str, text: &str, private: bool| -> io::Result<()> {
+        use std::io::Write;
+        let aside = dir.join(format!(".{name}.new"));
+        let _ = std::fs::remove_file(&aside);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        if private {
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        let mut file = options.open(&aside)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&aside, dir.join(name))
+    };
+    let _ = std::fs::remove_file(dir.join("names"));
+    write("key.pem", &made.signing_key.serialize_pem(), true)?;
+    write("cert.pem", &made.cert.pem(), false)?;
+    write("names", &(names.join("\n") + "\n"), false)
 }
 
 fn fingerprint(cert: &CertificateDer<'_>) -> String {
@@ -214,7 +322,25 @@ impl TlsListener {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    // The first byte says whether this is TLS at all; both
+                    // the wait for it and what follows count against one
+                    // deadline, so a silent client holds its slot no longer.
+                    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+                        Ok(Ok(1)) if first[0].is_ascii_alphabetic() => {
+                            // Someone typed http:// for this HTTPS port.
+                            let served = redirect_plain_http(stream, local.port());
+                            if tokio::time::timeout_at(deadline, served).await.is_err() {
+                                tracing::debug!(%addr, "plain HTTP on the TLS port timed out");
+                            }
+                            return;
+                        }
+                        Ok(_) => return tracing::debug!(%addr, "neither TLS nor HTTP: closed"),
+                        Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, addr)).await;
                         }
@@ -225,6 +351,25 @@ impl TlsListener {
             }
         });
         Ok(TlsListener { ready, local, acceptor_task })
+    }
+}
+
+/// Answers the plain HTTP requests on `stream` (one, then it closes) with a
+/// redirect to the same host and path over HTTPS on `https_port`: what a
+/// browser shows instead of "invalid response" or garbage when someone
+/// typed `http://` for the HTTPS port.
+async fn redirect_plain_http(stream: TcpStream, https_port: u16) {
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok());
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let response = crate::http::redirect_to_https(host, path, https_port);
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    if let Err(e) = served.await {
+        tracing::debug!("plain HTTP on the TLS port: {e}");
     }
 }
 
@@ -276,12 +421,51 @@ mod tests {
 
     #[test]
     fn self_signed_certificates_load_with_a_fingerprint() {
-        let tls =
-            Tls::load(TlsSource::SelfSigned { names: default_names(&["meet.test".into()]) }).expect("made");
+        let names = default_names(&["meet.test".into()]);
+        let tls = Tls::load(TlsSource::SelfSigned { names, keep_in: None }).expect("made");
         let fp = tls.fingerprint();
         assert_eq!(fp.len(), 32 * 3 - 1, "{fp}");
         assert!(fp.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'));
         let _ = tls.server_config();
+    }
+
+    /// The fingerprint people accepted survives a restart; a new address
+    /// gets a new certificate that still names the old ones; a broken kept
+    /// file is replaced, not fatal.
+    #[test]
+    fn self_signed_certificates_are_kept_until_the_names_change() {
+        let dir = std::env::temp_dir().join(format!("webconf-tls-kept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let load = |names: &[&str]| {
+            let names = names.iter().map(|n| (*n).to_owned()).collect();
+            Tls::load(TlsSource::SelfSigned { names, keep_in: Some(dir.clone()) })
+                .expect("made")
+                .fingerprint()
+        };
+        let first = load(&["localhost", "192.168.1.5"]);
+        assert_eq!(load(&["localhost", "192.168.1.5"]), first, "kept across a restart");
+        assert_eq!(load(&["192.168.1.5"]), first, "a name fewer needs no new certificate");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("key.pem")).expect("key kept").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the key is ours alone: {mode:o}");
+        }
+        let moved = load(&["localhost", "10.0.0.7"]);
+        assert_ne!(moved, first, "a new address needs a new certificate");
+        let kept = std::fs::read_to_string(dir.join("names")).expect("names");
+        assert_eq!(kept.lines().collect::<Vec<_>>(), ["localhost", "192.168.1.5", "10.0.0.7"]);
+        assert_eq!(load(&["192.168.1.5"]), moved, "and it still names the old one");
+        std::fs::write(dir.join("cert.pem"), "garbage").expect("write");
+        let fresh = load(&["localhost"]);
+        assert_ne!(fresh, moved);
+        // A key that is not the certificate's: replaced too.
+        let other = rcgen::generate_simple_self_signed(vec!["x.test".to_owned()]).expect("made");
+        std::fs::write(dir.join("key.pem"), other.signing_key.serialize_pem()).expect("write");
+        let fresh = load(&["localhost"]);
+        assert_ne!(fresh, moved);
+        assert_eq!(load(&["localhost"]), fresh);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

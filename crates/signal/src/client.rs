@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use room::{ChatText, DisplayName, MediaState, PeerId, RoomId};
+use room::{ChatId, ChatText, DisplayName, MediaState, PeerId, RoomId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -37,10 +37,12 @@ pub enum ClientMsg<'a> {
         /// The payload, untouched, borrowed from the frame.
         data: RawJson<'a>,
     },
-    /// `chat {text}`.
+    /// `chat {text, id}`.
     Chat {
         /// The message.
         text: ChatText,
+        /// The sender's name for it, if it gave one.
+        id: Option<ChatId>,
     },
     /// `media {audio, video, screen}`: each field that is present changes.
     Media {
@@ -187,6 +189,8 @@ struct Envelope<'a> {
     sources: Option<&'a RawValue>,
     #[serde(borrow)]
     tiles: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
 }
 
 /// `sfu.description`.
@@ -301,7 +305,17 @@ fn parse_any(text: &str) -> Result<ClientMsg<'_>, ProtocolError> {
             let text = ChatText::parse(&text).map_err(|e| {
                 ProtocolError::new(ErrorCode::BadChat, Some("chat"), format!("the message {e}"))
             })?;
-            Ok(ClientMsg::Chat { text })
+            let id = match env.id {
+                None => None,
+                Some(raw) if raw.get() == "null" => None,
+                Some(raw) => {
+                    let id = string(raw).ok_or_else(|| mistyped("chat", "id", "a string"))?;
+                    Some(ChatId::parse(&id).map_err(|e| {
+                        ProtocolError::new(ErrorCode::BadChat, Some("chat"), format!("the message id {e}"))
+                    })?)
+                }
+            };
+            Ok(ClientMsg::Chat { text, id })
         }
         "media" => {
             let flag = |raw: Option<&RawValue>, name: &str| match raw {
@@ -415,7 +429,10 @@ mod tests {
                     None => format!("join {room} as {name} {flags}"),
                 }
             }
-            Ok(ClientMsg::Chat { text }) => format!("chat {:?}", text.as_str()),
+            Ok(ClientMsg::Chat { text, id: None }) => format!("chat {:?}", text.as_str()),
+            Ok(ClientMsg::Chat { text, id: Some(id) }) => {
+                format!("chat {:?} id {}", text.as_str(), id.as_str())
+            }
             Ok(ClientMsg::Media { audio, video, screen }) => format!("media {audio:?} {video:?} {screen:?}"),
             Ok(ClientMsg::Signal { to, data }) => format!("signal to {to} data {}", data.get()),
             Ok(ClientMsg::Sfu { kind, sdp, sources }) => format!("sfu {kind:?} {sdp:?} {sources:?}"),
@@ -500,6 +517,20 @@ mod tests {
                 "error bad-chat Some(\"chat\"): the message contains the character '\\u{7}'",
             ),
             (r#"{"type":"chat"}"#, "error bad-message Some(\"chat\"): chat needs a field \"text\""),
+            (r#"{"type":"chat","text":"hi","id":"q3Zt9x-_1"}"#, "chat \"hi\" id q3Zt9x-_1"),
+            (r#"{"type":"chat","text":"hi","id":null}"#, "chat \"hi\""),
+            (
+                r#"{"type":"chat","text":"hi","id":7}"#,
+                "error bad-message Some(\"chat\"): chat.id must be a string",
+            ),
+            (
+                r#"{"type":"chat","text":"hi","id":"a b"}"#,
+                "error bad-chat Some(\"chat\"): the message id contains the character ' '",
+            ),
+            (
+                r#"{"type":"chat","text":"hi","id":""}"#,
+                "error bad-chat Some(\"chat\"): the message id is empty",
+            ),
             (r#"{"type":"media","audio":false}"#, "media Some(false) None None"),
             (
                 r#"{"type":"media","video":1}"#,

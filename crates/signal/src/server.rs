@@ -1,6 +1,6 @@
 //! Messages from the server to browsers, and their encoder.
 
-use room::{ChatEntry, LeaveReason, MediaState, Mode, PeerId, PeerInfo};
+use room::{ChatEntry, ChatId, LeaveReason, MediaState, Mode, PeerId, PeerInfo};
 use serde::{Serialize, Serializer};
 
 use crate::{ErrorCode, SdpKind, SfuSource};
@@ -144,6 +144,9 @@ pub enum ServerMsg<'a> {
         text: &'a str,
         /// Server time, milliseconds since 1970.
         ts: u64,
+        /// The sender's name for the message, if it gave one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
     },
     /// Answer to `leave`.
     Left {
@@ -255,6 +258,8 @@ struct WireChat<'a> {
     name: &'a str,
     text: &'a str,
     ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
 }
 
 fn chat_entries<S: Serializer>(chat: &&[ChatEntry], s: S) -> Result<S::Ok, S::Error> {
@@ -263,6 +268,7 @@ fn chat_entries<S: Serializer>(chat: &&[ChatEntry], s: S) -> Result<S::Ok, S::Er
         name: e.name.as_str(),
         text: e.text.as_str(),
         ts: e.ts_ms,
+        id: e.id.as_ref().map(ChatId::as_str),
     }))
 }
 
@@ -292,12 +298,22 @@ mod tests {
             media: MediaState { audio: true, video: false, screen: false },
         };
         let peers = [(joon.clone(), true)];
-        let chat = [ChatEntry {
-            from: PeerId(0xa),
-            name: name("Joon"),
-            text: ChatText::parse("<b>hi</b>").expect("valid"),
-            ts_ms: 1_764_111_111_000,
-        }];
+        let chat = [
+            ChatEntry {
+                from: PeerId(0xa),
+                name: name("Joon"),
+                text: ChatText::parse("<b>hi</b>").expect("valid"),
+                ts_ms: 1_764_111_111_000,
+                id: None,
+            },
+            ChatEntry {
+                from: PeerId(0xa),
+                name: name("Joon"),
+                text: ChatText::parse("again").expect("valid"),
+                ts_ms: 1_764_111_112_000,
+                id: Some(ChatId::parse("m-1").expect("valid")),
+            },
+        ];
         let tracks = [SfuTrack { mid: "3".into(), peer: PeerId(0xa), source: SfuSource::Camera }];
         let stun =
             [IceServer { urls: vec!["stun:example.org:3478".into()], username: None, credential: None }];
@@ -319,7 +335,7 @@ mod tests {
                     resume: "tok",
                     mode: Mode::P2p,
                 },
-                r#"{"type":"joined","room":"tea","you":"3f9a0c21d4e5b678","name":"Minji","capacity":2,"resumed":false,"peers":[{"id":"000000000000000a","name":"Joon \"J\"","polite":true,"media":{"audio":true,"video":false,"screen":false}}],"chat":[{"from":"000000000000000a","name":"Joon","text":"<b>hi</b>","ts":1764111111000}],"ice_servers":[{"urls":["stun:example.org:3478"]}],"resume":"tok","mode":"p2p"}"#,
+                r#"{"type":"joined","room":"tea","you":"3f9a0c21d4e5b678","name":"Minji","capacity":2,"resumed":false,"peers":[{"id":"000000000000000a","name":"Joon \"J\"","polite":true,"media":{"audio":true,"video":false,"screen":false}}],"chat":[{"from":"000000000000000a","name":"Joon","text":"<b>hi</b>","ts":1764111111000},{"from":"000000000000000a","name":"Joon","text":"again","ts":1764111112000,"id":"m-1"}],"ice_servers":[{"urls":["stun:example.org:3478"]}],"resume":"tok","mode":"p2p"}"#,
             ),
             (ServerMsg::RoomMode { mode: Mode::Sfu }, r#"{"type":"room-mode","mode":"sfu"}"#),
             (
@@ -347,8 +363,18 @@ mod tests {
                 r#"{"type":"peer-media","peer":"000000000000000a","media":{"audio":false,"video":true,"screen":true}}"#,
             ),
             (
-                ServerMsg::Chat { from: PeerId(0xa), name: "Joon", text: "<script>x</script>", ts: 5 },
+                ServerMsg::Chat {
+                    from: PeerId(0xa),
+                    name: "Joon",
+                    text: "<script>x</script>",
+                    ts: 5,
+                    id: None,
+                },
                 r#"{"type":"chat","from":"000000000000000a","name":"Joon","text":"<script>x</script>","ts":5}"#,
+            ),
+            (
+                ServerMsg::Chat { from: PeerId(0xa), name: "Joon", text: "hi", ts: 5, id: Some("m-1") },
+                r#"{"type":"chat","from":"000000000000000a","name":"Joon","text":"hi","ts":5,"id":"m-1"}"#,
             ),
             (ServerMsg::Pong { resume: Some("tok") }, r#"{"type":"pong","resume":"tok"}"#),
             (

@@ -46,6 +46,8 @@ mod tests {
         nonce: String,
         next_tid: u8,
         relay_port: u16,
+        /// The address relays are opened on.
+        relay_ip: std::net::IpAddr,
     }
 
     impl Harness {
@@ -67,6 +69,7 @@ mod tests {
                 nonce: String::new(),
                 next_tid: 1,
                 relay_port: 49152,
+                relay_ip: addr("203.0.113.1:0").ip(),
             }
         }
 
@@ -131,7 +134,7 @@ mod tests {
             };
             let id = *id;
             self.relay_port += 1;
-            let relay = SocketAddr::new(addr("203.0.113.1:0").ip(), self.relay_port);
+            let relay = SocketAddr::new(self.relay_ip, self.relay_port);
             let out = self.input(Input::RelayOpened { id, relay });
             let (method, class, _, data) = Self::response(&out);
             assert_eq!((method, class), (Method::Allocate, Class::Success));
@@ -240,6 +243,50 @@ mod tests {
         let mut open = Harness::new(Config { allow_private_peers: true, ..Config::default() });
         open.allocate();
         assert_eq!(open.permit(addr("127.0.0.1:9")), None);
+    }
+
+    /// On a LAN the server's own address is private: two clients that both
+    /// relay (both hide their addresses) still reach each other, handed
+    /// over inside the server, and so does the SFU beside it; nothing else
+    /// on that network, nor on the server's address, is reachable.
+    #[test]
+    fn relays_of_this_server_reach_each_other_on_a_private_address() {
+        let sfu = addr("192.168.50.1:7882");
+        let mut h = Harness::new(Config { local_peers: vec![sfu], ..Config::default() });
+        h.relay_ip = sfu.ip();
+        let a = h.client;
+        let relay_a = h.allocate();
+        let b = FiveTuple { client: addr("192.168.50.3:50001"), ..a };
+        h.client = b;
+        let relay_b = h.allocate();
+        assert_eq!(h.permit(relay_a), None, "this server's own address");
+        assert_eq!(h.permit(addr("192.168.50.9:9")), Some(403), "another machine of the LAN");
+        assert_eq!(h.permit(addr("127.0.0.1:9")), Some(403));
+        h.client = a;
+        h.fresh_nonce();
+        assert_eq!(h.permit(relay_b), None);
+        let send = |h: &mut Harness, peer: SocketAddr, data: &[u8]| {
+            let tid = h.tid();
+            let msg = Builder::new(Method::Send, Class::Indication, tid)
+                .xor_addr(attr::XOR_PEER_ADDRESS, peer)
+                .attr(attr::DATA, data)
+                .finish();
+            h.send_client(&msg)
+        };
+        // A to B's relay: straight to B, from A's relay.
+        let out = send(&mut h, relay_b, b"hello b");
+        let [Output::ToClient { to, data }] = out.as_slice() else { panic!("{out:?}") };
+        assert_eq!(*to, b);
+        let ind = Message::parse(data).expect("a Data indication");
+        assert_eq!(ind.get_xor_addr(attr::XOR_PEER_ADDRESS), Some(relay_a));
+        assert_eq!(ind.get(attr::DATA), Some(&b"hello b"[..]));
+        // The SFU beside us goes out through the socket; any other port of
+        // our address does not go at all.
+        assert_eq!(
+            send(&mut h, sfu, b"rtp"),
+            vec![Output::ToPeer { relay: relay_a, peer: sfu, data: b"rtp".to_vec() }]
+        );
+        assert!(send(&mut h, addr("192.168.50.1:22"), b"ssh?").is_empty());
     }
 
     #[test]

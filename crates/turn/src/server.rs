@@ -78,6 +78,11 @@ pub struct Config {
     pub bandwidth_bytes_per_sec: u64,
     /// Relay to loopback, private and link-local peers too (tests only).
     pub allow_private_peers: bool,
+    /// This server's own services that clients may relay to although their
+    /// address is private: the SFU of a server on a LAN. (This server's own
+    /// relays are always reachable from each other: see
+    /// [`Server`]'s relay-to-relay hand-over.)
+    pub local_peers: Vec<SocketAddr>,
     /// Families the shell can open relay sockets in.
     pub families: Vec<Family>,
 }
@@ -98,6 +103,7 @@ impl Default for Config {
             max_allocations_per_user: 10,
             bandwidth_bytes_per_sec: 2_500_000,
             allow_private_peers: false,
+            local_peers: Vec::new(),
             families: vec![Family::V4],
         }
     }
@@ -632,15 +638,29 @@ impl Server {
     }
 
     /// Checks that `peer` may be relayed to from `relay`: same family, and
-    /// public unless private peers are allowed.
+    /// public unless private peers are allowed, or this server's own
+    /// address (where only its relays and `local_peers` are then reached:
+    /// see [`Server::private_peer_ok`]).
     fn peer_ok(&self, relay: SocketAddr, peer: SocketAddr) -> Result<(), (u16, &'static str)> {
         if relay.is_ipv4() != peer.is_ipv4() {
             return Err((443, "Peer Address Family Mismatch"));
         }
-        if !self.config.allow_private_peers && !policy::is_public(peer.ip()) {
+        let ours = peer.ip() == relay.ip() || self.config.local_peers.iter().any(|p| p.ip() == peer.ip());
+        if !self.config.allow_private_peers && !policy::is_public(peer.ip()) && !ours {
             return Err((403, "Forbidden"));
         }
         Ok(())
+    }
+
+    /// Whether a packet may go to `peer` by the address policy: a public
+    /// address, any address when private peers are allowed, else only one
+    /// of this server's relays or `local_peers` (a permission for this
+    /// server's private address opens nothing else on it).
+    fn private_peer_ok(&self, peer: SocketAddr) -> bool {
+        self.config.allow_private_peers
+            || policy::is_public(peer.ip())
+            || self.relays.contains_key(&peer)
+            || self.config.local_peers.contains(&peer)
     }
 
     fn create_permission(
@@ -732,14 +752,24 @@ impl Server {
     }
 
     fn relay_to_peer(&mut self, now: Instant, from: FiveTuple, peer: SocketAddr, data: &[u8]) {
+        let policy_ok = self.private_peer_ok(peer);
         let Some(a) = self.allocations.get_mut(&from) else { return };
         let allowed = a.permissions.get(&peer.ip()).is_some_and(|until| *until > now);
-        if !allowed || !a.up.take(data.len(), now) {
+        if !allowed || !policy_ok || !a.up.take(data.len(), now) {
             self.stats.packets_dropped += 1;
             return;
         }
         self.stats.packets_to_peers += 1;
-        self.outputs.push_back(Output::ToPeer { relay: a.relay, peer, data: data.to_vec() });
+        let relay = a.relay;
+        if self.relays.contains_key(&peer) {
+            // Both ends relay through this server (two browsers that hide
+            // their addresses, say): handed over here rather than sent to
+            // ourselves, which needs no route to our own address (a NAT in
+            // front of us may not loop it back).
+            self.on_peer(now, peer, relay, data);
+            return;
+        }
+        self.outputs.push_back(Output::ToPeer { relay, peer, data: data.to_vec() });
     }
 
     fn on_peer(&mut self, now: Instant, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {

@@ -63,8 +63,9 @@ struct Cli {
     #[arg(long, env = "WEBCONF_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
     max_connections_per_ip: usize,
 
-    /// Serve HTTPS and WSS with a certificate made at start for this
-    /// machine's names (`self-signed`); browsers will ask to trust it once.
+    /// Serve HTTPS and WSS with a certificate made for this machine's names
+    /// and addresses (`self-signed`), kept in the state directory so its
+    /// fingerprint survives restarts; browsers will ask to trust it once.
     /// For a real certificate use --tls-cert and --tls-key instead.
     #[arg(long, env = "WEBCONF_TLS", value_enum)]
     tls: Option<TlsMode>,
@@ -82,7 +83,8 @@ struct Cli {
     tls_names: Vec<String>,
 
     /// Also listen for plain HTTP here and redirect it to HTTPS (with TLS
-    /// on), e.g. 0.0.0.0:80.
+    /// on), e.g. 0.0.0.0:80. (Plain HTTP sent to the HTTPS port itself is
+    /// always redirected.)
     #[arg(long, env = "WEBCONF_HTTP_REDIRECT")]
     http_redirect: Option<SocketAddr>,
 
@@ -102,9 +104,11 @@ struct Cli {
     turn_port: u16,
 
     /// The address browsers reach this machine at, for TURN relays and the
-    /// SFU (set it
-    /// behind a 1:1 NAT, such as a cloud VM's public IP). Default: the
-    /// --listen address, or the address of the default route.
+    /// SFU (set it behind a 1:1 NAT, such as a cloud VM's public IP, or on a
+    /// machine with several networks). Default: the --listen address, else
+    /// the default route's, else the first network interface's; listening
+    /// on 0.0.0.0 without it, STUN/TURN URLs name the address each
+    /// browser's connection reached.
     #[arg(long, env = "WEBCONF_PUBLIC_IP")]
     public_ip: Option<std::net::IpAddr>,
 
@@ -148,8 +152,8 @@ struct Cli {
     turn_bandwidth: u64,
 
     /// Where webconf keeps its state: a `secret` file that signs resume
-    /// tokens, so calls survive a restart. Default: $XDG_STATE_HOME/webconf
-    /// or ~/.local/state/webconf.
+    /// tokens, so calls survive a restart, and the self-signed certificate
+    /// (`tls/`). Default: $XDG_STATE_HOME/webconf or ~/.local/state/webconf.
     #[arg(long, env = "WEBCONF_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
 
@@ -172,7 +176,7 @@ fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
 /// How to get a certificate without files.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum TlsMode {
-    /// Make one at start for this machine's names.
+    /// Make one for this machine's names (kept in the state directory).
     SelfSigned,
 }
 
@@ -214,15 +218,21 @@ async fn run(cli: Cli) -> Result<(), String> {
         max_connections_per_ip: cli.max_connections_per_ip,
         ..server::Limits::default()
     };
+    let state_dir = state_dir(cli.state_dir.as_deref());
     let tls = match (&cli.tls, &cli.tls_cert, &cli.tls_key) {
         (Some(TlsMode::SelfSigned), _, _) => {
             let mut extra = cli.tls_names.clone();
-            if !addr.ip().is_unspecified() {
+            if addr.ip().is_unspecified() {
+                // Every address other machines may use to reach this one,
+                // so browsers that check names find theirs in it.
+                extra.extend(server::interfaces::addresses().iter().map(|ip| ip.to_string()));
+            } else {
                 extra.push(addr.ip().to_string());
             }
             let names = server::tls::default_names(&extra);
+            let keep_in = state_dir.as_ref().map(|d| d.join("tls"));
             Some(
-                server::tls::Tls::load(server::tls::TlsSource::SelfSigned { names })
+                server::tls::Tls::load(server::tls::TlsSource::SelfSigned { names, keep_in })
                     .map_err(|e| e.to_string())?,
             )
         }
@@ -237,7 +247,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             "--http-redirect needs TLS on (--tls self-signed, or --tls-cert and --tls-key)".to_owned()
         );
     }
-    let secret = load_secret(cli.state_dir.as_deref());
+    let secret = load_secret(state_dir.as_deref());
+    warn_about_addresses(&cli, addr);
     let (ice, turn) = turn_setup(&cli, addr, &secret);
     let sfu = (!cli.no_sfu).then(|| server::sfu_io::SfuConfig {
         listen: SocketAddr::new(addr.ip(), cli.sfu_port),
@@ -285,13 +296,49 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 /// The address browsers reach this machine at, for TURN relays and the
 /// SFU's candidates: `--public-ip`, else the listen address, else the
-/// default route's.
+/// default route's, else the first address of a network interface (a LAN
+/// with no way out), else loopback (this machine alone).
 fn public_ip(cli: &Cli, addr: SocketAddr) -> std::net::IpAddr {
     let listen_ip = addr.ip();
     cli.public_ip
         .or((!listen_ip.is_unspecified()).then_some(listen_ip))
         .or_else(server::turn_io::default_route_ip)
+        .or_else(|| server::interfaces::addresses().into_iter().next())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+/// Says at start when what browsers will be told about this machine's
+/// address cannot work for all of them: listening on every interface with
+/// no `--public-ip`, relays and the SFU need one address, and the one
+/// found is loopback (useless to any other machine) or one of several.
+fn warn_about_addresses(cli: &Cli, addr: SocketAddr) {
+    if cli.public_ip.is_some() || !addr.ip().is_unspecified() {
+        return;
+    }
+    let chosen = public_ip(cli, addr);
+    if chosen.is_loopback() {
+        tracing::warn!(
+            "listening on all interfaces, but this machine has no address but loopback: other machines \
+             will not reach TURN relays or the SFU; set --public-ip to the address browsers reach it at"
+        );
+        return;
+    }
+    let others: Vec<String> = server::interfaces::addresses()
+        .into_iter()
+        .filter(|ip| *ip != chosen && ip.is_ipv4() == chosen.is_ipv4())
+        .map(|ip| ip.to_string())
+        .collect();
+    if server::turn_io::default_route_ip().is_none() || !others.is_empty() {
+        tracing::info!(
+            "TURN relays and the SFU are announced at {chosen} (STUN/TURN URLs follow each browser's \
+             connection){}; set --public-ip if browsers reach this machine at another address",
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!("; this machine also has {}", others.join(", "))
+            }
+        );
+    }
 }
 
 /// What peers are told about STUN/TURN, and the built-in server's set-up.
@@ -312,23 +359,23 @@ fn turn_setup(
     if !cli.turn_external.is_empty() {
         let credentials =
             server::TurnCredentials { urls: cli.turn_external.clone(), secret: turn_secret, ttl };
-        return (server::IceConfig { servers: Vec::new(), turn: Some(credentials) }, None);
+        return (
+            server::IceConfig { servers: Vec::new(), turn: Some(credentials), per_connection_port: None },
+            None,
+        );
     }
     if cli.no_turn {
         return (server::IceConfig::default(), None);
     }
     let listen_ip = addr.ip();
     let public_ip = public_ip(cli, addr);
-    let host = cli.turn_host.clone().unwrap_or_else(|| match public_ip {
-        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-        v4 => v4.to_string(),
-    });
+    let host = cli.turn_host.clone().unwrap_or_else(|| public_ip.to_string());
     let port = cli.turn_port;
-    let urls = vec![
-        format!("stun:{host}:{port}"),
-        format!("turn:{host}:{port}?transport=udp"),
-        format!("turn:{host}:{port}?transport=tcp"),
-    ];
+    let urls = server::builtin_ice_urls(&host, port);
+    // Listening everywhere with no address given: each browser is told the
+    // address its own connection reached (`urls` only when that is unknown).
+    let per_connection =
+        (listen_ip.is_unspecified() && cli.public_ip.is_none() && cli.turn_host.is_none()).then_some(port);
     let families = if public_ip.is_ipv4() { vec![turn::Family::V4] } else { vec![turn::Family::V6] };
     let core = turn::Config {
         secret: turn_secret.clone(),
@@ -336,6 +383,12 @@ fn turn_setup(
         max_allocations_per_user: cli.turn_user_quota,
         bandwidth_bytes_per_sec: cli.turn_bandwidth * 1000 / 8,
         allow_private_peers: cli.turn_allow_private,
+        // The SFU beside us, for members who relay everything: on a LAN its
+        // address is private, which the relay policy otherwise refuses.
+        local_peers: (!cli.no_sfu && cli.sfu_port != 0)
+            .then(|| SocketAddr::new(public_ip, cli.sfu_port))
+            .into_iter()
+            .collect(),
         families,
         ..turn::Config::default()
     };
@@ -347,20 +400,30 @@ fn turn_setup(
         core,
     };
     let credentials = server::TurnCredentials { urls, secret: turn_secret, ttl };
-    (server::IceConfig { servers: Vec::new(), turn: Some(credentials) }, Some(io))
+    let ice = server::IceConfig {
+        servers: Vec::new(),
+        turn: Some(credentials),
+        per_connection_port: per_connection,
+    };
+    (ice, Some(io))
 }
 
-/// The secret that signs resume tokens, from `<state dir>/secret`, made
-/// there on first start. Without a usable state directory a fresh secret
-/// is used: everything works, but peers cannot resume across a restart.
-fn load_secret(state_dir: Option<&std::path::Path>) -> [u8; 32] {
-    let dir = match state_dir {
+/// The state directory: `--state-dir`, else `$XDG_STATE_HOME/webconf`, else
+/// `~/.local/state/webconf`; `None` if there is no home to put it in.
+fn state_dir(given: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    match given {
         Some(d) => Some(d.to_path_buf()),
         None => std::env::var_os("XDG_STATE_HOME")
             .map(std::path::PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
             .map(|d| d.join("webconf")),
-    };
+    }
+}
+
+/// The secret that signs resume tokens, from `<state dir>/secret`, made
+/// there on first start. Without a usable state directory a fresh secret
+/// is used: everything works, but peers cannot resume across a restart.
+fn load_secret(dir: Option<&std::path::Path>) -> [u8; 32] {
     let Some(dir) = dir else {
         tracing::warn!("no state directory (set --state-dir): resume tokens will not survive a restart");
         return server::random_secret();

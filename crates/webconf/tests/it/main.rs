@@ -5,6 +5,7 @@
 mod browser;
 mod group;
 mod harness;
+mod lan;
 mod nat;
 mod netlab;
 mod relay;

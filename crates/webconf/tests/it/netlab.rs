@@ -1,5 +1,6 @@
 //! A small internet on one machine, for NAT tests: network namespaces joined
-//! by veth pairs, routers doing NAT with nftables. It is built inside the
+//! by veth pairs, routers doing NAT with nftables; and a LAN with no way
+//! out ([`Lan`]). It is built inside the
 //! test's own loopback-only namespace (see `harness`), so none of it can
 //! reach a real network.
 //!
@@ -204,6 +205,58 @@ EOF"
         }
         self.sites.push(site);
         self.sites.last().expect("just added")
+    }
+}
+
+/// The server's address in a [`Lan`].
+pub const LAN_SERVER_IP: &str = "192.168.77.1";
+
+/// A LAN with no way out, as in a home without internet or a hall with its
+/// own Wi-Fi: the test's namespace is the server machine, with only
+/// loopback and a bridge `lan0` at [`LAN_SERVER_IP`] (no default route: no
+/// address beyond the LAN exists), and hosts 192.168.77.(10+j) on the same
+/// bridge. ChromeDriver in host j is reached at [`Lan::driver_url`].
+pub struct Lan {
+    pub hosts: Vec<Netns>,
+}
+
+impl Lan {
+    pub fn new(hosts: usize) -> Lan {
+        sh(&format!(
+            "ip link add lan0 type bridge && ip addr add {LAN_SERVER_IP}/24 dev lan0 && ip link set lan0 up"
+        ));
+        let mut lan = Lan { hosts: Vec::new() };
+        for j in 0..hosts {
+            let host = Netns::new();
+            sh(&format!(
+                "ip link add l{j} type veth peer name p{j} && ip link set p{j} netns {pid} && \
+                 ip link set l{j} master lan0 && ip link set l{j} up",
+                pid = host.pid()
+            ));
+            host.sh(&format!(
+                "ip link set lo up && ip link set p{j} name eth0 && ip addr add {}/24 dev eth0 && ip link set eth0 up",
+                Lan::host_ip(j)
+            ));
+            lan.hosts.push(host);
+        }
+        lan
+    }
+
+    /// Host `j`'s address.
+    pub fn host_ip(j: usize) -> String {
+        format!("192.168.77.{}", 10 + j)
+    }
+
+    /// Where ChromeDriver in host `j` is reached.
+    pub fn driver_url(j: usize) -> String {
+        format!("http://{}:9515", Lan::host_ip(j))
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        self.hosts.clear();
+        let _ = Command::new("ip").args(["link", "del", "lan0"]).status();
     }
 }
 

@@ -404,6 +404,146 @@ async fn chat_reaches_the_room_only_with_history_for_late_joiners() {
     lobby.expect_error("not-joined").await;
 }
 
+/// A chat message's id (issue 14) comes back with it to everyone, and
+/// stays with it in the history, so a sender back after a dropped
+/// connection can tell it arrived and receivers can drop a second copy.
+#[tokio::test]
+async fn chat_ids_come_back_with_their_messages_and_in_the_history() {
+    let server = TestServer::start(server::Config { room_capacity: 3, ..server::Config::default() }).await;
+    let (mut a, _) = Client::join(&server, "ids", "A").await;
+    let (mut b, _) = Client::join(&server, "ids", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    a.send(json!({"type": "chat", "text": "one", "id": "q3Zt9xKd0b1w7LmA"})).await;
+    for peer in [&mut a, &mut b] {
+        let msg = peer.recv().await;
+        assert_eq!((msg["text"].as_str(), msg["id"].as_str()), (Some("one"), Some("q3Zt9xKd0b1w7LmA")));
+    }
+    // Sent again (the sender could not know it arrived): passed on as it
+    // is; receivers show one of the two.
+    a.send(json!({"type": "chat", "text": "one", "id": "q3Zt9xKd0b1w7LmA"})).await;
+    assert_eq!(b.recv().await["id"], "q3Zt9xKd0b1w7LmA");
+    assert_eq!(a.recv().await["id"], "q3Zt9xKd0b1w7LmA");
+    a.send(json!({"type": "chat", "text": "no id"})).await;
+    assert_eq!(b.recv().await.get("id"), None, "no id given, none made up");
+    assert_eq!(a.recv().await["text"], "no id");
+    let (_c, joined) = Client::join(&server, "ids", "C").await;
+    let history: Vec<(Option<&str>, Option<&str>)> = joined["chat"]
+        .as_array()
+        .expect("chat")
+        .iter()
+        .map(|m| (m["text"].as_str(), m["id"].as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (Some("one"), Some("q3Zt9xKd0b1w7LmA")),
+            (Some("one"), Some("q3Zt9xKd0b1w7LmA")),
+            (Some("no id"), None)
+        ]
+    );
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    assert_eq!(b.recv().await["type"], "peer-joined");
+    for bad in [json!(""), json!("has space"), json!("x".repeat(65)), json!(7)] {
+        a.send(json!({"type": "chat", "text": "hi", "id": bad})).await;
+        let err = a.recv().await;
+        assert_eq!(err["type"], "error", "{bad}: {err}");
+        assert!(matches!(err["code"].as_str(), Some("bad-chat" | "bad-message")), "{bad}: {err}");
+    }
+    b.expect_silence(QUIET).await;
+}
+
+/// A server listening on every interface with no public address names, in
+/// `joined.ice_servers`, the address each connection reached it at (issue
+/// 14): here loopback, where the configured fallback would be another.
+#[tokio::test]
+async fn ice_servers_name_the_address_each_connection_reached() {
+    let turn = server::TurnCredentials {
+        urls: server::builtin_ice_urls("198.51.100.1", 3478),
+        secret: b"s".to_vec(),
+        ttl: Duration::from_secs(60),
+    };
+    let ice = server::IceConfig { servers: Vec::new(), turn: Some(turn), per_connection_port: Some(3478) };
+    let server = TestServer::start(server::Config { ice: ice.clone(), ..server::Config::default() }).await;
+    let (_a, joined) = Client::join(&server, "ice", "A").await;
+    let urls: Vec<&str> = joined["ice_servers"]
+        .as_array()
+        .expect("ice servers")
+        .iter()
+        .flat_map(|s| s["urls"].as_array().expect("urls").iter().filter_map(|u| u.as_str()))
+        .collect();
+    assert_eq!(
+        urls,
+        ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"]
+    );
+    assert!(joined["ice_servers"][1]["credential"].is_string());
+    // Behind a proxy our end faces the proxy: the configured address it is.
+    let proxied =
+        TestServer::start(server::Config { ice, trust_proxy: true, ..server::Config::default() }).await;
+    let (_b, joined) = Client::join(&proxied, "ice", "B").await;
+    assert_eq!(joined["ice_servers"][0]["urls"][0], "stun:198.51.100.1:3478");
+}
+
+/// `http://` typed for the HTTPS port (issue 14): a redirect to `https://`
+/// on the same port and path, not TLS bytes a browser shows as garbage;
+/// TLS on that port is unchanged, and bytes that are neither are dropped.
+#[tokio::test]
+async fn plain_http_on_the_tls_port_redirects_to_https_there() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let dir = std::env::temp_dir().join(format!("webconf-it-tls-redirect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write");
+    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write");
+    let tls = server::tls::Tls::load(server::tls::TlsSource::Files {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    })
+    .expect("load");
+    let server = TestServer::start(server::Config { tls: Some(tls), ..server::Config::default() }).await;
+    let port = server.addr.port();
+    let response = crate::support::raw_http(
+        server.addr,
+        &format!("GET /r/tea?x=1 HTTP/1.1\r\nHost: 192.168.1.5:{port}\r\n\r\n"),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 308"), "{response}");
+    let location = format!("location: https://192.168.1.5:{port}/r/tea?x=1");
+    assert!(response.to_ascii_lowercase().contains(&location), "{response}");
+
+    // TLS still works on that port.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone()).expect("trust our certificate");
+    let client =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.expect("tcp");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .expect("a TLS handshake on the same port");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await.expect("read");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+
+    // Neither TLS nor HTTP: closed without an answer.
+    let mut junk = tokio::net::TcpStream::connect(server.addr).await.expect("tcp");
+    junk.write_all(&[0, 1, 2, 3]).await.expect("write");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), junk.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?} {rest:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn chat_history_is_bounded() {
     let server = TestServer::start(server::Config { chat_history: 5, ..server::Config::default() }).await;
