@@ -1,5 +1,7 @@
 // The chat panel: history, new messages, the input. Every piece of text a
-// peer wrote is put into the page with textContent, never as HTML.
+// peer wrote is put into the page with textContent, never as HTML. What we
+// write shows at once, marked as sending until the server has it back, or
+// as not sent (with a button to try again) if it could not be sent.
 
 import { t } from './i18n.js';
 
@@ -11,12 +13,22 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 /** Most messages kept on screen (the server keeps its own, shorter history). */
 const MAX_SHOWN = 500;
 
+/**
+ * @typedef {object} ChatSender how the panel hands messages to the session
+ * @property {(text: string) => {id: string, queued: boolean} | null} send
+ *   sends (or keeps, while reconnecting) a message; `queued` false: refused
+ *   (too many waiting); null: no session
+ * @property {(id: string, text: string) => boolean} retry tries a message
+ *   that was not sent again, under its id
+ */
+
 export class ChatPanel {
-  /**
-   * @param {(text: string) => void} send delivers a message to the room
-   */
-  constructor(send) {
-    this.send = send;
+  /** @param {ChatSender} sender */
+  constructor(sender) {
+    this.sender = sender;
+    /** Our messages not yet back from the server, by id.
+     *  @type {Map<string, {item: HTMLLIElement, text: string}>} */
+    this.outgoing = new Map();
     this.panel = $('chat');
     this.log = /** @type {HTMLOListElement} */ ($('chat-log'));
     this.input = /** @type {HTMLTextAreaElement} */ ($('chat-input'));
@@ -71,8 +83,58 @@ export class ChatPanel {
       this.showError(t('error', { message: '1000+' }));
       return;
     }
-    this.send(text);
+    // The server refuses control characters but newline and tab: drop them
+    // here rather than lose the whole message.
+    const clean = text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, '');
+    const sent = this.sender.send(clean);
+    if (!sent) return;
     this.input.value = '';
+    const item = this.item(true, '', clean, null);
+    item.dataset.id = sent.id;
+    this.outgoing.set(sent.id, { item, text: clean });
+    this.setOutgoing(sent.id, sent.queued ? 'pending' : 'failed');
+    this.append(item);
+  }
+
+  /**
+   * Shows one of our messages as on its way, or as not sent with a button
+   * to try again.
+   * @param {string} id
+   * @param {'pending' | 'failed'} how
+   */
+  setOutgoing(id, how) {
+    const out = this.outgoing.get(id);
+    if (!out) return;
+    const { item } = out;
+    item.classList.toggle('pending', how === 'pending');
+    item.classList.toggle('failed', how === 'failed');
+    item.querySelector('.chat-state')?.remove();
+    const line = document.createElement('p');
+    line.className = 'chat-state';
+    const words = document.createElement('span');
+    words.dataset.i18n = how === 'pending' ? 'chat_pending' : 'chat_failed';
+    words.textContent = t(how === 'pending' ? 'chat_pending' : 'chat_failed');
+    line.append(words);
+    if (how === 'failed') {
+      const retry = document.createElement('button');
+      retry.type = 'button';
+      retry.className = 'chat-retry';
+      retry.dataset.i18n = 'chat_retry';
+      retry.textContent = t('chat_retry');
+      retry.addEventListener('click', () => {
+        if (this.sender.retry(id, out.text)) this.setOutgoing(id, 'pending');
+      });
+      line.append(retry);
+    }
+    item.append(line);
+  }
+
+  /**
+   * A message of ours could not be sent.
+   * @param {string} id
+   */
+  failed(id) {
+    this.setOutgoing(id, 'failed');
   }
 
   /** @param {string} message */
@@ -86,39 +148,70 @@ export class ChatPanel {
    * @param {ChatMessage} msg
    */
   add(msg) {
-    const key = `${msg.from}/${msg.ts}/${msg.text}`;
+    // A message sent twice (before a dropped connection and again after)
+    // carries one id: shown once. Without an id, a history replayed after
+    // a reconnect is told apart by sender, time and text.
+    const key = typeof msg.id === 'string' ? `id:${msg.id}` : `${msg.from}/${msg.ts}/${msg.text}`;
     if (this.seen.has(key)) return;
     this.seen.add(key);
-    const item = document.createElement('li');
-    item.className = msg.from === this.you ? 'mine' : '';
-    const head = document.createElement('div');
-    head.className = 'chat-meta';
-    const name = document.createElement('span');
-    name.className = 'chat-name';
-    if (msg.from === this.you) {
-      // Re-labelled by translatePage when the language changes.
-      name.dataset.i18n = 'you';
-      name.textContent = t('you');
-    } else {
-      name.textContent = msg.name;
+    const out = typeof msg.id === 'string' ? this.outgoing.get(msg.id) : undefined;
+    const mine = Boolean(out) || msg.from === this.you;
+    const item = this.item(mine, msg.name, msg.text, msg.ts);
+    if (out && msg.id) {
+      // Ours, back from the server: sent. It takes its place in the order
+      // everyone sees.
+      this.outgoing.delete(msg.id);
+      out.item.remove();
+      item.dataset.id = msg.id;
     }
-    const time = document.createElement('time');
-    const when = new Date(msg.ts);
-    time.dateTime = when.toISOString();
-    time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-    head.append(name, time);
-    const body = document.createElement('p');
-    body.className = 'chat-text';
-    body.textContent = msg.text;
-    item.append(head, body);
-    this.log.append(item);
-    while (this.log.children.length > MAX_SHOWN) this.log.firstElementChild?.remove();
-    if (this.open) {
-      item.scrollIntoView({ block: 'end' });
-    } else if (msg.from !== this.you) {
+    this.append(item);
+    if (!this.open && !mine) {
       this.unread++;
       this.renderUnread();
     }
+  }
+
+  /**
+   * A message's list item.
+   * @param {boolean} mine ours (labelled "You")
+   * @param {string} name the sender's name
+   * @param {string} text
+   * @param {number | null} ts the server's time; null: not sent yet
+   */
+  item(mine, name, text, ts) {
+    const item = document.createElement('li');
+    item.className = mine ? 'mine' : '';
+    const head = document.createElement('div');
+    head.className = 'chat-meta';
+    const who = document.createElement('span');
+    who.className = 'chat-name';
+    if (mine) {
+      // Re-labelled by translatePage when the language changes.
+      who.dataset.i18n = 'you';
+      who.textContent = t('you');
+    } else {
+      who.textContent = name;
+    }
+    head.append(who);
+    if (ts !== null) {
+      const time = document.createElement('time');
+      const when = new Date(ts);
+      time.dateTime = when.toISOString();
+      time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      head.append(time);
+    }
+    const body = document.createElement('p');
+    body.className = 'chat-text';
+    body.textContent = text;
+    item.append(head, body);
+    return item;
+  }
+
+  /** @param {HTMLLIElement} item */
+  append(item) {
+    this.log.append(item);
+    while (this.log.children.length > MAX_SHOWN) this.log.firstElementChild?.remove();
+    if (this.open) item.scrollIntoView({ block: 'end' });
   }
 
   renderUnread() {

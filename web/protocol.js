@@ -11,12 +11,26 @@ const PONG_TIMEOUT_MS = 20_000;
 /** Reconnection back-off: first delay, growth, ceiling (plus up to 30% jitter). */
 const BACKOFF_FIRST_MS = 250;
 const BACKOFF_MAX_MS = 5_000;
+/** Chat messages waiting to be sent or confirmed, at most; more are refused
+ *  (shown as not sent) rather than kept without bound. */
+const OUTBOX_MAX = 50;
+/** A chat message that found no connection for this long is given up. */
+const OUTBOX_WAIT_MS = 120_000;
+/** A chat message sent but not back from the server after this long, while
+ *  connected, is given up (the server refused it, or it was rate-limited). */
+const OUTBOX_ECHO_MS = 10_000;
+/** The reason the server gives when it stops (a restart, usually). */
+const SHUTDOWN_REASON = 'server shutting down';
 
 /**
  * @typedef {{audio: boolean, video: boolean, screen: boolean}} MediaFlags
  * @typedef {{id: string, name: string, media: MediaFlags, polite?: boolean}} PeerInfo
  * @typedef {{urls: string[], username?: string, credential?: string}} IceServerInfo
- * @typedef {{from: string, name: string, text: string, ts: number}} ChatMessage
+ * @typedef {{from: string, name: string, text: string, ts: number, id?: string}} ChatMessage
+ *   `id`: the sender's name for the message; the same id twice is one message
+ * @typedef {{id: string, text: string, since: number, sentAt: number | null}} OutgoingChat
+ *   a chat message of ours not yet back from the server: queued at `since`
+ *   (or retried), sent at `sentAt` on the current connection, if it was
  * @typedef {'p2p' | 'sfu'} RoomMode how a room's media travels: browser to browser,
  *   or through the server's SFU
  * @typedef {{room: string, you: string, name: string, capacity: number, resumed: boolean,
@@ -55,6 +69,13 @@ export class ProtocolError extends Error {
     this.code = code;
     this.request = request;
   }
+}
+
+/** A new chat message id: 16 random letters and digits. */
+function newChatId() {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join('');
 }
 
 /** The WebSocket URL on this page's own origin. */
@@ -147,18 +168,25 @@ class Connection {
  * reconnects with back-off and joins again with its resume token, so the
  * others see the same peer come back.
  *
+ * Chat messages go through an outbox: kept while reconnecting (at most
+ * OUTBOX_MAX), sent once the session is back, each with an id so that one
+ * sent twice (before a drop, and again after) is shown once by everyone,
+ * and given up (`chat-failed`) if they cannot be sent.
+ *
  * Events (CustomEvent, payload in `detail`):
  * - `peer-joined` {peer: PeerInfo, polite: boolean}
  * - `peer-left`   {peer: string, reason: string}
  * - `peer-media`  {peer: string, media: MediaFlags}
  * - `signal`      {from: string, data: any}
  * - `chat`        ChatMessage
+ * - `chat-failed` {id: string} a message of ours could not be sent; `retryChat` tries again
  * - `room-mode`   {mode: RoomMode} the room switched (to `sfu`)
  * - `sfu`         SfuMessage from the server's SFU
  * - `sfu-layers`  SfuLayers: encode only these layers of ours (dynacast)
  * - `speaker`     {peer: string} the loudest person in the room changed
  * - `error`       ProtocolError not tied to a pending request
- * - `reconnecting` {attempt: number, delay: number}
+ * - `reconnecting` {attempt: number, delay: number, restart: boolean} (`restart`:
+ *   the server said it was shutting down, so it is most likely restarting)
  * - `rejoined`    Joined (the same id if `resumed`, else a fresh one)
  * - `ended`       {reason: 'full' | 'replaced' | 'error', error?: ProtocolError}
  */
@@ -185,6 +213,15 @@ export class Session extends EventTarget {
     this.pendingJoin = null;
     /** @type {(() => void) | null} */
     this.pendingLeft = null;
+    /** Whether we are in the room on the current connection. */
+    this.inRoom = false;
+    /** Whether the connection ended because the server was stopping. */
+    this.restarting = false;
+    /** Our chat messages on their way, by id, oldest first.
+     *  @type {Map<string, OutgoingChat>} */
+    this.outbox = new Map();
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    this.outboxTimer = undefined;
   }
 
   /**
@@ -211,6 +248,10 @@ export class Session extends EventTarget {
     });
     this.you = joined.you;
     this.resume = joined.resume;
+    this.inRoom = true;
+    // What the room's history holds arrived; the rest goes (again) now.
+    for (const msg of /** @type {Joined} */ (joined).chat) if (msg.id) this.outbox.delete(msg.id);
+    for (const entry of this.outbox.values()) this.sendChat(entry);
     return /** @type {Joined} */ (joined);
   }
 
@@ -221,6 +262,8 @@ export class Session extends EventTarget {
   onClose(conn, ev) {
     if (conn !== this.conn) return;
     this.conn = null;
+    this.inRoom = false;
+    if (ev.code === 1001 && ev.reason === SHUTDOWN_REASON) this.restarting = true;
     const failure = new ProtocolError('closed', ev.reason || 'connection closed');
     this.pendingJoin?.reject(failure);
     this.pendingJoin = null;
@@ -231,6 +274,7 @@ export class Session extends EventTarget {
       // Another tab or device took over this seat: do not fight it.
       this.stopped = true;
       this.dispatchEvent(new CustomEvent('ended', { detail: { reason: 'replaced' } }));
+      this.failOutbox();
       return;
     }
     this.reconnect();
@@ -241,12 +285,14 @@ export class Session extends EventTarget {
     this.reconnecting = true;
     let delay = BACKOFF_FIRST_MS;
     for (let attempt = 1; !this.stopped; attempt++) {
-      this.dispatchEvent(new CustomEvent('reconnecting', { detail: { attempt, delay } }));
+      const restart = this.restarting;
+      this.dispatchEvent(new CustomEvent('reconnecting', { detail: { attempt, delay, restart } }));
       await new Promise((r) => setTimeout(r, delay * (1 + Math.random() * 0.3)));
       if (this.stopped) break;
       try {
         const joined = await this.connectAndJoin();
         this.reconnecting = false;
+        this.restarting = false;
         this.dispatchEvent(new CustomEvent('rejoined', { detail: joined }));
         return;
       } catch (err) {
@@ -264,6 +310,7 @@ export class Session extends EventTarget {
           this.reconnecting = false;
           const reason = code === 'room-full' ? 'full' : 'error';
           this.dispatchEvent(new CustomEvent('ended', { detail: { reason, error: err } }));
+          this.failOutbox();
           return;
         }
       }
@@ -286,11 +333,16 @@ export class Session extends EventTarget {
       case 'pong':
         if (typeof msg.resume === 'string') this.resume = msg.resume;
         break;
+      case 'chat':
+        // Ours, back from the server: it arrived (whatever `from` says: a
+        // new id after a lost resume token still sent it).
+        if (typeof msg.id === 'string') this.outbox.delete(msg.id);
+        this.dispatchEvent(new CustomEvent('chat', { detail: msg }));
+        break;
       case 'peer-joined':
       case 'peer-left':
       case 'peer-media':
       case 'signal':
-      case 'chat':
       case 'room-mode':
       case 'sfu':
       case 'sfu-layers':
@@ -341,9 +393,65 @@ export class Session extends EventTarget {
     this.conn?.send({ type: 'sfu-layout', tiles });
   }
 
-  /** @param {string} text */
+  /**
+   * Sends a chat message now if we are in the room, else once we are back.
+   * @param {string} text
+   * @returns {{id: string, queued: boolean}} its id; `queued` false when the
+   *   outbox is full (it is not sent; `retryChat` may try again later)
+   */
   chat(text) {
-    this.conn?.send({ type: 'chat', text });
+    const id = newChatId();
+    return { id, queued: this.retryChat(id, text) };
+  }
+
+  /**
+   * Tries again to send a message that could not be sent, under its id (so
+   * that if an earlier try did arrive after all, it is still shown once).
+   * @param {string} id
+   * @param {string} text
+   * @returns {boolean} whether it is on its way (false: the outbox is full)
+   */
+  retryChat(id, text) {
+    if (this.outbox.size >= OUTBOX_MAX && !this.outbox.has(id)) return false;
+    const entry = { id, text, since: Date.now(), sentAt: null };
+    this.outbox.set(id, entry);
+    this.sendChat(entry);
+    this.outboxTimer ??= setInterval(() => this.checkOutbox(), 1000);
+    return true;
+  }
+
+  /** @param {OutgoingChat} entry */
+  sendChat(entry) {
+    if (!this.inRoom || !this.conn?.open) return;
+    entry.sentAt = Date.now();
+    this.conn.send({ type: 'chat', text: entry.text, id: entry.id });
+  }
+
+  /** Gives up messages that waited too long for a connection, or for their
+   *  echo while connected. */
+  checkOutbox() {
+    const now = Date.now();
+    for (const entry of [...this.outbox.values()]) {
+      const late = this.inRoom
+        ? entry.sentAt !== null && now - entry.sentAt > OUTBOX_ECHO_MS
+        : now - entry.since > OUTBOX_WAIT_MS;
+      if (late) this.failChat(entry.id);
+    }
+    if (this.outbox.size === 0) {
+      clearInterval(this.outboxTimer);
+      this.outboxTimer = undefined;
+    }
+  }
+
+  /** @param {string} id */
+  failChat(id) {
+    this.outbox.delete(id);
+    this.dispatchEvent(new CustomEvent('chat-failed', { detail: { id } }));
+  }
+
+  /** The session is over: nothing waiting will be sent. */
+  failOutbox() {
+    for (const id of [...this.outbox.keys()]) this.failChat(id);
   }
 
   /**
@@ -383,6 +491,8 @@ export class Session extends EventTarget {
   /** Closes without leaving first (the server still takes us out). */
   close() {
     this.stopped = true;
+    clearInterval(this.outboxTimer);
+    this.outboxTimer = undefined;
     this.conn?.close();
     this.conn = null;
   }

@@ -97,7 +97,7 @@ const metrics = {
   joinedAt: null,
   /** @type {number | null} */
   firstRemoteFrame: null,
-  /** @type {{lost: number, rejoined: number | null}[]} */
+  /** @type {{lost: number, rejoined: number | null, restart: boolean}[]} */
   reconnects: [],
   /** Peer connections made (a link replaced counts again). */
   links: 0,
@@ -119,7 +119,10 @@ const metrics = {
   framesPresented: {},
 };
 
-const chat = new ChatPanel((text) => state.session?.chat(text));
+const chat = new ChatPanel({
+  send: (text) => state.session?.chat(text) ?? null,
+  retry: (id, text) => state.session?.retryChat(id, text) ?? false,
+});
 const controls = new Controls(state.media, {
   status: (key, vars) => status(key, vars),
   toggleChat: () => chat.toggle(),
@@ -185,12 +188,28 @@ function renderMediaStatus() {
   el.classList.toggle('warn', !mic || !camera);
 }
 
+/**
+ * Shows our camera (or shared screen) in the lobby's preview and on our own
+ * tile. A media element never gets a stream without tracks (no camera, or
+ * none allowed): Chromium would wait for media that never comes, and the
+ * page would never finish loading (its tab spinning on).
+ */
+function showSelf() {
+  const stream = state.media.preview;
+  const source = stream.getTracks().length > 0 ? stream : null;
+  for (const id of ['preview-video', 'local-video']) {
+    const video = /** @type {HTMLVideoElement} */ ($(id));
+    if (video.srcObject !== source) video.srcObject = source;
+  }
+}
+state.media.addEventListener('change', showSelf);
+
 async function startLobby() {
   show('lobby');
   const nameInput = /** @type {HTMLInputElement} */ ($('name'));
   nameInput.value = saved(NAME_KEY) ?? `${t('guest')} ${100 + Math.floor(Math.random() * 900)}`;
   /** @type {HTMLInputElement} */ ($('relay-only')).checked = saved(RELAY_KEY) === '1';
-  /** @type {HTMLVideoElement} */ ($('preview-video')).srcObject = state.media.preview;
+  showSelf();
   await state.media.open();
   mediaReady = true;
   renderMediaStatus();
@@ -268,6 +287,7 @@ async function join() {
   });
   session.addEventListener('speaker', (ev) => showSpeaker(/** @type {CustomEvent} */ (ev).detail.peer));
   session.addEventListener('chat', (ev) => chat.add(/** @type {CustomEvent} */ (ev).detail));
+  session.addEventListener('chat-failed', (ev) => chat.failed(/** @type {CustomEvent} */ (ev).detail.id));
   session.addEventListener('error', (ev) => {
     const err = /** @type {ProtocolError} */ (/** @type {CustomEvent} */ (ev).detail);
     if (err.code.startsWith('sfu') || err.request?.startsWith('sfu')) {
@@ -278,12 +298,15 @@ async function join() {
     else if (err.code === 'sfu-unavailable') onSfuUnavailable();
     else console.warn('webconf: server error', err.code, err.message);
   });
-  session.addEventListener('reconnecting', () => {
+  session.addEventListener('reconnecting', (ev) => {
+    const { restart } = /** @type {CustomEvent} */ (ev).detail;
     if (!banner.lost) {
       banner.lost = performance.now();
-      metrics.reconnects.push({ lost: banner.lost, rejoined: null });
+      metrics.reconnects.push({ lost: banner.lost, rejoined: null, restart });
     }
-    banner('reconnecting');
+    // A server that said it was stopping is restarting, most likely: that
+    // is no reason to worry about one's own connection.
+    banner(restart ? 'server_restarting' : 'reconnecting');
   });
   session.addEventListener('rejoined', (ev) => onRejoined(/** @type {CustomEvent} */ (ev).detail));
   session.addEventListener('ended', (ev) => onEnded(/** @type {CustomEvent} */ (ev).detail));
@@ -317,7 +340,7 @@ function onJoined(joined) {
   metrics.joinedAt = performance.now();
   chat.you = joined.you;
   $('room-name').textContent = joined.room;
-  /** @type {HTMLVideoElement} */ ($('local-video')).srcObject = state.media.preview;
+  showSelf();
   /** @type {HTMLInputElement} */ ($('share-link')).value = location.href;
   show('call');
   for (const msg of joined.chat) chat.add(msg);
@@ -891,7 +914,8 @@ function makeTile() {
  * @param {RoomMode} path where the stream comes from
  */
 function setSource(video, stream, path) {
-  video.srcObject = stream;
+  // Not a stream without tracks (yet): see showSelf.
+  video.srcObject = stream.getTracks().length > 0 ? stream : null;
   video.dataset.path = path;
   armFrames(video);
 }

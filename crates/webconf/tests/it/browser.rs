@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Browser, Driver, Webconf, artifacts, in_loopback_namespace, nft, scratch, solid_y4m};
+use crate::harness::{
+    Browser, Driver, Options, Webconf, artifacts, in_loopback_namespace, nft, scratch, solid_y4m,
+};
 
 const RED: [u8; 3] = [81, 90, 240];
 const BLUE: [u8; 3] = [41, 240, 110];
@@ -187,8 +189,13 @@ async fn chat_mute_camera_screen_quality_and_languages_work_between_browsers() {
         .eval("return [document.querySelectorAll('#chat-log b, #chat-log img').length, window.pwned ?? null]")
         .await;
     assert_eq!(injected, serde_json::json!([0, null]), "chat text must never become markup");
-    let own = a.eval("return document.querySelector('#chat-log li:last-child').className").await;
-    assert_eq!(own, "mine");
+    // A's own line is shown as sent once the server has it back.
+    a.wait_until(
+        "A's line shown as sent",
+        Duration::from_secs(5),
+        "return document.querySelector('#chat-log li:last-child').className === 'mine'",
+    )
+    .await;
 
     // Mute: B stops receiving A's audio packets and shows A muted.
     a.click("#mic").await;
@@ -373,13 +380,16 @@ async fn audio_packets(browser: &Browser) -> i64 {
     browser.stats().await[0]["audio"]["packetsReceived"].as_i64().unwrap_or(0)
 }
 
-/// Signaling goes away and comes back (the server is killed and started
-/// again on the same port and state), then the network path breaks (all UDP
-/// dropped for a while): the call comes back both times, with the same
-/// peer connections.
+/// Signaling goes away and comes back (the server restarts, then is killed
+/// and started again, on the same port and state), then the network path
+/// breaks (all UDP dropped for a while): the call comes back every time,
+/// with the same peer connections. What is written during the restart is
+/// kept (50 lines at most; more are refused with a retry), shown as
+/// pending, and arrives once the server is back, each line once; the page
+/// says the server is restarting, not that the connection was lost.
 #[tokio::test]
-async fn calls_survive_a_server_restart_and_recover_by_ice_restart() {
-    if !in_loopback_namespace("browser::calls_survive_a_server_restart_and_recover_by_ice_restart") {
+async fn calls_and_chat_survive_server_restarts_and_recover_by_ice_restart() {
+    if !in_loopback_namespace("browser::calls_and_chat_survive_server_restarts_and_recover_by_ice_restart") {
         return;
     }
     let dir = scratch("restart");
@@ -402,8 +412,117 @@ async fn calls_survive_a_server_restart_and_recover_by_ice_restart() {
     a.wait_media().await;
     b.wait_media().await;
     let sessions = (a.stats().await[0]["session"].clone(), b.stats().await[0]["session"].clone());
+    let rejoined = "const r = window.webconf.metrics.reconnects.at(-1); return Boolean(r && r.rejoined)";
 
-    // Kill the server mid-call and start it again.
+    // A restart (SIGTERM): both pages say the server is restarting.
+    server.terminate();
+    for browser in [&a, &b] {
+        browser
+            .wait_until(
+                "the restarting banner",
+                Duration::from_secs(10),
+                "const b = document.getElementById('connection-banner'); \
+                 return !b.hidden && b.dataset.key === 'server_restarting' && b.textContent",
+            )
+            .await;
+    }
+    // Meanwhile A writes one line, then 50 more: the first 50 wait as
+    // pending, the 51st is refused at once with a retry; A also mutes.
+    a.click("#chat-toggle").await;
+    a.type_text("#chat-input", "written during the restart\u{E007}").await;
+    a.eval(
+        "const input = document.getElementById('chat-input'); const form = document.getElementById('chat-form'); \
+         for (let i = 1; i <= 50; i++) { input.value = `queued ${i}`; form.requestSubmit(); }",
+    )
+    .await;
+    let log = "return [...document.querySelectorAll('#chat-log li')].map(li => \
+               [li.className, li.querySelector('.chat-text').textContent, Boolean(li.querySelector('.chat-retry'))])";
+    let shown = a.eval(log).await;
+    let shown = shown.as_array().expect("chat items");
+    assert_eq!(shown.len(), 51, "{shown:?}");
+    assert_eq!(shown[0], serde_json::json!(["mine pending", "written during the restart", false]));
+    assert!(shown[1..50].iter().all(|i| i[0] == "mine pending" && i[2] == false), "{shown:?}");
+    assert_eq!(shown[50], serde_json::json!(["mine failed", "queued 50", true]), "the 51st is refused");
+    a.click("#mic").await;
+    a.screenshot(&artifacts().join("restarting-chat-pending.png")).await;
+    set_lang(&a, "ko").await;
+    let banner = a.eval("return document.getElementById('connection-banner').textContent").await;
+    assert!(banner.as_str().is_some_and(|t| t.contains("다시 시작")), "{banner}");
+    let pending =
+        a.eval("return document.querySelector('#chat-log li.pending .chat-state').textContent").await;
+    assert_eq!(pending, "보내는 중…");
+    a.screenshot(&artifacts().join("restarting-chat-pending-ko.png")).await;
+    set_lang(&a, "en").await;
+
+    // Back: each waiting line reaches B exactly once, and shows as sent at A.
+    let server = Webconf::start_on(&listen, &["--state-dir", &state_arg]);
+    for browser in [&a, &b] {
+        browser.wait_until("rejoined after the restart", Duration::from_secs(10), rejoined).await;
+    }
+    let restart_flag = a.eval("return window.webconf.metrics.reconnects.at(-1).restart").await;
+    assert_eq!(restart_flag, true, "a restart, as the server said");
+    let texts = "return [...document.querySelectorAll('#chat-log .chat-text')].map(p => p.textContent)";
+    b.wait_until(
+        "B to get the 50 lines",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#chat-log li').length >= 50",
+    )
+    .await;
+    let mut expected = vec!["written during the restart".to_owned()];
+    expected.extend((1..50).map(|i| format!("queued {i}")));
+    a.wait_until(
+        "A's lines shown as sent",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#chat-log li.pending').length === 0",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.eval(texts).await, serde_json::json!(expected), "B gets each line once, in order");
+    // Sent lines take their place in the order everyone sees (after the
+    // refused one, which stays where it was written).
+    let shown = a.eval(log).await;
+    let shown = shown.as_array().expect("chat items");
+    assert_eq!(shown.len(), 51, "{shown:?}");
+    assert_eq!(shown[0], serde_json::json!(["mine failed", "queued 50", true]));
+    let sent: Vec<&str> =
+        shown[1..].iter().filter(|i| i[0] == "mine").filter_map(|i| i[1].as_str()).collect();
+    assert_eq!(sent, expected, "A shows each line sent");
+    b.wait_until(
+        "A shown muted after the restart",
+        Duration::from_secs(5),
+        "return document.querySelector('.tile').classList.contains('audio-off')",
+    )
+    .await;
+    a.screenshot(&artifacts().join("restarted-chat-sent.png")).await;
+    // The refused line goes when asked again.
+    a.click("#chat-log li.failed .chat-retry").await;
+    b.wait_until(
+        "the retried line",
+        Duration::from_secs(5),
+        "return [...document.querySelectorAll('#chat-log .chat-text')].some(p => p.textContent === 'queued 50')",
+    )
+    .await;
+    // The same message on the wire twice (as when a line's echo was lost
+    // with the connection, and the page sent it again): shown once.
+    b.eval(
+        "window.copies = 0; window.webconf.state.session.addEventListener('chat', (e) => { \
+         if (e.detail.text === 'written during the restart') window.copies++; });",
+    )
+    .await;
+    a.eval(
+        "const li = [...document.querySelectorAll('#chat-log li')] \
+           .find((l) => l.querySelector('.chat-text').textContent === 'written during the restart'); \
+         window.webconf.state.session.retryChat(li.dataset.id, 'written during the restart');",
+    )
+    .await;
+    b.wait_until("the copy at B", Duration::from_secs(5), "return window.copies === 1").await;
+    let once = "return [...document.querySelectorAll('#chat-log .chat-text')] \
+                .filter(p => p.textContent === 'written during the restart').length";
+    assert_eq!(b.eval(once).await, 1, "B shows a message sent twice once");
+    assert_eq!(a.eval(once).await, 1, "A too");
+    a.click("#mic").await;
+
+    // Kill the server mid-call (a crash, not a restart) and start it again.
     let killed = Instant::now();
     drop(server);
     for browser in [&a, &b] {
@@ -411,13 +530,13 @@ async fn calls_survive_a_server_restart_and_recover_by_ice_restart() {
             .wait_until(
                 "the reconnecting banner",
                 Duration::from_secs(10),
-                "return !document.getElementById('connection-banner').hidden",
+                "const b = document.getElementById('connection-banner'); \
+                 return !b.hidden && b.dataset.key === 'reconnecting'",
             )
             .await;
     }
     a.screenshot(&artifacts().join("reconnecting.png")).await;
     let _server = Webconf::start_on(&listen, &["--state-dir", &state_arg]);
-    let rejoined = "const r = window.webconf.metrics.reconnects.at(-1); return Boolean(r && r.rejoined)";
     for browser in [&a, &b] {
         browser.wait_until("rejoined after the restart", Duration::from_secs(10), rejoined).await;
     }
@@ -441,7 +560,6 @@ async fn calls_survive_a_server_restart_and_recover_by_ice_restart() {
     assert_eq!(a.stats().await[0]["session"], sessions.0, "A kept its peer connection");
     assert_eq!(b.stats().await[0]["session"], sessions.1, "B kept its peer connection");
     // Signaling works again: a chat message crosses.
-    a.click("#chat-toggle").await;
     a.type_text("#chat-input", "after the restart\u{E007}").await;
     b.wait_until(
         "the chat message after the restart",
@@ -476,5 +594,53 @@ async fn calls_survive_a_server_restart_and_recover_by_ice_restart() {
 
     a.quit().await;
     b.quit().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 14: with the camera and microphone blocked, the lobby still
+/// finishes loading, in Chromium (which waited forever for media from the
+/// empty stream its preview was given) and in Firefox, and says why there
+/// is no picture.
+#[tokio::test]
+async fn the_lobby_finishes_loading_with_devices_blocked() {
+    if !in_loopback_namespace("browser::the_lobby_finishes_loading_with_devices_blocked") {
+        return;
+    }
+    let dir = scratch("blocked");
+    let red = dir.join("red.y4m");
+    solid_y4m(&red, RED);
+    let server = Webconf::start(&[]);
+    let room_url = format!("{}/r/blocked", server.base);
+    let options = Options { devices_blocked: true, eager: true };
+    for (name, driver) in [("Chromium", Driver::start()), ("Firefox", Driver::firefox())] {
+        let browser = driver.browser_with(name, &red, &dir.join(format!("profile-{name}")), options).await;
+        browser.goto(&room_url).await;
+        browser
+            .wait_until(
+                "the lobby to have tried the camera",
+                Duration::from_secs(15),
+                "return !document.getElementById('join').disabled",
+            )
+            .await;
+        let status = browser.eval("return document.getElementById('media-status').textContent").await;
+        assert!(status.as_str().is_some_and(|s| s.contains("blocked")), "{name}: {status}");
+        let loaded = Instant::now();
+        browser
+            .wait_until(
+                "document.readyState complete",
+                Duration::from_secs(5),
+                "return document.readyState === 'complete'",
+            )
+            .await;
+        println!(
+            "{name}: lobby with devices blocked loaded {} ms after the camera was refused",
+            loaded.elapsed().as_millis()
+        );
+        let preview = browser.eval("return document.getElementById('preview-video').srcObject").await;
+        assert_eq!(preview, serde_json::Value::Null, "{name}: no empty stream on the preview");
+        browser.screenshot(&artifacts().join(format!("lobby-blocked-{}.png", name.to_lowercase()))).await;
+        browser.quit().await;
+    }
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

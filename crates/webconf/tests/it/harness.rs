@@ -83,7 +83,7 @@ impl Drop for Reaped {
 
 /// The webconf binary, listening on 127.0.0.1 on a port of its choosing.
 pub struct Webconf {
-    _process: Reaped,
+    process: Reaped,
     pub base: String,
 }
 
@@ -119,7 +119,20 @@ impl Webconf {
             .unwrap_or_else(|| panic!("no URL in {first:?}"))
             .trim_end_matches('/')
             .to_owned();
-        Webconf { _process: Reaped(child), base }
+        Webconf { process: Reaped(child), base }
+    }
+
+    /// Stops it as SIGTERM does (every WebSocket closed with 1001 "server
+    /// shutting down") and waits for it to exit.
+    pub fn terminate(mut self) {
+        let pid = self.process.0.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(status.success(), "kill -TERM {pid}: {status}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.process.0.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "webconf did not exit within 10 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -147,9 +160,15 @@ impl Driver {
     /// A chromedriver in a lab host (see `netlab`), reached from the test
     /// at `url` through the host's router.
     pub fn in_host(host: &crate::netlab::Netns, url: &str) -> Driver {
+        Self::in_host_for(host, url, crate::netlab::SERVER_IP)
+    }
+
+    /// A chromedriver in a lab host, taking commands from `test_ip` only
+    /// (the test's address as the host sees it).
+    pub fn in_host_for(host: &crate::netlab::Netns, url: &str, test_ip: &str) -> Driver {
         let process = host
             .command("chromedriver")
-            .args(["--port=9515", "--allowed-ips=203.0.113.1", "--allowed-origins=*"])
+            .args(["--port=9515", &format!("--allowed-ips={test_ip}"), "--allowed-origins=*"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -210,8 +229,13 @@ impl Driver {
     /// Firefox's shows its own moving test pattern (it cannot play a file),
     /// so its colour proves nothing and tests tell it apart by peer id.
     pub async fn browser(&self, label: &str, video: &Path, profile: &Path) -> Browser {
+        self.browser_with(label, video, profile, Options::default()).await
+    }
+
+    /// A new browser, set up as `options` say.
+    pub async fn browser_with(&self, label: &str, video: &Path, profile: &Path, options: Options) -> Browser {
         if self.firefox {
-            return self.firefox_browser(label, profile).await;
+            return self.firefox_browser(label, profile, options).await;
         }
         let mut args = vec![
             "--headless".to_owned(),
@@ -224,7 +248,6 @@ impl Driver {
             "--disable-sync".to_owned(),
             "--disable-dev-shm-usage".to_owned(),
             "--use-fake-device-for-media-stream".to_owned(),
-            "--use-fake-ui-for-media-stream".to_owned(),
             "--autoplay-policy=no-user-gesture-required".to_owned(),
             // Self-signed certificates of test servers.
             "--ignore-certificate-errors".to_owned(),
@@ -236,10 +259,20 @@ impl Driver {
             // Without it Chromium gathers no candidates at all on loopback.
             args.push("--allow-loopback-in-peer-connection".to_owned());
         }
-        let caps = json!({
+        // Asked for the camera: yes, or (devices blocked) no.
+        args.push(
+            if options.devices_blocked {
+                "--deny-permission-prompts"
+            } else {
+                "--use-fake-ui-for-media-stream"
+            }
+            .to_owned(),
+        );
+        let mut caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
         });
+        options.apply(&mut caps);
         self.session(label, caps).await
     }
 
@@ -258,9 +291,11 @@ impl Driver {
         Browser { client, label: label.to_owned() }
     }
 
-    async fn firefox_browser(&self, label: &str, profile: &Path) -> Browser {
+    async fn firefox_browser(&self, label: &str, profile: &Path, options: Options) -> Browser {
         std::fs::create_dir_all(profile).expect("profile dir");
-        let caps = json!({
+        // 1: allowed without asking; 2: blocked.
+        let allowed = if options.devices_blocked { 2 } else { 1 };
+        let mut caps = json!({
             "browserName": "firefox",
             "acceptInsecureCerts": true,
             "moz:firefoxOptions": {
@@ -271,8 +306,8 @@ impl Driver {
                     // (not media.navigator.permission.disabled: with it,
                     // ICE fails on a machine with no default route).
                     "media.navigator.streams.fake": true,
-                    "permissions.default.camera": 1,
-                    "permissions.default.microphone": 1,
+                    "permissions.default.camera": allowed,
+                    "permissions.default.microphone": allowed,
                     // Calls on loopback, with real host addresses.
                     "media.peerconnection.ice.loopback": true,
                     "media.peerconnection.ice.obfuscate_host_addresses": false,
@@ -288,7 +323,27 @@ impl Driver {
                 },
             },
         });
+        options.apply(&mut caps);
         self.session(label, caps).await
+    }
+}
+
+/// How a test browser differs from the usual one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// The camera and microphone are refused to every page, as when a
+    /// person blocked them.
+    pub devices_blocked: bool,
+    /// Navigation returns once the document is parsed, not loaded, so a
+    /// test can watch a page that never finishes loading.
+    pub eager: bool,
+}
+
+impl Options {
+    fn apply(self, caps: &mut Value) {
+        if self.eager {
+            caps["pageLoadStrategy"] = json!("eager");
+        }
     }
 }
 
