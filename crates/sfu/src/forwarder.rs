@@ -148,6 +148,8 @@ struct Track {
     last_keyframe_request: [Option<u64>; MAX_LAYERS as usize],
     /// When its last frame arrived.
     last_frame_ms: Option<u64>,
+    /// When each layer's last frame arrived.
+    layer_frame_ms: [Option<u64>; MAX_LAYERS as usize],
     /// Each layer's measured bitrate.
     rates: [LayerRate; MAX_LAYERS as usize],
     /// Whether it counted as sending at the last choice of layers.
@@ -165,6 +167,10 @@ struct LayerRate {
 
 /// A measurement older than this no longer stands for the layer.
 const RATE_STALE_MS: u64 = 3_000;
+
+/// A layer whose last frame is older than this is not flowing (paused at
+/// the publisher, or not encoded at all).
+const FLOWING_MS: u64 = 1_000;
 
 impl LayerRate {
     fn add(&mut self, now_ms: u64, bytes: usize) {
@@ -335,6 +341,7 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
             active: all_layers(layers),
             last_keyframe_request: [None; 3],
             last_frame_ms: None,
+            layer_frame_ms: [None; 3],
             rates: [LayerRate::default(); 3],
             sending: false,
         });
@@ -449,6 +456,9 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
         // bandwidth from now on.
         let woke = self.track_mut(track).is_some_and(|t| {
             t.last_frame_ms = Some(now_ms);
+            if let Some(at) = t.layer_frame_ms.get_mut(usize::from(layer.0)) {
+                *at = Some(now_ms);
+            }
             if let Some(rate) = t.rates.get_mut(usize::from(layer.0)) {
                 rate.add(now_ms, bytes);
             }
@@ -466,6 +476,11 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
             let Some(sub) = p.subscriptions.iter_mut().find(|s| s.track == track) else { continue };
             if !sub.ready {
                 continue;
+            }
+            // Nothing shown yet: a keyframe of a lower layer starts the
+            // picture now; the target's keyframe brings the right size.
+            if keyframe && sub.current.is_none() && sub.target.is_some_and(|t| layer < t) {
+                sub.current = Some(layer);
             }
             if sub.target == Some(layer) && sub.current != Some(layer) {
                 if keyframe {
@@ -494,8 +509,23 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
             return;
         }
         sub.ready = true;
-        if let (true, Some(layer)) = (track.source.is_video(), sub.target) {
-            self.request_keyframe(now_ms, track, layer);
+        let (true, Some(layer)) = (track.source.is_video(), sub.target) else { return };
+        self.request_keyframe(now_ms, track, layer);
+        // The chosen layer may be paused at the publisher (nobody got it
+        // until now) and take a while to come: the best lower layer that
+        // is flowing starts the picture sooner.
+        let flowing = |t: &Track, l: u8| {
+            t.layer_frame_ms[usize::from(l)].is_some_and(|at| now_ms.saturating_sub(at) < FLOWING_MS)
+        };
+        let Some(t) =
+            self.participants.get(&track.publisher).and_then(|p| p.tracks[track.source.index()].as_ref())
+        else {
+            return;
+        };
+        if !flowing(t, layer.0)
+            && let Some(lower) = (0..layer.0).rev().find(|l| flowing(t, *l))
+        {
+            self.request_keyframe(now_ms, track, Layer(lower));
         }
     }
 
@@ -1013,6 +1043,51 @@ mod tests {
             > frame a.c L0 key
             -> b
             > t 1000
+            > frame a.c L0
+            -> b
+            ",
+        );
+    }
+
+    #[test]
+    fn a_newcomer_starts_on_a_flowing_lower_layer_then_moves_to_its_own() {
+        // b watches a small tile (L0); a's L2 is paused, as nobody got it.
+        // c wants L2: it is asked for, and so is L0, which flows, so c's
+        // picture starts at L0's next keyframe and moves to L2 at its own.
+        check(
+            Config::default(),
+            "
+            > join a r
+            > publish a c 3
+            layers a.c 000
+            > join b r
+            b +a.c
+            layers a.c 100
+            > tile b a 120
+            layers a.c 001
+            > ready b a.c
+            keyframe a.c L0
+            > frame a.c L0 key
+            -> b
+            > t 600
+            > frame a.c L0
+            -> b
+            > join c r
+            c +a.c
+            layers a.c 101
+            > ready c a.c
+            keyframe a.c L2
+            keyframe a.c L0
+            > frame a.c L0
+            -> b
+            > frame a.c L0 key
+            -> b c
+            > frame a.c L2
+            -> nobody
+            > frame a.c L0
+            -> b c
+            > frame a.c L2 key
+            -> c
             > frame a.c L0
             -> b
             ",
