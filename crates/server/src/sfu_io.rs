@@ -27,6 +27,7 @@ use sfu::{Forwarder, Layer, ParticipantId, Source, TrackKey};
 use signal::{ErrorCode, SdpKind, ServerMsg, SfuSource, SfuTrack, encode};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -131,7 +132,16 @@ pub(crate) async fn start(
 ) -> io::Result<(SfuHandle, tokio::task::JoinHandle<()>)> {
     // str0m's DTLS and SRTP need a crypto provider; installing one twice
     // (a second server in one process) is harmless.
-    str0m::crypto::from_feature_flags().install_process_default();
+    let provider = str0m::crypto::from_feature_flags();
+    // One DTLS certificate for every session, made once: making one per
+    // session cost each newcomer milliseconds before its answer. Every
+    // handshake still agrees fresh keys (ECDHE); the certificate only
+    // proves the fingerprint in the server's SDP.
+    let dtls_cert = provider
+        .dtls_provider
+        .generate_certificate()
+        .ok_or_else(|| io::Error::other("the crypto provider cannot make a DTLS certificate"))?;
+    provider.install_process_default();
     let socket = UdpSocket::bind(config.listen).await?;
     let local = socket.local_addr()?;
     let addr = SocketAddr::new(config.public_ip, local.port());
@@ -150,6 +160,7 @@ pub(crate) async fn start(
         }
     };
     let task = Task {
+        dtls_cert,
         forwarder: Forwarder::new(config.forwarding.clone()),
         config,
         socket,
@@ -255,6 +266,8 @@ enum Happened {
 
 struct Task {
     config: SfuConfig,
+    /// The certificate every session's DTLS presents.
+    dtls_cert: DtlsCert,
     forwarder: Forwarder<RoomId>,
     socket: UdpSocket,
     /// The address in every session's candidate.
@@ -347,6 +360,7 @@ impl Task {
                 }
                 match self.new_session(now, peer, route.clone(), &sdp, sources) {
                     Ok((session, answer)) => {
+                        tracing::debug!(peer = %peer, took_us = now.elapsed().as_micros(), "SFU session answered");
                         send(&route, &encode(&ServerMsg::sfu(SdpKind::Answer, &answer, None)));
                         self.sessions.insert(id, session);
                         self.metrics.sfu_sessions.fetch_add(1, Ordering::Relaxed);
@@ -428,6 +442,7 @@ impl Task {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("not an SDP offer: {e}"))?;
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
+            .set_dtls_cert(self.dtls_cert.clone())
             .enable_bwe(Some(INITIAL_BWE))
             .set_stats_interval(Some(STATS_INTERVAL))
             .build(now);
@@ -689,6 +704,9 @@ impl Task {
         }
         let Task { forwarder, sessions, dirty, metrics, .. } = self;
         let receivers = forwarder.forward(now_ms, track, layer, data.is_keyframe(), data.data.len());
+        if data.is_keyframe() {
+            tracing::debug!(publisher = from.0, ?track.source, layer = layer.0, to = ?receivers, "keyframe in");
+        }
         let mut sent = 0u64;
         for who in receivers {
             let Some(sub) = sessions.get_mut(who) else { continue };
@@ -718,6 +736,7 @@ impl Task {
         }
         let open: Vec<TrackKey> =
             s.out.iter().filter(|t| matches!(t.state, OutState::Open(_))).map(|t| t.track).collect();
+        tracing::debug!(session = id.0, tracks = open.len(), "SFU subscriptions ready");
         for track in open {
             self.forwarder.set_ready(now_ms, id, track);
         }
@@ -775,6 +794,7 @@ impl Task {
                         && s.rtc
                             .writer(mid)
                             .is_some_and(|mut w| w.request_keyframe(rid, KeyframeRequestKind::Pli).is_ok());
+                    tracing::debug!(publisher = track.publisher.0, ?track.source, layer = layer.0, sent, "keyframe request");
                     if sent {
                         self.metrics.sfu_keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         self.dirty.push(track.publisher);
