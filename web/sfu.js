@@ -89,6 +89,11 @@ export class SfuLink extends EventTarget {
     this.id = newId();
     /** When this session was made (performance.now()). */
     this.created = performance.now();
+    /** What happened when (performance.now()), for people and tests
+     *  reading where the time to the first frame goes. Bounded.
+     *  @type {[number, string][]} */
+    this.timeline = [];
+    this.mark('created');
     this.media = media;
     this.sendRaw = send;
     this.closed = false;
@@ -124,11 +129,18 @@ export class SfuLink extends EventTarget {
       screen: this.pc.addTransceiver(media.screen ?? 'video', { direction: 'sendonly' }),
     };
     this.pc.ontrack = ({ transceiver }) => this.announce(transceiver);
+    this.pc.oniceconnectionstatechange = () => this.mark(`ice ${this.pc.iceConnectionState}`);
     this.pc.onconnectionstatechange = () => {
+      this.mark(`connection ${this.pc.connectionState}`);
       this.dispatchEvent(new CustomEvent('state', { detail: this.pc.connectionState }));
     };
     this.onMediaChange = () => this.updateSenders();
     media.addEventListener('change', this.onMediaChange);
+  }
+
+  /** @param {string} what */
+  mark(what) {
+    if (this.timeline.length < 200) this.timeline.push([Math.round(performance.now()), what]);
   }
 
   /** The first (and only) offer of this session. */
@@ -145,6 +157,7 @@ export class SfuLink extends EventTarget {
       this.offers++;
       const description = /** @type {RTCSessionDescriptionInit} */ (this.pc.localDescription?.toJSON());
       this.sendRaw({ description, sources });
+      this.mark('offer sent');
     }).catch((err) => {
       console.warn('webconf: could not make the SFU offer', err);
     });
@@ -170,6 +183,7 @@ export class SfuLink extends EventTarget {
         console.warn('webconf: an SFU answer with no offer of ours pending');
         return;
       }
+      this.mark('answer received');
       await this.pc.setRemoteDescription(description);
       this.established = true;
       this.dispatchEvent(new Event('established'));
@@ -181,6 +195,7 @@ export class SfuLink extends EventTarget {
       console.warn('webconf: an SFU offer while ours is pending');
       return;
     }
+    this.mark(`server offer (${Array.isArray(tracks) ? tracks.length : 0} tracks)`);
     // Known before the description is applied, so `ontrack` can tell whose
     // each track is.
     this.tracks = new Map();
@@ -194,6 +209,7 @@ export class SfuLink extends EventTarget {
     this.answers++;
     const answer = /** @type {RTCSessionDescriptionInit} */ (this.pc.localDescription?.toJSON());
     this.sendRaw({ description: answer });
+    this.mark('answer sent');
     this.reconcile();
   }
 

@@ -338,6 +338,9 @@ function onJoined(joined) {
   state.joined = joined;
   setMode(joined.mode);
   metrics.joinedAt = performance.now();
+  // A group call's session first: its offer and connection take the
+  // longest, and need nothing of the page below.
+  if (state.mode === 'sfu') startSfu('joined');
   chat.you = joined.you;
   $('room-name').textContent = joined.room;
   showSelf();
@@ -350,7 +353,6 @@ function onJoined(joined) {
     if (state.mode === 'sfu') ensureSfuPeer(peer);
     else ensurePeer(peer, Boolean(peer.polite), true);
   }
-  if (state.mode === 'sfu') startSfu('joined');
   updateWaiting();
   $('hangup').focus();
 }
@@ -957,7 +959,10 @@ function onFrame(video, now) {
   if (video !== peer.video) return;
   peer.tile.classList.add('has-video');
   metrics.firstRemoteFrame ??= performance.now();
-  if (video.dataset.path === 'sfu') metrics.firstSfuFrame[id] ??= performance.now();
+  if (video.dataset.path === 'sfu' && metrics.firstSfuFrame[id] === undefined) {
+    metrics.firstSfuFrame[id] = performance.now();
+    state.sfu?.mark(`first frame of ${id}`);
+  }
   const last = lastFrame.get(id);
   if (last !== undefined) metrics.frameGaps[id] = Math.max(metrics.frameGaps[id] ?? 0, now - last);
   lastFrame.set(id, now);
@@ -1476,6 +1481,8 @@ Object.assign(window, {
     metrics,
     stats,
     sfuStats,
+    /** The current SFU session's timeline: [ms since page load, what]. */
+    sfuTimeline: () => state.sfu?.timeline ?? [],
     resetFrameGaps,
     /** Pins a peer's tile (SELF: our own) to the stage; null unpins. */
     pin: (/** @type {string | null} */ id) => setPinned(id),

@@ -342,6 +342,7 @@ async fn a_third_person_moves_the_call_to_the_sfu_and_a_fourth_joins_it() {
          first frame through the SFU per peer: {per_peer}",
         first - joined
     );
+    println!("D's SFU session: {}", d.browser.eval("return window.webconf.sfuTimeline()").await);
     assert_eq!(metric(&d, "window.webconf.metrics.links").await, 0, "no P2P links in a group call");
     assert_grid(&a, 4, "four people at 1280x800").await;
     a.browser.screenshot(&artifacts().join("group-4.png")).await;
