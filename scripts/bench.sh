@@ -166,7 +166,7 @@ start_server() {
       # as many sessions as the ladders need, its UDP port chosen by the
       # kernel (sessions learn it from the SDP), no TURN server.
       taskset -c 0 "$bin/webconf" --listen "127.0.0.1:$port" --sfu-port 0 --room-capacity 100 \
-        --sfu-max-participants 5000 --p2p-max 2 --no-turn --rate-limit 0 --max-connections 0 \
+        --sfu-max-participants 5000 --sfu-max-video 100 --p2p-max 2 --no-turn --rate-limit 0 --max-connections 0 \
         --state-dir "$work/webconf-state" --log warn >>"$work/webconf-sfu.log" 2>&1 &
       ;;
     udpfwd)
@@ -275,7 +275,7 @@ run_sfu() {
       return 1
     fi
     try=$(taskset -c 1 "$bin/bench" run --kind "$kind" --label "$label" --addr "127.0.0.1:$(port_of "$name")" \
-      --pid "$server_pid" --clk-tck "$clk_tck" sfu --pps "$sfu_pps" --secs "$sfu_secs" --warmup "$sfu_warmup" "$@") \
+      --pid "$server_pid" --clk-tck "$clk_tck" sfu --max-video 100 --pps "$sfu_pps" --secs "$sfu_secs" --warmup "$sfu_warmup" "$@") \
       || echo "bench.sh: bench run $name sfu $* failed" >&2
     stop_server
     [ -n "$try" ] || continue
@@ -403,10 +403,10 @@ namespace with only loopback.
 
     scripts/bench.sh --sfu --write
     # which runs, for each step, a fresh server on core 0:
-    taskset -c 0 target/release/webconf --listen 127.0.0.1:18301 --sfu-port 0 --room-capacity 100 --sfu-max-participants 5000 --p2p-max 2 --no-turn --rate-limit 0 --max-connections 0 --state-dir target/bench-run/webconf-state --log warn
+    taskset -c 0 target/release/webconf --listen 127.0.0.1:18301 --sfu-port 0 --room-capacity 100 --sfu-max-participants 5000 --sfu-max-video 100 --p2p-max 2 --no-turn --rate-limit 0 --max-connections 0 --state-dir target/bench-run/webconf-state --log warn
     taskset -c 0 target/release/bench udp-forwarder --listen 127.0.0.1:18305
     # and the generator on core 1, e.g.:
-    taskset -c 1 target/release/bench run --kind webconf --addr 127.0.0.1:18301 --pid PID sfu --ladder room --room-size 25 --pps $sfu_pps --secs $sfu_secs --warmup $sfu_warmup
+    taskset -c 1 target/release/bench run --kind webconf --addr 127.0.0.1:18301 --pid PID sfu --max-video 100 --ladder room --room-size 25 --pps $sfu_pps --secs $sfu_secs --warmup $sfu_warmup
 
 $sfu_table
 
@@ -446,10 +446,10 @@ $sfu_table
   under 95% busy, every stream the server should forward flows, and the
   p99 delay is under 100 ms (not the issue's condition, but a call whose
   video comes a second late is not held, whatever its loss).
-  webconf sends each subscriber at most 16 cameras
-  (\`sfu::Config::max_video\`, last-N; no command-line option), so a room
-  of N over 17 has N × 16 streams to forward, not N × (N-1); "streams
-  flowing" shows both.
+  By default webconf sends each subscriber at most 16 cameras (last-N,
+  \`--sfu-max-video\`; the web client shows 16 tiles); the bench raises
+  that to 100, so every room forwards every camera to everyone, N × (N-1)
+  streams, and the SFU does the same work as the forwarder beside it.
 - **Timing.** Once every session is connected and every stream flows (at
   most 30 s), $sfu_warmup s of warm-up, then $sfu_secs s measured. The frames sent in
   that window are the expected ones, once per subscriber; loss is those

@@ -187,6 +187,10 @@ enum Scenario {
         /// Longest the set-up may take, seconds.
         #[arg(long, default_value_t = 30.0)]
         setup_limit: f64,
+        /// The server's `--sfu-max-video` (last-N): the most cameras it
+        /// sends each subscriber.
+        #[arg(long, default_value_t = 16)]
+        max_video: usize,
     },
 }
 
@@ -275,10 +279,11 @@ async fn run(args: RunArgs) -> String {
         Scenario::Churn { cycles, limit, window, secs } => {
             scenarios::churn::churn(&ctx, cycles, limit, window, secs).await
         }
-        Scenario::Sfu { ladder, rooms, room_size, pps, secs, warmup, setup_limit } => {
+        Scenario::Sfu { ladder, rooms, room_size, pps, secs, warmup, setup_limit, max_video } => {
             // str0m's DTLS and SRTP need a crypto provider.
             str0m::crypto::from_feature_flags().install_process_default();
-            let plan = scenarios::sfu::Plan { ladder, rooms, room_size, pps, secs, warmup, setup_limit };
+            let plan =
+                scenarios::sfu::Plan { ladder, rooms, room_size, pps, secs, warmup, setup_limit, max_video };
             scenarios::sfu::sfu(&ctx, &plan).await
         }
     };

@@ -44,6 +44,12 @@ struct Cli {
     #[arg(long, env = "WEBCONF_SFU_MAX_PARTICIPANTS", default_value_t = 500)]
     sfu_max_participants: usize,
 
+    /// Most videos the SFU sends one person at once (last-N: screens, then
+    /// the most recent speakers); the web client shows at most 16.
+    #[arg(long, env = "WEBCONF_SFU_MAX_VIDEO", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    sfu_max_video: u16,
+
     /// Turn the SFU off: calls of more than two are then a full mesh of
     /// browser-to-browser links, which works for three or four people.
     #[arg(long, env = "WEBCONF_NO_SFU")]
@@ -255,7 +261,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         public_ip: public_ip(&cli, addr),
         max_participants: cli.sfu_max_participants,
         p2p_max: usize::from(cli.p2p_max),
-        forwarding: sfu::Config::default(),
+        forwarding: sfu::Config { max_video: usize::from(cli.sfu_max_video), ..sfu::Config::default() },
     });
     let config = server::Config {
         sfu,

@@ -80,6 +80,8 @@ pub struct Plan {
     pub warmup: f64,
     /// Longest the set-up may take, seconds.
     pub setup_limit: f64,
+    /// The server's last-N (`--sfu-max-video`).
+    pub max_video: usize,
 }
 
 /// Runs one step of a ladder against the server in `ctx`.
@@ -116,7 +118,7 @@ async fn run(ctx: &Ctx, plan: &Plan) -> Report {
     // webconf forwards at most `max_video` cameras to each subscriber
     // (last-N); the forwarder has no such limit.
     let per_subscriber = match ctx.kind {
-        Kind::Webconf => (size - 1).min(sfu::Config::default().max_video),
+        Kind::Webconf => (size - 1).min(plan.max_video),
         _ => size - 1,
     };
     let design = people * per_subscriber;
