@@ -324,6 +324,36 @@ async fn a_third_person_moves_the_call_to_the_sfu_and_a_fourth_joins_it() {
     assert_grid(&a, 3, "three people at 1280x800").await;
     a.browser.screenshot(&artifacts().join("group-3.png")).await;
 
+    // The active speaker, as the server hears it (RFC 6464 levels): with B
+    // and C muted, A's fake microphone (Chromium's beeps) is the voice in
+    // the room; then the floor moves to C.
+    let speaking = |id: &str| format!("return document.querySelector('.tile[data-peer={id:?}]').classList.contains('speaking')");
+    b.browser.click("#mic").await;
+    c.browser.click("#mic").await;
+    for m in [&b, &c] {
+        m.browser.wait_until("A shown speaking", Duration::from_secs(15), &speaking(&a.id)).await;
+    }
+    a.browser
+        .wait_until(
+            "A's own tile shown speaking",
+            Duration::from_secs(5),
+            "return document.getElementById('self').classList.contains('speaking')",
+        )
+        .await;
+    a.browser.click("#mic").await;
+    c.browser.click("#mic").await;
+    for m in [&a, &b] {
+        m.browser.wait_until("C shown speaking", Duration::from_secs(15), &speaking(&c.id)).await;
+    }
+    assert!(
+        !b.browser.eval(&speaking(&a.id)).await.as_bool().unwrap_or(true),
+        "one speaker at a time: A no longer shown speaking"
+    );
+    b.browser.screenshot(&artifacts().join("group-3-speaker.png")).await;
+    a.browser.click("#mic").await;
+    b.browser.click("#mic").await;
+    println!("speaker: A announced with B and C muted, then C with A and B muted");
+
     // (d) A fourth joins the group call.
     // D is Firefox ESR, joining a group call of Chromiums.
     let firefox = Driver::firefox();
