@@ -327,7 +327,9 @@ async fn a_third_person_moves_the_call_to_the_sfu_and_a_fourth_joins_it() {
     // The active speaker, as the server hears it (RFC 6464 levels): with B
     // and C muted, A's fake microphone (Chromium's beeps) is the voice in
     // the room; then the floor moves to C.
-    let speaking = |id: &str| format!("return document.querySelector('.tile[data-peer={id:?}]').classList.contains('speaking')");
+    let speaking = |id: &str| {
+        format!("return document.querySelector('.tile[data-peer={id:?}]').classList.contains('speaking')")
+    };
     b.browser.click("#mic").await;
     c.browser.click("#mic").await;
     for m in [&b, &c] {

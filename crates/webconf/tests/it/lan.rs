@@ -3,7 +3,6 @@
 //! on other machines of the LAN (see `netlab::Lan`).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -136,17 +135,9 @@ async fn connect_tls(state: &Path, ip: &str, name: &str) -> TlsStream<tokio::net
     use rustls_pki_types::pem::PemObject;
     let kept = state.join("tls/cert.pem");
     let cert = CertificateDer::from_pem_file(&kept).unwrap_or_else(|e| panic!("{}: {e}", kept.display()));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("trust the kept certificate");
-    let client =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect((ip, PORT)).await.expect("tcp");
     let server_name = ServerName::try_from(name.to_owned()).expect("a server name");
-    tokio_rustls::TlsConnector::from(Arc::new(client))
+    crate::support::tls_connector(cert)
         .connect(server_name, tcp)
         .await
         .unwrap_or_else(|e| panic!("a certificate naming {name}: {e}"))

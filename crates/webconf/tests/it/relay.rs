@@ -488,20 +488,9 @@ async fn ice_servers_name_the_address_each_connection_reached() {
 /// TLS on that port is unchanged, and bytes that are neither are dropped.
 #[tokio::test]
 async fn plain_http_on_the_tls_port_redirects_to_https_there() {
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let dir = std::env::temp_dir().join(format!("webconf-it-tls-redirect-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write");
-    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write");
-    let tls = server::tls::Tls::load(server::tls::TlsSource::Files {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    })
-    .expect("load");
-    let server = TestServer::start(server::Config { tls: Some(tls), ..server::Config::default() }).await;
+    let (server, cert, dir) = crate::support::tls_test_server("tls-redirect").await;
     let port = server.addr.port();
     let response = crate::support::raw_http(
         server.addr,
@@ -513,17 +502,9 @@ async fn plain_http_on_the_tls_port_redirects_to_https_there() {
     assert!(response.to_ascii_lowercase().contains(&location), "{response}");
 
     // TLS still works on that port.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(made.cert.der().clone()).expect("trust our certificate");
-    let client =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(server.addr).await.expect("tcp");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(client))
+    let mut stream = crate::support::tls_connector(cert)
         .connect(name, tcp)
         .await
         .expect("a TLS handshake on the same port");
@@ -725,30 +706,10 @@ async fn health_readiness_and_metrics_report_what_happened() {
 /// exactly that certificate loads the page and joins a call over TLS.
 #[tokio::test]
 async fn serves_https_and_wss_from_pem_files() {
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let dir = std::env::temp_dir().join(format!("webconf-it-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write");
-    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write");
-    let tls = server::tls::Tls::load(server::tls::TlsSource::Files {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    })
-    .expect("load");
-    let server = TestServer::start(server::Config { tls: Some(tls), ..server::Config::default() }).await;
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(made.cert.der().clone()).expect("trust our certificate");
-    let client =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let (server, cert, dir) = crate::support::tls_test_server("tls").await;
+    let connector = crate::support::tls_connector(cert);
     let connect = || async {
         let tcp = tokio::net::TcpStream::connect(server.addr).await.expect("tcp");
         let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");

@@ -237,3 +237,37 @@ impl Client {
         }
     }
 }
+
+/// A server with TLS on, from a fresh self-signed certificate for
+/// `localhost` written as PEM files under a scratch folder named by `tag`;
+/// the certificate (to trust) and the folder (to remove) come back too.
+pub async fn tls_test_server(
+    tag: &str,
+) -> (TestServer, rustls_pki_types::CertificateDer<'static>, std::path::PathBuf) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let dir = std::env::temp_dir().join(format!("webconf-it-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write");
+    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write");
+    let tls = server::tls::Tls::load(server::tls::TlsSource::Files {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    })
+    .expect("load");
+    let server = TestServer::start(server::Config { tls: Some(tls), ..server::Config::default() }).await;
+    (server, made.cert.der().clone(), dir)
+}
+
+/// A TLS connector that trusts exactly `cert`.
+pub fn tls_connector(cert: rustls_pki_types::CertificateDer<'static>) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("trust the certificate");
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+}
