@@ -5,13 +5,13 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use room::{ChatText, Config, DisplayName, Input, MediaState, Output, PeerId, RoomId, Rooms};
+use room::{ChatId, ChatText, Config, DisplayName, Input, MediaState, Output, PeerId, RoomId, Rooms};
 
 #[derive(Arbitrary, Debug)]
 enum Step {
     Join { peer: u8, room: u8, audio: bool, video: bool, screen: bool },
     Signal { from: u8, to: u8 },
-    Chat { peer: u8, text: u8 },
+    Chat { peer: u8, text: u8, id: Option<u8> },
     Media { peer: u8, audio: bool, video: bool, screen: bool },
     Leave { peer: u8 },
     Disconnect { peer: u8 },
@@ -41,9 +41,10 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
                 payload += 1;
                 Input::Signal { from: peer(from), to: peer(to), payload }
             }
-            Step::Chat { peer: p, text } => Input::Chat {
+            Step::Chat { peer: p, text, id } => Input::Chat {
                 peer: peer(p),
                 text: ChatText::parse(&format!("m{text}")).expect("valid"),
+                id: id.map(|id| ChatId::parse(&format!("c{id}")).expect("valid")),
                 now_ms,
             },
             Step::Media { peer: p, audio, video, screen } => {

@@ -121,15 +121,8 @@ mod tests {
             }
             ["chat", p, text, ..] => {
                 let text = ChatText::parse(&text.replace('_', " ")).expect("valid chat in script");
-                match opt("id=") {
-                    Some(id) => Input::ChatWithId {
-                        peer: peer(p),
-                        text,
-                        id: ChatId::parse(id).expect("valid chat id in script"),
-                        now_ms,
-                    },
-                    None => Input::Chat { peer: peer(p), text, now_ms },
-                }
+                let id = opt("id=").map(|id| ChatId::parse(id).expect("valid chat id in script"));
+                Input::Chat { peer: peer(p), text, id, now_ms }
             }
             ["media", p, flags] => Input::Media { peer: peer(p), media: parse_media(flags) },
             ["leave", p] => Input::Leave { peer: peer(p) },
@@ -365,7 +358,7 @@ mod tests {
         rooms.handle_input(join("a", 0));
         for i in 0..10 {
             let text = ChatText::parse(&format!("m{i}")).expect("valid");
-            rooms.handle_input(Input::Chat { peer: peer("a"), text, now_ms: 100 + i });
+            rooms.handle_input(Input::Chat { peer: peer("a"), text, id: None, now_ms: 100 + i });
         }
         rooms.check_invariants();
         while rooms.poll_output().is_some() {}

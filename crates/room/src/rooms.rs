@@ -131,25 +131,16 @@ pub enum Input<P> {
         /// Opaque to the core.
         payload: P,
     },
-    /// `peer` says something to its room, without naming the message.
+    /// `peer` says something to its room.
     Chat {
         /// Who.
         peer: PeerId,
         /// What.
         text: ChatText,
-        /// The shell's clock, in milliseconds since 1970.
-        now_ms: u64,
-    },
-    /// `peer` says something to its room and names the message, so that
-    /// receivers can show it once if it is sent again (see [`ChatId`]).
-    /// The core keeps the id with the message and checks nothing about it.
-    ChatWithId {
-        /// Who.
-        peer: PeerId,
-        /// What.
-        text: ChatText,
-        /// The sender's name for the message.
-        id: ChatId,
+        /// The sender's name for the message, if it gave one, so that
+        /// receivers can show it once if it is sent again (see [`ChatId`]).
+        /// The core keeps it with the message and checks nothing about it.
+        id: Option<ChatId>,
         /// The shell's clock, in milliseconds since 1970.
         now_ms: u64,
     },
@@ -329,8 +320,7 @@ impl<P> Rooms<P> {
         match input {
             Input::Join { peer, room, name, media, now_ms } => self.join(peer, room, name, media, now_ms),
             Input::Signal { from, to, payload } => self.signal(from, to, payload),
-            Input::Chat { peer, text, now_ms } => self.chat(peer, text, None, now_ms),
-            Input::ChatWithId { peer, text, id, now_ms } => self.chat(peer, text, Some(id), now_ms),
+            Input::Chat { peer, text, id, now_ms } => self.chat(peer, text, id, now_ms),
             Input::Media { peer, media } => self.media(peer, media),
             Input::Leave { peer } => {
                 if !self.remove(peer, LeaveReason::Left) {

@@ -175,10 +175,7 @@ impl Shard {
                 }
                 self.metrics.chat_messages.fetch_add(1, Ordering::Relaxed);
                 let now_ms = now_ms();
-                self.core.handle_input(match id {
-                    Some(id) => Input::ChatWithId { peer, text, id, now_ms },
-                    None => Input::Chat { peer, text, now_ms },
-                });
+                self.core.handle_input(Input::Chat { peer, text, id, now_ms });
                 peer
             }
             ShardCmd::Media { peer, conn, media } => {
