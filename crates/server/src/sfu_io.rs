@@ -45,8 +45,9 @@ use crate::sfu_tcp::{self, TcpEvent};
 /// `sfu-unavailable` rather than made to wait.
 const SFU_INBOX: usize = 1024;
 
-/// A session must have ICE and DTLS connected this soon after its answer.
-const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
+/// How soon after its answer a session must have ICE and DTLS connected,
+/// unless [`SfuConfig::connect_deadline`] says otherwise.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
 
 /// How often the forwarder's clock moves (the loudest participant of each
 /// room is decided, silent tracks noticed) and bandwidth targets are set.
@@ -85,6 +86,9 @@ pub struct SfuConfig {
     pub p2p_max: usize,
     /// The forwarding core's settings.
     pub forwarding: sfu::Config,
+    /// A session not connected (ICE and DTLS) this soon after its answer
+    /// ends with `sfu-failed` (normally [`CONNECT_DEADLINE`]).
+    pub connect_deadline: Duration,
 }
 
 /// What connections ask of the SFU.
@@ -521,7 +525,7 @@ impl Task {
                 let _ = s.rtc.handle_input(Input::Timeout(now));
                 self.dirty.push(*id);
             }
-            if !s.connected && now.duration_since(s.created) > CONNECT_DEADLINE {
+            if !s.connected && now.duration_since(s.created) > self.config.connect_deadline {
                 self.dirty.push(*id);
             }
         }
@@ -551,8 +555,9 @@ impl Task {
     /// Polls one session until its next timeout; sends what it transmits.
     fn poll(&mut self, id: ParticipantId, now: Instant) -> Vec<Happened> {
         let mut happened = Vec::new();
+        let deadline = self.config.connect_deadline;
         let Some(s) = self.sessions.get_mut(&id) else { return happened };
-        if !s.connected && now.duration_since(s.created) > CONNECT_DEADLINE {
+        if !s.connected && now.duration_since(s.created) > deadline {
             happened.push(Happened::Failed("did not connect in time"));
             return happened;
         }

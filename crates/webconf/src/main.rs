@@ -262,6 +262,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         max_participants: cli.sfu_max_participants,
         p2p_max: usize::from(cli.p2p_max),
         forwarding: sfu::Config { max_video: usize::from(cli.sfu_max_video), ..sfu::Config::default() },
+        connect_deadline: server::sfu_io::CONNECT_DEADLINE,
     });
     let config = server::Config {
         sfu,

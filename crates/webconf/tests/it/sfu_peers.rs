@@ -251,6 +251,7 @@ async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
         max_participants: 4,
         p2p_max: 2,
         forwarding: sfu::Config::default(),
+        connect_deadline: server::sfu_io::CONNECT_DEADLINE,
     };
     let server =
         TestServer::start(server::Config { room_capacity: 5, sfu: Some(sfu), ..server::Config::default() })
@@ -405,4 +406,44 @@ async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
     assert!(peers[0].frames_from(&peers[1], "camera") > before[0] + 10, "B keeps getting C");
     assert!(peers[1].frames_from(&peers[0], "camera") > before[1] + 10, "C keeps getting B");
     server.shutdown().await;
+}
+
+/// A session whose browser never connects (it got the answer, then sent
+/// nothing) is ended at the connect deadline and its place freed: the
+/// client hears `sfu-failed`, and the SFU holds no session for it.
+#[tokio::test]
+async fn a_session_that_never_connects_ends_at_its_deadline() {
+    if !in_loopback_namespace("sfu_peers::a_session_that_never_connects_ends_at_its_deadline") {
+        return;
+    }
+    let sfu = server::sfu_io::SfuConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        public_ip: "127.0.0.1".parse().expect("ip"),
+        max_participants: 4,
+        p2p_max: 2,
+        forwarding: sfu::Config::default(),
+        connect_deadline: Duration::from_secs(1),
+    };
+    let server = TestServer::start(server::Config { sfu: Some(sfu), ..server::Config::default() }).await;
+    let sessions = || async {
+        let (_, text) = http_get(&server, "/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("webconf_sfu_sessions ").map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let (mut a, _) = Peer::join(&server, "silent", "A").await;
+    let started = Instant::now();
+    a.start_sfu().await;
+    let answer = a.ws.recv().await;
+    assert_eq!(answer["description"]["type"], "answer", "{answer}");
+    assert_eq!(sessions().await, "1");
+    // Nothing from A's side: no ICE check, no DTLS.
+    let failed = a.ws.expect_error("sfu-failed").await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "ended {took:?} after the answer: {failed}"
+    );
+    assert!(failed["message"].as_str().unwrap_or("").contains("in time"), "{failed}");
+    assert_eq!(sessions().await, "0", "the session's place is freed");
 }
