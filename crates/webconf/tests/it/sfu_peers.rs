@@ -447,3 +447,63 @@ async fn a_session_that_never_connects_ends_at_its_deadline() {
     assert!(failed["message"].as_str().unwrap_or("").contains("in time"), "{failed}");
     assert_eq!(sessions().await, "0", "the session's place is freed");
 }
+
+/// ICE-TCP connections have not authenticated anything: one address may
+/// hold 16 at once; the next is closed as soon as it is accepted, and a
+/// place freed is taken again.
+#[tokio::test]
+async fn ice_tcp_connections_are_capped_per_address() {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
+
+    if !in_loopback_namespace("sfu_peers::ice_tcp_connections_are_capped_per_address") {
+        return;
+    }
+    // A namespace of our own: the port is free.
+    let port = 7882;
+    let sfu = server::sfu_io::SfuConfig {
+        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        public_ip: "127.0.0.1".parse().expect("ip"),
+        max_participants: 50,
+        p2p_max: 2,
+        forwarding: sfu::Config::default(),
+        connect_deadline: server::sfu_io::CONNECT_DEADLINE,
+    };
+    let _server = TestServer::start(server::Config { sfu: Some(sfu), ..server::Config::default() }).await;
+    let still_open = |s: &TcpStream| {
+        let mut buf = [0u8; 1];
+        matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    };
+    let closed_soon = |mut s: TcpStream| async move {
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+        matches!(read, Ok(Ok(0) | Err(_)))
+    };
+    // The SFU starts listening once the server is up.
+    let started = Instant::now();
+    let first = loop {
+        match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "the SFU never listened on TCP {port}: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let mut held = vec![first];
+    for _ in 1..16 {
+        held.push(TcpStream::connect(("127.0.0.1", port)).await.expect("connect"));
+    }
+    let extra = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    assert!(closed_soon(extra).await, "a 17th connection from one address is closed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(held.iter().all(still_open), "the 16 within the cap stay open");
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(still_open(&again), "a freed place is taken again");
+}
