@@ -281,8 +281,9 @@ struct Task {
     by_addr: HashMap<(Protocol, SocketAddr), ParticipantId>,
     /// Whether sessions get a passive TCP candidate.
     tcp_on: bool,
-    /// Open ICE-TCP connections, by remote address.
-    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// Open ICE-TCP connections, by remote address: where their frames go,
+    /// and when they opened.
+    tcp: HashMap<SocketAddr, (mpsc::Sender<Vec<u8>>, Instant)>,
     metrics: Arc<Metrics>,
     started: Instant,
     next_speaker_window: Instant,
@@ -322,7 +323,7 @@ impl Task {
                 },
                 event = tcp.recv() => match event {
                     Some(TcpEvent::Opened { remote, out }) => {
-                        self.tcp.insert(remote, out);
+                        self.tcp.insert(remote, (out, Instant::now()));
                     }
                     Some(TcpEvent::Frame { remote, data }) => self.on_packet(Protocol::Tcp, &data, remote),
                     Some(TcpEvent::Closed { remote }) => {
@@ -533,6 +534,13 @@ impl Task {
             self.next_speaker_window = now + SPEAKER_WINDOW;
             self.forwarder.tick(self.now_ms(now));
             self.update_bandwidth_targets();
+            // An ICE-TCP connection no session took (no ICE check of one
+            // came over it, or its session ended) is closed once as old as
+            // the connect deadline: dropping its sender ends it.
+            let (by_addr, deadline) = (&self.by_addr, self.config.connect_deadline);
+            self.tcp.retain(|remote, (_, opened)| {
+                by_addr.contains_key(&(Protocol::Tcp, *remote)) || now.duration_since(*opened) < deadline
+            });
         }
         self.apply_forwarder_outputs();
         let mut rounds = 0;
@@ -575,7 +583,7 @@ impl Task {
                     // Dropped when the socket buffer or the connection's
                     // queue is full, as a network would.
                     if t.proto == Protocol::Tcp {
-                        if let Some(out) = self.tcp.get(&t.destination) {
+                        if let Some((out, _)) = self.tcp.get(&t.destination) {
                             let _ = out.try_send(t.contents.to_vec());
                         }
                     } else {

@@ -5,7 +5,9 @@
 //! the SFU task does the rest, as for UDP.
 //!
 //! Nobody has authenticated a new connection, so connections are capped per
-//! address and in all at accept time, and one that stays silent is closed.
+//! address and in all at accept time, one that stays silent is closed, and
+//! the SFU task closes one that no session has taken (by an ICE check)
+//! within its connect deadline.
 
 use std::net::SocketAddr;
 use std::time::Duration;

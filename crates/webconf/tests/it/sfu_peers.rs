@@ -450,13 +450,16 @@ async fn a_session_that_never_connects_ends_at_its_deadline() {
 
 /// ICE-TCP connections have not authenticated anything: one address may
 /// hold 16 at once; the next is closed as soon as it is accepted, and a
-/// place freed is taken again.
+/// place freed is taken again. One that no session takes (junk, never an
+/// ICE check) is closed at the connect deadline.
 #[tokio::test]
-async fn ice_tcp_connections_are_capped_per_address() {
+async fn ice_tcp_connections_are_capped_per_address_and_closed_unless_a_session_takes_them() {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpStream;
 
-    if !in_loopback_namespace("sfu_peers::ice_tcp_connections_are_capped_per_address") {
+    if !in_loopback_namespace(
+        "sfu_peers::ice_tcp_connections_are_capped_per_address_and_closed_unless_a_session_takes_them",
+    ) {
         return;
     }
     // A namespace of our own: the port is free.
@@ -467,7 +470,7 @@ async fn ice_tcp_connections_are_capped_per_address() {
         max_participants: 50,
         p2p_max: 2,
         forwarding: sfu::Config::default(),
-        connect_deadline: server::sfu_io::CONNECT_DEADLINE,
+        connect_deadline: Duration::from_secs(2),
     };
     let _server = TestServer::start(server::Config { sfu: Some(sfu), ..server::Config::default() }).await;
     let still_open = |s: &TcpStream| {
@@ -503,7 +506,21 @@ async fn ice_tcp_connections_are_capped_per_address() {
     assert!(held.iter().all(still_open), "the 16 within the cap stay open");
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let again = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut again = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(still_open(&again), "a freed place is taken again");
+    // Frames that are no ICE check (an RFC 4571 frame of RTP-looking junk)
+    // keep it busy, but do not keep it.
+    let opened = Instant::now();
+    let junk = [0u8, 4, 0x80, 0, 0, 1];
+    let closed = loop {
+        use tokio::io::AsyncWriteExt;
+        if again.write_all(&junk).await.is_err() || !still_open(&again) {
+            break opened.elapsed();
+        }
+        assert!(opened.elapsed() < Duration::from_secs(6), "a connection no session took is still open");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(closed >= Duration::from_millis(1500), "closed at {closed:?}, before its deadline");
+    println!("ICE-TCP: a connection no session took closed after {closed:?} (deadline 2 s)");
 }
