@@ -81,6 +81,7 @@ pub(crate) struct Metrics {
     pub(crate) sfu_keyframe_requests_received: AtomicU64,
     pub(crate) sfu_packets_sent: AtomicU64,
     pub(crate) sfu_packets_received: AtomicU64,
+    pub(crate) sfu_ingress_dropped: AtomicU64,
     pub(crate) sfu_nacks_received: AtomicU64,
     pub(crate) sfu_nacks_sent: AtomicU64,
     pub(crate) sfu_bwe_last: AtomicU64,
@@ -241,6 +242,12 @@ impl Metrics {
             "counter",
             "RTP packets the SFU received from publishers (counted every 2 s).",
             &one(get(&self.sfu_packets_received).into()),
+        );
+        metric(
+            "sfu_ingress_dropped_total",
+            "counter",
+            "Packets the SFU dropped unread: over a session's packet rate, or over the rate of ICE checks from unknown addresses.",
+            &one(get(&self.sfu_ingress_dropped).into()),
         );
         metric(
             "sfu_nacks_received_total",

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
 
 use crate::hub::ConnId;
+use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use crate::queue::{KickReason, Outbound, PushError, Route};
 use crate::sfu_tcp::{self, TcpEvent};
@@ -54,6 +55,20 @@ pub const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
 const SPEAKER_WINDOW: Duration = Duration::from_millis(300);
 
 /// The longest the task sleeps when no session has a timer sooner.
+/// Packets a second one session may send (bursts of `INGRESS_BURST`);
+/// more are dropped before decryption. A browser's three camera layers, a
+/// screen share and audio send a few hundred; this leaves room for
+/// keyframes and resends, not for a flood that would starve the one task
+/// every call shares.
+const INGRESS_PPS: u32 = 2_500;
+const INGRESS_BURST: u32 = 1_000;
+
+/// ICE checks a second from addresses no session knows yet, in all: each
+/// is tried against every session's credentials, so a spray of them must
+/// not cost the task more than this. Browsers send a handful per session.
+const INTRODUCTIONS_PER_SEC: u32 = 2_000;
+const INTRODUCTIONS_BURST: u32 = 500;
+
 const IDLE_TICK: Duration = Duration::from_millis(100);
 
 /// The bandwidth estimate a subscriber starts with, before TWCC feedback.
@@ -177,6 +192,7 @@ pub(crate) async fn start(
         started: Instant::now(),
         next_speaker_window: Instant::now() + SPEAKER_WINDOW,
         dirty: Vec::new(),
+        introductions: TokenBucket::new(INTRODUCTIONS_PER_SEC, INTRODUCTIONS_BURST, Instant::now()),
     };
     let join = tokio::spawn(task.run(rx, tcp_rx, shutdown));
     Ok((SfuHandle { tx, addr }, join))
@@ -241,6 +257,8 @@ struct Session {
     addrs: Vec<(Protocol, SocketAddr)>,
     /// The bitrate its bandwidth estimator was last told to probe for.
     bwe_desired: u64,
+    /// What it may still send (see [`INGRESS_PPS`]).
+    ingress: TokenBucket,
     /// The streams' counters as last reported, to add only what is new to
     /// the metrics: (outgoing?, mid, rid) -> counters.
     counted: HashMap<(bool, Mid, Option<Rid>), StreamCounters>,
@@ -289,6 +307,8 @@ struct Task {
     next_speaker_window: Instant,
     /// Sessions given input since they were last polled.
     dirty: Vec<ParticipantId>,
+    /// What unknown addresses may still try (see [`INTRODUCTIONS_PER_SEC`]).
+    introductions: TokenBucket,
 }
 
 impl Task {
@@ -478,6 +498,7 @@ impl Task {
             addrs: Vec::new(),
             counted: HashMap::new(),
             bwe_desired: 0,
+            ingress: TokenBucket::new(INGRESS_PPS, INGRESS_BURST, now),
         };
         Ok((session, answer.to_sdp_string()))
     }
@@ -499,6 +520,10 @@ impl Task {
                 if data.first().is_none_or(|b| *b > 3) {
                     return;
                 }
+                if !self.introductions.try_take(now) {
+                    self.metrics.sfu_ingress_dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 let Some((id, s)) = self.sessions.iter_mut().find(|(_, s)| s.rtc.accepts(&input)) else {
                     return;
                 };
@@ -510,6 +535,10 @@ impl Task {
             }
         };
         if let Some(s) = self.sessions.get_mut(&id) {
+            if !s.ingress.try_take(now) {
+                self.metrics.sfu_ingress_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             if let Err(e) = s.rtc.handle_input(input) {
                 tracing::debug!(session = id.0, "SFU session input failed: {e}");
             }

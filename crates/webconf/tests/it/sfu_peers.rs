@@ -60,6 +60,8 @@ struct Peer {
     offer: Option<SdpOffer>,
     /// Every message the server sent us, but sfu descriptions.
     heard: Vec<Value>,
+    /// Where the SFU is (where our session sent its first packet).
+    sfu: Option<SocketAddr>,
 }
 
 impl Peer {
@@ -95,6 +97,7 @@ impl Peer {
             dropped: 0,
             offer: Some(offer),
             heard: Vec::new(),
+            sfu: None,
         };
         (peer, joined)
     }
@@ -168,6 +171,7 @@ impl Peer {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(_)) | Err(_) => break,
                 Ok(Output::Transmit(t)) => {
+                    self.sfu.get_or_insert(t.destination);
                     let _ = self.udp.send_to(&t.contents, t.destination);
                 }
                 Ok(Output::Event(e)) => match e {
@@ -388,6 +392,31 @@ async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
     }
     assert_eq!(value("sfu_sessions"), 3, "X and Y are gone: {metrics}");
     assert_eq!(value("sfu_rooms"), 1, "{metrics}");
+
+    // A floods the SFU from its own address with junk that looks like
+    // RTP: past its packet rate the rest is dropped unread, and B and C
+    // keep getting each other.
+    let sfu_addr = peers[0].sfu.expect("A's session sent to the SFU");
+    let junk = [0x80u8, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xaa, 0xbb];
+    let before = [peers[1].frames_from(&peers[2], "camera"), peers[2].frames_from(&peers[1], "camera")];
+    // 8,000 a second for a second and a half (in bursts the socket
+    // buffers can hold), over three times what one session may send.
+    for _ in 0..150 {
+        for _ in 0..80 {
+            let _ = peers[0].udp.send_to(&junk, sfu_addr);
+        }
+        run(&mut peers, Duration::from_millis(10), &mut n).await;
+    }
+    assert!(peers[1].frames_from(&peers[2], "camera") > before[0] + 10, "B keeps getting C during A's flood");
+    assert!(peers[2].frames_from(&peers[1], "camera") > before[1] + 10, "C keeps getting B during A's flood");
+    let (_, metrics) = http_get(&server, "/metrics").await;
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("webconf_sfu_ingress_dropped_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    println!("A's flood of 12,000 datagrams in 1.5 s: {dropped} dropped unread by the SFU");
+    assert!(dropped >= 1_000, "A's flood was cut at its packet rate: {dropped} dropped");
 
     // A hangs up: the others stop receiving it, and its m-lines go.
     drop(peers.remove(0));
