@@ -85,7 +85,12 @@ export class Controls {
       await this.media.startScreen();
     } catch (/** @type {any} */ err) {
       // Cancelling the browser's picker is a choice, not an error.
-      if (err?.name !== 'NotAllowedError') this.hooks.status('screen_failed', { message: err?.message ?? String(err) });
+      // The browser's own words are for developers (and in its language,
+      // not the page's): log them, tell people what it means for them.
+      console.warn('webconf: screen share failed', err);
+      if (err?.name === 'NotAllowedError') return;
+      const unsupported = ['NotFoundError', 'NotSupportedError', 'TypeError'].includes(err?.name) || !navigator.mediaDevices?.getDisplayMedia;
+      this.hooks.status(unsupported ? 'screen_unsupported' : 'screen_failed');
     }
   }
 
@@ -136,7 +141,8 @@ export class Controls {
       }
     } catch (/** @type {any} */ err) {
       const el = $('settings-error');
-      el.textContent = t('device_failed', { message: err?.message ?? String(err) });
+      console.warn('webconf: device switch failed', err);
+      el.textContent = t('device_failed');
       el.hidden = false;
     }
   }

@@ -3,7 +3,7 @@
 // server through protocol.js, to peers through call.js (browser to browser)
 // or sfu.js (a group call through the server).
 
-import { Session, ProtocolError, canonicalRoom, signalingUrl } from './protocol.js';
+import { Session, ProtocolError, canonicalRoom, signalingUrl, peekRoom } from './protocol.js';
 import { LocalMedia, PeerLink } from './call.js';
 import { SfuLink } from './sfu.js';
 import { QualityMeter } from './quality.js';
@@ -57,10 +57,27 @@ const TILE_ASPECT = 4 / 3;
 const MAX_TILES = 16;
 /** The pin button's icon (a push pin). */
 const PIN_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M16 9V4h1a1 1 0 0 0 0-2H7a1 1 0 0 0 0 2h1v5a3 3 0 0 1-3 3v2h6v7l1 1 1-1v-7h6v-2a3 3 0 0 1-3-3z"/></svg>';
+/** The muted sign on a tile: the microphone icon of the controls, struck
+ *  through (an emoji may have no font to show it). */
+const MUTED_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11z"/><path class="slash" d="M4 4l16 16"/></svg>';
+/** How long "X lost their connection, waiting…" stays up: as long as a
+ *  tile waits for its peer to come back. */
+const LOST_NOTICE_MS = 30_000;
+/** A tile whose video should play but showed no frame for this long, or
+ *  whose connection is broken, is marked unstable. */
+const STALL_MS = 2500;
+/** How long the lobby waits to hear how full the room is before it starts
+ *  the camera anyway. */
+const PEEK_MS = 1500;
 /** The pin id of our own tile. */
 const SELF = 'self';
 /** Status lines that are news, not a lasting state: they fade away. */
-const TRANSIENT = new Set(['peer_joined', 'copied', 'reconnected']);
+const TRANSIENT = new Set(['peer_joined', 'peer_left', 'peer_back', 'copied', 'reconnected', 'screen_failed']);
+/** Status lines that expire after LOST_NOTICE_MS. */
+const EXPIRING = new Set(['peer_lost']);
+
+/** Timings the tests may shorten. */
+const timings = { lostNoticeMs: LOST_NOTICE_MS };
 
 const state = {
   /** @type {string | null} */
@@ -117,6 +134,11 @@ const metrics = {
   frameGaps: {},
   /** By peer id: frames shown on its tile. @type {Record<string, number>} */
   framesPresented: {},
+  /** Status lines shown, in order. @type {{at: number, key: string}[]} */
+  statusLog: [],
+  /** By peer id: how often its tile was marked unstable.
+   *  @type {Record<string, number>} */
+  unstable: {},
 };
 
 const chat = new ChatPanel({
@@ -149,9 +171,12 @@ let statusTimer;
  */
 function status(key, vars = {}) {
   state.status = key ? { key, vars } : null;
+  if (key) metrics.statusLog.push({ at: performance.now(), key });
+  if (metrics.statusLog.length > 200) metrics.statusLog.shift();
   $('status').textContent = key ? t(key, vars) : '';
   clearTimeout(statusTimer);
   if (TRANSIENT.has(key)) statusTimer = setTimeout(() => status(null), 4000);
+  else if (EXPIRING.has(key)) statusTimer = setTimeout(() => status(null), timings.lostNoticeMs);
 }
 
 /** @param {string | null} key */
@@ -196,13 +221,19 @@ function renderMediaStatus() {
  */
 function showSelf() {
   const stream = state.media.preview;
+  const sharing = Boolean(state.media.screen);
+  $('self').classList.toggle('screen', sharing);
+  /** @type {HTMLElement} */ ($('preview-video').parentElement).classList.toggle('screen', sharing);
   const source = stream.getTracks().length > 0 ? stream : null;
   for (const id of ['preview-video', 'local-video']) {
     const video = /** @type {HTMLVideoElement} */ ($(id));
     if (video.srcObject !== source) video.srcObject = source;
   }
 }
-state.media.addEventListener('change', showSelf);
+state.media.addEventListener('change', () => {
+  showSelf();
+  layout();
+});
 
 async function startLobby() {
   show('lobby');
@@ -210,6 +241,12 @@ async function startLobby() {
   nameInput.value = saved(NAME_KEY) ?? `${t('guest')} ${100 + Math.floor(Math.random() * 900)}`;
   /** @type {HTMLInputElement} */ ($('relay-only')).checked = saved(RELAY_KEY) === '1';
   showSelf();
+  // A full call is said before any camera light goes on.
+  const room = await peekRoom(signalingUrl(), /** @type {string} */ (state.room), PEEK_MS);
+  if (room && room.peers >= room.capacity) {
+    show('full');
+    return;
+  }
   await state.media.open();
   mediaReady = true;
   renderMediaStatus();
@@ -261,10 +298,13 @@ async function join() {
   state.session = session;
   session.addEventListener('peer-joined', (ev) => {
     const { peer, polite } = /** @type {CustomEvent} */ (ev).detail;
+    // Someone back with its old id (its resume token) is no newcomer.
+    const back = state.peers.has(peer.id) || lost.has(peer.id);
+    lost.delete(peer.id);
     // In a group call the newcomer's media comes through the SFU.
     if (state.mode === 'sfu') ensureSfuPeer(peer);
     else ensurePeer(peer, polite, false);
-    status('peer_joined', { name: peer.name });
+    status(back ? 'peer_back' : 'peer_joined', { name: peer.name });
   });
   session.addEventListener('peer-left', (ev) => onPeerLeft(/** @type {CustomEvent} */ (ev).detail));
   session.addEventListener('peer-media', (ev) => {
@@ -272,6 +312,7 @@ async function join() {
     const entry = state.peers.get(peer);
     if (entry) {
       entry.info.media = media;
+      mediaChanged.set(peer, performance.now());
       renderTile(entry);
       layout();
       // The SFU carries camera and screen apart: show the one that is on.
@@ -293,7 +334,7 @@ async function join() {
     if (err.code.startsWith('sfu') || err.request?.startsWith('sfu')) {
       metrics.sfuLog.push({ at: performance.now(), error: err.code, message: err.message });
     }
-    if (err.request === 'chat') chat.showError(err.message);
+    if (err.request === 'chat') chat.showError(t(err.code === 'rate-limited' ? 'chat_too_fast' : 'chat_rejected'));
     else if (err.code === 'sfu-failed') restartSfuSoon();
     else if (err.code === 'sfu-unavailable') onSfuUnavailable();
     else console.warn('webconf: server error', err.code, err.message);
@@ -320,13 +361,16 @@ async function join() {
     joinButton.disabled = false;
     joinButton.textContent = t('join');
     if (err instanceof ProtocolError && err.code === 'room-full') {
+      // Not in the call: the camera's light and the microphone go off.
+      state.media.stopAll();
       show('full');
     } else if (err instanceof ProtocolError && (err.code === 'unreachable' || err.code === 'closed')) {
       show('lobby');
       status('server_unreachable');
     } else {
       show('lobby');
-      status('error', { message: err instanceof Error ? err.message : String(err) });
+      console.warn('webconf: join failed', err);
+      status('join_failed');
     }
   }
 }
@@ -401,7 +445,8 @@ function onEnded({ reason, error }) {
     show('full');
     return;
   }
-  $('ended-title').textContent = reason === 'replaced' ? t('replaced') : t('error', { message: error?.message ?? '' });
+  if (error) console.warn('webconf: call ended', error.code, error.message);
+  $('ended-title').textContent = reason === 'replaced' ? t('replaced') : t('call_failed');
   show('ended');
 }
 
@@ -802,6 +847,10 @@ function wireLink(peer) {
   });
 }
 
+/** Peers whose connection dropped (not hung up) and who may come back
+ *  with their old id: by id, when. @type {Map<string, number>} */
+const lost = new Map();
+
 /** @param {{peer: string, reason: string}} msg */
 function onPeerLeft({ peer: id, reason }) {
   const peer = state.peers.get(id);
@@ -813,7 +862,11 @@ function onPeerLeft({ peer: id, reason }) {
     return;
   }
   removePeer(id);
-  status('peer_left', { name: peer.info.name });
+  if (reason !== 'left') lost.set(id, performance.now());
+  // Hanging up is a choice: said once. A dropped connection may come back:
+  // said while we would wait for it, then it goes.
+  if (reason === 'left') status('peer_left', { name: peer.info.name });
+  else status('peer_lost', { name: peer.info.name });
 }
 
 /**
@@ -822,11 +875,12 @@ function onPeerLeft({ peer: id, reason }) {
  */
 function startGrace(peer, ms = GRACE_MS) {
   if (peer.grace) return;
+  lost.set(peer.info.id, performance.now());
   peer.tile.classList.add('away');
   peer.grace = setTimeout(() => {
     if (state.peers.get(peer.info.id) !== peer) return;
     removePeer(peer.info.id);
-    status('peer_left', { name: peer.info.name });
+    status('peer_gone', { name: peer.info.name });
   }, ms);
   renderTile(peer);
 }
@@ -887,11 +941,16 @@ function makeTile() {
   const video = makeVideo();
   const placeholder = document.createElement('div');
   placeholder.className = 'placeholder';
+  const avatar = document.createElement('span');
+  avatar.className = 'avatar';
+  avatar.setAttribute('aria-hidden', 'true');
+  placeholder.append(avatar);
   const caption = document.createElement('figcaption');
   const name = document.createElement('span');
   name.className = 'tile-name';
   const muted = document.createElement('span');
   muted.className = 'tile-muted';
+  muted.setAttribute('role', 'img');
   const away = document.createElement('span');
   away.className = 'tile-away';
   caption.append(muted, name, away);
@@ -969,6 +1028,34 @@ function onFrame(video, now) {
   metrics.framesPresented[id] = (metrics.framesPresented[id] ?? 0) + 1;
 }
 
+/** By peer id: when its media last changed (a camera turned on shows its
+ *  first frame a little later: no stall before then). @type {Map<string, number>} */
+const mediaChanged = new Map();
+
+/**
+ * Marks tiles whose media stopped arriving: the link (or the SFU session)
+ * lost its connection, or the video that should play shows no frames.
+ * The mark goes as soon as frames flow again.
+ */
+function checkHealth() {
+  const now = performance.now();
+  for (const [at, when] of lost) if (now - when > timings.lostNoticeMs) lost.delete(at);
+  if (document.visibilityState === 'hidden') return;
+  for (const [id, peer] of state.peers) {
+    const pc = peer.path === 'p2p' ? peer.link?.pc : state.sfu?.pc;
+    const broken = pc ? ['disconnected', 'failed'].includes(pc.connectionState) : false;
+    const media = peer.info.media ?? { audio: true, video: true, screen: false };
+    const since = Math.max(lastFrame.get(id) ?? -Infinity, mediaChanged.get(id) ?? -Infinity);
+    const stalled = (media.video || media.screen) && peer.tile.classList.contains('has-video') && now - since > STALL_MS;
+    // A tile left out of the layout gets no video: nothing to judge.
+    const unstable = !peer.grace && !peer.tile.classList.contains('offstage') && (broken || stalled);
+    if (unstable === peer.tile.classList.contains('unstable')) continue;
+    peer.tile.classList.toggle('unstable', unstable);
+    if (unstable) metrics.unstable[id] = (metrics.unstable[id] ?? 0) + 1;
+    renderTile(peer);
+  }
+}
+
 /** Forgets the longest frame gaps so far (the gap under way still counts). */
 function resetFrameGaps() {
   for (const id of Object.keys(metrics.frameGaps)) metrics.frameGaps[id] = 0;
@@ -985,17 +1072,32 @@ function renderTile(peer) {
   tile.classList.toggle('video-off', !media.video && !media.screen);
   tile.classList.toggle('audio-off', !media.audio);
   tile.classList.toggle('screen', media.screen);
-  /** @type {HTMLElement} */ (tile.querySelector('.placeholder')).textContent =
-    Array.from(info.name)[0]?.toUpperCase() ?? '?';
+  const avatar = /** @type {HTMLElement} */ (tile.querySelector('.avatar'));
+  avatar.textContent = Array.from(info.name)[0]?.toUpperCase() ?? '?';
+  avatar.style.setProperty('--avatar', avatarColour(info.name));
   /** @type {HTMLElement} */ (tile.querySelector('.tile-name')).textContent = info.name;
   const muted = /** @type {HTMLElement} */ (tile.querySelector('.tile-muted'));
-  muted.textContent = media.audio ? '' : '🔇';
-  muted.setAttribute('aria-label', media.audio ? '' : t('muted'));
+  if (media.audio) muted.replaceChildren();
+  else if (!muted.firstChild) muted.innerHTML = MUTED_ICON;
+  if (media.audio) muted.removeAttribute('aria-label');
+  else muted.setAttribute('aria-label', t('muted'));
   muted.title = media.audio ? '' : t('muted');
-  /** @type {HTMLElement} */ (tile.querySelector('.tile-away')).textContent = peer.grace ? t('peer_reconnecting') : '';
+  const unstable = !peer.grace && tile.classList.contains('unstable');
+  /** @type {HTMLElement} */ (tile.querySelector('.tile-away')).textContent =
+    peer.grace ? t('peer_reconnecting') : unstable ? t('peer_unstable') : '';
   tile.classList.toggle('away', Boolean(peer.grace));
   peer.video.setAttribute('aria-label', t('remote_video', { name: info.name }));
   renderPin(/** @type {HTMLElement} */ (tile.querySelector('.pin')), state.pinned === info.id, info.name);
+}
+
+/**
+ * A calm colour of its own for each name, the same on every screen.
+ * @param {string} name
+ */
+function avatarColour(name) {
+  let h = 0;
+  for (const c of name) h = (h * 31 + (c.codePointAt(0) ?? 0)) % 360;
+  return `hsl(${h} 35% 38%)`;
 }
 
 /**
@@ -1063,9 +1165,15 @@ function layout() {
   renderPin($('self-pin'), state.pinned === SELF, t('you'));
   renderMore(hidden);
 
+  // Who is presenting, for everyone (and "you" for the presenter), unless
+  // the stage shows someone else by choice.
   const banner = $('presenting');
-  banner.hidden = !(presenter && spot === presenter.info.id);
-  banner.textContent = presenter ? t('presenting', { name: presenter.info.name }) : '';
+  const sharer = state.media.screen ? null : (presenter ?? presenterOf());
+  banner.hidden = !(state.media.screen || (sharer && (!spot || spot === sharer.info.id)));
+  banner.textContent = state.media.screen ? t('you_presenting')
+    : sharer ? t('presenting', { name: sharer.info.name }) : '';
+  // Status lines make way for it.
+  document.body.toggleAttribute('data-presenting', !banner.hidden);
   fitGrid();
 }
 
@@ -1484,6 +1592,7 @@ Object.assign(window, {
     /** The current SFU session's timeline: [ms since page load, what]. */
     sfuTimeline: () => state.sfu?.timeline ?? [],
     resetFrameGaps,
+    timings,
     /** Pins a peer's tile (SELF: our own) to the stage; null unpins. */
     pin: (/** @type {string | null} */ id) => setPinned(id),
     /** Sets the visible maximum of remote videos (tests: small numbers). */
@@ -1536,6 +1645,7 @@ function start() {
   $('full-retry').addEventListener('click', () => location.reload());
   window.addEventListener('pagehide', () => state.session?.close());
   new ResizeObserver(fitGrid).observe($('tiles'));
+  setInterval(checkHealth, 500);
   document.addEventListener('visibilitychange', reportLayout);
   controls.render();
   startLobby();
