@@ -92,10 +92,10 @@ async fn two_browsers_call_a_third_is_turned_away_and_hang_up_is_seen() {
     a.screenshot(&artifacts().join("call-a.png")).await;
     b.screenshot(&artifacts().join("call-b.png")).await;
 
-    // A third browser is told the call is full; the call goes on.
+    // A third browser is told the call is full (by its lobby, before it
+    // starts the camera); the call goes on.
     let c = driver.browser("C", &red, &dir.join("profile-c")).await;
     c.goto(&room_url).await;
-    c.join().await;
     c.wait_state("full").await;
     let full_text = c.eval("return document.getElementById('full').innerText").await;
     assert!(full_text.as_str().is_some_and(|t| t.contains("full") || t.contains("가득")), "{full_text}");
