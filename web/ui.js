@@ -8,7 +8,10 @@ import { LocalMedia, PeerLink } from './call.js';
 import { SfuLink } from './sfu.js';
 import { QualityMeter } from './quality.js';
 import { ChatPanel } from './chat.js';
-import { Controls } from './controls.js';
+// The muted sign on a tile is an icon, not an emoji (which may have no
+// font to show it).
+import { Controls, MUTED_ICON } from './controls.js';
+import { LevelMeter, audioState } from './level.js';
 import { t, setupLanguageSwitch } from './i18n.js';
 
 /**
@@ -32,6 +35,8 @@ import { t, setupLanguageSwitch } from './i18n.js';
  * @property {boolean} peerSwitched the peer told us it gets our media
  *   through the SFU (so our link to it may go once we get its media so too)
  * @property {ReturnType<typeof setTimeout>} [grace]
+ * @property {LevelMeter} level how loud its audio is (a call of two: the
+ *   server names the speaker of a group call)
  * @typedef {'lobby' | 'joining' | 'call' | 'full' | 'ended'} PageState
  */
 
@@ -57,9 +62,6 @@ const TILE_ASPECT = 4 / 3;
 const MAX_TILES = 16;
 /** The pin button's icon (a push pin). */
 const PIN_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M16 9V4h1a1 1 0 0 0 0-2H7a1 1 0 0 0 0 2h1v5a3 3 0 0 1-3 3v2h6v7l1 1 1-1v-7h6v-2a3 3 0 0 1-3-3z"/></svg>';
-/** The muted sign on a tile: the microphone icon of the controls, struck
- *  through (an emoji may have no font to show it). */
-const MUTED_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11z"/><path class="slash" d="M4 4l16 16"/></svg>';
 /** How long "X lost their connection, waiting…" stays up: as long as a
  *  tile waits for its peer to come back. */
 const LOST_NOTICE_MS = 30_000;
@@ -233,6 +235,17 @@ function showSelf() {
 state.media.addEventListener('change', () => {
   showSelf();
   layout();
+  micMeter.setTrack(state.media.audioTrack);
+  renderMediaStatus();
+});
+
+/** Our microphone's level: the lobby's meter, and our speaking ring in a
+ *  call of two. */
+const micMeter = new LevelMeter((level, speaking) => {
+  // Speech sits low on a linear scale: show it on a rough loudness one.
+  const shown = level > 0 ? Math.min(1, Math.max(0, 1 + Math.log10(level) / 2.5)) : 0;
+  $('mic-level').style.setProperty('width', `${Math.round(shown * 100)}%`);
+  if (state.mode === 'p2p') $('self').classList.toggle('speaking', speaking && document.body.dataset.state === 'call');
 });
 
 async function startLobby() {
@@ -248,6 +261,7 @@ async function startLobby() {
     return;
   }
   await state.media.open();
+  controls.fillLobbyDevices();
   mediaReady = true;
   renderMediaStatus();
   const join = /** @type {HTMLButtonElement} */ ($('join'));
@@ -748,6 +762,9 @@ function peerFor(info) {
   const peer = {
     info, tile, video, link: null, meter: null, sfuMeter: null,
     path: state.mode, staging: null, peerSwitched: false,
+    level: new LevelMeter((_, speaking) => {
+      if (state.mode === 'p2p') tile.classList.toggle('speaking', speaking);
+    }),
   };
   tile.dataset.path = peer.path;
   state.peers.set(info.id, peer);
@@ -891,6 +908,7 @@ function removePeer(id) {
   if (!peer) return;
   clearTimeout(peer.grace);
   retireLink(peer);
+  peer.level.stop();
   peer.staging = null;
   for (const v of peer.tile.querySelectorAll('video')) v.srcObject = null;
   peer.tile.remove();
@@ -1042,6 +1060,10 @@ function checkHealth() {
   for (const [at, when] of lost) if (now - when > timings.lostNoticeMs) lost.delete(at);
   if (document.visibilityState === 'hidden') return;
   for (const [id, peer] of state.peers) {
+    // Who speaks, in a call of two: from the peer's audio as it plays.
+    const stream = peer.video.srcObject;
+    const audio = stream instanceof MediaStream ? stream.getAudioTracks()[0] ?? null : null;
+    peer.level.setTrack(state.mode === 'p2p' && peer.info.media?.audio !== false ? audio : null);
     const pc = peer.path === 'p2p' ? peer.link?.pc : state.sfu?.pc;
     const broken = pc ? ['disconnected', 'failed'].includes(pc.connectionState) : false;
     const media = peer.info.media ?? { audio: true, video: true, screen: false };
@@ -1593,6 +1615,8 @@ Object.assign(window, {
     sfuTimeline: () => state.sfu?.timeline ?? [],
     resetFrameGaps,
     timings,
+    /** The microphone meter's input and level now. */
+    audio: () => ({ context: audioState(), level: micMeter.level, track: micMeter.track?.readyState ?? null }),
     /** Pins a peer's tile (SELF: our own) to the stage; null unpins. */
     pin: (/** @type {string | null} */ id) => setPinned(id),
     /** Sets the visible maximum of remote videos (tests: small numbers). */

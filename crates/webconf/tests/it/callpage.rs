@@ -51,8 +51,27 @@ async fn shot(browser: &Browser, name: &str) {
     browser.screenshot(&artifacts().join(format!("callpage-{name}.png"))).await;
 }
 
-/// Joins `room_url` as `name`.
-async fn join_as(browser: &Browser, room_url: &str, name: &str) {
+/// The lobby's microphone meter moves (the fake microphone plays a tone).
+const METER_MOVES: &str = "return parseFloat(document.getElementById('mic-level').style.width) > 0";
+
+/// Whether the page's AudioContext runs. Headless Firefox here has no
+/// sound device, so its Web Audio never starts (the meter and speaking
+/// ring cannot be checked there; a person's Firefox has one).
+async fn web_audio_runs(browser: &Browser) -> bool {
+    let state =
+        poll(browser, Duration::from_secs(2), "return window.webconf.audio().context === 'running'").await;
+    if state != true {
+        println!(
+            "{}: Web Audio does not run here: {}",
+            browser.label,
+            browser.eval("return window.webconf.audio()").await
+        );
+    }
+    state == true
+}
+
+/// Joins `room_url` as `name`, after checking the lobby's meter moves.
+async fn join_as(browser: &Browser, room_url: &str, name: &str, problems: &mut Vec<String>) {
     browser.goto(room_url).await;
     browser
         .wait_until(
@@ -61,6 +80,14 @@ async fn join_as(browser: &Browser, room_url: &str, name: &str) {
             "return !document.getElementById('join').disabled",
         )
         .await;
+    if web_audio_runs(browser).await {
+        let moves = poll(browser, Duration::from_secs(5), METER_MOVES).await;
+        check(
+            problems,
+            moves == true,
+            format!("lobby, {}: the microphone meter does not move", browser.label),
+        );
+    }
     browser.eval(&format!("document.getElementById('name').value = {name:?}")).await;
     browser.click("#join").await;
     browser.wait_state("call").await;
@@ -90,7 +117,7 @@ const COVERED: &str = "
 /// The open chat at a phone's width covers none of the controls.
 const CHAT_CLEAR: &str = "
     const chat = document.getElementById('chat').getBoundingClientRect();
-    const tops = [...document.querySelectorAll('.controls button')].map(b => b.getBoundingClientRect().top);
+    const tops = [...document.querySelectorAll('.controls button')].filter(b => b.offsetParent).map(b => b.getBoundingClientRect().top);
     return {chat_bottom: chat.bottom, controls_top: Math.min(...tops), width: innerWidth};";
 
 /// The send button's label lies on one line.
@@ -118,7 +145,7 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     let mut problems = Vec::new();
     let p = &mut problems;
     let short = Duration::from_secs(10);
-    join_as(&a, &room_url, "Ara").await;
+    join_as(&a, &room_url, "Ara", p).await;
     // C comes to the lobby while there is room, and finds the call full
     // when it joins: its camera and microphone go off.
     let c = chromium.browser("C (Chromium)", &red, &dir.join("profile-c")).await;
@@ -129,7 +156,48 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         "return !document.getElementById('join').disabled",
     )
     .await;
-    join_as(&b, &room_url, "Joon").await;
+    // The lobby: the microphone's level, camera and microphone switches,
+    // and device choice, before joining.
+    let moves = poll(&c, Duration::from_secs(5), METER_MOVES).await;
+    check(p, moves == true, "lobby: the microphone meter does not move".into());
+    let devices = poll(
+        &c,
+        Duration::from_secs(5),
+        "return !document.getElementById('lobby-devices').hidden && \
+         [...document.querySelectorAll('#lobby-devices select')].map(s => s.options.length)",
+    )
+    .await;
+    check(p, devices.as_array().is_some_and(|d| d.len() == 2), format!("lobby: device choice {devices}"));
+    c.click("#lobby-camera").await;
+    c.click("#lobby-mic").await;
+    let off = poll(
+        &c,
+        Duration::from_secs(5),
+        "const m = window.webconf.state.media; \
+         return m.camera === null && !m.micOn && document.getElementById('mic-level').style.width === '0%' \
+           && document.getElementById('preview').classList.contains('video-off') \
+           && document.getElementById('lobby-mic').getAttribute('aria-pressed') === 'false'",
+    )
+    .await;
+    check(p, off == true, "lobby: the camera and microphone switches".into());
+    shot(&c, "lobby-off-chromium-en").await;
+    set_lang(&c, "ko").await;
+    shot(&c, "lobby-off-chromium-ko").await;
+    c.client.set_window_size(390, 844).await.expect("resize C");
+    shot(&c, "lobby-off-chromium-390-ko").await;
+    c.client.set_window_size(1280, 800).await.expect("resize C back");
+    set_lang(&c, "en").await;
+    c.click("#lobby-camera").await;
+    c.click("#lobby-mic").await;
+    let on = poll(
+        &c,
+        Duration::from_secs(5),
+        &format!("return window.webconf.state.media.camera !== null && (() => {{ {METER_MOVES} }})()"),
+    )
+    .await;
+    check(p, on == true, "lobby: the camera and microphone back on".into());
+    shot(&c, "lobby-on-chromium-en").await;
+    join_as(&b, &room_url, "Joon", p).await;
     c.eval("const m = window.webconf.state.media; window.lobbyTracks = [m.camera, m.mic].filter(Boolean)")
         .await;
     c.click("#join").await;
@@ -163,6 +231,29 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     a.wait_media().await;
     b.wait_media().await;
 
+    // Who speaks, in a call of two: a ring on the tile of whoever is
+    // heard (both fake microphones play tones), ours too.
+    for (browser, who) in [(&a, "chromium"), (&b, "firefox")] {
+        if !web_audio_runs(browser).await {
+            continue;
+        }
+        let ring = poll(
+            browser,
+            Duration::from_secs(5),
+            "return document.querySelector('.tile').classList.contains('speaking')",
+        )
+        .await;
+        check(p, ring == true, format!("{who}: no speaking ring on the remote tile"));
+        let own = poll(
+            browser,
+            Duration::from_secs(5),
+            "return document.getElementById('self').classList.contains('speaking')",
+        )
+        .await;
+        check(p, own == true, format!("{who}: no speaking ring on our own view"));
+    }
+    shot(&a, "speaking-chromium-en").await;
+
     // Items 1 and 3: each side turns its camera and microphone off in turn;
     // the other sees a placeholder that covers neither its own view nor
     // the name, and a muted icon.
@@ -175,6 +266,13 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
             "const t = document.querySelector('.tile'); return t.classList.contains('audio-off') && t.classList.contains('video-off')",
         )
         .await;
+        let quiet = poll(
+            seer,
+            Duration::from_secs(3),
+            "return !document.querySelector('.tile').classList.contains('speaking')",
+        )
+        .await;
+        check(p, quiet == true, format!("{who}: a muted peer still shown speaking"));
         let seen = seer.eval(COVERED).await;
         println!("{who} sees camera off: {seen}");
         check(p, seen["self_on_top"] == true, format!("item 1, {who}: the placeholder covers our own view"));
