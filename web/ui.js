@@ -1064,6 +1064,7 @@ function checkHealth() {
     const stream = peer.video.srcObject;
     const audio = stream instanceof MediaStream ? stream.getAudioTracks()[0] ?? null : null;
     peer.level.setTrack(state.mode === 'p2p' && peer.info.media?.audio !== false ? audio : null);
+    fitPicture(peer);
     const pc = peer.path === 'p2p' ? peer.link?.pc : state.sfu?.pc;
     const broken = pc ? ['disconnected', 'failed'].includes(pc.connectionState) : false;
     const media = peer.info.media ?? { audio: true, video: true, screen: false };
@@ -1076,6 +1077,25 @@ function checkHealth() {
     if (unstable) metrics.unstable[id] = (metrics.unstable[id] ?? 0) + 1;
     renderTile(peer);
   }
+}
+
+/** A camera picture whose shape is this close to its tile's fills the
+ *  tile, cropped a little, rather than leaving bars; beyond it (a portrait
+ *  phone on a wide screen) the whole picture shows. */
+const CROP_UP_TO = 1.5;
+
+/**
+ * Crops a camera's picture to fill its tile when that costs little of it;
+ * a shared screen is always shown whole.
+ * @param {Peer} peer
+ */
+function fitPicture(peer) {
+  const { video, tile } = peer;
+  const screen = Boolean(peer.info.media?.screen);
+  const tileShape = tile.clientWidth / Math.max(1, tile.clientHeight);
+  const shape = video.videoWidth / Math.max(1, video.videoHeight);
+  const crop = !screen && video.videoWidth > 0 && Math.abs(Math.log(shape / tileShape)) <= Math.log(CROP_UP_TO);
+  tile.classList.toggle('crop', crop);
 }
 
 /** Forgets the longest frame gaps so far (the gap under way still counts). */
@@ -1426,6 +1446,31 @@ function sfuMeter(sfu, id) {
   });
 }
 
+/** Whether the quality panel shows its technical details. */
+let qualityDetails = false;
+
+/**
+ * What a selected candidate pair means for people.
+ * @param {RoomMode} path how the peer's media reaches us
+ * @param {string} pair local/remote candidate types, e.g. "host/prflx"
+ */
+function connectionWords(path, pair) {
+  if (path === 'sfu') return pair.includes('relay') ? 'q_sfu_relayed' : 'q_sfu';
+  if (pair.includes('relay')) return 'q_relayed';
+  return pair === 'host/host' ? 'q_direct_lan' : 'q_direct';
+}
+
+/**
+ * A word for how the connection is doing.
+ * @param {number} loss per cent
+ * @param {number | null} rtt ms
+ */
+function rating(loss, rtt) {
+  if (loss < 2 && (rtt ?? 0) < 300) return 'q_good';
+  if (loss < 8 && (rtt ?? 0) < 600) return 'q_fair';
+  return 'q_poor';
+}
+
 async function renderQuality() {
   const body = $('quality-body');
   const rows = [];
@@ -1436,17 +1481,23 @@ async function renderQuality() {
     const section = document.createElement('dl');
     const heading = document.createElement('h3');
     heading.textContent = peer.info.name;
+    // In words first; the numbers and candidate types behind "Details".
     /** @type {[any, string][]} */
-    const items = [
+    const plain = [
+      ['q_connection', q.path ? t(connectionWords(peer.path, q.path)) : '–'],
+      ['q_rating', q.path ? t(rating(q.lossPercent, q.rttMs)) : '–'],
+      ['q_video', q.width ? `${q.width}×${q.height}, ${q.fps.toFixed(0)} fps` : '–'],
+    ];
+    /** @type {[any, string][]} */
+    const technical = [
       ['q_in', `${q.bitrateIn.toFixed(0)} kbit/s`],
       ['q_out', `${q.bitrateOut.toFixed(0)} kbit/s`],
       ['q_loss', `${q.lossPercent.toFixed(1)} %`],
       ['q_rtt', q.rttMs === null ? '–' : `${q.rttMs.toFixed(0)} ms`],
-      ['q_video', q.width ? `${q.width}×${q.height} @ ${q.fps.toFixed(0)} fps` : '–'],
       ['q_codecs', [q.videoCodec, q.audioCodec].filter(Boolean).join(' / ') || '–'],
       ['q_path', q.path ? `${peer.path === 'sfu' ? t('q_via_server') : ''}${q.path}${q.relayProtocol ? ` (${q.relayProtocol})` : ''}` : '–'],
     ];
-    for (const [key, value] of items) {
+    for (const [key, value] of qualityDetails ? [...plain, ...technical] : plain) {
       const dt = document.createElement('dt');
       dt.textContent = t(key);
       const dd = document.createElement('dd');
@@ -1664,6 +1715,11 @@ function start() {
   });
   $('hangup').addEventListener('click', hangUp);
   $('copy-link').addEventListener('click', copyLink);
+  $('quality-details').addEventListener('click', () => {
+    qualityDetails = !qualityDetails;
+    $('quality-details').setAttribute('aria-expanded', String(qualityDetails));
+    renderQuality();
+  });
   $('self-pin').addEventListener('click', () => togglePin(SELF));
   $('rejoin').addEventListener('click', () => location.reload());
   $('full-retry').addEventListener('click', () => location.reload());

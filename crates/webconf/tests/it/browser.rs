@@ -328,6 +328,18 @@ async fn chat_mute_camera_screen_quality_and_languages_work_between_browsers() {
 
     // The quality panel reads real numbers.
     a.click("#quality-toggle").await;
+    // In words first (issue 11), the technical path behind "Details".
+    let words = a
+        .wait_until(
+            "the connection in words",
+            Duration::from_secs(5),
+            "const t = document.getElementById('quality-body').innerText; \
+             return t.includes('Direct, on the same network') && !t.includes('host/host') && t",
+        )
+        .await;
+    println!("quality panel in words: {words}");
+    a.screenshot(&artifacts().join("quality-words-en.png")).await;
+    a.click("#quality-details").await;
     let panel = a
         .wait_until(
             "quality numbers",

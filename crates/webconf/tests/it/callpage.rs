@@ -254,6 +254,29 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     }
     shot(&a, "speaking-chromium-en").await;
 
+    // A camera picture close to its tile's shape fills it (Chromium's
+    // fake camera is 4:3: a 1000x800 window's stage is near enough); at a
+    // phone's portrait shape it shows whole.
+    a.client.set_window_size(1000, 800).await.expect("resize A");
+    let crop = poll(
+        &a,
+        Duration::from_secs(3),
+        "const t = document.querySelector('.tile'); \
+         return t.classList.contains('crop') && getComputedStyle(t.querySelector('video')).objectFit === 'cover'",
+    )
+    .await;
+    check(p, crop == true, "a 4:3 camera on a near 4:3 stage is not cropped to fill".into());
+    shot(&a, "cropped-chromium-1000").await;
+    a.client.set_window_size(390, 844).await.expect("resize A");
+    let whole = poll(
+        &a,
+        Duration::from_secs(3),
+        "return !document.querySelector('.tile').classList.contains('crop')",
+    )
+    .await;
+    check(p, whole == true, "a 4:3 camera cropped to a portrait stage".into());
+    a.client.set_window_size(1280, 800).await.expect("resize A back");
+
     // Items 1 and 3: each side turns its camera and microphone off in turn;
     // the other sees a placeholder that covers neither its own view nor
     // the name, and a muted icon.
