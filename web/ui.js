@@ -1186,9 +1186,11 @@ function updateWaiting() {
 function layout() {
   const tiles = $('tiles');
   const self = $('self');
-  const group = state.peers.size >= 2;
+  // A group, or a call of two where the other presents: our own view
+  // becomes a tile (beside a shared screen, never over it).
+  const presenter = state.peers.size >= 1 ? presenterOf() : null;
+  const group = state.peers.size >= 2 || Boolean(presenter);
   if (state.pinned && state.pinned !== SELF && !state.peers.has(state.pinned)) state.pinned = null;
-  const presenter = group ? presenterOf() : null;
   const spot = group ? (state.pinned ?? presenter?.info.id ?? null) : null;
   document.body.dataset.layout = !group ? 'solo' : spot ? 'spotlight' : 'grid';
   if (group && self.parentElement !== tiles) tiles.append(self);

@@ -341,6 +341,20 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         poll(&b, short, "const p = document.getElementById('presenting'); return !p.hidden && p.textContent")
             .await;
     check(p, banner == "Ara is presenting", format!("item 5: B not told who presents: {banner}"));
+    // B's own view sits beside A's screen, not over it.
+    let beside = poll(
+        &b,
+        short,
+        "const r = (el) => el.getBoundingClientRect(); \
+         const s = r(document.getElementById('self')), t = r(document.querySelector('.tile')); \
+         return document.body.dataset.layout === 'spotlight' && s.width > 0 && \
+           (s.left >= t.right || s.right <= t.left || s.top >= t.bottom || s.bottom <= t.top)",
+    )
+    .await;
+    check(p, beside == true, "item 5: our own view covers the presenter's screen".into());
+    b.client.set_window_size(768, 1024).await.expect("resize B");
+    shot(&b, "presenting-firefox-768x1024").await;
+    b.client.set_window_size(1280, 800).await.expect("resize B back");
     shot(&a, "presenting-self-chromium-en").await;
     shot(&b, "presenting-firefox-en").await;
     set_lang(&b, "ko").await;
