@@ -65,8 +65,8 @@ const PIN_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M16 9V4h1
 /** How long "X lost their connection, waiting…" stays up: as long as a
  *  tile waits for its peer to come back. */
 const LOST_NOTICE_MS = 30_000;
-/** A tile whose video should play but showed no frame for this long, or
- *  whose connection is broken, is marked unstable. */
+/** A tile whose connection received nothing for this long, or is broken,
+ *  is marked unstable. */
 const STALL_MS = 2500;
 /** How long the lobby waits to hear how full the room is before it starts
  *  the camera anyway. */
@@ -326,7 +326,6 @@ async function join() {
     const entry = state.peers.get(peer);
     if (entry) {
       entry.info.media = media;
-      mediaChanged.set(peer, performance.now());
       renderTile(entry);
       layout();
       // The SFU carries camera and screen apart: show the one that is on.
@@ -1046,36 +1045,63 @@ function onFrame(video, now) {
   metrics.framesPresented[id] = (metrics.framesPresented[id] ?? 0) + 1;
 }
 
-/** By peer id: when its media last changed (a camera turned on shows its
- *  first frame a little later: no stall before then). @type {Map<string, number>} */
-const mediaChanged = new Map();
+/** By connection: how many bytes it had received, and when that last grew.
+ *  @type {WeakMap<RTCPeerConnection, {bytes: number, at: number}>} */
+const received = new WeakMap();
 
 /**
- * Marks tiles whose media stopped arriving: the link (or the SFU session)
- * lost its connection, or the video that should play shows no frames.
- * The mark goes as soon as frames flow again.
+ * How long nothing at all has arrived on `pc`: no media, no RTCP, no ICE
+ * check (all of which keep coming on a healthy link, even with the
+ * microphone muted and a still screen shared, whose frames may be rare).
+ * @param {RTCPeerConnection} pc
  */
-function checkHealth() {
+async function silentFor(pc) {
+  const report = await pc.getStats();
+  let bytes = 0;
+  report.forEach((s) => {
+    if (s.type === 'candidate-pair') bytes += s.bytesReceived ?? 0;
+  });
+  const now = performance.now();
+  const last = received.get(pc);
+  if (!last || bytes > last.bytes) {
+    received.set(pc, { bytes, at: now });
+    return 0;
+  }
+  return now - last.at;
+}
+
+let checking = false;
+
+/**
+ * Marks tiles whose media stopped arriving: their connection (the link,
+ * or the SFU session) is broken, or nothing has come in on it for a
+ * while. The mark goes as soon as anything arrives again.
+ */
+async function checkHealth() {
   const now = performance.now();
   for (const [at, when] of lost) if (now - when > timings.lostNoticeMs) lost.delete(at);
-  if (document.visibilityState === 'hidden') return;
-  for (const [id, peer] of state.peers) {
-    // Who speaks, in a call of two: from the peer's audio as it plays.
-    const stream = peer.video.srcObject;
-    const audio = stream instanceof MediaStream ? stream.getAudioTracks()[0] ?? null : null;
-    peer.level.setTrack(state.mode === 'p2p' && peer.info.media?.audio !== false ? audio : null);
-    fitPicture(peer);
-    const pc = peer.path === 'p2p' ? peer.link?.pc : state.sfu?.pc;
-    const broken = pc ? ['disconnected', 'failed'].includes(pc.connectionState) : false;
-    const media = peer.info.media ?? { audio: true, video: true, screen: false };
-    const since = Math.max(lastFrame.get(id) ?? -Infinity, mediaChanged.get(id) ?? -Infinity);
-    const stalled = (media.video || media.screen) && peer.tile.classList.contains('has-video') && now - since > STALL_MS;
-    // A tile left out of the layout gets no video: nothing to judge.
-    const unstable = !peer.grace && !peer.tile.classList.contains('offstage') && (broken || stalled);
-    if (unstable === peer.tile.classList.contains('unstable')) continue;
-    peer.tile.classList.toggle('unstable', unstable);
-    if (unstable) metrics.unstable[id] = (metrics.unstable[id] ?? 0) + 1;
-    renderTile(peer);
+  if (document.visibilityState === 'hidden' || checking) return;
+  checking = true;
+  try {
+    for (const [id, peer] of state.peers) {
+      // Who speaks, in a call of two: from the peer's audio as it plays.
+      const stream = peer.video.srcObject;
+      const audio = stream instanceof MediaStream ? stream.getAudioTracks()[0] ?? null : null;
+      peer.level.setTrack(state.mode === 'p2p' && peer.info.media?.audio !== false ? audio : null);
+      fitPicture(peer);
+      const pc = peer.path === 'p2p' ? peer.link?.pc : state.sfu?.pc;
+      const broken = pc ? ['disconnected', 'failed'].includes(pc.connectionState) : false;
+      const stalled = pc && pc.connectionState === 'connected' ? (await silentFor(pc)) > STALL_MS : false;
+      if (state.peers.get(id) !== peer) continue;
+      // A tile left out of the layout gets no video: nothing to judge.
+      const unstable = !peer.grace && !peer.tile.classList.contains('offstage') && (broken || stalled);
+      if (unstable === peer.tile.classList.contains('unstable')) continue;
+      peer.tile.classList.toggle('unstable', unstable);
+      if (unstable) metrics.unstable[id] = (metrics.unstable[id] ?? 0) + 1;
+      renderTile(peer);
+    }
+  } finally {
+    checking = false;
   }
 }
 

@@ -641,6 +641,15 @@ async fn calls_and_chat_survive_server_restarts_and_recover_by_ice_restart() {
     );
     assert!(is_blue(a.remote_colour().await) && is_red(b.remote_colour().await));
     for browser in [&a, &b] {
+        let debug = browser
+            .eval(
+                "const p = [...window.webconf.state.peers.values()][0]; \
+                 return {classes: p.tile.className, conn: p.link?.pc.connectionState, path: p.path, \
+                         frames: window.webconf.metrics.framesPresented, media: p.info.media, \
+                         grace: Boolean(p.grace), now: performance.now(), hidden: document.visibilityState}",
+            )
+            .await;
+        println!("{}: before the unstable mark goes: {debug}", browser.label);
         browser
             .wait_until(
                 "the unstable mark gone",
