@@ -74,12 +74,14 @@ const PEEK_MS = 1500;
 /** The pin id of our own tile. */
 const SELF = 'self';
 /** Status lines that are news, not a lasting state: they fade away. */
-const TRANSIENT = new Set(['peer_joined', 'peer_left', 'peer_back', 'copied', 'reconnected', 'screen_failed']);
+const TRANSIENT = new Set([
+  'peer_joined', 'peer_left', 'peer_back', 'peer_gone', 'copied', 'reconnected', 'screen_failed', 'screen_unsupported',
+]);
 /** Status lines that expire after LOST_NOTICE_MS. */
 const EXPIRING = new Set(['peer_lost']);
 
 /** Timings the tests may shorten. */
-const timings = { lostNoticeMs: LOST_NOTICE_MS };
+const timings = { lostNoticeMs: LOST_NOTICE_MS, graceMs: GRACE_MS };
 
 const state = {
   /** @type {string | null} */
@@ -874,7 +876,7 @@ function onPeerLeft({ peer: id, reason }) {
   if (reason === 'disconnected' && (peer.path === 'sfu' || peer.link?.healthy)) {
     // It may come back with its old id; media may still be flowing
     // browser to browser.
-    startGrace(peer, peer.path === 'sfu' ? SFU_GRACE_MS : GRACE_MS);
+    startGrace(peer, peer.path === 'sfu' ? SFU_GRACE_MS : timings.graceMs);
     return;
   }
   removePeer(id);
@@ -889,7 +891,7 @@ function onPeerLeft({ peer: id, reason }) {
  * @param {Peer} peer
  * @param {number} [ms]
  */
-function startGrace(peer, ms = GRACE_MS) {
+function startGrace(peer, ms = timings.graceMs) {
   if (peer.grace) return;
   lost.set(peer.info.id, performance.now());
   peer.tile.classList.add('away');

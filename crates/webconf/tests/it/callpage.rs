@@ -454,6 +454,47 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         "A waits for someone with the link to share"
     );
 
+    // B comes back, then its connection drops (its page goes away): A
+    // says it waits for B, and (timings shortened here) that goes away
+    // by itself; never that B left by choice.
+    b.click("#rejoin").await;
+    b.wait_until("B's lobby again", short, "return !document.getElementById('join').disabled").await;
+    b.click("#join").await;
+    b.wait_state("call").await;
+    a.wait_until("B back at A", short, "return document.body.dataset.peers === '1'").await;
+    a.eval(
+        "Object.assign(window.webconf.timings, {lostNoticeMs: 1500, graceMs: 1500}); \
+            window.statusMark = window.webconf.metrics.statusLog.length",
+    )
+    .await;
+    b.goto("about:blank").await;
+    let dropped = std::time::Instant::now();
+    let gone = poll(
+        &a,
+        Duration::from_secs(20),
+        "return document.body.dataset.peers === '0' && document.getElementById('status').textContent === '' \
+           && window.webconf.metrics.statusLog.slice(window.statusMark).map(s => s.key).join(' ')",
+    )
+    .await;
+    println!("A after B's connection dropped: {gone} ({} ms)", dropped.elapsed().as_millis());
+    if gone.is_null() {
+        let debug = a
+            .eval(
+                "return {peers: document.body.dataset.peers, status: document.getElementById('status').textContent, \
+                 log: window.webconf.metrics.statusLog.slice(window.statusMark), timings: window.webconf.timings, \
+                 tiles: [...document.querySelectorAll('.tile')].map(t => t.className)}",
+            )
+            .await;
+        println!("A: {debug}");
+    }
+    check(
+        p,
+        gone.as_str().is_some_and(|k| {
+            (k.contains("peer_lost") || k.contains("peer_gone")) && !k.contains("peer_left")
+        }),
+        format!("item 4: a dropped connection: {gone}"),
+    );
+
     a.quit().await;
     b.quit().await;
     let _ = std::fs::remove_dir_all(&dir);
