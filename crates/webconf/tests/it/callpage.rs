@@ -267,6 +267,22 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     .await;
     check(p, crop == true, "a 4:3 camera on a near 4:3 stage is not cropped to fill".into());
     shot(&a, "cropped-chromium-1000").await;
+    // A phone held sideways and a tablet either way: the controls stay in
+    // view, the picture takes what is left.
+    for (w, h) in [(844, 390), (1024, 768), (768, 1024)] {
+        a.client.set_window_size(w, h).await.expect("resize A");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fits = a
+            .eval(
+                "const tile = document.querySelector('.tile').getBoundingClientRect(); \
+                 return [...document.querySelectorAll('.controls button')].filter(b => b.offsetParent) \
+                   .every(b => b.getBoundingClientRect().bottom <= innerHeight && b.getBoundingClientRect().right <= innerWidth) \
+                   && tile.height > 100",
+            )
+            .await;
+        check(p, fits == true, format!("at {w}x{h} the controls or the picture do not fit"));
+        shot(&a, &format!("call-chromium-{w}x{h}")).await;
+    }
     a.client.set_window_size(390, 844).await.expect("resize A");
     let whole = poll(
         &a,
