@@ -3,7 +3,7 @@
 // write shows at once, marked as sending until the server has it back, or
 // as not sent (with a button to try again) if it could not be sent.
 
-import { t } from './i18n.js';
+import { t, pageLang } from './i18n.js';
 
 /** @typedef {import('./protocol.js').ChatMessage} ChatMessage */
 
@@ -21,6 +21,14 @@ const MAX_SHOWN = 500;
  * @property {(id: string, text: string) => boolean} retry tries a message
  *   that was not sent again, under its id
  */
+
+/**
+ * A message's time of day, as people of the page's language write it.
+ * @param {number} ts
+ */
+function clock(ts) {
+  return new Date(ts).toLocaleTimeString(pageLang(), { hour: '2-digit', minute: '2-digit' });
+}
 
 export class ChatPanel {
   /** @param {ChatSender} sender */
@@ -56,6 +64,12 @@ export class ChatPanel {
     this.input.addEventListener('input', () => { this.error.hidden = true; });
     this.toggleButton.addEventListener('click', () => this.toggle());
     $('chat-close').addEventListener('click', () => this.toggle(false));
+    // Times read in the page's language, not the browser's.
+    document.addEventListener('langchange', () => {
+      for (const time of this.log.querySelectorAll('time[data-ts]')) {
+        time.textContent = clock(Number(/** @type {HTMLElement} */ (time).dataset.ts));
+      }
+    });
   }
 
   get open() {
@@ -80,7 +94,7 @@ export class ChatPanel {
     const text = this.input.value;
     if (!text.trim()) return;
     if (Array.from(text).length > 1000) {
-      this.showError(t('error', { message: '1000+' }));
+      this.showError(t('chat_too_long'));
       return;
     }
     // The server refuses control characters but newline and tab: drop them
@@ -197,7 +211,8 @@ export class ChatPanel {
       const time = document.createElement('time');
       const when = new Date(ts);
       time.dateTime = when.toISOString();
-      time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      time.dataset.ts = String(ts);
+      time.textContent = clock(ts);
       head.append(time);
     }
     const body = document.createElement('p');

@@ -9,6 +9,9 @@ import { t } from './i18n.js';
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
+/** The muted sign: the microphone icon, struck through. */
+export const MUTED_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11z"/><path class="slash" d="M4 4l16 16"/></svg>';
+
 export class Controls {
   /**
    * @param {LocalMedia} media
@@ -30,17 +33,22 @@ export class Controls {
 
     this.mic.addEventListener('click', () => this.toggleMic());
     this.camera.addEventListener('click', () => this.toggleCamera());
+    // The lobby's own switches and device choice act the same way.
+    $('lobby-mic').addEventListener('click', () => this.toggleMic());
+    $('lobby-camera').addEventListener('click', () => this.toggleCamera());
     this.screen.addEventListener('click', () => this.toggleScreen());
     $('quality-toggle').addEventListener('click', () => hooks.toggleQuality());
     $('settings').addEventListener('click', () => this.openSettings());
     $('help').addEventListener('click', () => this.helpDialog.showModal());
-    for (const [id, kind] of [['camera-select', 'videoinput'], ['mic-select', 'audioinput'], ['speaker-select', 'audiooutput']]) {
+    for (const [id, kind] of [['camera-select', 'videoinput'], ['mic-select', 'audioinput'], ['speaker-select', 'audiooutput'],
+      ['lobby-camera-select', 'videoinput'], ['lobby-mic-select', 'audioinput']]) {
       $(id).addEventListener('change', (ev) => {
         this.chooseDevice(kind, /** @type {HTMLSelectElement} */ (ev.target).value);
       });
     }
     navigator.mediaDevices?.addEventListener?.('devicechange', () => {
       if (this.settingsDialog.open) this.fillDevices();
+      if (document.body.dataset.state === 'lobby') this.fillLobbyDevices();
     });
     media.addEventListener('change', () => this.render());
     document.addEventListener('keydown', (ev) => this.onKey(ev));
@@ -53,7 +61,25 @@ export class Controls {
     this.mic.setAttribute('aria-pressed', String(f.audio));
     this.camera.setAttribute('aria-pressed', String(f.video));
     this.screen.setAttribute('aria-pressed', String(f.screen));
+    $('lobby-mic').setAttribute('aria-pressed', String(f.audio));
+    $('lobby-camera').setAttribute('aria-pressed', String(f.video));
     $('self').classList.toggle('video-off', !this.media.videoTrack);
+    $('preview').classList.toggle('video-off', !this.media.videoTrack);
+    // Our own muted sign, as the others see it on our tile.
+    const muted = $('self-muted');
+    if (f.audio) muted.replaceChildren();
+    else if (!muted.firstChild) muted.innerHTML = MUTED_ICON;
+    if (f.audio) muted.removeAttribute('aria-label');
+    else muted.setAttribute('aria-label', t('muted'));
+  }
+
+  /** The lobby's device choice, once the browser names the devices. */
+  async fillLobbyDevices() {
+    await this.fillDevices([
+      ['lobby-camera-select', 'videoinput', this.media.cameraId],
+      ['lobby-mic-select', 'audioinput', this.media.micId],
+    ]);
+    $('lobby-devices').hidden = !this.media.camera && !this.media.mic;
   }
 
   async toggleMic() {
@@ -85,7 +111,12 @@ export class Controls {
       await this.media.startScreen();
     } catch (/** @type {any} */ err) {
       // Cancelling the browser's picker is a choice, not an error.
-      if (err?.name !== 'NotAllowedError') this.hooks.status('screen_failed', { message: err?.message ?? String(err) });
+      // The browser's own words are for developers (and in its language,
+      // not the page's): log them, tell people what it means for them.
+      console.warn('webconf: screen share failed', err);
+      if (err?.name === 'NotAllowedError') return;
+      const unsupported = ['NotFoundError', 'NotSupportedError', 'TypeError'].includes(err?.name) || !navigator.mediaDevices?.getDisplayMedia;
+      this.hooks.status(unsupported ? 'screen_unsupported' : 'screen_failed');
     }
   }
 
@@ -95,10 +126,13 @@ export class Controls {
     this.settingsDialog.showModal();
   }
 
-  async fillDevices() {
+  /**
+   * Lists the devices of each kind in its select, the one in use chosen.
+   * @param {[string, MediaDeviceKind, string | undefined][]} [lists] select id, kind, current
+   */
+  async fillDevices(lists) {
     const devices = await navigator.mediaDevices?.enumerateDevices?.() ?? [];
-    /** @type {[string, MediaDeviceKind, string | undefined][]} */
-    const lists = [
+    lists ??= [
       ['camera-select', 'videoinput', this.media.cameraId],
       ['mic-select', 'audioinput', this.media.micId],
       ['speaker-select', 'audiooutput', this.speakerId],
@@ -135,8 +169,13 @@ export class Controls {
         this.hooks.setSpeaker(deviceId);
       }
     } catch (/** @type {any} */ err) {
+      console.warn('webconf: device switch failed', err);
+      if (document.body.dataset.state === 'lobby') {
+        this.hooks.status('device_failed');
+        return;
+      }
       const el = $('settings-error');
-      el.textContent = t('device_failed', { message: err?.message ?? String(err) });
+      el.textContent = t('device_failed');
       el.hidden = false;
     }
   }

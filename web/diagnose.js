@@ -68,8 +68,12 @@ async function checkDevice(constraints, id) {
   }
 }
 
+/** Our own addresses, from the host candidates seen while gathering. */
+const hostAddresses = new Set();
+
 /**
- * Gathers candidates with `servers` and returns those of `type`.
+ * Gathers candidates with `servers` and returns those of `type` (noting
+ * host candidates' addresses on the way).
  * @param {RTCIceServer[]} servers
  * @param {'srflx' | 'relay'} type
  * @param {RTCIceTransportPolicy} policy
@@ -82,6 +86,7 @@ async function gather(servers, type, policy) {
   const done = new Promise((resolve) => {
     pc.onicecandidate = ({ candidate }) => {
       if (!candidate) return resolve(undefined);
+      if (candidate.type === 'host' && candidate.address) hostAddresses.add(candidate.address);
       if (candidate.type === type) {
         found.push(candidate);
         resolve(undefined);
@@ -131,23 +136,38 @@ async function checkNetwork() {
   }
   await session.leave();
   const servers = joined.ice_servers;
+  hostAddresses.clear();
   const stun = pick(servers, 'stun:');
+  let noSrflx = false;
   if (stun.length === 0) {
     report('stun', 'skip', t('diag_not_offered'));
   } else {
     const found = await gather(stun, 'srflx', 'all');
     if (found.length) report('stun', 'pass', t('diag_public_address', { address: found[0].address ?? '?' }));
-    else report('stun', 'warn', t('diag_no_public_address'));
+    else {
+      // No address of our own from STUN: it was blocked, or it answered
+      // with an address we have already (no NAT: browsers then offer no
+      // separate candidate). The relay, below, may tell which.
+      noSrflx = true;
+      report('stun', 'warn', t('diag_no_public_address'));
+    }
   }
+  /** The address the relay saw us at, if a relay answered. @type {string | null} */
+  let seenAt = null;
   for (const [id, transport] of [['turn_udp', 'udp'], ['turn_tcp', 'tcp']]) {
     const turn = pick(servers, 'turn:', transport);
     if (turn.length === 0) {
       report(id, 'skip', t('diag_not_offered'));
       continue;
     }
-    const found = await gather(turn, 'relay', 'relay');
+    const found = await gather(turn, 'relay', 'all');
+    seenAt ??= found[0]?.relatedAddress ?? null;
     if (found.length) report(id, 'pass', t('diag_relay_address', { address: `${found[0].address}:${found[0].port}` }));
     else report(id, 'fail', t('diag_no_relay'));
+  }
+  if (noSrflx && seenAt && hostAddresses.has(seenAt)) {
+    // The server sees us at an address of this machine: no NAT in the way.
+    report('stun', 'pass', t('diag_no_nat', { address: seenAt }));
   }
 }
 
@@ -172,7 +192,10 @@ async function run() {
   document.body.dataset.state = 'running';
   results.clear();
   render();
-  /** @type {HTMLElement} */ (document.getElementById('verdict')).textContent = '';
+  const el = /** @type {HTMLElement} */ (document.getElementById('verdict'));
+  el.dataset.verdict = 'running';
+  el.dataset.key = 'diag_checking';
+  el.textContent = t('diag_checking');
   await checkDevice({ video: true }, 'camera');
   await checkDevice({ audio: true }, 'mic');
   await checkNetwork();
@@ -182,7 +205,8 @@ async function run() {
 document.addEventListener('langchange', () => {
   render();
   const el = /** @type {HTMLElement} */ (document.getElementById('verdict'));
-  if (el.dataset.key) verdict();
+  if (el.dataset.key === 'diag_checking') el.textContent = t('diag_checking');
+  else if (el.dataset.key) verdict();
 });
 setupLanguageSwitch();
 document.getElementById('again')?.addEventListener('click', run);

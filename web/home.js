@@ -21,6 +21,10 @@ function go(room) {
 
 setupLanguageSwitch();
 
+// Only where the camera cannot work is there anything to say about HTTPS.
+const httpsNote = document.getElementById('https-note');
+if (httpsNote) httpsNote.hidden = window.isSecureContext;
+
 // Links elsewhere (such as "start a new call" on a full call) ask for a
 // fresh room with #new.
 if (location.hash === '#new') go(randomRoomName());

@@ -99,6 +99,40 @@ export function canonicalRoom(raw) {
 }
 
 /**
+ * Asks the server how full `room` is, without joining it (`peek`), on a
+ * WebSocket of its own that is closed right after. Resolves null when the
+ * server cannot say within `timeoutMs` (unreachable, or a server from
+ * before `peek`): the caller then goes on as if it had not asked.
+ * @param {string} url
+ * @param {string} room
+ * @param {number} timeoutMs
+ * @returns {Promise<{peers: number, capacity: number} | null>}
+ */
+export function peekRoom(url, room, timeoutMs) {
+  return new Promise((resolve) => {
+    /** @type {Connection | null} */
+    let conn = null;
+    /** @param {{peers: number, capacity: number} | null} answer */
+    const done = (answer) => {
+      clearTimeout(timer);
+      conn?.close();
+      resolve(answer);
+    };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    try {
+      conn = new Connection(url, (msg) => {
+        if (msg?.type === 'room-state' && Number.isInteger(msg.peers) && Number.isInteger(msg.capacity)) {
+          done({ peers: msg.peers, capacity: msg.capacity });
+        } else if (msg?.type === 'error') done(null);
+      }, () => done(null));
+      conn.ready.then(() => conn?.send({ type: 'peek', room }), () => done(null));
+    } catch {
+      done(null);
+    }
+  });
+}
+
+/**
  * One WebSocket: hello, then messages in and out. Resolves `ready` on
  * `welcome`; reports every other message and the close to its owner.
  */

@@ -3,12 +3,15 @@
 // server through protocol.js, to peers through call.js (browser to browser)
 // or sfu.js (a group call through the server).
 
-import { Session, ProtocolError, canonicalRoom, signalingUrl } from './protocol.js';
+import { Session, ProtocolError, canonicalRoom, signalingUrl, peekRoom } from './protocol.js';
 import { LocalMedia, PeerLink } from './call.js';
 import { SfuLink } from './sfu.js';
 import { QualityMeter } from './quality.js';
 import { ChatPanel } from './chat.js';
-import { Controls } from './controls.js';
+// The muted sign on a tile is an icon, not an emoji (which may have no
+// font to show it).
+import { Controls, MUTED_ICON } from './controls.js';
+import { LevelMeter, audioState } from './level.js';
 import { t, setupLanguageSwitch } from './i18n.js';
 
 /**
@@ -32,6 +35,8 @@ import { t, setupLanguageSwitch } from './i18n.js';
  * @property {boolean} peerSwitched the peer told us it gets our media
  *   through the SFU (so our link to it may go once we get its media so too)
  * @property {ReturnType<typeof setTimeout>} [grace]
+ * @property {LevelMeter} level how loud its audio is (a call of two: the
+ *   server names the speaker of a group call)
  * @typedef {'lobby' | 'joining' | 'call' | 'full' | 'ended'} PageState
  */
 
@@ -57,10 +62,26 @@ const TILE_ASPECT = 4 / 3;
 const MAX_TILES = 16;
 /** The pin button's icon (a push pin). */
 const PIN_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M16 9V4h1a1 1 0 0 0 0-2H7a1 1 0 0 0 0 2h1v5a3 3 0 0 1-3 3v2h6v7l1 1 1-1v-7h6v-2a3 3 0 0 1-3-3z"/></svg>';
+/** How long "X lost their connection, waiting…" stays up: as long as a
+ *  tile waits for its peer to come back. */
+const LOST_NOTICE_MS = 30_000;
+/** A tile whose connection received nothing for this long, or is broken,
+ *  is marked unstable. */
+const STALL_MS = 2500;
+/** How long the lobby waits to hear how full the room is before it starts
+ *  the camera anyway. */
+const PEEK_MS = 1500;
 /** The pin id of our own tile. */
 const SELF = 'self';
 /** Status lines that are news, not a lasting state: they fade away. */
-const TRANSIENT = new Set(['peer_joined', 'copied', 'reconnected']);
+const TRANSIENT = new Set([
+  'peer_joined', 'peer_left', 'peer_back', 'peer_gone', 'copied', 'reconnected', 'screen_failed', 'screen_unsupported',
+]);
+/** Status lines that expire after LOST_NOTICE_MS. */
+const EXPIRING = new Set(['peer_lost']);
+
+/** Timings the tests may shorten. */
+const timings = { lostNoticeMs: LOST_NOTICE_MS, graceMs: GRACE_MS };
 
 const state = {
   /** @type {string | null} */
@@ -117,6 +138,11 @@ const metrics = {
   frameGaps: {},
   /** By peer id: frames shown on its tile. @type {Record<string, number>} */
   framesPresented: {},
+  /** Status lines shown, in order. @type {{at: number, key: string}[]} */
+  statusLog: [],
+  /** By peer id: how often its tile was marked unstable.
+   *  @type {Record<string, number>} */
+  unstable: {},
 };
 
 const chat = new ChatPanel({
@@ -149,9 +175,12 @@ let statusTimer;
  */
 function status(key, vars = {}) {
   state.status = key ? { key, vars } : null;
+  if (key) metrics.statusLog.push({ at: performance.now(), key });
+  if (metrics.statusLog.length > 200) metrics.statusLog.shift();
   $('status').textContent = key ? t(key, vars) : '';
   clearTimeout(statusTimer);
   if (TRANSIENT.has(key)) statusTimer = setTimeout(() => status(null), 4000);
+  else if (EXPIRING.has(key)) statusTimer = setTimeout(() => status(null), timings.lostNoticeMs);
 }
 
 /** @param {string | null} key */
@@ -196,13 +225,30 @@ function renderMediaStatus() {
  */
 function showSelf() {
   const stream = state.media.preview;
+  const sharing = Boolean(state.media.screen);
+  $('self').classList.toggle('screen', sharing);
+  /** @type {HTMLElement} */ ($('preview-video').parentElement).classList.toggle('screen', sharing);
   const source = stream.getTracks().length > 0 ? stream : null;
   for (const id of ['preview-video', 'local-video']) {
     const video = /** @type {HTMLVideoElement} */ ($(id));
     if (video.srcObject !== source) video.srcObject = source;
   }
 }
-state.media.addEventListener('change', showSelf);
+state.media.addEventListener('change', () => {
+  showSelf();
+  layout();
+  micMeter.setTrack(state.media.audioTrack);
+  renderMediaStatus();
+});
+
+/** Our microphone's level: the lobby's meter, and our speaking ring in a
+ *  call of two. */
+const micMeter = new LevelMeter((level, speaking) => {
+  // Speech sits low on a linear scale: show it on a rough loudness one.
+  const shown = level > 0 ? Math.min(1, Math.max(0, 1 + Math.log10(level) / 2.5)) : 0;
+  $('mic-level').style.setProperty('width', `${Math.round(shown * 100)}%`);
+  if (state.mode === 'p2p') $('self').classList.toggle('speaking', speaking && document.body.dataset.state === 'call');
+});
 
 async function startLobby() {
   show('lobby');
@@ -210,7 +256,14 @@ async function startLobby() {
   nameInput.value = saved(NAME_KEY) ?? `${t('guest')} ${100 + Math.floor(Math.random() * 900)}`;
   /** @type {HTMLInputElement} */ ($('relay-only')).checked = saved(RELAY_KEY) === '1';
   showSelf();
+  // A full call is said before any camera light goes on.
+  const room = await peekRoom(signalingUrl(), /** @type {string} */ (state.room), PEEK_MS);
+  if (room && room.peers >= room.capacity) {
+    show('full');
+    return;
+  }
   await state.media.open();
+  controls.fillLobbyDevices();
   mediaReady = true;
   renderMediaStatus();
   const join = /** @type {HTMLButtonElement} */ ($('join'));
@@ -261,10 +314,13 @@ async function join() {
   state.session = session;
   session.addEventListener('peer-joined', (ev) => {
     const { peer, polite } = /** @type {CustomEvent} */ (ev).detail;
+    // Someone back with its old id (its resume token) is no newcomer.
+    const back = state.peers.has(peer.id) || lost.has(peer.id);
+    lost.delete(peer.id);
     // In a group call the newcomer's media comes through the SFU.
     if (state.mode === 'sfu') ensureSfuPeer(peer);
     else ensurePeer(peer, polite, false);
-    status('peer_joined', { name: peer.name });
+    status(back ? 'peer_back' : 'peer_joined', { name: peer.name });
   });
   session.addEventListener('peer-left', (ev) => onPeerLeft(/** @type {CustomEvent} */ (ev).detail));
   session.addEventListener('peer-media', (ev) => {
@@ -293,7 +349,7 @@ async function join() {
     if (err.code.startsWith('sfu') || err.request?.startsWith('sfu')) {
       metrics.sfuLog.push({ at: performance.now(), error: err.code, message: err.message });
     }
-    if (err.request === 'chat') chat.showError(err.message);
+    if (err.request === 'chat') chat.showError(t(err.code === 'rate-limited' ? 'chat_too_fast' : 'chat_rejected'));
     else if (err.code === 'sfu-failed') restartSfuSoon();
     else if (err.code === 'sfu-unavailable') onSfuUnavailable();
     else console.warn('webconf: server error', err.code, err.message);
@@ -320,13 +376,16 @@ async function join() {
     joinButton.disabled = false;
     joinButton.textContent = t('join');
     if (err instanceof ProtocolError && err.code === 'room-full') {
+      // Not in the call: the camera's light and the microphone go off.
+      state.media.stopAll();
       show('full');
     } else if (err instanceof ProtocolError && (err.code === 'unreachable' || err.code === 'closed')) {
       show('lobby');
       status('server_unreachable');
     } else {
       show('lobby');
-      status('error', { message: err instanceof Error ? err.message : String(err) });
+      console.warn('webconf: join failed', err);
+      status('join_failed');
     }
   }
 }
@@ -401,7 +460,8 @@ function onEnded({ reason, error }) {
     show('full');
     return;
   }
-  $('ended-title').textContent = reason === 'replaced' ? t('replaced') : t('error', { message: error?.message ?? '' });
+  if (error) console.warn('webconf: call ended', error.code, error.message);
+  $('ended-title').textContent = reason === 'replaced' ? t('replaced') : t('call_failed');
   show('ended');
 }
 
@@ -703,6 +763,9 @@ function peerFor(info) {
   const peer = {
     info, tile, video, link: null, meter: null, sfuMeter: null,
     path: state.mode, staging: null, peerSwitched: false,
+    level: new LevelMeter((_, speaking) => {
+      if (state.mode === 'p2p') tile.classList.toggle('speaking', speaking);
+    }),
   };
   tile.dataset.path = peer.path;
   state.peers.set(info.id, peer);
@@ -802,6 +865,10 @@ function wireLink(peer) {
   });
 }
 
+/** Peers whose connection dropped (not hung up) and who may come back
+ *  with their old id: by id, when. @type {Map<string, number>} */
+const lost = new Map();
+
 /** @param {{peer: string, reason: string}} msg */
 function onPeerLeft({ peer: id, reason }) {
   const peer = state.peers.get(id);
@@ -809,24 +876,29 @@ function onPeerLeft({ peer: id, reason }) {
   if (reason === 'disconnected' && (peer.path === 'sfu' || peer.link?.healthy)) {
     // It may come back with its old id; media may still be flowing
     // browser to browser.
-    startGrace(peer, peer.path === 'sfu' ? SFU_GRACE_MS : GRACE_MS);
+    startGrace(peer, peer.path === 'sfu' ? SFU_GRACE_MS : timings.graceMs);
     return;
   }
   removePeer(id);
-  status('peer_left', { name: peer.info.name });
+  if (reason !== 'left') lost.set(id, performance.now());
+  // Hanging up is a choice: said once. A dropped connection may come back:
+  // said while we would wait for it, then it goes.
+  if (reason === 'left') status('peer_left', { name: peer.info.name });
+  else status('peer_lost', { name: peer.info.name });
 }
 
 /**
  * @param {Peer} peer
  * @param {number} [ms]
  */
-function startGrace(peer, ms = GRACE_MS) {
+function startGrace(peer, ms = timings.graceMs) {
   if (peer.grace) return;
+  lost.set(peer.info.id, performance.now());
   peer.tile.classList.add('away');
   peer.grace = setTimeout(() => {
     if (state.peers.get(peer.info.id) !== peer) return;
     removePeer(peer.info.id);
-    status('peer_left', { name: peer.info.name });
+    status('peer_gone', { name: peer.info.name });
   }, ms);
   renderTile(peer);
 }
@@ -837,6 +909,7 @@ function removePeer(id) {
   if (!peer) return;
   clearTimeout(peer.grace);
   retireLink(peer);
+  peer.level.stop();
   peer.staging = null;
   for (const v of peer.tile.querySelectorAll('video')) v.srcObject = null;
   peer.tile.remove();
@@ -887,11 +960,16 @@ function makeTile() {
   const video = makeVideo();
   const placeholder = document.createElement('div');
   placeholder.className = 'placeholder';
+  const avatar = document.createElement('span');
+  avatar.className = 'avatar';
+  avatar.setAttribute('aria-hidden', 'true');
+  placeholder.append(avatar);
   const caption = document.createElement('figcaption');
   const name = document.createElement('span');
   name.className = 'tile-name';
   const muted = document.createElement('span');
   muted.className = 'tile-muted';
+  muted.setAttribute('role', 'img');
   const away = document.createElement('span');
   away.className = 'tile-away';
   caption.append(muted, name, away);
@@ -969,6 +1047,85 @@ function onFrame(video, now) {
   metrics.framesPresented[id] = (metrics.framesPresented[id] ?? 0) + 1;
 }
 
+/** By connection: how many bytes it had received, and when that last grew.
+ *  @type {WeakMap<RTCPeerConnection, {bytes: number, at: number}>} */
+const received = new WeakMap();
+
+/**
+ * How long nothing at all has arrived on `pc`: no media, no RTCP, no ICE
+ * check (all of which keep coming on a healthy link, even with the
+ * microphone muted and a still screen shared, whose frames may be rare).
+ * @param {RTCPeerConnection} pc
+ */
+async function silentFor(pc) {
+  const report = await pc.getStats();
+  let bytes = 0;
+  report.forEach((s) => {
+    if (s.type === 'candidate-pair') bytes += s.bytesReceived ?? 0;
+  });
+  const now = performance.now();
+  const last = received.get(pc);
+  if (!last || bytes > last.bytes) {
+    received.set(pc, { bytes, at: now });
+    return 0;
+  }
+  return now - last.at;
+}
+
+let checking = false;
+
+/**
+ * Marks tiles whose media stopped arriving: their connection (the link,
+ * or the SFU session) is broken, or nothing has come in on it for a
+ * while. The mark goes as soon as anything arrives again.
+ */
+async function checkHealth() {
+  const now = performance.now();
+  for (const [at, when] of lost) if (now - when > timings.lostNoticeMs) lost.delete(at);
+  if (document.visibilityState === 'hidden' || checking) return;
+  checking = true;
+  try {
+    for (const [id, peer] of state.peers) {
+      // Who speaks, in a call of two: from the peer's audio as it plays.
+      const stream = peer.video.srcObject;
+      const audio = stream instanceof MediaStream ? stream.getAudioTracks()[0] ?? null : null;
+      peer.level.setTrack(state.mode === 'p2p' && peer.info.media?.audio !== false ? audio : null);
+      fitPicture(peer);
+      const pc = peer.path === 'p2p' ? peer.link?.pc : state.sfu?.pc;
+      const broken = pc ? ['disconnected', 'failed'].includes(pc.connectionState) : false;
+      const stalled = pc && pc.connectionState === 'connected' ? (await silentFor(pc)) > STALL_MS : false;
+      if (state.peers.get(id) !== peer) continue;
+      // A tile left out of the layout gets no video: nothing to judge.
+      const unstable = !peer.grace && !peer.tile.classList.contains('offstage') && (broken || stalled);
+      if (unstable === peer.tile.classList.contains('unstable')) continue;
+      peer.tile.classList.toggle('unstable', unstable);
+      if (unstable) metrics.unstable[id] = (metrics.unstable[id] ?? 0) + 1;
+      renderTile(peer);
+    }
+  } finally {
+    checking = false;
+  }
+}
+
+/** A camera picture whose shape is this close to its tile's fills the
+ *  tile, cropped a little, rather than leaving bars; beyond it (a portrait
+ *  phone on a wide screen) the whole picture shows. */
+const CROP_UP_TO = 1.5;
+
+/**
+ * Crops a camera's picture to fill its tile when that costs little of it;
+ * a shared screen is always shown whole.
+ * @param {Peer} peer
+ */
+function fitPicture(peer) {
+  const { video, tile } = peer;
+  const screen = Boolean(peer.info.media?.screen);
+  const tileShape = tile.clientWidth / Math.max(1, tile.clientHeight);
+  const shape = video.videoWidth / Math.max(1, video.videoHeight);
+  const crop = !screen && video.videoWidth > 0 && Math.abs(Math.log(shape / tileShape)) <= Math.log(CROP_UP_TO);
+  tile.classList.toggle('crop', crop);
+}
+
 /** Forgets the longest frame gaps so far (the gap under way still counts). */
 function resetFrameGaps() {
   for (const id of Object.keys(metrics.frameGaps)) metrics.frameGaps[id] = 0;
@@ -985,17 +1142,32 @@ function renderTile(peer) {
   tile.classList.toggle('video-off', !media.video && !media.screen);
   tile.classList.toggle('audio-off', !media.audio);
   tile.classList.toggle('screen', media.screen);
-  /** @type {HTMLElement} */ (tile.querySelector('.placeholder')).textContent =
-    Array.from(info.name)[0]?.toUpperCase() ?? '?';
+  const avatar = /** @type {HTMLElement} */ (tile.querySelector('.avatar'));
+  avatar.textContent = Array.from(info.name)[0]?.toUpperCase() ?? '?';
+  avatar.style.setProperty('--avatar', avatarColour(info.name));
   /** @type {HTMLElement} */ (tile.querySelector('.tile-name')).textContent = info.name;
   const muted = /** @type {HTMLElement} */ (tile.querySelector('.tile-muted'));
-  muted.textContent = media.audio ? '' : '🔇';
-  muted.setAttribute('aria-label', media.audio ? '' : t('muted'));
+  if (media.audio) muted.replaceChildren();
+  else if (!muted.firstChild) muted.innerHTML = MUTED_ICON;
+  if (media.audio) muted.removeAttribute('aria-label');
+  else muted.setAttribute('aria-label', t('muted'));
   muted.title = media.audio ? '' : t('muted');
-  /** @type {HTMLElement} */ (tile.querySelector('.tile-away')).textContent = peer.grace ? t('peer_reconnecting') : '';
+  const unstable = !peer.grace && tile.classList.contains('unstable');
+  /** @type {HTMLElement} */ (tile.querySelector('.tile-away')).textContent =
+    peer.grace ? t('peer_reconnecting') : unstable ? t('peer_unstable') : '';
   tile.classList.toggle('away', Boolean(peer.grace));
   peer.video.setAttribute('aria-label', t('remote_video', { name: info.name }));
   renderPin(/** @type {HTMLElement} */ (tile.querySelector('.pin')), state.pinned === info.id, info.name);
+}
+
+/**
+ * A calm colour of its own for each name, the same on every screen.
+ * @param {string} name
+ */
+function avatarColour(name) {
+  let h = 0;
+  for (const c of name) h = (h * 31 + (c.codePointAt(0) ?? 0)) % 360;
+  return `hsl(${h} 35% 38%)`;
 }
 
 /**
@@ -1042,9 +1214,11 @@ function updateWaiting() {
 function layout() {
   const tiles = $('tiles');
   const self = $('self');
-  const group = state.peers.size >= 2;
+  // A group, or a call of two where the other presents: our own view
+  // becomes a tile (beside a shared screen, never over it).
+  const presenter = state.peers.size >= 1 ? presenterOf() : null;
+  const group = state.peers.size >= 2 || Boolean(presenter);
   if (state.pinned && state.pinned !== SELF && !state.peers.has(state.pinned)) state.pinned = null;
-  const presenter = group ? presenterOf() : null;
   const spot = group ? (state.pinned ?? presenter?.info.id ?? null) : null;
   document.body.dataset.layout = !group ? 'solo' : spot ? 'spotlight' : 'grid';
   if (group && self.parentElement !== tiles) tiles.append(self);
@@ -1063,9 +1237,15 @@ function layout() {
   renderPin($('self-pin'), state.pinned === SELF, t('you'));
   renderMore(hidden);
 
+  // Who is presenting, for everyone (and "you" for the presenter), unless
+  // the stage shows someone else by choice.
   const banner = $('presenting');
-  banner.hidden = !(presenter && spot === presenter.info.id);
-  banner.textContent = presenter ? t('presenting', { name: presenter.info.name }) : '';
+  const sharer = state.media.screen ? null : (presenter ?? presenterOf());
+  banner.hidden = !(state.media.screen || (sharer && (!spot || spot === sharer.info.id)));
+  banner.textContent = state.media.screen ? t('you_presenting')
+    : sharer ? t('presenting', { name: sharer.info.name }) : '';
+  // Status lines make way for it.
+  document.body.toggleAttribute('data-presenting', !banner.hidden);
   fitGrid();
 }
 
@@ -1296,6 +1476,31 @@ function sfuMeter(sfu, id) {
   });
 }
 
+/** Whether the quality panel shows its technical details. */
+let qualityDetails = false;
+
+/**
+ * What a selected candidate pair means for people.
+ * @param {RoomMode} path how the peer's media reaches us
+ * @param {string} pair local/remote candidate types, e.g. "host/prflx"
+ */
+function connectionWords(path, pair) {
+  if (path === 'sfu') return pair.includes('relay') ? 'q_sfu_relayed' : 'q_sfu';
+  if (pair.includes('relay')) return 'q_relayed';
+  return pair === 'host/host' ? 'q_direct_lan' : 'q_direct';
+}
+
+/**
+ * A word for how the connection is doing.
+ * @param {number} loss per cent
+ * @param {number | null} rtt ms
+ */
+function rating(loss, rtt) {
+  if (loss < 2 && (rtt ?? 0) < 300) return 'q_good';
+  if (loss < 8 && (rtt ?? 0) < 600) return 'q_fair';
+  return 'q_poor';
+}
+
 async function renderQuality() {
   const body = $('quality-body');
   const rows = [];
@@ -1306,17 +1511,23 @@ async function renderQuality() {
     const section = document.createElement('dl');
     const heading = document.createElement('h3');
     heading.textContent = peer.info.name;
+    // In words first; the numbers and candidate types behind "Details".
     /** @type {[any, string][]} */
-    const items = [
+    const plain = [
+      ['q_connection', q.path ? t(connectionWords(peer.path, q.path)) : '–'],
+      ['q_rating', q.path ? t(rating(q.lossPercent, q.rttMs)) : '–'],
+      ['q_video', q.width ? `${q.width}×${q.height}, ${q.fps.toFixed(0)} fps` : '–'],
+    ];
+    /** @type {[any, string][]} */
+    const technical = [
       ['q_in', `${q.bitrateIn.toFixed(0)} kbit/s`],
       ['q_out', `${q.bitrateOut.toFixed(0)} kbit/s`],
       ['q_loss', `${q.lossPercent.toFixed(1)} %`],
       ['q_rtt', q.rttMs === null ? '–' : `${q.rttMs.toFixed(0)} ms`],
-      ['q_video', q.width ? `${q.width}×${q.height} @ ${q.fps.toFixed(0)} fps` : '–'],
       ['q_codecs', [q.videoCodec, q.audioCodec].filter(Boolean).join(' / ') || '–'],
       ['q_path', q.path ? `${peer.path === 'sfu' ? t('q_via_server') : ''}${q.path}${q.relayProtocol ? ` (${q.relayProtocol})` : ''}` : '–'],
     ];
-    for (const [key, value] of items) {
+    for (const [key, value] of qualityDetails ? [...plain, ...technical] : plain) {
       const dt = document.createElement('dt');
       dt.textContent = t(key);
       const dd = document.createElement('dd');
@@ -1484,6 +1695,9 @@ Object.assign(window, {
     /** The current SFU session's timeline: [ms since page load, what]. */
     sfuTimeline: () => state.sfu?.timeline ?? [],
     resetFrameGaps,
+    timings,
+    /** The microphone meter's input and level now. */
+    audio: () => ({ context: audioState(), level: micMeter.level, track: micMeter.track?.readyState ?? null }),
     /** Pins a peer's tile (SELF: our own) to the stage; null unpins. */
     pin: (/** @type {string | null} */ id) => setPinned(id),
     /** Sets the visible maximum of remote videos (tests: small numbers). */
@@ -1531,11 +1745,17 @@ function start() {
   });
   $('hangup').addEventListener('click', hangUp);
   $('copy-link').addEventListener('click', copyLink);
+  $('quality-details').addEventListener('click', () => {
+    qualityDetails = !qualityDetails;
+    $('quality-details').setAttribute('aria-expanded', String(qualityDetails));
+    renderQuality();
+  });
   $('self-pin').addEventListener('click', () => togglePin(SELF));
   $('rejoin').addEventListener('click', () => location.reload());
   $('full-retry').addEventListener('click', () => location.reload());
   window.addEventListener('pagehide', () => state.session?.close());
   new ResizeObserver(fitGrid).observe($('tiles'));
+  setInterval(checkHealth, 500);
   document.addEventListener('visibilitychange', reportLayout);
   controls.render();
   startLobby();

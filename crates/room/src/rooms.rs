@@ -309,6 +309,12 @@ impl<P> Rooms<P> {
         self.members.len()
     }
 
+    /// How many peers are in `room` now, and how many it may hold (a
+    /// room nobody is in has none).
+    pub fn occupancy(&self, room: &RoomId) -> (usize, usize) {
+        (self.rooms.get(room).map_or(0, |r| r.peers.len()), self.config.capacity)
+    }
+
     /// The room `peer` is in, if any.
     pub fn room_of(&self, peer: PeerId) -> Option<&RoomId> {
         self.members.get(&peer).map(|m| &m.room)

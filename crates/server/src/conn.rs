@@ -454,6 +454,18 @@ impl Conn {
                 );
                 None
             }
+            (State::Lobby, ClientMsg::Peek { room }) => {
+                let cmd = ShardCmd::Peek { room: room.clone(), queue: self.queue.clone() };
+                self.send_to_shard(&room, cmd);
+                None
+            }
+            (State::Joined(_) | State::Joining(_), ClientMsg::Peek { .. }) => {
+                Some(self.error_reply(&ProtocolError::new(
+                    ErrorCode::AlreadyJoined,
+                    Some(kind),
+                    "you are in a room already: joined and peer-joined say who is there",
+                )))
+            }
             (State::Joined(_) | State::Joining(_), ClientMsg::Join { .. }) => {
                 Some(self.error_reply(&ProtocolError::new(
                     ErrorCode::AlreadyJoined,

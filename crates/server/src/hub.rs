@@ -31,7 +31,7 @@ use tungstenite::Utf8Bytes;
 
 use crate::Config;
 use crate::metrics::Metrics;
-use crate::queue::{JoinAnswer, KickReason, Outbound, PushError, Route};
+use crate::queue::{JoinAnswer, KickReason, Outbound, PushError, QueueTx, Route};
 use crate::resume::ResumeKey;
 
 /// Commands a shard takes. Each shard's inbox holds at most this many;
@@ -78,6 +78,9 @@ pub(crate) enum ShardCmd {
     Leave { peer: PeerId, conn: ConnId },
     /// The connection is gone.
     Disconnect { peer: PeerId, conn: ConnId },
+    /// How full `room` is, answered with `room-state` into `queue` (a
+    /// connection outside any room: `peek`).
+    Peek { room: RoomId, queue: QueueTx },
 }
 
 /// The shards' inboxes. Cloning is cheap; the shard tasks end when the last
@@ -191,6 +194,14 @@ impl Shard {
                 }
                 self.core.handle_input(Input::Leave { peer });
                 peer
+            }
+            ShardCmd::Peek { room, queue } => {
+                let (peers, capacity) = self.core.occupancy(&room);
+                let msg = encode(&ServerMsg::RoomState { room: room.as_str(), peers, capacity });
+                // A full or closed queue: the connection is too slow or
+                // gone; it is not a member, so there is nobody to drop.
+                let _ = queue.push(Outbound::Text(Utf8Bytes::from(msg)));
+                return;
             }
             ShardCmd::Disconnect { peer, conn } => {
                 if !self.is_current(peer, conn) {

@@ -68,6 +68,11 @@ pub enum ClientMsg<'a> {
         /// Peer and height in CSS pixels (0: not shown).
         tiles: Vec<(PeerId, u32)>,
     },
+    /// `peek {room}`: how full a room is, without joining it.
+    Peek {
+        /// The canonical room name.
+        room: RoomId,
+    },
     /// `leave {}`.
     Leave,
     /// `ping {}`.
@@ -85,6 +90,7 @@ impl ClientMsg<'_> {
             ClientMsg::Media { .. } => "media",
             ClientMsg::Sfu { .. } => "sfu",
             ClientMsg::SfuLayout { .. } => "sfu-layout",
+            ClientMsg::Peek { .. } => "peek",
             ClientMsg::Leave => "leave",
             ClientMsg::Ping => "ping",
         }
@@ -381,6 +387,14 @@ fn parse_any(text: &str) -> Result<ClientMsg<'_>, ProtocolError> {
             let tiles = list.iter().filter_map(|t| Some((PeerId::parse(&t.peer)?, t.height))).collect();
             Ok(ClientMsg::SfuLayout { tiles })
         }
+        "peek" => {
+            let room = required(env.room, "peek", "room")?;
+            let room = string(room).ok_or_else(|| mistyped("peek", "room", "a string"))?;
+            let room = RoomId::parse(&room).map_err(|e| {
+                ProtocolError::new(ErrorCode::BadRoom, Some("peek"), format!("the room name {e}"))
+            })?;
+            Ok(ClientMsg::Peek { room })
+        }
         "leave" => Ok(ClientMsg::Leave),
         "ping" => Ok(ClientMsg::Ping),
         other => {
@@ -440,6 +454,7 @@ mod tests {
                 let tiles: Vec<String> = tiles.iter().map(|(p, h)| format!("{p}@{h}")).collect();
                 format!("sfu-layout {}", tiles.join(" "))
             }
+            Ok(ClientMsg::Peek { room }) => format!("peek {room}"),
             Ok(ClientMsg::Leave) => "leave".to_owned(),
             Ok(ClientMsg::Ping) => "ping".to_owned(),
             Err(e) => format!("error {} {:?}: {}", e.code.as_str(), e.request, e.message),
@@ -469,6 +484,7 @@ mod tests {
                 "error bad-room Some(\"join\"): the room name contains the character '/'",
             ),
             (r#"{"type":"join","room":""}"#, "error bad-room Some(\"join\"): the room name is empty"),
+            (r#"{"type":"peek","room":""}"#, "error bad-room Some(\"peek\"): the room name is empty"),
             (r#"{"type":"join","room":5}"#, "error bad-message Some(\"join\"): join.room must be a string"),
             (
                 r#"{"type":"join","room":"tea","name":"  "}"#,
@@ -537,6 +553,9 @@ mod tests {
                 "error bad-message Some(\"media\"): media.video must be true or false",
             ),
             (r#"{"type":"leave"}"#, "leave"),
+            (r#"{"type":"peek","room":"Tea-Party"}"#, "peek tea-party"),
+            (r#"{"type":"peek"}"#, "error bad-message Some(\"peek\"): peek needs a field \"room\""),
+            (r#"{"type":"peek","room":7}"#, "error bad-message Some(\"peek\"): peek.room must be a string"),
             (r#"{"type":"ping","seq":3}"#, "ping"),
             (r#"{"type":"PING"}"#, "error bad-message None: unknown message type \"PING\""),
             (

@@ -153,6 +153,15 @@ pub enum ServerMsg<'a> {
         /// The room left.
         room: &'a str,
     },
+    /// Answer to `peek`: how full a room is.
+    RoomState {
+        /// The room, canonical.
+        room: &'a str,
+        /// How many are in it now.
+        peers: usize,
+        /// Most it holds.
+        capacity: usize,
+    },
     /// Answer to `ping`.
     Pong {
         /// A fresh resume token, while in a room.
@@ -383,6 +392,10 @@ mod tests {
             ),
             (ServerMsg::Left { room: "tea" }, r#"{"type":"left","room":"tea"}"#),
             (ServerMsg::Pong { resume: None }, r#"{"type":"pong"}"#),
+            (
+                ServerMsg::RoomState { room: "tea", peers: 2, capacity: 2 },
+                r#"{"type":"room-state","room":"tea","peers":2,"capacity":2}"#,
+            ),
             (
                 ServerMsg::Error { code: ErrorCode::RoomFull, message: "full", request: Some("join") },
                 r#"{"type":"error","code":"room-full","message":"full","request":"join"}"#,

@@ -3,6 +3,7 @@
 //! binary (`browser`, driven through `harness`).
 
 mod browser;
+mod callpage;
 mod group;
 mod harness;
 mod lan;

@@ -60,7 +60,22 @@ async fn a_third_peer_is_refused_and_the_call_is_not_disturbed() {
     assert_eq!(a.recv().await["type"], "peer-joined");
 
     let mut c = Client::connect(&server).await;
+    // Before hello, nothing; after it, C can ask how full a room is
+    // without joining it (its lobby then says so before any camera is on).
+    c.send(json!({"type": "peek", "room": "Duo"})).await;
+    c.expect_error("hello-required").await;
     c.hello().await;
+    c.send(json!({"type": "peek", "room": "Duo"})).await;
+    assert_eq!(c.recv().await, json!({"type": "room-state", "room": "duo", "peers": 2, "capacity": 2}));
+    c.send(json!({"type": "peek", "room": "nobody-here"})).await;
+    assert_eq!(
+        c.recv().await,
+        json!({"type": "room-state", "room": "nobody-here", "peers": 0, "capacity": 2})
+    );
+    c.send(json!({"type": "peek", "room": "no/such"})).await;
+    assert_eq!(c.expect_error("bad-room").await["request"], "peek");
+    // Peeking joins nothing: the others hear nothing of it.
+    a.expect_silence(QUIET).await;
     c.send(json!({"type": "join", "room": "duo", "name": "C"})).await;
     let full = c.expect_error("room-full").await;
     assert_eq!(full["request"], "join");
@@ -74,6 +89,8 @@ async fn a_third_peer_is_refused_and_the_call_is_not_disturbed() {
     // C's connection was kept: it can use another room.
     c.send(json!({"type": "join", "room": "solo", "name": "C"})).await;
     assert_eq!(c.recv().await["type"], "joined");
+    c.send(json!({"type": "peek", "room": "duo"})).await;
+    assert_eq!(c.expect_error("already-joined").await["request"], "peek");
 }
 
 #[tokio::test]
