@@ -68,8 +68,12 @@ pub(crate) async fn start(
     let local = udp.local_addr()?;
     tokio::spawn(udp_reader(udp.clone(), local, tx.clone(), metrics.clone(), shutdown.clone()));
     tokio::spawn(tcp_acceptor(tcp, tx.clone(), metrics.clone(), shutdown.clone()));
+    let mut core = config.core.clone();
+    core.own_ips.extend(own_ips(&config));
+    core.own_ports.push(local.port()..=local.port());
+    core.own_ports.push(config.relay_ports.clone());
     let task = Task {
-        core: turn::Server::new(config.core.clone()),
+        core: turn::Server::new(core),
         config,
         udp,
         relays: HashMap::new(),
@@ -78,6 +82,22 @@ pub(crate) async fn start(
         metrics,
     };
     Ok(tokio::spawn(task.run(rx, shutdown)))
+}
+
+/// This machine's addresses the TURN server must not relay to besides the
+/// ones its configuration names: where it listens and relays (every
+/// interface's, loopback included, when that is the unspecified address),
+/// and its public address.
+fn own_ips(config: &TurnIo) -> Vec<IpAddr> {
+    let mut ips = vec![config.public_ip, config.listen.ip(), config.relay_bind];
+    if ips.iter().any(IpAddr::is_unspecified) {
+        ips.extend(crate::interfaces::addresses());
+        ips.extend([IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+    }
+    ips.retain(|ip| !ip.is_unspecified());
+    ips.sort_unstable();
+    ips.dedup();
+    ips
 }
 
 async fn udp_reader(
@@ -209,12 +229,20 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Event>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut batch = Vec::with_capacity(64);
         loop {
+            // The core's next deadline (an allocation, permission or channel
+            // ending); with none, only events wake us.
+            let deadline = self.core.poll_timeout();
+            let timeout = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = tick.tick() => {
+                () = timeout => {
                     self.core.handle_timeout(Instant::now());
                     self.drain().await;
                 }

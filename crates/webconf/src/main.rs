@@ -396,6 +396,18 @@ fn turn_setup(
             .into_iter()
             .collect(),
         families,
+        // This server's own services besides TURN's (which the TURN server
+        // adds, with its relay ports and addresses): never relayed to.
+        own_ports: [
+            Some(addr.port()),
+            (!cli.no_sfu).then_some(cli.sfu_port),
+            cli.http_redirect.map(|a| a.port()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|port| *port != 0)
+        .map(|port| port..=port)
+        .collect(),
         ..turn::Config::default()
     };
     let io = server::turn_io::TurnIo {
