@@ -67,6 +67,8 @@ enum End {
     /// Bytes that break the WebSocket framing.
     BadFrame(ws::Error),
     Timeout,
+    /// No `hello` within [`crate::Limits::hello_timeout`].
+    NoHello,
     WriteFailed,
     ReadFailed,
 }
@@ -104,7 +106,7 @@ pub(crate) async fn run(
             End::TooSlow => CloseKind::TooSlow,
             End::Replaced => CloseKind::Replaced,
             End::TooBig => CloseKind::TooBig,
-            End::Timeout => CloseKind::Timeout,
+            End::Timeout | End::NoHello => CloseKind::Timeout,
         });
         tracing::debug!(?end, "disconnected");
     }
@@ -190,6 +192,7 @@ impl Conn {
         let code_reason = match end {
             End::Shutdown => Some((close::GOING_AWAY, close::REASON_SHUTDOWN)),
             End::Timeout => Some((close::GOING_AWAY, close::REASON_TIMEOUT)),
+            End::NoHello => Some((close::POLICY, close::REASON_NO_HELLO)),
             End::TooSlow => Some((close::POLICY, close::REASON_TOO_SLOW)),
             End::Replaced => Some((close::REPLACED, close::REASON_REPLACED)),
             End::TooBig => Some((close::TOO_BIG, close::REASON_TOO_BIG)),
@@ -226,6 +229,9 @@ impl Conn {
         let kick = self.kick.clone();
         let kicked = kick.kicked();
         tokio::pin!(kicked);
+        // A socket that never says hello holds a place for nothing.
+        let no_hello = tokio::time::sleep(self.app.config.limits.hello_timeout);
+        tokio::pin!(no_hello);
         let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -249,6 +255,7 @@ impl Conn {
                     KickReason::TooSlow => End::TooSlow,
                     KickReason::Replaced => End::Replaced,
                 }),
+                () = &mut no_hello, if self.state == State::Greeting => return Err(End::NoHello),
                 () = self.outbound.recv_many(&mut self.batch, WRITE_BATCH) => {
                     self.write_batch(socket);
                     self.flush(socket).await?;

@@ -230,6 +230,10 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A WebSocket that has not said `hello` this long after its upgrade
+    /// is closed (answering pings does not keep it). Once it has, it may
+    /// stay in the lobby as long as it answers pings.
+    pub hello_timeout: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
     /// Most WebSocket connections open at once; 0 means no limit.
@@ -249,6 +253,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
+            hello_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             max_connections: 10_000,
             max_connections_per_ip: 100,

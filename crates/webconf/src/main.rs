@@ -69,6 +69,11 @@ struct Cli {
     #[arg(long, env = "WEBCONF_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
     max_connections_per_ip: usize,
 
+    /// Seconds a WebSocket may take to say `hello` after it opened before
+    /// it is closed (a page says it at once).
+    #[arg(long, env = "WEBCONF_HELLO_TIMEOUT", default_value_t = 10)]
+    hello_timeout: u64,
+
     /// Serve HTTPS and WSS with a certificate made for this machine's names
     /// and addresses (`self-signed`), kept in the state directory so its
     /// fingerprint survives restarts; browsers will ask to trust it once.
@@ -222,6 +227,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         rate_burst: cli.rate_limit.saturating_mul(2),
         max_connections: cli.max_connections,
         max_connections_per_ip: cli.max_connections_per_ip,
+        hello_timeout: std::time::Duration::from_secs(cli.hello_timeout.max(1)),
         ..server::Limits::default()
     };
     let state_dir = state_dir(cli.state_dir.as_deref());

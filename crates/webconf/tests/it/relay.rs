@@ -270,6 +270,46 @@ async fn silent_peers_are_dropped_and_the_room_hears_of_it() {
     drop(b);
 }
 
+/// Issue 10, finding 2: a WebSocket that never said `hello` stayed forever
+/// by answering pings. It is closed at its deadline; one that said hello
+/// may sit in the lobby past it, and join.
+#[tokio::test]
+async fn a_socket_that_never_says_hello_is_closed_but_the_lobby_is_kept() {
+    let limits = server::Limits {
+        hello_timeout: Duration::from_millis(500),
+        ping_interval: Duration::from_millis(100),
+        ..server::Limits::default()
+    };
+    let server = TestServer::start(server::Config { limits, ..server::Config::default() }).await;
+    let started = std::time::Instant::now();
+    let mut silent = Client::connect(&server).await;
+    let mut lobby = Client::connect(&server).await;
+    lobby.hello().await;
+    // The silent one answers every ping (the client library does), and is
+    // closed all the same.
+    assert_eq!(silent.expect_close().await, (1008, "no hello".to_owned()));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
+    lobby.expect_silence(Duration::from_millis(800)).await;
+    lobby.send(json!({"type": "join", "room": "late", "name": "L"})).await;
+    assert_eq!(lobby.recv().await["type"], "joined");
+    drop(silent);
+    // Counted once the close handshake is over.
+    let counted = "webconf_connections_closed_total{reason=\"timeout\"} 1";
+    let mut metrics = String::new();
+    for _ in 0..30 {
+        metrics = http_get(&server, "/metrics").await.1;
+        if metrics.lines().any(|l| l == counted) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{counted} not in {metrics}");
+}
+
 #[tokio::test]
 async fn a_reader_that_stalls_is_dropped_without_slowing_others() {
     let limits = server::Limits {
