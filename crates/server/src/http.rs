@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::{IncomingStream, Listener};
 use hyper::upgrade::OnUpgrade;
 use room::RoomId;
 use sha1::{Digest, Sha1};
@@ -137,45 +135,6 @@ pub(crate) struct Endpoints {
     pub(crate) remote: SocketAddr,
     /// Our end.
     pub(crate) local: SocketAddr,
-}
-
-/// The plain-HTTP listener: tokio's, with no Nagle delay on each accepted
-/// socket (signals are small and latency matters; set on each one since
-/// Linux does not reliably inherit it from the listener).
-pub(crate) struct PlainListener(pub(crate) tokio::net::TcpListener);
-
-impl Listener for PlainListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // axum's accept retries (and paces) failed accepts itself.
-        let (stream, addr) = Listener::accept(&mut self.0).await;
-        let _ = stream.set_nodelay(true);
-        (stream, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-impl Connected<IncomingStream<'_, PlainListener>> for Endpoints {
-    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
-        let remote = *stream.remote_addr();
-        // A socket that cannot say its own address is a socket on its way
-        // out; then all we know is which port it came in on.
-        let local = stream.io().local_addr().unwrap_or(remote);
-        Endpoints { remote, local }
-    }
-}
-
-impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Endpoints {
-    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        let remote = *stream.remote_addr();
-        let local = stream.io().get_ref().0.local_addr().unwrap_or(remote);
-        Endpoints { remote, local }
-    }
 }
 
 async fn websocket(

@@ -12,6 +12,7 @@
 //! [`serve`] wires them together; the `webconf` binary only parses the
 //! command line and calls it.
 
+mod accept;
 pub mod assets;
 mod conn;
 mod http;
@@ -241,6 +242,19 @@ pub struct Limits {
     /// Most WebSocket connections from one IPv4 address or IPv6 /64; 0
     /// means no limit.
     pub max_connections_per_ip: usize,
+    /// Most TCP connections to the HTTP(S) port not (yet) WebSockets, in
+    /// all: counted from accept, so idle sockets cannot take every file
+    /// descriptor. Also at most a quarter of the open-files limit. 0 means
+    /// only that.
+    pub max_http_connections: usize,
+    /// Most such connections from one IPv4 address or IPv6 /64; 0 means
+    /// no limit.
+    pub max_http_connections_per_ip: usize,
+    /// A request's headers must have arrived this long after the
+    /// connection opened or its previous response was sent.
+    pub header_timeout: Duration,
+    /// A TLS handshake must be done this long after the connection opened.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -257,6 +271,10 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(5),
             max_connections: 10_000,
             max_connections_per_ip: 100,
+            max_http_connections: 4096,
+            max_http_connections_per_ip: 64,
+            header_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -277,7 +295,31 @@ pub async fn serve_redirect(
     https_port: u16,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, http::redirect_router(https_port)).with_graceful_shutdown(shutdown).await
+    let limits = Limits::default();
+    let metrics = Arc::new(metrics::Metrics::default());
+    serve_gated(listener, http::redirect_router(https_port), None, &limits, metrics, shutdown).await;
+    Ok(())
+}
+
+/// Serves `router` on `listener` (HTTPS if `tls`) behind the accept-time
+/// caps and deadlines of `limits`, until `shutdown`.
+async fn serve_gated(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<&tls::Tls>,
+    limits: &Limits,
+    metrics: Arc<metrics::Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let gate = accept::Gate::new(
+        metrics::Listener::Http,
+        limits.max_http_connections,
+        limits.max_http_connections_per_ip,
+        metrics,
+    );
+    let deadlines =
+        accept::Deadlines { tls_handshake: limits.tls_handshake_timeout, headers: limits.header_timeout };
+    accept::serve_http(listener, gate, router, tls, deadlines, limits.shutdown_grace, shutdown).await;
 }
 
 /// Binds a listener with a backlog fit for connection storms. (tokio's
@@ -367,19 +409,15 @@ pub async fn serve(
         connections: TaskTracker::new(),
     });
     let token = app.shutdown.clone();
-    let router = http::router(app.clone()).into_make_service_with_connect_info::<http::Endpoints>();
+    let router = http::router(app.clone());
     let stop = async move {
         shutdown.await;
         token.cancel();
     };
-    match &app.config.tls {
-        None => axum::serve(http::PlainListener(listener), router).with_graceful_shutdown(stop).await?,
-        Some(tls) => {
-            let _reloader = AbortOnDrop(tls.spawn_reloader(Duration::from_secs(10)));
-            let listener = tls::TlsListener::new(listener, tls.server_config())?;
-            axum::serve(listener, router).with_graceful_shutdown(stop).await?
-        }
-    }
+    let _reloader =
+        app.config.tls.as_ref().map(|tls| AbortOnDrop(tls.spawn_reloader(Duration::from_secs(10))));
+    let limits = app.config.limits;
+    serve_gated(listener, router, app.config.tls.as_ref(), &limits, app.metrics.clone(), stop).await;
     app.connections.close();
     let grace = app.config.limits.shutdown_grace;
     if tokio::time::timeout(grace, app.connections.wait()).await.is_err() {

@@ -46,6 +46,22 @@ pub struct TurnIo {
     pub relay_ports: RangeInclusive<u16>,
     /// The state machine's settings.
     pub core: turn::Config,
+    /// Most TCP connections to the TURN port in all (also at most an
+    /// eighth of the open-files limit); 0 means only that.
+    pub tcp_max_connections: usize,
+    /// Most TCP connections to the TURN port from one IPv4 address or IPv6
+    /// /64; 0 means no limit.
+    pub tcp_max_connections_per_ip: usize,
+    /// A TCP client whose first whole STUN message has not come this long
+    /// after it connected is dropped.
+    pub tcp_first_message_timeout: Duration,
+}
+
+impl TurnIo {
+    /// Default caps on TCP clients: 1024 in all, 64 from one address (a
+    /// browser opens one per allocation, and a user has at most 10), the
+    /// first message within 5 s (a TURN client sends it at once).
+    pub const TCP_DEFAULTS: (usize, usize, Duration) = (1024, 64, Duration::from_secs(5));
 }
 
 enum Event {
@@ -67,7 +83,14 @@ pub(crate) async fn start(
     let (tx, rx) = mpsc::channel(INBOX);
     let local = udp.local_addr()?;
     tokio::spawn(udp_reader(udp.clone(), local, tx.clone(), metrics.clone(), shutdown.clone()));
-    tokio::spawn(tcp_acceptor(tcp, tx.clone(), metrics.clone(), shutdown.clone()));
+    let gate = crate::accept::Gate::new(
+        crate::metrics::Listener::Turn,
+        config.tcp_max_connections,
+        config.tcp_max_connections_per_ip,
+        metrics.clone(),
+    );
+    let first_message = config.tcp_first_message_timeout;
+    tokio::spawn(tcp_acceptor(tcp, gate, first_message, tx.clone(), metrics.clone(), shutdown.clone()));
     let mut core = config.core.clone();
     core.own_ips.extend(own_ips(&config));
     core.own_ports.push(local.port()..=local.port());
@@ -131,37 +154,39 @@ fn offer(tx: &mpsc::Sender<Event>, event: Event, metrics: &Metrics) {
 
 async fn tcp_acceptor(
     tcp: TcpListener,
+    mut gate: crate::accept::Gate,
+    first_message: Duration,
     tx: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let (stream, from) = tokio::select! {
+        let (stream, from, permit) = tokio::select! {
             () = shutdown.cancelled() => return,
-            r = tcp.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("TURN TCP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = gate.accept(&tcp) => accepted,
         };
         let Ok(local) = stream.local_addr() else { continue };
-        let _ = stream.set_nodelay(true);
         let client = FiveTuple { transport: Transport::Tcp, client: from, server: local };
-        tokio::spawn(tcp_client(stream, client, tx.clone(), metrics.clone(), shutdown.clone()));
+        let (tx, metrics, shutdown) = (tx.clone(), metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            tcp_client(stream, client, first_message, tx, metrics, shutdown).await;
+        });
     }
 }
 
-/// One TURN-over-TCP client: reads frames in, writes frames out.
+/// One TURN-over-TCP client: reads frames in, writes frames out. Its first
+/// whole message must come within `first_message`; after that, silence
+/// ends it after 10 minutes (the longest a refreshing client stays quiet).
 async fn tcp_client(
     stream: TcpStream,
     client: FiveTuple,
+    first_message: Duration,
     tx: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    let first_deadline = tokio::time::Instant::now() + first_message;
     let (mut reader, mut writer) = stream.into_split();
     let (frames_tx, mut frames) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
     if tx.send(Event::TcpOpened { client, frames: frames_tx }).await.is_err() {
@@ -180,6 +205,7 @@ async fn tcp_client(
     let read = async {
         let mut buf = Vec::with_capacity(4096);
         let mut chunk = [0u8; 4096];
+        let mut heard = false;
         loop {
             // Every frame this stream still holds, in order.
             while let Some(len) = buf.get(..4).and_then(turn::stun::stream_frame_len) {
@@ -190,14 +216,23 @@ async fn tcp_client(
                     break;
                 }
                 let frame: Vec<u8> = buf.drain(..len).collect();
+                heard = true;
                 offer(&tx, Event::FromClient { from: client, data: frame }, &metrics);
             }
             if buf.len() >= 4 && turn::stun::stream_frame_len(&buf[..4]).is_none() {
                 return; // Not STUN/TURN: drop the connection.
             }
             // A client silent for 10 minutes has no allocation left to keep.
-            match tokio::time::timeout(Duration::from_secs(600), reader.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            let deadline =
+                if heard { tokio::time::Instant::now() + Duration::from_secs(600) } else { first_deadline };
+            match tokio::time::timeout_at(deadline, reader.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Err(_) => {
+                    if !heard {
+                        metrics.shed(crate::metrics::Listener::Turn, crate::metrics::Shed::Deadline);
+                    }
+                    return;
+                }
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             }
         }

@@ -74,6 +74,26 @@ struct Cli {
     #[arg(long, env = "WEBCONF_HELLO_TIMEOUT", default_value_t = 10)]
     hello_timeout: u64,
 
+    /// Most TCP connections to the HTTP(S) port that are not (yet)
+    /// WebSockets, in all; also at most a quarter of the open-files limit
+    /// (0: only that).
+    #[arg(long, env = "WEBCONF_MAX_HTTP_CONNECTIONS", default_value_t = 4096)]
+    max_http_connections: usize,
+
+    /// Most such connections from one IPv4 address or IPv6 /64 (0: no
+    /// limit).
+    #[arg(long, env = "WEBCONF_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 64)]
+    max_http_connections_per_ip: usize,
+
+    /// Seconds a client may take to send a request's headers (from the
+    /// connection's start, or the end of its previous response).
+    #[arg(long, env = "WEBCONF_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+
+    /// Seconds a client may take to finish its TLS handshake.
+    #[arg(long, env = "WEBCONF_TLS_HANDSHAKE_TIMEOUT", default_value_t = 5)]
+    tls_handshake_timeout: u64,
+
     /// Serve HTTPS and WSS with a certificate made for this machine's names
     /// and addresses (`self-signed`), kept in the state directory so its
     /// fingerprint survives restarts; browsers will ask to trust it once.
@@ -228,6 +248,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         max_connections: cli.max_connections,
         max_connections_per_ip: cli.max_connections_per_ip,
         hello_timeout: std::time::Duration::from_secs(cli.hello_timeout.max(1)),
+        max_http_connections: cli.max_http_connections,
+        max_http_connections_per_ip: cli.max_http_connections_per_ip,
+        header_timeout: std::time::Duration::from_secs(cli.header_timeout.max(1)),
+        tls_handshake_timeout: std::time::Duration::from_secs(cli.tls_handshake_timeout.max(1)),
         ..server::Limits::default()
     };
     let state_dir = state_dir(cli.state_dir.as_deref());
@@ -422,6 +446,9 @@ fn turn_setup(
         public_ip,
         relay_ports: cli.turn_relay_ports.clone(),
         core,
+        tcp_max_connections: server::turn_io::TurnIo::TCP_DEFAULTS.0,
+        tcp_max_connections_per_ip: server::turn_io::TurnIo::TCP_DEFAULTS.1,
+        tcp_first_message_timeout: server::turn_io::TurnIo::TCP_DEFAULTS.2,
     };
     let credentials = server::TurnCredentials { urls, secret: turn_secret, ttl };
     let ice = server::IceConfig {

@@ -5,6 +5,7 @@
 mod browser;
 mod group;
 mod harness;
+mod hostile;
 mod lan;
 mod nat;
 mod netlab;

@@ -1,0 +1,192 @@
+//! Issue 10: one hostile client must never hurt anyone else. Raw TCP
+//! connections nobody is known on yet are capped per address at accept
+//! time and must say something within a deadline; others keep `/healthz`,
+//! joining and their calls. All load is on 127.0.0.1, bounded.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::support::{Client, PATIENCE, TestServer, http_get};
+
+/// Connects to `addr` from the local address `source`.
+async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{source}:0").parse().expect("source")).expect("bind");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// Whether the server closed `stream` within `wait` (end of stream or a
+/// reset), reading and discarding anything it sent first.
+async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// `/healthz` from `source`.
+async fn healthz_from(source: &str, addr: SocketAddr) -> String {
+    let mut stream = connect_from(source, addr).await;
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .expect("/healthz in time")
+        .expect("read");
+    response
+}
+
+/// Finding 2: a few thousand idle sockets from one address took every file
+/// descriptor. Past its cap, an address's new connections are closed at
+/// once; others (and its own WebSocket, already joined) are not touched.
+#[tokio::test]
+async fn idle_sockets_from_one_address_leave_others_healthz_and_joins() {
+    let cap = 8;
+    let limits = server::Limits { max_http_connections_per_ip: cap, ..server::Limits::default() };
+    let server = TestServer::start(server::Config { limits, ..server::Config::default() }).await;
+    // A call in progress, one end on the attacker's own address.
+    let (mut a, _) = Client::join(&server, "call", "A").await;
+    let mut b = Client::connect_from(&server, "127.0.0.2").await;
+    b.hello().await;
+    b.send(json!({"type": "join", "room": "call", "name": "B"})).await;
+    let joined = b.recv().await;
+    b.id = joined["you"].as_str().expect("you").to_owned();
+    assert_eq!(a.recv().await["type"], "peer-joined");
+
+    let mut idle = Vec::new();
+    for _ in 0..3 * cap {
+        idle.push(connect_from("127.0.0.1", server.addr).await);
+    }
+    let mut refused = 0;
+    for stream in &mut idle {
+        if closed_within(stream, Duration::from_millis(200)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 2 * cap, "all but {cap} idle sockets refused at once");
+
+    let health = healthz_from("127.0.0.3", server.addr).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let mut c = Client::connect_from(&server, "127.0.0.3").await;
+    c.hello().await;
+    c.send(json!({"type": "join", "room": "other", "name": "C"})).await;
+    assert_eq!(c.recv().await["type"], "joined", "a new user joins");
+    a.signal(&b.id, json!("still here")).await;
+    assert_eq!(b.recv().await["data"], "still here", "the call goes on");
+
+    // Once the idle ones go, the address may connect again.
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let health = healthz_from("127.0.0.1", server.addr).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let (_, metrics) = http_get(&server, "/metrics").await;
+    let line = format!("webconf_tcp_shed_total{{listener=\"http\",reason=\"address_full\"}} {}", 2 * cap);
+    assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+}
+
+/// Finding 2: HTTP had no header deadline (hyper was given no timer). A
+/// socket that says nothing, or half a request, is closed at the deadline.
+#[tokio::test]
+async fn silent_and_half_sent_requests_are_closed_at_the_header_deadline() {
+    let deadline = Duration::from_millis(500);
+    let limits = server::Limits { header_timeout: deadline, ..server::Limits::default() };
+    let server = TestServer::start(server::Config { limits, ..server::Config::default() }).await;
+    let started = Instant::now();
+    let mut silent = connect_from("127.0.0.1", server.addr).await;
+    let mut half = connect_from("127.0.0.1", server.addr).await;
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    assert!(closed_within(&mut silent, Duration::from_secs(3)).await, "the silent socket is closed");
+    assert!(closed_within(&mut half, Duration::from_secs(3)).await, "the half-sent request is closed");
+    let waited = started.elapsed();
+    assert!(waited >= deadline, "not before the deadline: {waited:?}");
+    // A keep-alive connection that goes quiet after a request is closed too.
+    let mut kept = connect_from("127.0.0.1", server.addr).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut answer = [0u8; 12];
+    kept.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    assert!(closed_within(&mut kept, Duration::from_secs(3)).await, "the idle keep-alive is closed");
+    let (_, metrics) = http_get(&server, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("webconf_tcp_shed_total{listener=\"http\",reason=\"deadline\"}")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+/// Finding 3: TLS handshakes shared one pool of 256 with a 10 s deadline,
+/// so idle sockets made HTTPS unreachable for everyone. A silent socket is
+/// closed at the (short) handshake deadline, and one address's idle
+/// sockets leave the others' handshakes alone.
+#[tokio::test]
+async fn silent_tls_clients_are_closed_and_do_not_block_others() {
+    use std::sync::Arc;
+
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let dir = std::env::temp_dir().join(format!("webconf-it-tls-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write");
+    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write");
+    let tls = server::tls::Tls::load(server::tls::TlsSource::Files {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    })
+    .expect("load");
+    let _ = std::fs::remove_dir_all(&dir);
+    let limits = server::Limits {
+        tls_handshake_timeout: Duration::from_millis(500),
+        max_http_connections_per_ip: 4,
+        ..server::Limits::default()
+    };
+    let server =
+        TestServer::start(server::Config { tls: Some(tls), limits, ..server::Config::default() }).await;
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..12 {
+        idle.push(connect_from("127.0.0.1", server.addr).await);
+    }
+    // Half a ClientHello record: the handshake has started, and stalls.
+    idle[0].write_all(&[22, 3, 1, 0, 200, 1]).await.expect("write");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone()).expect("trust our certificate");
+    let client =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = connect_from("127.0.0.2", server.addr).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut stream = tokio::time::timeout(
+        Duration::from_millis(400),
+        tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp),
+    )
+    .await
+    .expect("a handshake from elsewhere, before the idle ones time out")
+    .expect("TLS");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await.expect("read");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+
+    for (i, stream) in idle.iter_mut().enumerate() {
+        assert!(closed_within(stream, Duration::from_secs(3)).await, "idle socket {i} closed");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
