@@ -120,6 +120,9 @@ struct Conn {
     /// The peer id this connection speaks for: random, or an old one a
     /// resume token gave back.
     id: PeerId,
+    /// The id this connection was given when it opened, before any resume
+    /// token: what it goes back to when a resumed join is refused.
+    fresh_id: PeerId,
     state: State,
     /// What this peer last said of its microphone, camera and screen.
     media: MediaState,
@@ -154,6 +157,7 @@ struct Conn {
 
 impl Conn {
     fn new(app: Arc<App>, conn: ConnId, id: PeerId, reached: Option<std::net::IpAddr>) -> Conn {
+        let fresh_id = id;
         let limits = app.config.limits;
         // Bounded by bytes: a shard that finds it full drops this peer as
         // too slow.
@@ -166,6 +170,7 @@ impl Conn {
             app,
             conn,
             id,
+            fresh_id,
             state: State::Greeting,
             media: MediaState::default(),
             last_rate_error: None,
@@ -352,7 +357,12 @@ impl Conn {
                     let answer = *answer;
                     self.state = match answer.room {
                         Some(room) => State::Joined(room),
-                        None => State::Lobby,
+                        None => {
+                            // A resumed id is this connection's only once
+                            // its join succeeded.
+                            self.id = self.fresh_id;
+                            State::Lobby
+                        }
                     };
                     self.routes = Routes(answer.routes);
                     answer.text

@@ -160,6 +160,25 @@ impl Shard {
         let peer = match cmd {
             ShardCmd::Join { peer, room, name, media, tx } => {
                 let conn = tx.conn;
+                // A seat is taken over only by a resume token for that very
+                // room: a peer id seated in another room keeps its seat, and
+                // so does one seated by a connection that did not resume.
+                if let Some(held) = self.peers.get(&peer)
+                    && held.conn != conn
+                    && !(tx.resumed && self.core.room_of(peer) == Some(&room))
+                {
+                    tracing::info!(%peer, %room, "refused a join that would take a seat held elsewhere");
+                    self.metrics.error(ErrorCode::BadResume);
+                    let err = ServerMsg::Error {
+                        code: ErrorCode::BadResume,
+                        message: crate::resume::ResumeError::Invalid.message(),
+                        request: Some("join"),
+                    };
+                    let answer =
+                        JoinAnswer { text: Utf8Bytes::from(encode(&err)), room: None, routes: Vec::new() };
+                    let _ = tx.route.queue.push(Outbound::JoinAnswer(Box::new(answer)));
+                    return;
+                }
                 if let Some(old) = self.peers.insert(peer, tx) {
                     if old.conn != conn {
                         tracing::info!(%peer, "a newer connection resumed this peer; closing the old one");

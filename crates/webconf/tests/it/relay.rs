@@ -1042,3 +1042,40 @@ async fn websocket_framing_is_checked_to_the_letter() {
         "{metrics}"
     );
 }
+
+/// Issue 10, finding 8: a resume token was bound to its room in name only.
+/// A token for room X, used while its peer sits in room Y, took the peer's
+/// seat in Y (its connection was replaced, Y heard it leave). Now a seat is
+/// taken over only by a token for that very room, and a refused resume
+/// leaves the connection with its own id.
+#[tokio::test]
+async fn a_resume_token_takes_back_a_seat_in_its_own_room_only() {
+    let server =
+        TestServer::start(server::Config { shards: 1, room_capacity: 3, ..server::Config::default() }).await;
+    let (mut a, joined_x) = Client::join(&server, "x", "A").await;
+    let token_x = joined_x["resume"].as_str().expect("a resume token").to_owned();
+    a.send(json!({"type": "leave"})).await;
+    assert_eq!(a.recv().await["type"], "left");
+    a.send(json!({"type": "join", "room": "y", "name": "A"})).await;
+    assert_eq!(a.recv().await["you"], a.id.as_str());
+    let (mut b, _) = Client::join(&server, "y", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+
+    let mut other = Client::connect(&server).await;
+    other.hello().await;
+    other.send(json!({"type": "join", "room": "x", "name": "T", "resume": token_x})).await;
+    other.expect_error("bad-resume").await;
+    a.expect_silence(QUIET).await;
+    b.expect_silence(QUIET).await;
+    b.signal(&a.id, json!("still you?")).await;
+    assert_eq!(a.recv().await["data"], "still you?");
+
+    // Refused, the connection is back to its own id: joining Y without a
+    // token makes a newcomer there, not A.
+    other.send(json!({"type": "join", "room": "y", "name": "T"})).await;
+    let joined = other.recv().await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_ne!(joined["you"], a.id.as_str());
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    a.ping().await;
+}
