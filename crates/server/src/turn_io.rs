@@ -326,8 +326,9 @@ impl Task {
                         let _ = self.udp.try_send_to(&data, to.client);
                     }
                     Transport::Tcp => {
+                        // A closed queue (the client just left) is not a full one.
                         if let Some(q) = self.tcp.get(&to)
-                            && q.try_send(data).is_err()
+                            && let Err(TrySendError::Full(_)) = q.try_send(data)
                         {
                             self.metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
                         }
