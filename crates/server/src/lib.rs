@@ -365,19 +365,6 @@ pub async fn serve(
     };
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown_token = CancellationToken::new();
-    let _turn = match &config.turn {
-        Some(turn) => match turn_io::start(turn.clone(), metrics.clone(), shutdown_token.clone()).await {
-            Ok(task) => {
-                tracing::info!(listen = %turn.listen, public_ip = %turn.public_ip, "STUN/TURN on UDP and TCP");
-                Some(AbortOnDrop(task))
-            }
-            Err(e) => {
-                tracing::warn!("STUN/TURN is off: cannot listen on {}: {e}", turn.listen);
-                None
-            }
-        },
-        None => None,
-    };
     let (sfu, _sfu_task) = match &config.sfu {
         Some(sfu) => match sfu_io::start(sfu.clone(), metrics.clone(), shutdown_token.clone()).await {
             Ok((handle, task)) => {
@@ -393,6 +380,30 @@ pub async fn serve(
             }
         },
         None => (None, None),
+    };
+    // The TURN server relays to the SFU's exact address (on a LAN it is
+    // private, and on our own address, both otherwise refused); known only
+    // once the SFU has its port, when that was left to the system.
+    let turn = config.turn.clone().map(|mut turn| {
+        if let Some(sfu) = &sfu
+            && !turn.core.local_peers.contains(&sfu.addr)
+        {
+            turn.core.local_peers.push(sfu.addr);
+        }
+        turn
+    });
+    let _turn = match &turn {
+        Some(turn) => match turn_io::start(turn.clone(), metrics.clone(), shutdown_token.clone()).await {
+            Ok(task) => {
+                tracing::info!(listen = %turn.listen, public_ip = %turn.public_ip, "STUN/TURN on UDP and TCP");
+                Some(AbortOnDrop(task))
+            }
+            Err(e) => {
+                tracing::warn!("STUN/TURN is off: cannot listen on {}: {e}", turn.listen);
+                None
+            }
+        },
+        None => None,
     };
     let p2p_max = sfu.as_ref().and(config.sfu.as_ref()).map(|s| s.p2p_max);
     let app = Arc::new(App {
