@@ -132,17 +132,7 @@ impl Drop for ConnectionPermit {
 /// The unit a per-address limit counts: an IPv4 address, or an IPv6 /64
 /// (one customer's network; a single host often has many addresses in it).
 fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut segments = v6.segments();
-                segments[4..].fill(0);
-                IpAddr::V6(segments.into())
-            }
-        },
-        v4 => v4,
-    }
+    turn::policy::client_key(ip)
 }
 
 #[cfg(test)]

@@ -537,6 +537,68 @@ mod tests {
         assert_eq!(h.server.poll_timeout(), None, "the allocation took its deadlines with it");
     }
 
+    /// Finding 4 of issue 10: every join mints a fresh credential, so the
+    /// per-username quota limited nothing. Allocations are capped per
+    /// client address whatever the credentials, and a peer's quota is
+    /// shared by all the credentials minted for it.
+    #[test]
+    fn allocations_are_capped_per_address_and_per_peer_not_per_credential() {
+        let mut h = Harness::new(Config { max_allocations_per_address: 2, ..Config::default() });
+        let as_peer = |h: &mut Harness, expiry: u64, peer: &str| {
+            h.username = auth::rest_username(expiry, peer);
+            let password = auth::rest_password(SECRET, &h.username);
+            h.key = auth::long_term_key(&h.username, "webconf", &password);
+        };
+        for (port, peer) in [(50001, "a"), (50002, "b")] {
+            h.client.client = SocketAddr::new(h.client.client.ip(), port);
+            as_peer(&mut h, UNIX + 3600, peer);
+            h.allocate();
+        }
+        h.client.client = SocketAddr::new(h.client.client.ip(), 50003);
+        as_peer(&mut h, UNIX + 3600, "c");
+        h.fresh_nonce();
+        let out = h.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+        assert_eq!(Harness::response(&out).2, Some(486), "a third from the same address");
+        h.client.client = addr("198.51.100.11:50003");
+        h.allocate();
+
+        let mut q = Harness::new(Config { max_allocations_per_user: 1, ..Config::default() });
+        q.allocate();
+        q.client.client = addr("198.51.100.12:50000");
+        as_peer(&mut q, UNIX + 7200, "peer");
+        q.fresh_nonce();
+        let out = q.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+        assert_eq!(Harness::response(&out).2, Some(486), "a fresh credential for the same peer");
+    }
+
+    /// Finding 4: the bandwidth cap was per allocation only, so more
+    /// allocations meant more bandwidth. A client address and the whole
+    /// server have budgets too.
+    #[test]
+    fn bandwidth_is_capped_per_address_and_in_all() {
+        let mut h = Harness::new(Config {
+            bandwidth_bytes_per_sec: 10_000,
+            bandwidth_bytes_per_sec_per_address: 15_000,
+            bandwidth_bytes_per_sec_total: 22_000,
+            ..Config::default()
+        });
+        let peer = addr("192.0.2.8:8");
+        let mut relays = Vec::new();
+        for (client, port) in [("198.51.100.10", 50001), ("198.51.100.10", 50002), ("198.51.100.20", 50003)] {
+            h.client.client = SocketAddr::new(addr(&format!("{client}:0")).ip(), port);
+            let relay = h.allocate();
+            h.permit(peer);
+            relays.push(relay);
+        }
+        let blob = vec![0u8; 1000];
+        let mut passed = |relay: SocketAddr| {
+            (0..50).filter(|_| !h.input(Input::FromPeer { relay, peer, data: &blob }).is_empty()).count()
+        };
+        assert_eq!(passed(relays[0]), 10, "the allocation's own second");
+        assert_eq!(passed(relays[1]), 5, "what is left of its address's");
+        assert_eq!(passed(relays[2]), 7, "another address: what is left of the server's");
+    }
+
     #[test]
     fn bandwidth_is_capped_per_allocation() {
         let mut h = Harness::new(Config { bandwidth_bytes_per_sec: 10_000, ..Config::default() });

@@ -19,6 +19,23 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// The unit one client is counted in for caps: an IPv4 address, or an IPv6
+/// /64 (what one subscriber is usually given); IPv4-mapped IPv6 counts as
+/// its IPv4 address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
 /// The IPv4 addresses an IPv6 address leads to through a translator or a
 /// tunnel, if it is of such a form: IPv4-mapped `::ffff:0:0/96`, SIIT's
 /// IPv4-translated `::ffff:0:0:0/96`, IPv4-compatible `::/96`, NAT64's

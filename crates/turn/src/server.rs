@@ -74,8 +74,14 @@ pub struct Config {
     pub nonce_lifetime: Duration,
     /// Most allocations in all.
     pub max_allocations: usize,
-    /// Most allocations per username.
+    /// Most allocations per user: the peer id of a REST username
+    /// (`<expiry>:<peer id>`), so fresh credentials for the same peer share
+    /// its quota; any other username counts as itself.
     pub max_allocations_per_user: usize,
+    /// Most allocations held from one client address (an IPv4 address or
+    /// an IPv6 /64), whatever the credentials: credentials are minted for
+    /// free with every join, an address is not.
+    pub max_allocations_per_address: usize,
     /// Most peer addresses one allocation may hold permissions for; more
     /// are refused with 508 (RFC 8656 section 9.2 allows it). A browser
     /// installs one per remote candidate address it pairs a relay
@@ -86,6 +92,12 @@ pub struct Config {
     /// Relayed bytes per second per allocation and direction; 0 means no
     /// limit. Excess packets are dropped (it is UDP).
     pub bandwidth_bytes_per_sec: u64,
+    /// Relayed bytes per second per client address (all its allocations
+    /// together) and direction; 0 means no limit.
+    pub bandwidth_bytes_per_sec_per_address: u64,
+    /// Relayed bytes per second through the whole server, per direction;
+    /// 0 means no limit.
+    pub bandwidth_bytes_per_sec_total: u64,
     /// Relay to loopback, private and link-local peers too, and to this
     /// machine's own addresses but for `own_ports` (tests and labs only).
     pub allow_private_peers: bool,
@@ -123,9 +135,12 @@ impl Default for Config {
             nonce_lifetime: Duration::from_secs(3600),
             max_allocations: 1000,
             max_allocations_per_user: 10,
+            max_allocations_per_address: 32,
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
             bandwidth_bytes_per_sec: 2_500_000,
+            bandwidth_bytes_per_sec_per_address: 10_000_000,
+            bandwidth_bytes_per_sec_total: 125_000_000,
             allow_private_peers: false,
             own_ips: Vec::new(),
             own_ports: Vec::new(),
@@ -222,16 +237,19 @@ pub struct Stats {
     pub requests_refused: u64,
 }
 
-/// Relayed bytes per second, one direction of one allocation.
+/// Relayed bytes per second in one direction: of one allocation, one
+/// client address, or the whole server. Starts full.
 #[derive(Debug)]
 struct ByteBucket {
     tokens: u64,
     rate: u64,
-    last: Instant,
+    /// When it was last filled; `None` until its first packet (the core
+    /// reads no clock, so a bucket made with no input at hand starts then).
+    last: Option<Instant>,
 }
 
 impl ByteBucket {
-    fn new(rate: u64, now: Instant) -> Self {
+    fn new(rate: u64, now: Option<Instant>) -> Self {
         ByteBucket { tokens: rate, rate, last: now }
     }
 
@@ -239,8 +257,9 @@ impl ByteBucket {
         if self.rate == 0 {
             return true;
         }
-        let elapsed = now.saturating_duration_since(self.last);
-        self.last = self.last.max(now);
+        let last = *self.last.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(last);
+        self.last = Some(last.max(now));
         let refill =
             (elapsed.as_micros().min(u128::from(u64::MAX)) as u64).saturating_mul(self.rate) / 1_000_000;
         // One second of burst.
@@ -253,6 +272,15 @@ impl ByteBucket {
             false
         }
     }
+}
+
+/// What one client address holds: how many allocations, and its share
+/// of bandwidth.
+#[derive(Debug)]
+struct ClientBudget {
+    allocations: usize,
+    up: ByteBucket,
+    down: ByteBucket,
 }
 
 #[derive(Debug)]
@@ -341,7 +369,14 @@ pub struct Server {
     allocations: HashMap<FiveTuple, Allocation>,
     relays: HashMap<SocketAddr, FiveTuple>,
     pending: HashMap<AllocId, Pending>,
+    /// Allocations (and pending ones) per user (see [`quota_key`]).
     per_user: HashMap<String, usize>,
+    /// Allocations (and pending ones) and bandwidth per client address
+    /// ([`policy::client_key`]); an entry lives while it counts any.
+    per_address: HashMap<IpAddr, ClientBudget>,
+    /// The whole server's bandwidth, each direction.
+    total_up: ByteBucket,
+    total_down: ByteBucket,
     /// Every deadline: one per allocation, permission, channel and pending
     /// allocation, each matching the time stored beside the thing it ends
     /// (checked by `check_invariants`). Bounded by what it times out.
@@ -358,6 +393,7 @@ impl Server {
     /// A server with no allocations.
     pub fn new(config: Config) -> Server {
         let nonces = NonceKey::new(config.nonce_key);
+        let total = config.bandwidth_bytes_per_sec_total;
         Server {
             config,
             nonces,
@@ -365,6 +401,9 @@ impl Server {
             relays: HashMap::new(),
             pending: HashMap::new(),
             per_user: HashMap::new(),
+            per_address: HashMap::new(),
+            total_up: ByteBucket::new(total, None),
+            total_down: ByteBucket::new(total, None),
             timers: BTreeSet::new(),
             next_id: 1,
             outputs: VecDeque::new(),
@@ -392,7 +431,7 @@ impl Server {
             Input::RelayFailed { id } => {
                 if let Some(p) = self.pending.remove(&id) {
                     self.timers.remove(&(p.started + PENDING_TIMEOUT, Timer::Pending(id)));
-                    self.release_user(&p.username);
+                    self.release(&p.username, p.client.client);
                     let msg = Builder::new(Method::Allocate, Class::Error, p.transaction)
                         .error(508, "Insufficient Capacity")
                         .integrity(&p.key);
@@ -407,7 +446,7 @@ impl Server {
                 for id in gone {
                     if let Some(p) = self.pending.remove(&id) {
                         self.timers.remove(&(p.started + PENDING_TIMEOUT, Timer::Pending(id)));
-                        self.release_user(&p.username);
+                        self.release(&p.username, p.client.client);
                     }
                 }
             }
@@ -444,7 +483,7 @@ impl Server {
                 }
                 Timer::Pending(id) => {
                     if let Some(p) = self.pending.remove(&id) {
-                        self.release_user(&p.username);
+                        self.release(&p.username, p.client.client);
                     }
                 }
             }
@@ -617,11 +656,25 @@ impl Server {
             return self.refuse(from, msg, &key, 440, "Address Family not Supported");
         }
         let in_use = self.allocations.len() + self.pending.len();
-        let per_user = self.per_user.get(&username).copied().unwrap_or(0);
-        if in_use >= self.config.max_allocations || per_user >= self.config.max_allocations_per_user {
+        let per_user = self.per_user.get(quota_key(&username)).copied().unwrap_or(0);
+        let address = policy::client_key(from.client.ip());
+        let per_address = self.per_address.get(&address).map_or(0, |b| b.allocations);
+        if in_use >= self.config.max_allocations
+            || per_user >= self.config.max_allocations_per_user
+            || per_address >= self.config.max_allocations_per_address
+        {
             return self.refuse(from, msg, &key, 486, "Allocation Quota Reached");
         }
-        *self.per_user.entry(username.clone()).or_insert(0) += 1;
+        *self.per_user.entry(quota_key(&username).to_owned()).or_insert(0) += 1;
+        let rate = self.config.bandwidth_bytes_per_sec_per_address;
+        self.per_address
+            .entry(address)
+            .or_insert_with(|| ClientBudget {
+                allocations: 0,
+                up: ByteBucket::new(rate, Some(now)),
+                down: ByteBucket::new(rate, Some(now)),
+            })
+            .allocations += 1;
         let id = AllocId(self.next_id);
         self.next_id += 1;
         let lifetime = self.lifetime(msg);
@@ -660,8 +713,8 @@ impl Server {
                 by_peer: HashMap::new(),
                 created_by: p.transaction,
                 created_response: response.clone(),
-                up: ByteBucket::new(rate, now),
-                down: ByteBucket::new(rate, now),
+                up: ByteBucket::new(rate, Some(now)),
+                down: ByteBucket::new(rate, Some(now)),
             },
         );
         self.outputs.push_back(Output::ToClient { to: p.client, data: response });
@@ -874,7 +927,13 @@ impl Server {
         let policy_ok = self.may_relay_to(relay, peer);
         let Some(a) = self.allocations.get_mut(&from) else { return };
         let allowed = a.permissions.get(&peer.ip()).is_some_and(|until| *until > now);
-        if !allowed || !policy_ok || !a.up.take(data.len(), now) {
+        let address = self.per_address.get_mut(&policy::client_key(from.client.ip()));
+        if !allowed
+            || !policy_ok
+            || !a.up.take(data.len(), now)
+            || !address.is_some_and(|b| b.up.take(data.len(), now))
+            || !self.total_up.take(data.len(), now)
+        {
             self.stats.packets_dropped += 1;
             return;
         }
@@ -894,7 +953,12 @@ impl Server {
         let Some(owner) = self.relays.get(&relay).copied() else { return };
         let Some(a) = self.allocations.get_mut(&owner) else { return };
         let allowed = a.permissions.get(&peer.ip()).is_some_and(|until| *until > now);
-        if !allowed || !a.down.take(data.len(), now) {
+        let address = self.per_address.get_mut(&policy::client_key(owner.client.ip()));
+        if !allowed
+            || !a.down.take(data.len(), now)
+            || !address.is_some_and(|b| b.down.take(data.len(), now))
+            || !self.total_down.take(data.len(), now)
+        {
             self.stats.packets_dropped += 1;
             return;
         }
@@ -924,16 +988,26 @@ impl Server {
                 self.timers.remove(&(*until, Timer::Channel(t, *c)));
             }
             self.relays.remove(&a.relay);
-            self.release_user(&a.username);
+            self.release(&a.username, t.client);
             self.outputs.push_back(Output::CloseRelay { relay: a.relay });
         }
     }
 
-    fn release_user(&mut self, username: &str) {
-        if let Some(n) = self.per_user.get_mut(username) {
+    /// Gives back the quota places of an allocation (or pending one) of
+    /// `username` from `client`.
+    fn release(&mut self, username: &str, client: SocketAddr) {
+        let user = quota_key(username);
+        if let Some(n) = self.per_user.get_mut(user) {
             *n -= 1;
             if *n == 0 {
-                self.per_user.remove(username);
+                self.per_user.remove(user);
+            }
+        }
+        let address = policy::client_key(client.ip());
+        if let Some(b) = self.per_address.get_mut(&address) {
+            b.allocations -= 1;
+            if b.allocations == 0 {
+                self.per_address.remove(&address);
             }
         }
     }
@@ -947,6 +1021,16 @@ impl Server {
         }
         let counted: usize = self.per_user.values().sum();
         assert_eq!(counted, self.allocations.len() + self.pending.len());
+        let mut by_address: HashMap<IpAddr, usize> = HashMap::new();
+        let clients = self.allocations.keys().chain(self.pending.values().map(|p| &p.client));
+        for t in clients {
+            *by_address.entry(policy::client_key(t.client.ip())).or_insert(0) += 1;
+        }
+        assert_eq!(by_address.len(), self.per_address.len());
+        for (address, n) in by_address {
+            assert_eq!(self.per_address.get(&address).map(|b| b.allocations), Some(n));
+            assert!(n <= self.config.max_allocations_per_address);
+        }
         let mut timers = 0;
         for (t, a) in &self.allocations {
             assert_eq!(a.channels.len(), a.by_peer.len());
@@ -966,6 +1050,16 @@ impl Server {
             assert!(self.timers.contains(&(p.started + PENDING_TIMEOUT, Timer::Pending(*id))));
         }
         assert_eq!(self.timers.len(), timers + self.pending.len(), "no deadline outlives its thing");
+    }
+}
+
+/// Whose quota an allocation counts against: the peer id of a REST username
+/// (`<expiry>:<peer id>`), so that credentials minted again for the same
+/// peer share one quota; any other username is its own.
+fn quota_key(username: &str) -> &str {
+    match username.split_once(':') {
+        Some((expiry, user)) if expiry.bytes().all(|b| b.is_ascii_digit()) && !expiry.is_empty() => user,
+        _ => username,
     }
 }
 

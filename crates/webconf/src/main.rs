@@ -174,13 +174,28 @@ struct Cli {
     #[arg(long, env = "WEBCONF_TURN_ALLOW_PRIVATE")]
     turn_allow_private: bool,
 
-    /// Most TURN allocations one credential may hold.
+    /// Most TURN allocations one peer may hold (all the credentials it was
+    /// given count together).
     #[arg(long, env = "WEBCONF_TURN_USER_QUOTA", default_value_t = 10)]
     turn_user_quota: usize,
+
+    /// Most TURN allocations held from one IPv4 address or IPv6 /64.
+    #[arg(long, env = "WEBCONF_TURN_ADDRESS_QUOTA", default_value_t = 32)]
+    turn_address_quota: usize,
 
     /// Relay bandwidth per allocation and direction, in kbit/s (0: no limit).
     #[arg(long, env = "WEBCONF_TURN_BANDWIDTH", default_value_t = 20_000)]
     turn_bandwidth: u64,
+
+    /// Relay bandwidth per client address (all its allocations) and
+    /// direction, in kbit/s (0: no limit).
+    #[arg(long, env = "WEBCONF_TURN_BANDWIDTH_PER_IP", default_value_t = 80_000)]
+    turn_bandwidth_per_ip: u64,
+
+    /// Relay bandwidth of the whole server per direction, in kbit/s (0: no
+    /// limit).
+    #[arg(long, env = "WEBCONF_TURN_BANDWIDTH_TOTAL", default_value_t = 1_000_000)]
+    turn_bandwidth_total: u64,
 
     /// Where webconf keeps its state: a `secret` file that signs resume
     /// tokens, so calls survive a restart, and the self-signed certificate
@@ -417,7 +432,10 @@ fn turn_setup(
         secret: turn_secret.clone(),
         nonce_key: server::random_secret(),
         max_allocations_per_user: cli.turn_user_quota,
+        max_allocations_per_address: cli.turn_address_quota,
         bandwidth_bytes_per_sec: cli.turn_bandwidth * 1000 / 8,
+        bandwidth_bytes_per_sec_per_address: cli.turn_bandwidth_per_ip * 1000 / 8,
+        bandwidth_bytes_per_sec_total: cli.turn_bandwidth_total * 1000 / 8,
         allow_private_peers: cli.turn_allow_private,
         // The SFU beside us, for members who relay everything: on a LAN its
         // address is private, which the relay policy otherwise refuses.
