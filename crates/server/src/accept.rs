@@ -44,19 +44,21 @@ pub(crate) struct Gate {
 impl Gate {
     /// A gate letting `max_total` connections in (clamped to a share of
     /// the process's descriptors, see [`descriptor_share`]), at most
-    /// `max_per_address` from one IPv4 address or IPv6 /64; 0 means no cap.
+    /// `max_per_address` from one IPv4 address or IPv6 /64 (and never more
+    /// than a quarter of `max_total`); 0 means no cap but those.
     pub(crate) fn new(
         listener: Listener,
         max_total: usize,
         max_per_address: usize,
         metrics: Arc<Metrics>,
     ) -> Gate {
-        let share = descriptor_share(listener);
-        let max_total = match (max_total, share) {
-            (0, Some(share)) => share,
-            (n, Some(share)) => n.min(share),
-            (n, None) => n,
-        };
+        let max_total = descriptor_share(Holder::Raw(listener), max_total);
+        // One address never holds more than a quarter of the places.
+        let max_per_address = match max_per_address {
+            0 => max_total / 4,
+            n => n.min(max_total / 4),
+        }
+        .max(1);
         Gate {
             limiter: ConnectionLimiter::new(max_total, max_per_address),
             metrics,
@@ -122,20 +124,50 @@ fn open_reserve() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
-/// How many raw connections a listener may hold at most, given the
-/// process's open-files limit: HTTP a quarter of it, TURN over TCP an
-/// eighth, so that together they leave more than half for what needs
-/// descriptors once people are in (WebSockets, relay sockets, the SFU,
-/// `/healthz` from elsewhere). `None` where the limit cannot be read.
-fn descriptor_share(listener: Listener) -> Option<usize> {
+/// The process's open-files limit (the soft one, what `accept` runs into),
+/// where it can be read (Linux); `None` elsewhere.
+pub(crate) fn descriptor_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft: usize = line.split_whitespace().nth(3)?.parse().ok()?;
-    Some(match listener {
-        Listener::Http => soft / 4,
-        Listener::Turn => soft / 8,
-    })
-    .map(|n| n.max(16))
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// What may hold file descriptors, and the share of the open-files limit
+/// each gets at most, so that together they leave headroom (3/16) for
+/// the listeners, the SFU, files, and `/healthz` from anyone: WebSockets
+/// a half, TURN relay sockets an eighth, raw HTTP(S) connections an
+/// eighth, raw TURN/TCP connections a sixteenth.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Holder {
+    /// WebSocket connections.
+    WebSockets,
+    /// TURN allocations (one relay socket each).
+    Relays,
+    /// Raw connections on a listener.
+    Raw(Listener),
+}
+
+/// `configured` (0: none) clamped to `holder`'s share of the open-files
+/// limit, never below 16.
+pub(crate) fn descriptor_share(holder: Holder, configured: usize) -> usize {
+    let Some(limit) = descriptor_limit() else { return configured };
+    let share = match holder {
+        Holder::WebSockets => limit / 2,
+        Holder::Relays | Holder::Raw(Listener::Http) => limit / 8,
+        Holder::Raw(Listener::Turn) => limit / 16,
+    }
+    .max(16);
+    let clamped = if configured == 0 { share } else { configured.min(share) };
+    if clamped < configured {
+        tracing::info!(
+            ?holder,
+            configured,
+            clamped,
+            limit,
+            "capped by the open-files limit (raise it with ulimit -n to allow more)"
+        );
+    }
+    clamped
 }
 
 /// Deadlines of the HTTP face.

@@ -244,7 +244,7 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Most TCP connections to the HTTP(S) port not (yet) WebSockets, in
     /// all: counted from accept, so idle sockets cannot take every file
-    /// descriptor. Also at most a quarter of the open-files limit. 0 means
+    /// descriptor. Also at most an eighth of the open-files limit. 0 means
     /// only that.
     pub max_http_connections: usize,
     /// Most such connections from one IPv4 address or IPv6 /64; 0 means
@@ -411,7 +411,7 @@ pub async fn serve(
         hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone()),
         sfu,
         limiter: limits::ConnectionLimiter::new(
-            config.limits.max_connections,
+            accept::descriptor_share(accept::Holder::WebSockets, config.limits.max_connections),
             config.limits.max_connections_per_ip,
         ),
         metrics,

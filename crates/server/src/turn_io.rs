@@ -47,7 +47,7 @@ pub struct TurnIo {
     /// The state machine's settings.
     pub core: turn::Config,
     /// Most TCP connections to the TURN port in all (also at most an
-    /// eighth of the open-files limit); 0 means only that.
+    /// sixteenth of the open-files limit); 0 means only that.
     pub tcp_max_connections: usize,
     /// Most TCP connections to the TURN port from one IPv4 address or IPv6
     /// /64; 0 means no limit.
@@ -92,6 +92,8 @@ pub(crate) async fn start(
     let first_message = config.tcp_first_message_timeout;
     tokio::spawn(tcp_acceptor(tcp, gate, first_message, tx.clone(), metrics.clone(), shutdown.clone()));
     let mut core = config.core.clone();
+    core.max_allocations =
+        crate::accept::descriptor_share(crate::accept::Holder::Relays, core.max_allocations);
     core.own_ips.extend(own_ips(&config));
     core.own_ports.push(local.port()..=local.port());
     core.own_ports.push(config.relay_ports.clone());

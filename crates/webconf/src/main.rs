@@ -75,7 +75,7 @@ struct Cli {
     hello_timeout: u64,
 
     /// Most TCP connections to the HTTP(S) port that are not (yet)
-    /// WebSockets, in all; also at most a quarter of the open-files limit
+    /// WebSockets, in all; also at most an eighth of the open-files limit
     /// (0: only that).
     #[arg(long, env = "WEBCONF_MAX_HTTP_CONNECTIONS", default_value_t = 4096)]
     max_http_connections: usize,

@@ -190,3 +190,59 @@ async fn silent_tls_clients_are_closed_and_do_not_block_others() {
     }
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// Connects from `source` and says hello: a WebSocket that stays.
+async fn websocket_from(source: &str, addr: SocketAddr) -> Result<Client, (u16, String)> {
+    let tcp = connect_from(source, addr).await;
+    let url = format!("ws://{addr}/ws");
+    let mut c = Client::handshake(url.as_str(), Box::new(tcp)).await.map_err(|s| (s, String::new()))?;
+    c.send(json!({"type": "hello", "version": 2})).await;
+    match c.next_or_close().await {
+        Ok(welcome) => {
+            assert_eq!(welcome["type"], "welcome");
+            Ok(c)
+        }
+        Err(close) => Err(close),
+    }
+}
+
+/// Finding 2: at the open-files limit a new connection was neither
+/// accepted nor refused, and everything stopped. Every holder of file
+/// descriptors is capped to a share of the limit, so with a small limit
+/// WebSockets are refused (1013) and idle sockets closed before the
+/// process runs out: `/healthz` and the people already in keep working.
+#[tokio::test]
+async fn a_small_open_files_limit_keeps_headroom_for_healthz_and_members() {
+    let server = crate::harness::Webconf::start_with_nofile(128, &["--no-turn", "--no-sfu"]);
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().expect("address");
+    let mut members = Vec::new();
+    let mut refused = 0;
+    for i in 0..120 {
+        let source = format!("127.0.1.{}", 1 + i / 40);
+        let opened = tokio::time::timeout(PATIENCE, websocket_from(&source, addr));
+        match opened.await.expect("neither accepted nor refused") {
+            Ok(c) => members.push(c),
+            Err((code, _)) => {
+                assert_eq!(code, 1013, "refused as server full");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((members.len(), refused), (64, 56), "WebSockets: half of 128 descriptors");
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(connect_from("127.0.2.1", addr).await);
+    }
+    let mut closed = 0;
+    for stream in &mut idle {
+        if closed_within(stream, Duration::from_millis(100)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 36, "idle sockets from one address: a quarter of an eighth of 128");
+    let health = healthz_from("127.0.3.1", addr).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    for m in &mut members {
+        m.ping().await;
+    }
+}
