@@ -137,6 +137,20 @@ pub(crate) struct Endpoints {
     pub(crate) local: SocketAddr,
 }
 
+/// The address in one `X-Forwarded-For` entry: an IP address, or one with
+/// a port as some proxies write it (`203.0.113.9:4711`, `[2001:db8::1]:443`,
+/// `[2001:db8::1]`). Anything else is no address.
+fn forwarded_ip(entry: &str) -> Option<std::net::IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry.strip_prefix('[')?.strip_suffix(']')?.parse::<std::net::Ipv6Addr>().ok().map(Into::into)
+        })
+}
+
 async fn websocket(
     State(app): State<Arc<App>>,
     ConnectInfo(ends): ConnectInfo<Endpoints>,
@@ -159,7 +173,7 @@ async fn websocket(
     // Behind a trusted proxy the peer is the proxy; the client is the last
     // address the proxy appended.
     let client = trust
-        .then(|| header_str("x-forwarded-for")?.rsplit(',').next()?.trim().parse::<std::net::IpAddr>().ok())
+        .then(|| forwarded_ip(header_str("x-forwarded-for")?.rsplit(',').next()?))
         .flatten()
         .map_or(addr, |ip| SocketAddr::new(ip, addr.port()));
     let addr = client;
@@ -276,6 +290,28 @@ impl IntoResponse for BadHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 10, finding 9: an `X-Forwarded-For` entry with a port was no
+    /// address, so every client behind such a proxy counted as the proxy.
+    #[test]
+    fn forwarded_entries_with_ports_are_addresses() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("203.0.113.9", Some("203.0.113.9")),
+            (" 203.0.113.9 ", Some("203.0.113.9")),
+            ("203.0.113.9:4711", Some("203.0.113.9")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("unknown", None),
+            ("_hidden", None),
+            ("", None),
+            ("203.0.113.9:port", None),
+        ];
+        for (entry, want) in table {
+            let want = want.map(|s| s.parse::<std::net::IpAddr>().expect("ip"));
+            assert_eq!(forwarded_ip(entry), want, "{entry:?}");
+        }
+    }
 
     #[test]
     fn accept_key_of_rfc_6455() {
