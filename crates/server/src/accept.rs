@@ -178,7 +178,15 @@ pub(crate) struct Deadlines {
     /// From accept (or the end of the previous response) to the end of a
     /// request's headers.
     pub(crate) headers: Duration,
+    /// The longest an HTTP connection (not upgraded) lives: then it is
+    /// asked to finish, and dropped if it has not within [`LAST_WORDS`].
+    /// Bounds a client that requests and never reads the answer, which
+    /// the header deadline does not.
+    pub(crate) max_age: Duration,
 }
+
+/// How long an HTTP connection past its age may take to finish.
+const LAST_WORDS: Duration = Duration::from_secs(10);
 
 /// Serves HTTP(S) on `tcp` until `stop`: every accepted connection passes
 /// the gate, finishes its TLS handshake (if `tls`) and sends each request's
@@ -269,6 +277,16 @@ async fn serve_one<Io>(
         () = closing.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        () = tokio::time::sleep(deadlines.max_age) => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(LAST_WORDS, conn).await {
+                Ok(r) => r,
+                Err(_) => {
+                    metrics.shed(Listener::Http, Shed::Deadline);
+                    return tracing::debug!(remote = %ends.remote, "HTTP connection dropped past its age");
+                }
+            }
         }
     };
     if let Err(e) = result {

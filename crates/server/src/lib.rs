@@ -255,6 +255,10 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// A TLS handshake must be done this long after the connection opened.
     pub tls_handshake_timeout: Duration,
+    /// The longest an HTTP connection that is not a WebSocket lives; then
+    /// it is asked to close after its current request (browsers simply
+    /// open another), and dropped 10 s later if it has not.
+    pub http_connection_max_age: Duration,
 }
 
 impl Default for Limits {
@@ -275,6 +279,7 @@ impl Default for Limits {
             max_http_connections_per_ip: 64,
             header_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(5),
+            http_connection_max_age: Duration::from_secs(120),
         }
     }
 }
@@ -317,8 +322,11 @@ async fn serve_gated(
         limits.max_http_connections_per_ip,
         metrics,
     );
-    let deadlines =
-        accept::Deadlines { tls_handshake: limits.tls_handshake_timeout, headers: limits.header_timeout };
+    let deadlines = accept::Deadlines {
+        tls_handshake: limits.tls_handshake_timeout,
+        headers: limits.header_timeout,
+        max_age: limits.http_connection_max_age,
+    };
     accept::serve_http(listener, gate, router, tls, deadlines, limits.shutdown_grace, shutdown).await;
 }
 

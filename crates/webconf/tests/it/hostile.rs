@@ -246,3 +246,43 @@ async fn a_small_open_files_limit_keeps_headroom_for_healthz_and_members() {
         m.ping().await;
     }
 }
+
+/// Finding 2: the header deadline does not bound a connection that keeps
+/// asking (or asks and never reads): an HTTP connection that is not a
+/// WebSocket is asked to close at its age, after the request at hand.
+#[tokio::test]
+async fn an_http_connection_is_closed_at_its_age_after_its_last_answer() {
+    let limits =
+        server::Limits { http_connection_max_age: Duration::from_millis(600), ..server::Limits::default() };
+    let server = TestServer::start(server::Config { limits, ..server::Config::default() }).await;
+    let started = Instant::now();
+    let mut kept = connect_from("127.0.0.1", server.addr).await;
+    let mut answers = 0;
+    let mut buf = vec![0u8; 4096];
+    let closed = loop {
+        if started.elapsed() > Duration::from_secs(5) {
+            break false;
+        }
+        if kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.is_err() {
+            break true;
+        }
+        match tokio::time::timeout(Duration::from_secs(2), kept.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(n)) => {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+                answers += 1;
+                if text.to_ascii_lowercase().contains("connection: close") {
+                    // Said it closes after this answer; it must.
+                    break closed_within(&mut kept, Duration::from_secs(2)).await;
+                }
+            }
+            Err(_) => break false,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(closed, "closed at its age");
+    let lived = started.elapsed();
+    assert!(lived >= Duration::from_millis(600) && lived < Duration::from_secs(3), "lived {lived:?}");
+    assert!(answers >= 3, "answered until then: {answers}");
+}
