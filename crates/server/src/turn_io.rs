@@ -21,12 +21,17 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use turn::{Family, FiveTuple, Input, Output, Transport};
 
+use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
 
-/// Events waiting for the TURN task. Beyond this, packets are dropped.
+/// Events waiting for the TURN task, and the bytes they may carry in all.
+/// Beyond either, packets are dropped.
 const INBOX: usize = 8192;
-/// Frames waiting to be written to one TCP client.
+const INBOX_BYTES: usize = 4 * 1024 * 1024;
+/// Frames waiting to be written to one TCP client, and their bytes (one
+/// frame always fits, however big).
 const TCP_QUEUE: usize = 256;
+const TCP_QUEUE_BYTES: usize = 64 * 1024;
 /// Largest datagram or frame handled (a UDP datagram's maximum).
 const MAX_PACKET: usize = 65_535;
 /// Attempts at finding a free relay port before giving up (508).
@@ -67,7 +72,7 @@ impl TurnIo {
 enum Event {
     FromClient { from: FiveTuple, data: Vec<u8> },
     FromPeer { relay: SocketAddr, peer: SocketAddr, data: Vec<u8> },
-    TcpOpened { client: FiveTuple, frames: mpsc::Sender<Vec<u8>> },
+    TcpOpened { client: FiveTuple, frames: mpsc::Sender<Vec<u8>>, budget: ByteBudget },
     ClientGone { client: FiveTuple },
 }
 
@@ -81,6 +86,7 @@ pub(crate) async fn start(
     let udp = Arc::new(UdpSocket::bind(config.listen).await?);
     let tcp = crate::bind(config.listen)?;
     let (tx, rx) = mpsc::channel(INBOX);
+    let tx = Inbox { tx, budget: ByteBudget::new(INBOX_BYTES) };
     let local = udp.local_addr()?;
     tokio::spawn(udp_reader(udp.clone(), local, tx.clone(), metrics.clone(), shutdown.clone()));
     let gate = crate::accept::Gate::new(
@@ -128,7 +134,7 @@ fn own_ips(config: &TurnIo) -> Vec<IpAddr> {
 async fn udp_reader(
     udp: Arc<UdpSocket>,
     local: SocketAddr,
-    tx: mpsc::Sender<Event>,
+    tx: Inbox,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -143,14 +149,49 @@ async fn udp_reader(
             },
         };
         let from = FiveTuple { transport: Transport::Udp, client: from, server: local };
-        offer(&tx, Event::FromClient { from, data: buf[..n].to_vec() }, &metrics);
+        tx.offer(Event::FromClient { from, data: buf[..n].to_vec() }, &metrics);
     }
 }
 
-/// Queues an event for the TURN task, or drops it (counted) when full.
-fn offer(tx: &mpsc::Sender<Event>, event: Event, metrics: &Metrics) {
-    if let Err(TrySendError::Full(_)) = tx.try_send(event) {
-        metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+/// The TURN task's inbox: bounded in events and in the bytes they carry.
+#[derive(Clone)]
+struct Inbox {
+    tx: mpsc::Sender<Event>,
+    /// Bytes of packets in `tx`; the task gives them back as it takes them.
+    budget: ByteBudget,
+}
+
+impl Inbox {
+    /// Queues a packet for the TURN task, or drops it (counted) when the
+    /// inbox is full, by count or by bytes.
+    fn offer(&self, event: Event, metrics: &Metrics) {
+        let len = event.bytes();
+        if !self.budget.try_take(len) {
+            metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Err(e) = self.tx.try_send(event) {
+            self.budget.give(len);
+            if let TrySendError::Full(_) = e {
+                metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Queues a control event (a TCP client came or went), waiting for room:
+    /// these carry no packet and must not be lost.
+    async fn send(&self, event: Event) -> Result<(), mpsc::error::SendError<Event>> {
+        self.tx.send(event).await
+    }
+}
+
+impl Event {
+    /// The packet bytes this event holds in the inbox.
+    fn bytes(&self) -> usize {
+        match self {
+            Event::FromClient { data, .. } | Event::FromPeer { data, .. } => data.len(),
+            Event::TcpOpened { .. } | Event::ClientGone { .. } => 0,
+        }
     }
 }
 
@@ -158,7 +199,7 @@ async fn tcp_acceptor(
     tcp: TcpListener,
     mut gate: crate::accept::Gate,
     first_message: Duration,
-    tx: mpsc::Sender<Event>,
+    tx: Inbox,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -184,18 +225,20 @@ async fn tcp_client(
     stream: TcpStream,
     client: FiveTuple,
     first_message: Duration,
-    tx: mpsc::Sender<Event>,
+    tx: Inbox,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let first_deadline = tokio::time::Instant::now() + first_message;
     let (mut reader, mut writer) = stream.into_split();
     let (frames_tx, mut frames) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
-    if tx.send(Event::TcpOpened { client, frames: frames_tx }).await.is_err() {
+    let budget = ByteBudget::new(TCP_QUEUE_BYTES);
+    if tx.send(Event::TcpOpened { client, frames: frames_tx, budget: budget.clone() }).await.is_err() {
         return;
     }
     let write = async move {
         while let Some(frame) = frames.recv().await {
+            budget.give(frame.len());
             if tokio::time::timeout(Duration::from_secs(10), writer.write_all(&frame))
                 .await
                 .map_or(true, |r| r.is_err())
@@ -219,7 +262,7 @@ async fn tcp_client(
                 }
                 let frame: Vec<u8> = buf.drain(..len).collect();
                 heard = true;
-                offer(&tx, Event::FromClient { from: client, data: frame }, &metrics);
+                tx.offer(Event::FromClient { from: client, data: frame }, &metrics);
             }
             if buf.len() >= 4 && turn::stun::stream_frame_len(&buf[..4]).is_none() {
                 return; // Not STUN/TURN: drop the connection.
@@ -258,9 +301,9 @@ struct Task {
     udp: Arc<UdpSocket>,
     /// Relay sockets by advertised address.
     relays: HashMap<SocketAddr, Relay>,
-    /// TCP clients' outbound queues.
-    tcp: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
-    events: mpsc::Sender<Event>,
+    /// TCP clients' outbound queues, and the bytes in each.
+    tcp: HashMap<FiveTuple, (mpsc::Sender<Vec<u8>>, ByteBudget)>,
+    events: Inbox,
     metrics: Arc<Metrics>,
 }
 
@@ -301,6 +344,7 @@ impl Task {
     async fn handle(&mut self, event: Event) {
         let now = Instant::now();
         let unix = crate::unix_now().as_secs();
+        self.events.budget.give(event.bytes());
         match event {
             Event::FromClient { from, data } => {
                 self.core.handle_input(now, unix, Input::FromClient { from, data: &data });
@@ -308,8 +352,8 @@ impl Task {
             Event::FromPeer { relay, peer, data } => {
                 self.core.handle_input(now, unix, Input::FromPeer { relay, peer, data: &data });
             }
-            Event::TcpOpened { client, frames } => {
-                self.tcp.insert(client, frames);
+            Event::TcpOpened { client, frames, budget } => {
+                self.tcp.insert(client, (frames, budget));
             }
             Event::ClientGone { client } => {
                 self.tcp.remove(&client);
@@ -329,10 +373,16 @@ impl Task {
                     }
                     Transport::Tcp => {
                         // A closed queue (the client just left) is not a full one.
-                        if let Some(q) = self.tcp.get(&to)
-                            && let Err(TrySendError::Full(_)) = q.try_send(data)
-                        {
-                            self.metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+                        if let Some((q, budget)) = self.tcp.get(&to) {
+                            let len = data.len();
+                            if !budget.try_take(len) {
+                                self.metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+                            } else if let Err(e) = q.try_send(data) {
+                                budget.give(len);
+                                if let TrySendError::Full(_) = e {
+                                    self.metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
                         }
                     }
                 },
@@ -400,16 +450,11 @@ impl Task {
     }
 }
 
-async fn relay_reader(
-    socket: Arc<UdpSocket>,
-    relay: SocketAddr,
-    tx: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
-) {
+async fn relay_reader(socket: Arc<UdpSocket>, relay: SocketAddr, tx: Inbox, metrics: Arc<Metrics>) {
     let mut buf = vec![0u8; MAX_PACKET];
     loop {
         match socket.recv_from(&mut buf).await {
-            Ok((n, peer)) => offer(&tx, Event::FromPeer { relay, peer, data: buf[..n].to_vec() }, &metrics),
+            Ok((n, peer)) => tx.offer(Event::FromPeer { relay, peer, data: buf[..n].to_vec() }, &metrics),
             Err(_) => continue,
         }
     }
