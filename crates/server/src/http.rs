@@ -28,6 +28,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
     form-action 'self'; frame-ancestors 'none'";
 
 pub(crate) fn router(app: Arc<App>) -> Router {
+    let tls = app.config.tls.is_some();
     Router::new()
         .route("/", get(|| async { page(&assets::HOME_PAGE, StatusCode::OK) }))
         .route("/r/{room}", get(room_page))
@@ -39,6 +40,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { page(&assets::NOT_FOUND_PAGE, StatusCode::NOT_FOUND) })
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(move |res: Response| strict_transport(tls, res)))
         .with_state(app)
 }
 
@@ -69,6 +71,17 @@ pub(crate) fn redirect_to_https(host: Option<&str>, path: &str, https_port: u16)
         Ok(value) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, value)]).into_response(),
         Err(_) => (StatusCode::BAD_REQUEST, "bad Host header\n").into_response(),
     }
+}
+
+/// Served over TLS, tell browsers to come back only over TLS for a year
+/// (they ignore it from a certificate they had to be told to accept, and
+/// for IP addresses, so a LAN with a self-signed certificate is not bound).
+async fn strict_transport(tls: bool, mut res: Response) -> Response {
+    if tls {
+        res.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
+    res
 }
 
 async fn security_headers(mut res: Response) -> Response {

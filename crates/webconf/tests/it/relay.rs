@@ -726,6 +726,9 @@ async fn connections_are_capped_in_all_and_per_address_with_a_reason() {
 async fn health_readiness_and_metrics_report_what_happened() {
     let server = TestServer::with_defaults().await;
     assert_eq!(http_get(&server, "/healthz").await, (200, "ok\n".to_owned()));
+    let plain =
+        crate::support::raw_http(server.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(!plain.to_ascii_lowercase().contains("strict-transport-security"), "no HSTS over plain HTTP");
     assert_eq!(http_get(&server, "/readyz").await, (200, "ready\n".to_owned()));
     let (mut a, _) = Client::join(&server, "metered", "A").await;
     let (mut b, _) = Client::join(&server, "metered", "B").await;
@@ -802,6 +805,9 @@ async fn serves_https_and_wss_from_pem_files() {
     stream.read_to_string(&mut page).await.expect("read");
     assert!(page.starts_with("HTTP/1.1 200"), "{}", &page[..page.len().min(200)]);
     assert!(page.contains("webconf"));
+    // Issue 10, finding 9: HSTS over TLS (and only there).
+    let head = page.split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
+    assert!(head.contains("strict-transport-security: max-age=31536000"), "{head}");
 
     // A call, over WSS.
     let url = format!("wss://localhost:{}/ws", server.addr.port());
