@@ -515,13 +515,32 @@ fn read_or_create_secret(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
             (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect();
         bytes?.try_into().ok()
     };
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not 64 hex digits; delete it to make a new one",
-            )
-        }),
+        Ok(text) => {
+            // Whoever can read it can forge resume tokens and TURN
+            // credentials: only its owner may.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(invalid(format!(
+                        "readable by others (mode {mode:o}); chmod 600 it, or delete it to make a new one"
+                    )));
+                }
+            }
+            let secret = parse(&text)
+                .ok_or_else(|| invalid("not 64 hex digits; delete it to make a new one".into()))?;
+            // 32 random bytes hold about 30 different values; a secret
+            // someone typed (all zeros, a repeated word) holds few.
+            let mut seen = [false; 256];
+            secret.iter().for_each(|b| seen[usize::from(*b)] = true);
+            if seen.iter().filter(|s| **s).count() < 16 {
+                return Err(invalid("too easy to guess; delete it to make a new one".into()));
+            }
+            Ok(secret)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -605,4 +624,34 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down: closing every connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10, finding 9: an existing secret was used whatever its
+    /// permissions and content.
+    #[test]
+    #[cfg(unix)]
+    fn a_secret_others_can_read_or_guess_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("webconf-secret-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("secret");
+        let made = read_or_create_secret(&path).expect("made on first start");
+        assert_eq!(read_or_create_secret(&path).expect("read again"), made);
+        let mode =
+            |m: u32| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).expect("chmod");
+        mode(0o644);
+        let err = read_or_create_secret(&path).expect_err("readable by others");
+        assert!(err.to_string().contains("readable by others"), "{err}");
+        mode(0o600);
+        std::fs::write(&path, "00".repeat(32)).expect("write");
+        let err = read_or_create_secret(&path).expect_err("all zeros");
+        assert!(err.to_string().contains("too easy to guess"), "{err}");
+        std::fs::write(&path, "000102030405060708090a0b0c0d0e0f".repeat(2)).expect("write");
+        assert!(read_or_create_secret(&path).is_ok(), "16 different bytes");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
