@@ -101,6 +101,8 @@ impl Hub {
                         chat_history: config.chat_history,
                         chat_max_age_ms: u64::try_from(config.chat_max_age.as_millis()).unwrap_or(u64::MAX),
                         p2p_max,
+                        // 64 KiB a room, 16 MiB a shard.
+                        ..room::Config::default()
                     }),
                     peers: PeerMap::default(),
                     ice: config.ice.clone(),
