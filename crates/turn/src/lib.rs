@@ -190,6 +190,25 @@ mod tests {
         assert_eq!(class, Class::Success);
         let msg = Message::parse(&data).expect("parses");
         assert_eq!(msg.get_xor_addr(attr::XOR_MAPPED_ADDRESS), Some(h.client.client));
+        assert!(msg.get(attr::FINGERPRINT).is_some(), "asked with one, answered with one");
+    }
+
+    /// Issue 10, finding 9: a 20-byte unauthenticated Binding request got
+    /// an answer several times larger (SOFTWARE, FINGERPRINT), a reflector
+    /// for anyone forging a source address. The answer is at most twice
+    /// the request, with or without FINGERPRINT.
+    #[test]
+    fn binding_answers_are_no_amplifier() {
+        let mut h = Harness::new(Config::default());
+        for req in [
+            Builder::new(Method::Binding, Class::Request, [1; 12]).finish(),
+            Builder::new(Method::Binding, Class::Request, [2; 12]).finish_with_fingerprint(),
+        ] {
+            let out = h.send_client(&req);
+            let (_, class, _, data) = Harness::response(&out);
+            assert_eq!(class, Class::Success);
+            assert!(data.len() <= 2 * req.len(), "{} bytes for {}", data.len(), req.len());
+        }
     }
 
     #[test]

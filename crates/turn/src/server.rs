@@ -512,10 +512,18 @@ impl Server {
         }
         match (msg.method, msg.class) {
             (Method::Binding, Class::Request) => {
+                // Anyone can send this with a forged source address, so the
+                // answer is kept small (no SOFTWARE; FINGERPRINT only when
+                // asked with one): at most twice the request's size, a poor
+                // amplifier.
                 let reply = Builder::new(Method::Binding, Class::Success, msg.transaction)
-                    .xor_addr(attr::XOR_MAPPED_ADDRESS, from.client)
-                    .attr(attr::SOFTWARE, self.config.software.as_bytes());
-                self.send(from, reply);
+                    .xor_addr(attr::XOR_MAPPED_ADDRESS, from.client);
+                let data = if msg.get(attr::FINGERPRINT).is_some() {
+                    reply.finish_with_fingerprint()
+                } else {
+                    reply.finish()
+                };
+                self.outputs.push_back(Output::ToClient { to: from, data });
             }
             (Method::Send, Class::Indication) => self.send_indication(now, from, &msg),
             (
