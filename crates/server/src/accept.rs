@@ -45,20 +45,23 @@ impl Gate {
     /// A gate letting `max_total` connections in (clamped to a share of
     /// the process's descriptors, see [`descriptor_share`]), at most
     /// `max_per_address` from one IPv4 address or IPv6 /64 (and never more
-    /// than a quarter of `max_total`); 0 means no cap but those.
+    /// than a quarter of `max_total`; 0 means only that, `None` no cap per
+    /// address).
     pub(crate) fn new(
         listener: Listener,
         max_total: usize,
-        max_per_address: usize,
+        max_per_address: Option<usize>,
         metrics: Arc<Metrics>,
     ) -> Gate {
         let max_total = descriptor_share(Holder::Raw(listener), max_total);
-        // One address never holds more than a quarter of the places.
+        // One address never holds more than a quarter of the places; `None`
+        // (behind a reverse proxy, every connection comes from it): no cap
+        // per address at all.
         let max_per_address = match max_per_address {
-            0 => max_total / 4,
-            n => n.min(max_total / 4),
-        }
-        .max(1);
+            None => 0,
+            Some(0) => (max_total / 4).max(1),
+            Some(n) => n.min(max_total / 4).max(1),
+        };
         Gate {
             limiter: ConnectionLimiter::new(max_total, max_per_address),
             metrics,

@@ -302,7 +302,7 @@ pub async fn serve_redirect(
 ) -> io::Result<()> {
     let limits = Limits::default();
     let metrics = Arc::new(metrics::Metrics::default());
-    serve_gated(listener, http::redirect_router(https_port), None, &limits, metrics, shutdown).await;
+    serve_gated(listener, http::redirect_router(https_port), None, &limits, false, metrics, shutdown).await;
     Ok(())
 }
 
@@ -313,15 +313,14 @@ async fn serve_gated(
     router: axum::Router,
     tls: Option<&tls::Tls>,
     limits: &Limits,
+    behind_proxy: bool,
     metrics: Arc<metrics::Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let gate = accept::Gate::new(
-        metrics::Listener::Http,
-        limits.max_http_connections,
-        limits.max_http_connections_per_ip,
-        metrics,
-    );
+    // Behind a reverse proxy every connection comes from the proxy: a cap
+    // per address would be one cap for everybody.
+    let per_address = (!behind_proxy).then_some(limits.max_http_connections_per_ip);
+    let gate = accept::Gate::new(metrics::Listener::Http, limits.max_http_connections, per_address, metrics);
     let deadlines = accept::Deadlines {
         tls_handshake: limits.tls_handshake_timeout,
         headers: limits.header_timeout,
@@ -436,7 +435,9 @@ pub async fn serve(
     let _reloader =
         app.config.tls.as_ref().map(|tls| AbortOnDrop(tls.spawn_reloader(Duration::from_secs(10))));
     let limits = app.config.limits;
-    serve_gated(listener, router, app.config.tls.as_ref(), &limits, app.metrics.clone(), stop).await;
+    let behind_proxy = app.config.trust_proxy;
+    serve_gated(listener, router, app.config.tls.as_ref(), &limits, behind_proxy, app.metrics.clone(), stop)
+        .await;
     app.connections.close();
     let grace = app.config.limits.shutdown_grace;
     if tokio::time::timeout(grace, app.connections.wait()).await.is_err() {

@@ -92,7 +92,7 @@ pub(crate) async fn start(
     let gate = crate::accept::Gate::new(
         crate::metrics::Listener::Turn,
         config.tcp_max_connections,
-        config.tcp_max_connections_per_ip,
+        Some(config.tcp_max_connections_per_ip),
         metrics.clone(),
     );
     let first_message = config.tcp_first_message_timeout;

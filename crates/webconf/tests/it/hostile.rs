@@ -286,3 +286,23 @@ async fn an_http_connection_is_closed_at_its_age_after_its_last_answer() {
     assert!(lived >= Duration::from_millis(600) && lived < Duration::from_secs(3), "lived {lived:?}");
     assert!(answers >= 3, "answered until then: {answers}");
 }
+
+/// Behind a reverse proxy every connection comes from the proxy: the cap
+/// per address would be one cap for all its users, so it is not applied
+/// there (the cap in all still is).
+#[tokio::test]
+async fn behind_a_proxy_the_cap_per_address_does_not_apply() {
+    let limits = server::Limits { max_http_connections_per_ip: 4, ..server::Limits::default() };
+    let server =
+        TestServer::start(server::Config { limits, trust_proxy: true, ..server::Config::default() }).await;
+    let mut idle = Vec::new();
+    for _ in 0..12 {
+        idle.push(connect_from("127.0.0.1", server.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for stream in &mut idle {
+        assert!(!closed_within(stream, Duration::from_millis(20)).await, "kept");
+    }
+    let health = healthz_from("127.0.0.1", server.addr).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+}
