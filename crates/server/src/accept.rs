@@ -136,10 +136,11 @@ pub(crate) fn descriptor_limit() -> Option<usize> {
 }
 
 /// What may hold file descriptors, and the share of the open-files limit
-/// each gets at most, so that together they leave headroom (3/16) for
+/// each gets at most, so that together they leave headroom (1/8) for
 /// the listeners, the SFU, files, and `/healthz` from anyone: WebSockets
 /// a half, TURN relay sockets an eighth, raw HTTP(S) connections an
-/// eighth, raw TURN/TCP connections a sixteenth.
+/// eighth, TURN/TCP and ICE-TCP connections a sixteenth each (the SFU's
+/// UDP sessions hold no descriptor).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Holder {
     /// WebSocket connections.
@@ -157,7 +158,7 @@ pub(crate) fn descriptor_share(holder: Holder, configured: usize) -> usize {
     let share = match holder {
         Holder::WebSockets => limit / 2,
         Holder::Relays | Holder::Raw(Listener::Http) => limit / 8,
-        Holder::Raw(Listener::Turn) => limit / 16,
+        Holder::Raw(Listener::Turn | Listener::Sfu) => limit / 16,
     }
     .max(16);
     let clamped = if configured == 0 { share } else { configured.min(share) };

@@ -62,9 +62,12 @@ pub(crate) enum Listener {
     Http,
     /// TURN over TCP.
     Turn,
+    /// The SFU's ICE-TCP.
+    Sfu,
 }
 
-const LISTENERS: [(Listener, &str); 2] = [(Listener::Http, "http"), (Listener::Turn, "turn")];
+const LISTENERS: [(Listener, &str); 3] =
+    [(Listener::Http, "http"), (Listener::Turn, "turn"), (Listener::Sfu, "sfu")];
 
 /// Why a raw TCP connection was closed before it was served.
 #[derive(Clone, Copy, Debug)]
