@@ -46,7 +46,8 @@ pub struct Config {
     /// Most peers in one room.
     pub room_capacity: usize,
     /// Extra origins allowed to open the WebSocket, besides the server's own
-    /// and loopback ones (see [`origin::OriginPolicy`]).
+    /// (and loopback ones on a loopback listener; see
+    /// [`origin::OriginPolicy`]).
     pub allowed_origins: Vec<String>,
     /// What peers get in `joined.ice_servers`.
     pub ice: IceConfig,
@@ -413,8 +414,11 @@ pub async fn serve(
         None => None,
     };
     let p2p_max = sfu.as_ref().and(config.sfu.as_ref()).map(|s| s.p2p_max);
+    // Loopback origins are a developer's pages only on a server listening
+    // on loopback; elsewhere they are whatever runs on a visitor's machine.
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let app = Arc::new(App {
-        origins: origin::OriginPolicy::new(&config.allowed_origins),
+        origins: origin::OriginPolicy::new(&config.allowed_origins, loopback),
         hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone()),
         sfu,
         limiter: limits::ConnectionLimiter::new(

@@ -20,7 +20,8 @@ struct Cli {
 
     /// Another origin allowed to open the WebSocket (repeatable, or
     /// comma-separated), e.g. https://meet.example.org; `*` allows any. The
-    /// server's own origin and loopback origins are always allowed.
+    /// server's own origin is always allowed, loopback origins when it
+    /// listens on loopback.
     #[arg(long = "allow-origin", env = "WEBCONF_ALLOW_ORIGIN", value_delimiter = ',')]
     allow_origin: Vec<String>,
 
