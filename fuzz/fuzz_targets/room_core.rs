@@ -23,7 +23,14 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
     // Odd capacities also switch rooms to the SFU past two members.
     let p2p_max = (capacity & 1 == 1).then_some(2);
     let config =
-        Config { capacity: usize::from(capacity % 6) + 1, chat_history: 5, chat_max_age_ms: 10_000, p2p_max };
+        Config {
+            capacity: usize::from(capacity % 6) + 1,
+            chat_history: 5,
+            chat_history_bytes: 4 * 1024,
+            chat_bytes_total: 16 * 1024,
+            chat_max_age_ms: 10_000,
+            p2p_max,
+        };
     let mut rooms: Rooms<u32> = Rooms::new(config);
     let mut now_ms = 0u64;
     let mut payload = 0u32;

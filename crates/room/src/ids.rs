@@ -89,6 +89,37 @@ impl fmt::Display for NameError {
 
 /// Checks that `s` has at most `max` characters, all `allowed`; the first
 /// problem found, reading from the start, is the answer.
+/// Whether `c` is a format character (Unicode general category Cf, as of
+/// Unicode 15.1): bidi controls, zero-width and invisible characters, and
+/// the like. Three are let through, since real names and emoji need them
+/// and they show nothing on their own: the zero-width joiner and
+/// non-joiner (Persian, Indic scripts, emoji sequences), and the tag
+/// characters of subdivision flags.
+pub fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}'
+        | '\u{0600}'..='\u{0605}'
+        | '\u{061C}'
+        | '\u{06DD}'
+        | '\u{070F}'
+        | '\u{0890}'..='\u{0891}'
+        | '\u{08E2}'
+        | '\u{180E}'
+        | '\u{200B}'
+        | '\u{200E}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{110BD}'
+        | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0001}')
+}
+
 fn check_chars(s: &str, max: usize, allowed: impl Fn(char) -> bool) -> Result<(), NameError> {
     for (i, c) in s.chars().enumerate() {
         if i == max {
@@ -152,11 +183,10 @@ impl DisplayName {
         if name.is_empty() {
             return Err(NameError::Empty);
         }
-        // Bidi overrides let a name rewrite what is shown after it, so they
-        // are refused along with control characters.
-        check_chars(name, Self::MAX_CHARS, |c| {
-            !(c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
-        })?;
+        // Bidi controls let a name rewrite what is shown after it, and
+        // invisible characters let two names look alike: control and
+        // format characters are refused.
+        check_chars(name, Self::MAX_CHARS, |c| !(c.is_control() || is_format(c)))?;
         Ok(DisplayName(name.to_owned()))
     }
 
@@ -278,6 +308,29 @@ mod tests {
         assert_eq!(DisplayName::parse(" \t "), Err(NameError::Empty));
         assert_eq!(DisplayName::parse("a\u{7}b"), Err(NameError::BadChar('\u{7}')));
         assert_eq!(DisplayName::parse("a\u{202E}b"), Err(NameError::BadChar('\u{202E}')));
+        // Issue 10, finding 9: invisible and other format characters.
+        for c in [
+            '\u{200B}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{061C}',
+            '\u{2066}',
+            '\u{E0001}',
+        ] {
+            let name = format!("Min{c}ji");
+            assert_eq!(DisplayName::parse(&name), Err(NameError::BadChar(c)), "U+{:04X}", u32::from(c));
+        }
+        // Joiners and flag tags stay: real names and emoji need them.
+        for name in [
+            "\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0645}",
+            "\u{1F469}\u{200D}\u{1F4BB} Ara",
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}",
+        ] {
+            assert!(DisplayName::parse(name).is_ok(), "{name:?}");
+        }
         assert!(DisplayName::parse(&"가".repeat(40)).is_ok());
         assert_eq!(DisplayName::parse(&"가".repeat(41)), Err(NameError::TooLong { max: 40 }));
         assert_eq!(DisplayName::parse("<b>hi</b>").map(|n| n.0), Ok("<b>hi</b>".to_owned()));

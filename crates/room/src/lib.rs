@@ -14,7 +14,10 @@ mod ids;
 mod rooms;
 
 pub use ids::{ChatId, ChatText, DisplayName, MediaState, NameError, PeerId, PeerIdHasher, PeerMap, RoomId};
-pub use rooms::{ChatEntry, Config, Input, LeaveReason, Mode, Output, PeerInfo, Rejection, Request, Rooms};
+pub use rooms::{
+    CHAT_ENTRY_OVERHEAD, ChatEntry, Config, Input, LeaveReason, Mode, Output, PeerInfo, Rejection, Request,
+    Rooms,
+};
 
 #[cfg(test)]
 mod tests {
@@ -343,10 +346,70 @@ mod tests {
         );
     }
 
+    /// Issue 10, finding 9: chat history was bounded by count only, so
+    /// rooms of one member each could hold 100 messages of 4000 bytes
+    /// apiece. It is bounded by bytes per room and in all: past the total,
+    /// a room forgets its own oldest first, and a message that does not
+    /// fit is delivered but not remembered.
+    #[test]
+    fn history_is_bounded_by_bytes_per_room_and_in_all() {
+        let long = "x".repeat(1000);
+        // "Guest" and 1000 bytes of text, plus the overhead.
+        let one = 1005 + CHAT_ENTRY_OVERHEAD;
+        let mut rooms: Rooms<String> = Rooms::new(Config {
+            capacity: 4,
+            chat_history_bytes: 3 * one,
+            chat_bytes_total: 5 * one,
+            ..Config::default()
+        });
+        let join = |p: &str, r: &str| Input::Join {
+            peer: peer(p),
+            room: RoomId::parse(r).expect("valid"),
+            name: DisplayName::guest(),
+            media: MediaState::default(),
+            now_ms: 0,
+        };
+        let say = |p: &str, i: u64| Input::Chat {
+            peer: peer(p),
+            text: ChatText::parse(&format!("{i}{}", &long[1..])).expect("valid"),
+            now_ms: i,
+        };
+        let history = |rooms: &mut Rooms<String>, p: &str, r: &str| -> Vec<u64> {
+            while rooms.poll_output().is_some() {}
+            rooms.handle_input(join(p, r));
+            let chat = std::iter::from_fn(|| rooms.poll_output())
+                .find_map(|o| match o {
+                    Output::Joined { chat, .. } => Some(chat),
+                    _ => None,
+                })
+                .expect("joined");
+            chat.iter().map(|e| e.ts_ms).collect()
+        };
+        rooms.handle_input(join("a", "one"));
+        for i in 1..=5 {
+            rooms.handle_input(say("a", i));
+            rooms.check_invariants();
+        }
+        assert_eq!(history(&mut rooms, "b", "one"), [3, 4, 5], "three fit in a room");
+        rooms.handle_input(join("c", "two"));
+        for i in 6..=8 {
+            rooms.handle_input(say("c", i));
+            rooms.check_invariants();
+        }
+        // Five fit in all: room two keeps what room one leaves room for.
+        assert_eq!(history(&mut rooms, "d", "two"), [7, 8]);
+        // Room one emptied: its bytes are free again.
+        rooms.handle_input(Input::Disconnect { peer: peer("a") });
+        rooms.handle_input(Input::Disconnect { peer: peer("b") });
+        rooms.handle_input(say("c", 9));
+        rooms.check_invariants();
+        assert_eq!(history(&mut rooms, "e", "two"), [7, 8, 9]);
+    }
+
     #[test]
     fn history_is_bounded_and_goes_with_the_room() {
         let mut rooms: Rooms<String> =
-            Rooms::new(Config { capacity: 2, chat_history: 3, chat_max_age_ms: 1000, p2p_max: None });
+            Rooms::new(Config { capacity: 2, chat_history: 3, chat_max_age_ms: 1000, ..Config::default() });
         let room = RoomId::parse("r").expect("valid");
         let join = |p: &str, now_ms| Input::Join {
             peer: peer(p),

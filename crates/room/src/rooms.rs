@@ -12,6 +12,13 @@ pub struct Config {
     pub capacity: usize,
     /// Most chat messages a room remembers for newcomers.
     pub chat_history: usize,
+    /// Most bytes of chat a room remembers (text, name and id of each
+    /// message, plus [`CHAT_ENTRY_OVERHEAD`]); older messages go first.
+    pub chat_history_bytes: usize,
+    /// Most bytes of chat all rooms of this core remember together: past
+    /// it, a room's oldest messages go first, and a message that does not
+    /// fit is delivered but not remembered.
+    pub chat_bytes_total: usize,
     /// Oldest chat message a room remembers, in milliseconds.
     pub chat_max_age_ms: u64,
     /// A room with more members than this moves to the SFU ([`Mode::Sfu`])
@@ -21,7 +28,14 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { capacity: 2, chat_history: 100, chat_max_age_ms: 60 * 60 * 1000, p2p_max: None }
+        Config {
+            capacity: 2,
+            chat_history: 100,
+            chat_history_bytes: 64 * 1024,
+            chat_bytes_total: 16 * 1024 * 1024,
+            chat_max_age_ms: 60 * 60 * 1000,
+            p2p_max: None,
+        }
     }
 }
 
@@ -274,7 +288,39 @@ struct Room {
     peers: Vec<PeerId>,
     /// At most `Config::chat_history` entries, oldest first.
     chat: VecDeque<ChatEntry>,
+    /// What `chat` holds, counted by [`chat_bytes`].
+    chat_bytes: usize,
     mode: Mode,
+}
+
+/// What a remembered chat message costs beyond its strings (the entry, its
+/// place in the queue, the allocations' headers), for the byte bounds.
+pub const CHAT_ENTRY_OVERHEAD: usize = 96;
+
+/// The bytes a remembered chat message counts for.
+fn chat_bytes(e: &ChatEntry) -> usize {
+    e.text.as_str().len()
+        + e.name.as_str().len()
+        + e.id.as_ref().map_or(0, |id| id.as_str().len())
+        + CHAT_ENTRY_OVERHEAD
+}
+
+impl Room {
+    /// Forgets the oldest message; returns its bytes.
+    fn forget_oldest(&mut self) -> usize {
+        let bytes = self.chat.pop_front().map_or(0, |e| chat_bytes(&e));
+        self.chat_bytes -= bytes;
+        bytes
+    }
+
+    /// Forgets messages older than `max_age_ms`; returns their bytes.
+    fn expire_chat(&mut self, now_ms: u64, max_age_ms: u64) -> usize {
+        let mut freed = 0;
+        while self.chat.front().is_some_and(|e| now_ms.saturating_sub(e.ts_ms) > max_age_ms) {
+            freed += self.forget_oldest();
+        }
+        freed
+    }
 }
 
 /// All rooms of one shard and their members. Feed it with
@@ -282,11 +328,15 @@ struct Room {
 ///
 /// Invariants: every member of a room is in `members` with that room, and
 /// every entry of `members` is listed in exactly its room; no room is empty;
-/// no room remembers more than `chat_history` messages.
+/// no room remembers more than `chat_history` messages or
+/// `chat_history_bytes` bytes of them, and all together no more than
+/// `chat_bytes_total`.
 #[derive(Debug)]
 pub struct Rooms<P> {
     config: Config,
     rooms: HashMap<RoomId, Room>,
+    /// Bytes of chat all rooms remember.
+    chat_bytes: usize,
     members: PeerMap<Member>,
     /// Grows by at most one room's worth of outputs per input (plus a
     /// newcomer's history), and the shell drains it after every input.
@@ -296,7 +346,13 @@ pub struct Rooms<P> {
 impl<P> Rooms<P> {
     /// An empty core.
     pub fn new(config: Config) -> Self {
-        Rooms { config, rooms: HashMap::new(), members: PeerMap::default(), outputs: VecDeque::new() }
+        Rooms {
+            config,
+            rooms: HashMap::new(),
+            chat_bytes: 0,
+            members: PeerMap::default(),
+            outputs: VecDeque::new(),
+        }
     }
 
     /// Number of rooms with at least one member.
@@ -355,7 +411,7 @@ impl<P> Rooms<P> {
         let capacity = self.config.capacity;
         let (others, chat, mode) = match self.rooms.get_mut(&room) {
             Some(r) => {
-                expire_chat(&mut r.chat, now_ms, self.config.chat_max_age_ms);
+                self.chat_bytes -= r.expire_chat(now_ms, self.config.chat_max_age_ms);
                 (r.peers.as_slice(), r.chat.iter().cloned().collect(), r.mode)
             }
             None => (&[][..], Vec::new(), Mode::P2p),
@@ -417,11 +473,17 @@ impl<P> Rooms<P> {
         for to in &room.peers {
             self.outputs.push_back(Output::Chat { to: *to, entry: entry.clone() });
         }
+        let bytes = chat_bytes(&entry);
         room.chat.push_back(entry);
-        while room.chat.len() > self.config.chat_history {
-            room.chat.pop_front();
+        room.chat_bytes += bytes;
+        self.chat_bytes += bytes;
+        self.chat_bytes -= room.expire_chat(now_ms, self.config.chat_max_age_ms);
+        while room.chat.len() > self.config.chat_history
+            || room.chat_bytes > self.config.chat_history_bytes
+            || (self.chat_bytes > self.config.chat_bytes_total && !room.chat.is_empty())
+        {
+            self.chat_bytes -= room.forget_oldest();
         }
-        expire_chat(&mut room.chat, now_ms, self.config.chat_max_age_ms);
     }
 
     fn media(&mut self, peer: PeerId, media: MediaState) {
@@ -448,6 +510,7 @@ impl<P> Rooms<P> {
             }
             if room.peers.is_empty() {
                 // The history goes with the room: nobody is left to read it.
+                self.chat_bytes -= room.chat_bytes;
                 self.rooms.remove(&member.room);
             }
         }
@@ -461,20 +524,17 @@ impl<P> Rooms<P> {
     #[cfg(any(test, feature = "fuzzing"))]
     pub fn check_invariants(&self) {
         let listed: usize = self.rooms.values().map(|r| r.peers.len()).sum();
+        assert_eq!(self.chat_bytes, self.rooms.values().map(|r| r.chat_bytes).sum::<usize>());
+        assert!(self.chat_bytes <= self.config.chat_bytes_total);
         assert_eq!(listed, self.members.len(), "every member listed once");
         for (id, room) in &self.rooms {
             assert!(!room.peers.is_empty(), "no empty room {id}");
             assert!(room.chat.len() <= self.config.chat_history);
+            assert_eq!(room.chat_bytes, room.chat.iter().map(chat_bytes).sum::<usize>());
+            assert!(room.chat_bytes <= self.config.chat_history_bytes);
             for peer in &room.peers {
                 assert_eq!(self.room_of(*peer), Some(id));
             }
         }
-    }
-}
-
-/// Drops messages older than `max_age_ms` from the front of a history.
-fn expire_chat(chat: &mut VecDeque<ChatEntry>, now_ms: u64, max_age_ms: u64) {
-    while chat.front().is_some_and(|e| now_ms.saturating_sub(e.ts_ms) > max_age_ms) {
-        chat.pop_front();
     }
 }

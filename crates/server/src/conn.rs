@@ -67,6 +67,8 @@ enum End {
     /// Bytes that break the WebSocket framing.
     BadFrame(ws::Error),
     Timeout,
+    /// No `hello` within [`crate::Limits::hello_timeout`].
+    NoHello,
     WriteFailed,
     ReadFailed,
 }
@@ -104,7 +106,7 @@ pub(crate) async fn run(
             End::TooSlow => CloseKind::TooSlow,
             End::Replaced => CloseKind::Replaced,
             End::TooBig => CloseKind::TooBig,
-            End::Timeout => CloseKind::Timeout,
+            End::Timeout | End::NoHello => CloseKind::Timeout,
         });
         tracing::debug!(?end, "disconnected");
     }
@@ -118,6 +120,9 @@ struct Conn {
     /// The peer id this connection speaks for: random, or an old one a
     /// resume token gave back.
     id: PeerId,
+    /// The id this connection was given when it opened, before any resume
+    /// token: what it goes back to when a resumed join is refused.
+    fresh_id: PeerId,
     state: State,
     /// What this peer last said of its microphone, camera and screen.
     media: MediaState,
@@ -152,6 +157,7 @@ struct Conn {
 
 impl Conn {
     fn new(app: Arc<App>, conn: ConnId, id: PeerId, reached: Option<std::net::IpAddr>) -> Conn {
+        let fresh_id = id;
         let limits = app.config.limits;
         // Bounded by bytes: a shard that finds it full drops this peer as
         // too slow.
@@ -164,6 +170,7 @@ impl Conn {
             app,
             conn,
             id,
+            fresh_id,
             state: State::Greeting,
             media: MediaState::default(),
             last_rate_error: None,
@@ -190,6 +197,7 @@ impl Conn {
         let code_reason = match end {
             End::Shutdown => Some((close::GOING_AWAY, close::REASON_SHUTDOWN)),
             End::Timeout => Some((close::GOING_AWAY, close::REASON_TIMEOUT)),
+            End::NoHello => Some((close::POLICY, close::REASON_NO_HELLO)),
             End::TooSlow => Some((close::POLICY, close::REASON_TOO_SLOW)),
             End::Replaced => Some((close::REPLACED, close::REASON_REPLACED)),
             End::TooBig => Some((close::TOO_BIG, close::REASON_TOO_BIG)),
@@ -226,6 +234,9 @@ impl Conn {
         let kick = self.kick.clone();
         let kicked = kick.kicked();
         tokio::pin!(kicked);
+        // A socket that never says hello holds a place for nothing.
+        let no_hello = tokio::time::sleep(self.app.config.limits.hello_timeout);
+        tokio::pin!(no_hello);
         let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -249,6 +260,7 @@ impl Conn {
                     KickReason::TooSlow => End::TooSlow,
                     KickReason::Replaced => End::Replaced,
                 }),
+                () = &mut no_hello, if self.state == State::Greeting => return Err(End::NoHello),
                 () = self.outbound.recv_many(&mut self.batch, WRITE_BATCH) => {
                     self.write_batch(socket);
                     self.flush(socket).await?;
@@ -345,7 +357,12 @@ impl Conn {
                     let answer = *answer;
                     self.state = match answer.room {
                         Some(room) => State::Joined(room),
-                        None => State::Lobby,
+                        None => {
+                            // A resumed id is this connection's only once
+                            // its join succeeded.
+                            self.id = self.fresh_id;
+                            State::Lobby
+                        }
                     };
                     self.routes = Routes(answer.routes);
                     answer.text

@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::{IncomingStream, Listener};
 use hyper::upgrade::OnUpgrade;
 use room::RoomId;
 use sha1::{Digest, Sha1};
@@ -30,6 +28,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
     form-action 'self'; frame-ancestors 'none'";
 
 pub(crate) fn router(app: Arc<App>) -> Router {
+    let tls = app.config.tls.is_some();
     Router::new()
         .route("/", get(|| async { page(&assets::HOME_PAGE, StatusCode::OK) }))
         .route("/r/{room}", get(room_page))
@@ -41,6 +40,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { page(&assets::NOT_FOUND_PAGE, StatusCode::NOT_FOUND) })
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(move |res: Response| strict_transport(tls, res)))
         .with_state(app)
 }
 
@@ -71,6 +71,17 @@ pub(crate) fn redirect_to_https(host: Option<&str>, path: &str, https_port: u16)
         Ok(value) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, value)]).into_response(),
         Err(_) => (StatusCode::BAD_REQUEST, "bad Host header\n").into_response(),
     }
+}
+
+/// Served over TLS, tell browsers to come back only over TLS for a year
+/// (they ignore it from a certificate they had to be told to accept, and
+/// for IP addresses, so a LAN with a self-signed certificate is not bound).
+async fn strict_transport(tls: bool, mut res: Response) -> Response {
+    if tls {
+        res.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
+    res
 }
 
 async fn security_headers(mut res: Response) -> Response {
@@ -139,43 +150,18 @@ pub(crate) struct Endpoints {
     pub(crate) local: SocketAddr,
 }
 
-/// The plain-HTTP listener: tokio's, with no Nagle delay on each accepted
-/// socket (signals are small and latency matters; set on each one since
-/// Linux does not reliably inherit it from the listener).
-pub(crate) struct PlainListener(pub(crate) tokio::net::TcpListener);
-
-impl Listener for PlainListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // axum's accept retries (and paces) failed accepts itself.
-        let (stream, addr) = Listener::accept(&mut self.0).await;
-        let _ = stream.set_nodelay(true);
-        (stream, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-impl Connected<IncomingStream<'_, PlainListener>> for Endpoints {
-    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
-        let remote = *stream.remote_addr();
-        // A socket that cannot say its own address is a socket on its way
-        // out; then all we know is which port it came in on.
-        let local = stream.io().local_addr().unwrap_or(remote);
-        Endpoints { remote, local }
-    }
-}
-
-impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Endpoints {
-    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        let remote = *stream.remote_addr();
-        let local = stream.io().get_ref().0.local_addr().unwrap_or(remote);
-        Endpoints { remote, local }
-    }
+/// The address in one `X-Forwarded-For` entry: an IP address, or one with
+/// a port as some proxies write it (`203.0.113.9:4711`, `[2001:db8::1]:443`,
+/// `[2001:db8::1]`). Anything else is no address.
+fn forwarded_ip(entry: &str) -> Option<std::net::IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry.strip_prefix('[')?.strip_suffix(']')?.parse::<std::net::Ipv6Addr>().ok().map(Into::into)
+        })
 }
 
 async fn websocket(
@@ -200,7 +186,7 @@ async fn websocket(
     // Behind a trusted proxy the peer is the proxy; the client is the last
     // address the proxy appended.
     let client = trust
-        .then(|| header_str("x-forwarded-for")?.rsplit(',').next()?.trim().parse::<std::net::IpAddr>().ok())
+        .then(|| forwarded_ip(header_str("x-forwarded-for")?.rsplit(',').next()?))
         .flatten()
         .map_or(addr, |ip| SocketAddr::new(ip, addr.port()));
     let addr = client;
@@ -317,6 +303,28 @@ impl IntoResponse for BadHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 10, finding 9: an `X-Forwarded-For` entry with a port was no
+    /// address, so every client behind such a proxy counted as the proxy.
+    #[test]
+    fn forwarded_entries_with_ports_are_addresses() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("203.0.113.9", Some("203.0.113.9")),
+            (" 203.0.113.9 ", Some("203.0.113.9")),
+            ("203.0.113.9:4711", Some("203.0.113.9")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("unknown", None),
+            ("_hidden", None),
+            ("", None),
+            ("203.0.113.9:port", None),
+        ];
+        for (entry, want) in table {
+            let want = want.map(|s| s.parse::<std::net::IpAddr>().expect("ip"));
+            assert_eq!(forwarded_ip(entry), want, "{entry:?}");
+        }
+    }
 
     #[test]
     fn accept_key_of_rfc_6455() {

@@ -104,6 +104,8 @@ impl Hub {
                         chat_history: config.chat_history,
                         chat_max_age_ms: u64::try_from(config.chat_max_age.as_millis()).unwrap_or(u64::MAX),
                         p2p_max,
+                        // 64 KiB a room, 16 MiB a shard.
+                        ..room::Config::default()
                     }),
                     peers: PeerMap::default(),
                     ice: config.ice.clone(),
@@ -163,6 +165,25 @@ impl Shard {
         let peer = match cmd {
             ShardCmd::Join { peer, room, name, media, tx } => {
                 let conn = tx.conn;
+                // A seat is taken over only by a resume token for that very
+                // room: a peer id seated in another room keeps its seat, and
+                // so does one seated by a connection that did not resume.
+                if let Some(held) = self.peers.get(&peer)
+                    && held.conn != conn
+                    && !(tx.resumed && self.core.room_of(peer) == Some(&room))
+                {
+                    tracing::info!(%peer, %room, "refused a join that would take a seat held elsewhere");
+                    self.metrics.error(ErrorCode::BadResume);
+                    let err = ServerMsg::Error {
+                        code: ErrorCode::BadResume,
+                        message: crate::resume::ResumeError::Invalid.message(),
+                        request: Some("join"),
+                    };
+                    let answer =
+                        JoinAnswer { text: Utf8Bytes::from(encode(&err)), room: None, routes: Vec::new() };
+                    let _ = tx.route.queue.push(Outbound::JoinAnswer(Box::new(answer)));
+                    return;
+                }
                 if let Some(old) = self.peers.insert(peer, tx) {
                     if old.conn != conn {
                         tracing::info!(%peer, "a newer connection resumed this peer; closing the old one");

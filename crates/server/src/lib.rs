@@ -12,6 +12,7 @@
 //! [`serve`] wires them together; the `webconf` binary only parses the
 //! command line and calls it.
 
+mod accept;
 pub mod assets;
 mod conn;
 mod http;
@@ -45,7 +46,8 @@ pub struct Config {
     /// Most peers in one room.
     pub room_capacity: usize,
     /// Extra origins allowed to open the WebSocket, besides the server's own
-    /// and loopback ones (see [`origin::OriginPolicy`]).
+    /// (and loopback ones on a loopback listener; see
+    /// [`origin::OriginPolicy`]).
     pub allowed_origins: Vec<String>,
     /// What peers get in `joined.ice_servers`.
     pub ice: IceConfig,
@@ -230,6 +232,10 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A WebSocket that has not said `hello` this long after its upgrade
+    /// is closed (answering pings does not keep it). Once it has, it may
+    /// stay in the lobby as long as it answers pings.
+    pub hello_timeout: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
     /// Most WebSocket connections open at once; 0 means no limit.
@@ -237,6 +243,23 @@ pub struct Limits {
     /// Most WebSocket connections from one IPv4 address or IPv6 /64; 0
     /// means no limit.
     pub max_connections_per_ip: usize,
+    /// Most TCP connections to the HTTP(S) port not (yet) WebSockets, in
+    /// all: counted from accept, so idle sockets cannot take every file
+    /// descriptor. Also at most an eighth of the open-files limit. 0 means
+    /// only that.
+    pub max_http_connections: usize,
+    /// Most such connections from one IPv4 address or IPv6 /64; 0 means
+    /// no limit.
+    pub max_http_connections_per_ip: usize,
+    /// A request's headers must have arrived this long after the
+    /// connection opened or its previous response was sent.
+    pub header_timeout: Duration,
+    /// A TLS handshake must be done this long after the connection opened.
+    pub tls_handshake_timeout: Duration,
+    /// The longest an HTTP connection that is not a WebSocket lives; then
+    /// it is asked to close after its current request (browsers simply
+    /// open another), and dropped 10 s later if it has not.
+    pub http_connection_max_age: Duration,
 }
 
 impl Default for Limits {
@@ -249,9 +272,15 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
+            hello_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             max_connections: 10_000,
             max_connections_per_ip: 100,
+            max_http_connections: 4096,
+            max_http_connections_per_ip: 64,
+            header_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(5),
+            http_connection_max_age: Duration::from_secs(120),
         }
     }
 }
@@ -272,7 +301,33 @@ pub async fn serve_redirect(
     https_port: u16,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, http::redirect_router(https_port)).with_graceful_shutdown(shutdown).await
+    let limits = Limits::default();
+    let metrics = Arc::new(metrics::Metrics::default());
+    serve_gated(listener, http::redirect_router(https_port), None, &limits, false, metrics, shutdown).await;
+    Ok(())
+}
+
+/// Serves `router` on `listener` (HTTPS if `tls`) behind the accept-time
+/// caps and deadlines of `limits`, until `shutdown`.
+async fn serve_gated(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<&tls::Tls>,
+    limits: &Limits,
+    behind_proxy: bool,
+    metrics: Arc<metrics::Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    // Behind a reverse proxy every connection comes from the proxy: a cap
+    // per address would be one cap for everybody.
+    let per_address = (!behind_proxy).then_some(limits.max_http_connections_per_ip);
+    let gate = accept::Gate::new(metrics::Listener::Http, limits.max_http_connections, per_address, metrics);
+    let deadlines = accept::Deadlines {
+        tls_handshake: limits.tls_handshake_timeout,
+        headers: limits.header_timeout,
+        max_age: limits.http_connection_max_age,
+    };
+    accept::serve_http(listener, gate, router, tls, deadlines, limits.shutdown_grace, shutdown).await;
 }
 
 /// Binds a listener with a backlog fit for connection storms. (tokio's
@@ -318,19 +373,6 @@ pub async fn serve(
     };
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown_token = CancellationToken::new();
-    let _turn = match &config.turn {
-        Some(turn) => match turn_io::start(turn.clone(), metrics.clone(), shutdown_token.clone()).await {
-            Ok(task) => {
-                tracing::info!(listen = %turn.listen, public_ip = %turn.public_ip, "STUN/TURN on UDP and TCP");
-                Some(AbortOnDrop(task))
-            }
-            Err(e) => {
-                tracing::warn!("STUN/TURN is off: cannot listen on {}: {e}", turn.listen);
-                None
-            }
-        },
-        None => None,
-    };
     let (sfu, _sfu_task) = match &config.sfu {
         Some(sfu) => match sfu_io::start(sfu.clone(), metrics.clone(), shutdown_token.clone()).await {
             Ok((handle, task)) => {
@@ -347,13 +389,40 @@ pub async fn serve(
         },
         None => (None, None),
     };
+    // The TURN server relays to the SFU's exact address (on a LAN it is
+    // private, and on our own address, both otherwise refused); known only
+    // once the SFU has its port, when that was left to the system.
+    let turn = config.turn.clone().map(|mut turn| {
+        if let Some(sfu) = &sfu
+            && !turn.core.local_peers.contains(&sfu.addr)
+        {
+            turn.core.local_peers.push(sfu.addr);
+        }
+        turn
+    });
+    let _turn = match &turn {
+        Some(turn) => match turn_io::start(turn.clone(), metrics.clone(), shutdown_token.clone()).await {
+            Ok(task) => {
+                tracing::info!(listen = %turn.listen, public_ip = %turn.public_ip, "STUN/TURN on UDP and TCP");
+                Some(AbortOnDrop(task))
+            }
+            Err(e) => {
+                tracing::warn!("STUN/TURN is off: cannot listen on {}: {e}", turn.listen);
+                None
+            }
+        },
+        None => None,
+    };
     let p2p_max = sfu.as_ref().and(config.sfu.as_ref()).map(|s| s.p2p_max);
+    // Loopback origins are a developer's pages only on a server listening
+    // on loopback; elsewhere they are whatever runs on a visitor's machine.
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let app = Arc::new(App {
-        origins: origin::OriginPolicy::new(&config.allowed_origins),
+        origins: origin::OriginPolicy::new(&config.allowed_origins, loopback),
         hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone()),
         sfu,
         limiter: limits::ConnectionLimiter::new(
-            config.limits.max_connections,
+            accept::descriptor_share(accept::Holder::WebSockets, config.limits.max_connections),
             config.limits.max_connections_per_ip,
         ),
         metrics,
@@ -362,19 +431,17 @@ pub async fn serve(
         connections: TaskTracker::new(),
     });
     let token = app.shutdown.clone();
-    let router = http::router(app.clone()).into_make_service_with_connect_info::<http::Endpoints>();
+    let router = http::router(app.clone());
     let stop = async move {
         shutdown.await;
         token.cancel();
     };
-    match &app.config.tls {
-        None => axum::serve(http::PlainListener(listener), router).with_graceful_shutdown(stop).await?,
-        Some(tls) => {
-            let _reloader = AbortOnDrop(tls.spawn_reloader(Duration::from_secs(10)));
-            let listener = tls::TlsListener::new(listener, tls.server_config())?;
-            axum::serve(listener, router).with_graceful_shutdown(stop).await?
-        }
-    }
+    let _reloader =
+        app.config.tls.as_ref().map(|tls| AbortOnDrop(tls.spawn_reloader(Duration::from_secs(10))));
+    let limits = app.config.limits;
+    let behind_proxy = app.config.trust_proxy;
+    serve_gated(listener, router, app.config.tls.as_ref(), &limits, behind_proxy, app.metrics.clone(), stop)
+        .await;
     app.connections.close();
     let grace = app.config.limits.shutdown_grace;
     if tokio::time::timeout(grace, app.connections.wait()).await.is_err() {

@@ -131,23 +131,79 @@ impl Drop for ConnectionPermit {
 
 /// The unit a per-address limit counts: an IPv4 address, or an IPv6 /64
 /// (one customer's network; a single host often has many addresses in it).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut segments = v6.segments();
-                segments[4..].fill(0);
-                IpAddr::V6(segments.into())
-            }
-        },
-        v4 => v4,
+/// Bytes held in a queue that producers fill and one consumer empties: a
+/// producer takes before it queues, the consumer gives back what it took
+/// off. Bounds a queue of packets by bytes, not only by count (8192
+/// datagrams of 64 KiB would be half a gigabyte). One item always fits in
+/// an empty queue, however big, so nothing is too big to ever pass.
+#[derive(Clone, Debug)]
+pub(crate) struct ByteBudget {
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `max` bytes.
+    pub(crate) fn new(max: usize) -> Self {
+        ByteBudget { held: Arc::default(), max }
     }
+
+    /// Takes `len` bytes if they fit.
+    pub(crate) fn try_take(&self, len: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut held = self.held.load(Relaxed);
+        loop {
+            if held != 0 && held.saturating_add(len) > self.max {
+                return false;
+            }
+            match self.held.compare_exchange_weak(held, held + len, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    /// Gives back `len` bytes taken earlier.
+    pub(crate) fn give(&self, len: usize) {
+        self.held.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes held now.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn address_key(ip: IpAddr) -> IpAddr {
+    turn::policy::client_key(ip)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 10, finding 10: the TURN inbox and TCP queues were bounded by
+    /// count only. A byte budget refuses what does not fit, lets one item
+    /// of any size into an empty queue, and takes back what was given.
+    #[test]
+    fn a_byte_budget_bounds_bytes_and_lets_one_big_item_through() {
+        let budget = ByteBudget::new(100);
+        assert!(budget.try_take(60));
+        assert!(budget.try_take(40));
+        assert!(!budget.try_take(1), "full");
+        budget.give(60);
+        assert!(budget.try_take(50));
+        assert!(!budget.try_take(11));
+        budget.give(40);
+        budget.give(50);
+        assert_eq!(budget.held(), 0);
+        assert!(budget.try_take(65_535), "one big item in an empty queue");
+        assert!(!budget.try_take(1));
+        let other = budget.clone();
+        other.give(65_535);
+        assert_eq!(budget.held(), 0, "clones share one count");
+    }
 
     #[test]
     fn connection_limits_count_per_address_and_in_all() {

@@ -54,6 +54,42 @@ const REFUSALS: [(Refusal, &str); 3] = [
     (Refusal::AddressFull, "address_full"),
 ];
 
+/// A listener whose raw TCP connections are capped and timed before anyone
+/// is known on them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Listener {
+    /// HTTP and HTTPS (and the WebSocket upgrade).
+    Http,
+    /// TURN over TCP.
+    Turn,
+    /// The SFU's ICE-TCP.
+    Sfu,
+}
+
+const LISTENERS: [(Listener, &str); 3] =
+    [(Listener::Http, "http"), (Listener::Turn, "turn"), (Listener::Sfu, "sfu")];
+
+/// Why a raw TCP connection was closed before it was served.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Shed {
+    /// Its address holds its maximum of such connections.
+    AddressFull,
+    /// The listener holds its maximum in all.
+    ServerFull,
+    /// The process was out of file descriptors.
+    FdLimit,
+    /// It missed a deadline: request headers, TLS handshake, first TURN
+    /// message.
+    Deadline,
+}
+
+const SHEDS: [(Shed, &str); 4] = [
+    (Shed::AddressFull, "address_full"),
+    (Shed::ServerFull, "server_full"),
+    (Shed::FdLimit, "fd_limit"),
+    (Shed::Deadline, "deadline"),
+];
+
 /// Everything `/metrics` reports.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -61,6 +97,7 @@ pub(crate) struct Metrics {
     pub(crate) connections_open: AtomicI64,
     closes: [AtomicU64; CLOSE_KINDS.len()],
     refusals: [AtomicU64; REFUSALS.len()],
+    sheds: [[AtomicU64; SHEDS.len()]; LISTENERS.len()],
     pub(crate) messages_received: AtomicU64,
     pub(crate) messages_sent: AtomicU64,
     pub(crate) signals_relayed: AtomicU64,
@@ -90,6 +127,10 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn closed(&self, kind: CloseKind) {
         self.closes[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn shed(&self, listener: Listener, why: Shed) {
+        self.sheds[listener as usize][why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn refused(&self, why: Refusal) {
@@ -143,6 +184,21 @@ impl Metrics {
             .map(|(k, label)| (format!("{{reason=\"{label}\"}}"), get(&self.refusals[*k as usize]).into()))
             .collect();
         metric("connections_refused_total", "counter", "WebSocket upgrades refused, by reason.", &refusals);
+        let sheds: Vec<_> = LISTENERS
+            .iter()
+            .flat_map(|(l, listener)| {
+                SHEDS.iter().map(move |(s, reason)| {
+                    (format!("{{listener=\"{listener}\",reason=\"{reason}\"}}"), (*l as usize, *s as usize))
+                })
+            })
+            .map(|(labels, (l, s))| (labels, get(&self.sheds[l][s]).into()))
+            .collect();
+        metric(
+            "tcp_shed_total",
+            "counter",
+            "TCP connections closed before they were served: over a cap, out of file descriptors, past a deadline.",
+            &sheds,
+        );
         metric(
             "messages_received_total",
             "counter",

@@ -7,20 +7,25 @@
 //! `Origin` and cannot be used for that attack, so they are let through.
 
 /// The rule: same origin as the `Host` the request was sent to, a loopback
-/// origin, or one of the configured extra origins (`*` allows any).
+/// origin (only on a server that listens on loopback: a page on a
+/// developer's machine; on a public server a loopback origin is whatever
+/// else runs on the visitor's machine), or one of the configured extra
+/// origins (`*` allows any).
 #[derive(Clone, Debug, Default)]
 pub struct OriginPolicy {
     extra: Vec<String>,
     any: bool,
+    loopback: bool,
 }
 
 impl OriginPolicy {
     /// A policy allowing `extra` origins (such as `https://meet.example.org`)
-    /// on top of the server's own and loopback ones.
-    pub fn new(extra: &[String]) -> Self {
+    /// on top of the server's own, and loopback ones if `trust_loopback`
+    /// (the server listens on loopback).
+    pub fn new(extra: &[String], trust_loopback: bool) -> Self {
         let any = extra.iter().any(|o| o.trim() == "*");
         let extra = extra.iter().filter_map(|o| normalize(o.trim())).collect();
-        OriginPolicy { extra, any }
+        OriginPolicy { extra, any, loopback: trust_loopback }
     }
 
     /// Whether a request with these `Origin` and `Host` headers may upgrade.
@@ -37,7 +42,7 @@ impl OriginPolicy {
                 return true;
             }
         }
-        is_loopback(authority) || self.extra.contains(&normal)
+        (self.loopback && is_loopback(authority)) || self.extra.contains(&normal)
     }
 }
 
@@ -95,7 +100,7 @@ mod tests {
 
     #[test]
     fn decides_like_the_protocol_doc_says() {
-        let policy = OriginPolicy::new(&["https://Meet.Example.org".to_owned()]);
+        let policy = OriginPolicy::new(&["https://Meet.Example.org".to_owned()], true);
         let cases: &[(Option<&str>, Option<&str>, bool)] = &[
             // Non-browser clients send no Origin.
             (None, Some("example.org"), true),
@@ -133,7 +138,26 @@ mod tests {
 
     #[test]
     fn star_allows_any_origin() {
-        let policy = OriginPolicy::new(&["*".to_owned()]);
+        let policy = OriginPolicy::new(&["*".to_owned()], false);
         assert!(policy.allows(Some("https://anything.example"), Some("call.example.org")));
+    }
+
+    /// Issue 10, finding 9: loopback origins were trusted on public
+    /// deployments too, where they are whatever else runs on a visitor's
+    /// machine. Only a server listening on loopback trusts them; its own
+    /// origin is still its own.
+    #[test]
+    fn loopback_origins_are_trusted_only_on_a_loopback_server() {
+        let public = OriginPolicy::new(&[], false);
+        let cases: &[(Option<&str>, Option<&str>, bool)] = &[
+            (Some("http://localhost:3000"), Some("call.example.org"), false),
+            (Some("http://127.0.0.1:9"), Some("call.example.org"), false),
+            (Some("http://[::1]:8080"), Some("call.example.org"), false),
+            (Some("http://localhost:8080"), Some("localhost:8080"), true),
+            (Some("https://call.example.org"), Some("call.example.org"), true),
+        ];
+        for (origin, host, expect) in cases {
+            assert_eq!(public.allows(*origin, *host), *expect, "origin {origin:?} host {host:?}");
+        }
     }
 }

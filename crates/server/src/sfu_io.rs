@@ -170,7 +170,13 @@ pub(crate) async fn start(
     let tcp = match crate::bind(local) {
         Ok(listener) => {
             let total = config.max_participants.saturating_mul(2).max(TCP_PER_ADDRESS);
-            tokio::spawn(sfu_tcp::accept(listener, tcp_tx, total, TCP_PER_ADDRESS, shutdown.clone()));
+            let gate = crate::accept::Gate::new(
+                crate::metrics::Listener::Sfu,
+                total,
+                Some(TCP_PER_ADDRESS),
+                metrics.clone(),
+            );
+            tokio::spawn(sfu_tcp::accept(listener, gate, tcp_tx, shutdown.clone()));
             true
         }
         Err(e) => {

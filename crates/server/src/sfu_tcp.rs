@@ -17,8 +17,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::limits::ConnectionLimiter;
-
 /// Frames waiting to be written to one connection; more are dropped, as a
 /// congested network would.
 const OUT_QUEUE: usize = 256;
@@ -41,33 +39,20 @@ pub(crate) enum TcpEvent {
     Closed { remote: SocketAddr },
 }
 
-/// Accepts connections until `shutdown`, at most `max_total` at once and
-/// `max_per_address` from one address.
+/// Accepts connections until `shutdown`, as many as `gate` lets in (per
+/// address and in all; refused and counted beyond, and when the process is
+/// out of file descriptors).
 pub(crate) async fn accept(
     listener: TcpListener,
+    mut gate: crate::accept::Gate,
     events: mpsc::Sender<TcpEvent>,
-    max_total: usize,
-    max_per_address: usize,
     shutdown: CancellationToken,
 ) {
-    let limiter = ConnectionLimiter::new(max_total, max_per_address);
     loop {
-        let (stream, remote) = tokio::select! {
+        let (stream, remote, permit) = tokio::select! {
             () = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("SFU TCP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = gate.accept(&listener) => accepted,
         };
-        let Ok(permit) = limiter.try_acquire(remote.ip()) else {
-            tracing::debug!(%remote, "SFU TCP connection refused: too many");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
         let events = events.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

@@ -1,12 +1,11 @@
 //! HTTPS and WSS: certificates from PEM files (re-read when the files
 //! change, so a renewed certificate needs no restart) or self-signed for a
 //! LAN (kept in the state directory, so the fingerprint people accepted
-//! survives a restart), and a listener that does TLS handshakes
-//! concurrently so one slow client cannot hold up the others, and answers
-//! plain HTTP sent to it by mistake with a redirect to HTTPS.
+//! survives a restart), and the handshake of one connection (within a
+//! deadline, each in its own task: see `accept.rs`), which answers plain
+//! HTTP sent to it by mistake with a redirect to HTTPS.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -16,17 +15,10 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most handshakes in progress at once; more clients wait in the backlog.
-const MAX_HANDSHAKES: usize = 256;
-/// Finished handshakes waiting for the HTTP server to take them.
-const READY_QUEUE: usize = 64;
 /// The first byte of every TLS connection: a handshake record (RFC 8446,
 /// section 5.1). A plain HTTP request starts with a method's letter.
 const TLS_HANDSHAKE_RECORD: u8 = 22;
@@ -289,68 +281,44 @@ fn fingerprint(cert: &CertificateDer<'_>) -> String {
     Sha256::digest(cert.as_ref()).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
-/// Accepts TCP connections and hands over those that completed a TLS
-/// handshake. Handshakes run in their own tasks, at most
-/// [`MAX_HANDSHAKES`] at a time, each within [`HANDSHAKE_TIMEOUT`].
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    acceptor_task: tokio::task::JoinHandle<()>,
+/// Why a connection did not become TLS.
+#[derive(Debug)]
+pub(crate) enum HandshakeError {
+    /// The deadline passed first.
+    TimedOut,
+    /// The handshake failed.
+    Failed(io::Error),
 }
 
-impl TlsListener {
-    /// Starts accepting on `tcp` with `config`.
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(config);
-        let (tx, ready) = mpsc::channel(READY_QUEUE);
-        let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        let acceptor_task = tokio::spawn(async move {
-            loop {
-                let Ok(permit) = slots.clone().acquire_owned().await else { return };
-                let (stream, addr) = match tcp.accept().await {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, retry.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    // The first byte says whether this is TLS at all; both
-                    // the wait for it and what follows count against one
-                    // deadline, so a silent client holds its slot no longer.
-                    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-                        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
-                        Ok(Ok(1)) if first[0].is_ascii_alphabetic() => {
-                            // Someone typed http:// for this HTTPS port.
-                            let served = redirect_plain_http(stream, local.port());
-                            if tokio::time::timeout_at(deadline, served).await.is_err() {
-                                tracing::debug!(%addr, "plain HTTP on the TLS port timed out");
-                            }
-                            return;
-                        }
-                        Ok(_) => return tracing::debug!(%addr, "neither TLS nor HTTP: closed"),
-                        Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { ready, local, acceptor_task })
+/// Does the TLS handshake on `stream` by `deadline` (which also bounds the
+/// wait for its first byte, so a silent client holds its socket no longer).
+/// Plain HTTP sent to this port (someone typed `http://`) is answered with
+/// a redirect to HTTPS on `https_port`, and so is anything that is neither:
+/// `Ok(None)`.
+pub(crate) async fn handshake(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    https_port: u16,
+    deadline: tokio::time::Instant,
+) -> Result<Option<TlsStream<TcpStream>>, HandshakeError> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(Ok(1)) if first[0].is_ascii_alphabetic() => {
+            let served = redirect_plain_http(stream, https_port);
+            return match tokio::time::timeout_at(deadline, served).await {
+                Ok(()) => Ok(None),
+                Err(_) => Err(HandshakeError::TimedOut),
+            };
+        }
+        Ok(Ok(_)) => return Ok(None),
+        Ok(Err(e)) => return Err(HandshakeError::Failed(e)),
+        Err(_) => return Err(HandshakeError::TimedOut),
+    }
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Ok(Some(tls)),
+        Ok(Err(e)) => Err(HandshakeError::Failed(e)),
+        Err(_) => Err(HandshakeError::TimedOut),
     }
 }
 
@@ -370,29 +338,6 @@ async fn redirect_plain_http(stream: TcpStream, https_port: u16) {
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     if let Err(e) = served.await {
         tracing::debug!("plain HTTP on the TLS port: {e}");
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor_task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(pair) => pair,
-            // The acceptor task only ends when aborted, with us.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 

@@ -21,12 +21,17 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use turn::{Family, FiveTuple, Input, Output, Transport};
 
+use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
 
-/// Events waiting for the TURN task. Beyond this, packets are dropped.
+/// Events waiting for the TURN task, and the bytes they may carry in all.
+/// Beyond either, packets are dropped.
 const INBOX: usize = 8192;
-/// Frames waiting to be written to one TCP client.
+const INBOX_BYTES: usize = 4 * 1024 * 1024;
+/// Frames waiting to be written to one TCP client, and their bytes (one
+/// frame always fits, however big).
 const TCP_QUEUE: usize = 256;
+const TCP_QUEUE_BYTES: usize = 64 * 1024;
 /// Largest datagram or frame handled (a UDP datagram's maximum).
 const MAX_PACKET: usize = 65_535;
 /// Attempts at finding a free relay port before giving up (508).
@@ -46,12 +51,28 @@ pub struct TurnIo {
     pub relay_ports: RangeInclusive<u16>,
     /// The state machine's settings.
     pub core: turn::Config,
+    /// Most TCP connections to the TURN port in all (also at most an
+    /// sixteenth of the open-files limit); 0 means only that.
+    pub tcp_max_connections: usize,
+    /// Most TCP connections to the TURN port from one IPv4 address or IPv6
+    /// /64; 0 means no limit.
+    pub tcp_max_connections_per_ip: usize,
+    /// A TCP client whose first whole STUN message has not come this long
+    /// after it connected is dropped.
+    pub tcp_first_message_timeout: Duration,
+}
+
+impl TurnIo {
+    /// Default caps on TCP clients: 1024 in all, 64 from one address (a
+    /// browser opens one per allocation, and a user has at most 10), the
+    /// first message within 5 s (a TURN client sends it at once).
+    pub const TCP_DEFAULTS: (usize, usize, Duration) = (1024, 64, Duration::from_secs(5));
 }
 
 enum Event {
     FromClient { from: FiveTuple, data: Vec<u8> },
     FromPeer { relay: SocketAddr, peer: SocketAddr, data: Vec<u8> },
-    TcpOpened { client: FiveTuple, frames: mpsc::Sender<Vec<u8>> },
+    TcpOpened { client: FiveTuple, frames: mpsc::Sender<Vec<u8>>, budget: ByteBudget },
     ClientGone { client: FiveTuple },
 }
 
@@ -65,11 +86,25 @@ pub(crate) async fn start(
     let udp = Arc::new(UdpSocket::bind(config.listen).await?);
     let tcp = crate::bind(config.listen)?;
     let (tx, rx) = mpsc::channel(INBOX);
+    let tx = Inbox { tx, budget: ByteBudget::new(INBOX_BYTES) };
     let local = udp.local_addr()?;
     tokio::spawn(udp_reader(udp.clone(), local, tx.clone(), metrics.clone(), shutdown.clone()));
-    tokio::spawn(tcp_acceptor(tcp, tx.clone(), metrics.clone(), shutdown.clone()));
+    let gate = crate::accept::Gate::new(
+        crate::metrics::Listener::Turn,
+        config.tcp_max_connections,
+        Some(config.tcp_max_connections_per_ip),
+        metrics.clone(),
+    );
+    let first_message = config.tcp_first_message_timeout;
+    tokio::spawn(tcp_acceptor(tcp, gate, first_message, tx.clone(), metrics.clone(), shutdown.clone()));
+    let mut core = config.core.clone();
+    core.max_allocations =
+        crate::accept::descriptor_share(crate::accept::Holder::Relays, core.max_allocations);
+    core.own_ips.extend(own_ips(&config));
+    core.own_ports.push(local.port()..=local.port());
+    core.own_ports.push(config.relay_ports.clone());
     let task = Task {
-        core: turn::Server::new(config.core.clone()),
+        core: turn::Server::new(core),
         config,
         udp,
         relays: HashMap::new(),
@@ -80,10 +115,26 @@ pub(crate) async fn start(
     Ok(tokio::spawn(task.run(rx, shutdown)))
 }
 
+/// This machine's addresses the TURN server must not relay to besides the
+/// ones its configuration names: where it listens and relays (every
+/// interface's, loopback included, when that is the unspecified address),
+/// and its public address.
+fn own_ips(config: &TurnIo) -> Vec<IpAddr> {
+    let mut ips = vec![config.public_ip, config.listen.ip(), config.relay_bind];
+    if ips.iter().any(IpAddr::is_unspecified) {
+        ips.extend(crate::interfaces::addresses());
+        ips.extend([IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+    }
+    ips.retain(|ip| !ip.is_unspecified());
+    ips.sort_unstable();
+    ips.dedup();
+    ips
+}
+
 async fn udp_reader(
     udp: Arc<UdpSocket>,
     local: SocketAddr,
-    tx: mpsc::Sender<Event>,
+    tx: Inbox,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -98,57 +149,96 @@ async fn udp_reader(
             },
         };
         let from = FiveTuple { transport: Transport::Udp, client: from, server: local };
-        offer(&tx, Event::FromClient { from, data: buf[..n].to_vec() }, &metrics);
+        tx.offer(Event::FromClient { from, data: buf[..n].to_vec() }, &metrics);
     }
 }
 
-/// Queues an event for the TURN task, or drops it (counted) when full.
-fn offer(tx: &mpsc::Sender<Event>, event: Event, metrics: &Metrics) {
-    if let Err(TrySendError::Full(_)) = tx.try_send(event) {
-        metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+/// The TURN task's inbox: bounded in events and in the bytes they carry.
+#[derive(Clone)]
+struct Inbox {
+    tx: mpsc::Sender<Event>,
+    /// Bytes of packets in `tx`; the task gives them back as it takes them.
+    budget: ByteBudget,
+}
+
+impl Inbox {
+    /// Queues a packet for the TURN task, or drops it (counted) when the
+    /// inbox is full, by count or by bytes.
+    fn offer(&self, event: Event, metrics: &Metrics) {
+        let len = event.bytes();
+        if !self.budget.try_take(len) {
+            metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Err(e) = self.tx.try_send(event) {
+            self.budget.give(len);
+            if let TrySendError::Full(_) = e {
+                metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Queues a control event (a TCP client came or went), waiting for room:
+    /// these carry no packet and must not be lost.
+    async fn send(&self, event: Event) -> Result<(), mpsc::error::SendError<Event>> {
+        self.tx.send(event).await
+    }
+}
+
+impl Event {
+    /// The packet bytes this event holds in the inbox.
+    fn bytes(&self) -> usize {
+        match self {
+            Event::FromClient { data, .. } | Event::FromPeer { data, .. } => data.len(),
+            Event::TcpOpened { .. } | Event::ClientGone { .. } => 0,
+        }
     }
 }
 
 async fn tcp_acceptor(
     tcp: TcpListener,
-    tx: mpsc::Sender<Event>,
+    mut gate: crate::accept::Gate,
+    first_message: Duration,
+    tx: Inbox,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let (stream, from) = tokio::select! {
+        let (stream, from, permit) = tokio::select! {
             () = shutdown.cancelled() => return,
-            r = tcp.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("TURN TCP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = gate.accept(&tcp) => accepted,
         };
         let Ok(local) = stream.local_addr() else { continue };
-        let _ = stream.set_nodelay(true);
         let client = FiveTuple { transport: Transport::Tcp, client: from, server: local };
-        tokio::spawn(tcp_client(stream, client, tx.clone(), metrics.clone(), shutdown.clone()));
+        let (tx, metrics, shutdown) = (tx.clone(), metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            tcp_client(stream, client, first_message, tx, metrics, shutdown).await;
+        });
     }
 }
 
-/// One TURN-over-TCP client: reads frames in, writes frames out.
+/// One TURN-over-TCP client: reads frames in, writes frames out. Its first
+/// whole message must come within `first_message`; after that, silence
+/// ends it after 10 minutes (the longest a refreshing client stays quiet).
 async fn tcp_client(
     stream: TcpStream,
     client: FiveTuple,
-    tx: mpsc::Sender<Event>,
+    first_message: Duration,
+    tx: Inbox,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    let first_deadline = tokio::time::Instant::now() + first_message;
     let (mut reader, mut writer) = stream.into_split();
     let (frames_tx, mut frames) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
-    if tx.send(Event::TcpOpened { client, frames: frames_tx }).await.is_err() {
+    let budget = ByteBudget::new(TCP_QUEUE_BYTES);
+    if tx.send(Event::TcpOpened { client, frames: frames_tx, budget: budget.clone() }).await.is_err() {
         return;
     }
     let write = async move {
         while let Some(frame) = frames.recv().await {
+            budget.give(frame.len());
             if tokio::time::timeout(Duration::from_secs(10), writer.write_all(&frame))
                 .await
                 .map_or(true, |r| r.is_err())
@@ -160,6 +250,7 @@ async fn tcp_client(
     let read = async {
         let mut buf = Vec::with_capacity(4096);
         let mut chunk = [0u8; 4096];
+        let mut heard = false;
         loop {
             // Every frame this stream still holds, in order.
             while let Some(len) = buf.get(..4).and_then(turn::stun::stream_frame_len) {
@@ -170,14 +261,23 @@ async fn tcp_client(
                     break;
                 }
                 let frame: Vec<u8> = buf.drain(..len).collect();
-                offer(&tx, Event::FromClient { from: client, data: frame }, &metrics);
+                heard = true;
+                tx.offer(Event::FromClient { from: client, data: frame }, &metrics);
             }
             if buf.len() >= 4 && turn::stun::stream_frame_len(&buf[..4]).is_none() {
                 return; // Not STUN/TURN: drop the connection.
             }
             // A client silent for 10 minutes has no allocation left to keep.
-            match tokio::time::timeout(Duration::from_secs(600), reader.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            let deadline =
+                if heard { tokio::time::Instant::now() + Duration::from_secs(600) } else { first_deadline };
+            match tokio::time::timeout_at(deadline, reader.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Err(_) => {
+                    if !heard {
+                        metrics.shed(crate::metrics::Listener::Turn, crate::metrics::Shed::Deadline);
+                    }
+                    return;
+                }
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             }
         }
@@ -201,20 +301,28 @@ struct Task {
     udp: Arc<UdpSocket>,
     /// Relay sockets by advertised address.
     relays: HashMap<SocketAddr, Relay>,
-    /// TCP clients' outbound queues.
-    tcp: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
-    events: mpsc::Sender<Event>,
+    /// TCP clients' outbound queues, and the bytes in each.
+    tcp: HashMap<FiveTuple, (mpsc::Sender<Vec<u8>>, ByteBudget)>,
+    events: Inbox,
     metrics: Arc<Metrics>,
 }
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Event>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut batch = Vec::with_capacity(64);
         loop {
+            // The core's next deadline (an allocation, permission or channel
+            // ending); with none, only events wake us.
+            let deadline = self.core.poll_timeout();
+            let timeout = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = tick.tick() => {
+                () = timeout => {
                     self.core.handle_timeout(Instant::now());
                     self.drain().await;
                 }
@@ -236,6 +344,7 @@ impl Task {
     async fn handle(&mut self, event: Event) {
         let now = Instant::now();
         let unix = crate::unix_now().as_secs();
+        self.events.budget.give(event.bytes());
         match event {
             Event::FromClient { from, data } => {
                 self.core.handle_input(now, unix, Input::FromClient { from, data: &data });
@@ -243,8 +352,8 @@ impl Task {
             Event::FromPeer { relay, peer, data } => {
                 self.core.handle_input(now, unix, Input::FromPeer { relay, peer, data: &data });
             }
-            Event::TcpOpened { client, frames } => {
-                self.tcp.insert(client, frames);
+            Event::TcpOpened { client, frames, budget } => {
+                self.tcp.insert(client, (frames, budget));
             }
             Event::ClientGone { client } => {
                 self.tcp.remove(&client);
@@ -263,10 +372,17 @@ impl Task {
                         let _ = self.udp.try_send_to(&data, to.client);
                     }
                     Transport::Tcp => {
-                        if let Some(q) = self.tcp.get(&to)
-                            && q.try_send(data).is_err()
-                        {
-                            self.metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+                        // A closed queue (the client just left) is not a full one.
+                        if let Some((q, budget)) = self.tcp.get(&to) {
+                            let len = data.len();
+                            if !budget.try_take(len) {
+                                self.metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+                            } else if let Err(e) = q.try_send(data) {
+                                budget.give(len);
+                                if let TrySendError::Full(_) = e {
+                                    self.metrics.turn_dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
                         }
                     }
                 },
@@ -334,16 +450,11 @@ impl Task {
     }
 }
 
-async fn relay_reader(
-    socket: Arc<UdpSocket>,
-    relay: SocketAddr,
-    tx: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
-) {
+async fn relay_reader(socket: Arc<UdpSocket>, relay: SocketAddr, tx: Inbox, metrics: Arc<Metrics>) {
     let mut buf = vec![0u8; MAX_PACKET];
     loop {
         match socket.recv_from(&mut buf).await {
-            Ok((n, peer)) => offer(&tx, Event::FromPeer { relay, peer, data: buf[..n].to_vec() }, &metrics),
+            Ok((n, peer)) => tx.offer(Event::FromPeer { relay, peer, data: buf[..n].to_vec() }, &metrics),
             Err(_) => continue,
         }
     }

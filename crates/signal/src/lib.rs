@@ -127,6 +127,8 @@ pub mod close {
     pub const REASON_TOO_SLOW: &str = "too slow";
     /// Reason sent with [`TOO_BIG`].
     pub const REASON_TOO_BIG: &str = "message too big";
+    /// Reason sent with [`POLICY`] when `hello` did not come in time.
+    pub const REASON_NO_HELLO: &str = "no hello";
     /// Too many connections, in all or from one address.
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Reason sent with [`TRY_AGAIN_LATER`] when the server is at capacity.

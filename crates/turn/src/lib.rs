@@ -118,6 +118,12 @@ mod tests {
 
         /// Gets a nonce (401), then allocates; returns the relay address.
         fn allocate(&mut self) -> SocketAddr {
+            self.allocate_family(1)
+        }
+
+        /// Like `allocate`, for REQUESTED-ADDRESS-FAMILY `family` (1 IPv4,
+        /// 2 IPv6).
+        fn allocate_family(&mut self, family: u8) -> SocketAddr {
             let tid = self.tid();
             let plain = Builder::new(Method::Allocate, Class::Request, tid)
                 .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
@@ -128,8 +134,11 @@ mod tests {
             let challenge = Message::parse(&data).expect("parses");
             assert_eq!(challenge.get_str(attr::REALM), Some("webconf"));
             self.nonce = challenge.get_str(attr::NONCE).expect("a nonce").to_owned();
-            let out = self.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
-            let Some(Output::OpenRelay { id, family: Family::V4 }) = out.first() else {
+            let out = self.request(Method::Allocate, |b| {
+                b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                    .attr(attr::REQUESTED_ADDRESS_FAMILY, &[family, 0, 0, 0])
+            });
+            let Some(Output::OpenRelay { id, .. }) = out.first() else {
                 panic!("expected OpenRelay, got {out:?}")
             };
             let id = *id;
@@ -156,6 +165,16 @@ mod tests {
                 Message::parse(&data).expect("parses").get_str(attr::NONCE).expect("nonce").to_owned();
         }
 
+        /// Sends `data` to `peer` in a Send indication.
+        fn send_to(&mut self, peer: SocketAddr, data: &[u8]) -> Vec<Output> {
+            let tid = self.tid();
+            let msg = Builder::new(Method::Send, Class::Indication, tid)
+                .xor_addr(attr::XOR_PEER_ADDRESS, peer)
+                .attr(attr::DATA, data)
+                .finish();
+            self.send_client(&msg)
+        }
+
         fn permit(&mut self, peer: SocketAddr) -> Option<u16> {
             let out = self.request(Method::CreatePermission, |b| b.xor_addr(attr::XOR_PEER_ADDRESS, peer));
             Self::response(&out).2
@@ -171,6 +190,25 @@ mod tests {
         assert_eq!(class, Class::Success);
         let msg = Message::parse(&data).expect("parses");
         assert_eq!(msg.get_xor_addr(attr::XOR_MAPPED_ADDRESS), Some(h.client.client));
+        assert!(msg.get(attr::FINGERPRINT).is_some(), "asked with one, answered with one");
+    }
+
+    /// Issue 10, finding 9: a 20-byte unauthenticated Binding request got
+    /// an answer several times larger (SOFTWARE, FINGERPRINT), a reflector
+    /// for anyone forging a source address. The answer is at most twice
+    /// the request, with or without FINGERPRINT.
+    #[test]
+    fn binding_answers_are_no_amplifier() {
+        let mut h = Harness::new(Config::default());
+        for req in [
+            Builder::new(Method::Binding, Class::Request, [1; 12]).finish(),
+            Builder::new(Method::Binding, Class::Request, [2; 12]).finish_with_fingerprint(),
+        ] {
+            let out = h.send_client(&req);
+            let (_, class, _, data) = Harness::response(&out);
+            assert_eq!(class, Class::Success);
+            assert!(data.len() <= 2 * req.len(), "{} bytes for {}", data.len(), req.len());
+        }
     }
 
     #[test]
@@ -289,6 +327,75 @@ mod tests {
         assert!(send(&mut h, addr("192.168.50.1:22"), b"ssh?").is_empty());
     }
 
+    /// Finding 5 of issue 10: the relay reached the server's own public
+    /// address (its TURN port, its web server, relay ports, anything on the
+    /// machine). Only its own relays (handed over inside it) and its SFU's
+    /// exact address are reached there, by any form of the address.
+    #[test]
+    fn nothing_on_the_servers_own_addresses_is_reached_but_relays_and_the_sfu() {
+        let public = addr("203.0.113.1:0").ip();
+        let listen = addr("192.0.2.200:443");
+        let sfu = SocketAddr::new(public, 7882);
+        let own = Config {
+            own_ips: vec![public, listen.ip()],
+            own_ports: vec![443..=443, 3478..=3478, 7882..=7882, 49152..=65535],
+            local_peers: vec![sfu],
+            ..Config::default()
+        };
+        let mut h = Harness::new(own.clone());
+        let a = h.client;
+        let relay_a = h.allocate();
+        let b = FiveTuple { client: addr("198.51.100.20:50001"), ..a };
+        h.client = b;
+        let relay_b = h.allocate();
+        assert_eq!(h.permit(relay_a), None);
+        h.client = a;
+        h.fresh_nonce();
+        assert_eq!(h.permit(relay_b), None);
+        assert_eq!(h.permit(listen), None);
+        assert_eq!(h.permit(addr("198.51.100.99:9")), None);
+        for port in [3478, 443, 22, 8080, 49999, relay_b.port() + 1, 65535] {
+            let peer = SocketAddr::new(public, port);
+            assert!(h.send_to(peer, b"x").is_empty(), "{peer} is this server");
+        }
+        for port in [443, 22] {
+            let peer = SocketAddr::new(listen.ip(), port);
+            assert!(h.send_to(peer, b"x").is_empty(), "{peer} is this server");
+        }
+        let out = h.send_to(relay_b, b"hello b");
+        assert!(matches!(out.as_slice(), [Output::ToClient { to, .. }] if *to == b), "{out:?}");
+        assert_eq!(
+            h.send_to(sfu, b"rtp"),
+            vec![Output::ToPeer { relay: relay_a, peer: sfu, data: b"rtp".to_vec() }]
+        );
+        assert!(!h.send_to(addr("198.51.100.99:9"), b"x").is_empty(), "elsewhere is fine");
+
+        // An IPv6 relay: our address in an IPv6 form that carries it is ours too.
+        let mut v6 = Harness::new(Config { families: vec![Family::V4, Family::V6], ..own });
+        v6.relay_ip = addr("[2001:db8::1]:0").ip();
+        v6.allocate_family(2);
+        for peer in ["[::ffff:203.0.113.1]:3478", "[64:ff9b::203.0.113.1]:443", "[2002:cb00:7101::1]:22"] {
+            let peer = addr(peer);
+            assert_eq!(v6.permit(peer), None, "{peer}: a permission for our address...");
+            assert!(v6.send_to(peer, b"x").is_empty(), "...opens nothing on it: {peer}");
+        }
+
+        // Tests and labs relay to private addresses, this machine's too,
+        // but still never to its own services.
+        let mut lab = Harness::new(Config {
+            allow_private_peers: true,
+            own_ips: vec![addr("127.0.0.1:0").ip()],
+            own_ports: vec![3478..=3478, 8080..=8080],
+            ..Config::default()
+        });
+        lab.relay_ip = addr("127.0.0.1:0").ip();
+        lab.allocate();
+        assert_eq!(lab.permit(addr("127.0.0.1:3480")), None);
+        assert_eq!(lab.send_to(addr("127.0.0.1:3480"), b"echo").len(), 1);
+        assert!(lab.send_to(addr("127.0.0.1:3478"), b"x").is_empty(), "our own TURN port");
+        assert!(lab.send_to(addr("127.0.0.1:8080"), b"x").is_empty(), "our own web server");
+    }
+
     #[test]
     fn credentials_are_checked_and_expire() {
         let mut h = Harness::new(Config::default());
@@ -374,6 +481,141 @@ mod tests {
         h.server.handle_timeout(h.now);
         assert!(h.input(Input::FromPeer { relay, peer, data: b"late" }).is_empty());
         assert_eq!(h.server.stats().packets_dropped, 1);
+    }
+
+    /// Finding 1 of issue 10: one credential could install millions of
+    /// permissions. Each allocation holds at most the configured number of
+    /// permissions and channels; refreshing one it has is always fine.
+    #[test]
+    fn permissions_and_channels_are_capped_per_allocation() {
+        let mut h = Harness::new(Config::default());
+        h.allocate();
+        let config = Config::default();
+        let peer = |i: usize| addr(&format!("8.8.{}.{}:9", i / 256, i % 256));
+        for i in 0..config.max_permissions_per_allocation {
+            assert_eq!(h.permit(peer(i)), None, "permission {i}");
+        }
+        let over = config.max_permissions_per_allocation;
+        assert_eq!(h.permit(peer(over)), Some(508), "one more peer");
+        assert_eq!(h.permit(peer(0)), None, "refreshing one it has");
+        // One request naming several new peers: all or nothing.
+        let out = h.request(Method::CreatePermission, |b| {
+            b.xor_addr(attr::XOR_PEER_ADDRESS, peer(0)).xor_addr(attr::XOR_PEER_ADDRESS, peer(over + 1))
+        });
+        assert_eq!(Harness::response(&out).2, Some(508));
+        // A channel to a new peer would need a new permission: refused too.
+        let bind = |h: &mut Harness, channel: u16, peer: SocketAddr| {
+            let out = h.request(Method::ChannelBind, |b| {
+                b.attr(attr::CHANNEL_NUMBER, &[(channel >> 8) as u8, channel as u8, 0, 0])
+                    .xor_addr(attr::XOR_PEER_ADDRESS, peer)
+            });
+            Harness::response(&out).2
+        };
+        assert_eq!(bind(&mut h, 0x4000, peer(over)), Some(508));
+        for i in 0..config.max_channels_per_allocation {
+            assert_eq!(bind(&mut h, 0x4000 + i as u16, peer(i)), None, "channel {i}");
+        }
+        let other_port = SocketAddr::new(peer(0).ip(), 10);
+        assert_eq!(bind(&mut h, 0x7000, other_port), Some(508), "one more channel");
+        assert_eq!(bind(&mut h, 0x4000, peer(0)), None, "refreshing one it has");
+    }
+
+    /// Deadlines are kept in order: the next one is known without looking
+    /// at every allocation, and `handle_timeout` ends only what is due.
+    #[test]
+    fn deadlines_are_kept_in_order_and_end_only_what_is_due() {
+        let mut h = Harness::new(Config::default());
+        assert_eq!(h.server.poll_timeout(), None, "nothing to time out");
+        let start = h.now;
+        let secs = |s: u64| start + Duration::from_secs(s);
+        let relay = h.allocate();
+        assert_eq!(h.server.poll_timeout(), Some(secs(600)), "the allocation's lifetime");
+        let early = addr("192.0.2.1:1");
+        let late = addr("192.0.2.2:2");
+        h.permit(early);
+        assert_eq!(h.server.poll_timeout(), Some(secs(300)));
+        h.now = secs(100);
+        h.permit(late);
+        assert_eq!(h.server.poll_timeout(), Some(secs(300)), "the earliest first");
+        h.now = secs(300);
+        h.server.handle_timeout(h.now);
+        h.server.check_invariants();
+        assert_eq!(h.server.poll_timeout(), Some(secs(400)));
+        assert!(h.input(Input::FromPeer { relay, peer: early, data: b"x" }).is_empty(), "ended");
+        assert_eq!(h.input(Input::FromPeer { relay, peer: late, data: b"x" }).len(), 1, "still on");
+        // Renewing a permission moves its deadline rather than adding one.
+        h.permit(late);
+        assert_eq!(h.server.poll_timeout(), Some(secs(600)));
+        h.now = secs(599);
+        h.server.handle_timeout(h.now);
+        assert_eq!(h.server.stats().allocations, 1);
+        h.now = secs(600);
+        h.server.handle_timeout(h.now);
+        assert_eq!(h.server.poll_output(), Some(Output::CloseRelay { relay }));
+        h.server.check_invariants();
+        assert_eq!(h.server.poll_timeout(), None, "the allocation took its deadlines with it");
+    }
+
+    /// Finding 4 of issue 10: every join mints a fresh credential, so the
+    /// per-username quota limited nothing. Allocations are capped per
+    /// client address whatever the credentials, and a peer's quota is
+    /// shared by all the credentials minted for it.
+    #[test]
+    fn allocations_are_capped_per_address_and_per_peer_not_per_credential() {
+        let mut h = Harness::new(Config { max_allocations_per_address: 2, ..Config::default() });
+        let as_peer = |h: &mut Harness, expiry: u64, peer: &str| {
+            h.username = auth::rest_username(expiry, peer);
+            let password = auth::rest_password(SECRET, &h.username);
+            h.key = auth::long_term_key(&h.username, "webconf", &password);
+        };
+        for (port, peer) in [(50001, "a"), (50002, "b")] {
+            h.client.client = SocketAddr::new(h.client.client.ip(), port);
+            as_peer(&mut h, UNIX + 3600, peer);
+            h.allocate();
+        }
+        h.client.client = SocketAddr::new(h.client.client.ip(), 50003);
+        as_peer(&mut h, UNIX + 3600, "c");
+        h.fresh_nonce();
+        let out = h.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+        assert_eq!(Harness::response(&out).2, Some(486), "a third from the same address");
+        h.client.client = addr("198.51.100.11:50003");
+        h.allocate();
+
+        let mut q = Harness::new(Config { max_allocations_per_user: 1, ..Config::default() });
+        q.allocate();
+        q.client.client = addr("198.51.100.12:50000");
+        as_peer(&mut q, UNIX + 7200, "peer");
+        q.fresh_nonce();
+        let out = q.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+        assert_eq!(Harness::response(&out).2, Some(486), "a fresh credential for the same peer");
+    }
+
+    /// Finding 4: the bandwidth cap was per allocation only, so more
+    /// allocations meant more bandwidth. A client address and the whole
+    /// server have budgets too.
+    #[test]
+    fn bandwidth_is_capped_per_address_and_in_all() {
+        let mut h = Harness::new(Config {
+            bandwidth_bytes_per_sec: 10_000,
+            bandwidth_bytes_per_sec_per_address: 15_000,
+            bandwidth_bytes_per_sec_total: 22_000,
+            ..Config::default()
+        });
+        let peer = addr("192.0.2.8:8");
+        let mut relays = Vec::new();
+        for (client, port) in [("198.51.100.10", 50001), ("198.51.100.10", 50002), ("198.51.100.20", 50003)] {
+            h.client.client = SocketAddr::new(addr(&format!("{client}:0")).ip(), port);
+            let relay = h.allocate();
+            h.permit(peer);
+            relays.push(relay);
+        }
+        let blob = vec![0u8; 1000];
+        let mut passed = |relay: SocketAddr| {
+            (0..50).filter(|_| !h.input(Input::FromPeer { relay, peer, data: &blob }).is_empty()).count()
+        };
+        assert_eq!(passed(relays[0]), 10, "the allocation's own second");
+        assert_eq!(passed(relays[1]), 5, "what is left of its address's");
+        assert_eq!(passed(relays[2]), 7, "another address: what is left of the server's");
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! requests, Send and Data indications, ChannelData, lifetimes, quotas.
 //!
 //! It owns no socket and reads no clock. The shell feeds it what arrived
-//! ([`Input`]) with the time, asks it to sweep expired state every second
-//! ([`Server::handle_timeout`]), and carries out what it says ([`Output`]):
-//! packets to clients and peers, relay sockets to open and close.
+//! ([`Input`]) with the time, carries out what it says ([`Output`]):
+//! packets to clients and peers, relay sockets to open and close, and
+//! calls [`Server::handle_timeout`] when [`Server::poll_timeout`] says the
+//! next deadline has come. Deadlines are kept in order (as str0m does),
+//! so expiring one permission costs a look at one entry, never a sweep
+//! over every allocation.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -16,7 +19,7 @@ use crate::policy;
 use crate::stun::{self, Builder, Class, Message, Method, attr};
 
 /// The transport between a client and the server.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub enum Transport {
     /// UDP datagrams.
     Udp,
@@ -25,7 +28,7 @@ pub enum Transport {
 }
 
 /// A client as the server sees it (RFC 8656 section 2: the 5-tuple).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct FiveTuple {
     /// UDP or TCP.
     pub transport: Transport,
@@ -36,7 +39,7 @@ pub struct FiveTuple {
 }
 
 /// Identifies an allocation while its relay socket is being opened.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct AllocId(pub u64);
 
 /// The address family of a relay.
@@ -71,13 +74,44 @@ pub struct Config {
     pub nonce_lifetime: Duration,
     /// Most allocations in all.
     pub max_allocations: usize,
-    /// Most allocations per username.
+    /// Most allocations per user: the peer id of a REST username
+    /// (`<expiry>:<peer id>`), so fresh credentials for the same peer share
+    /// its quota; any other username counts as itself.
     pub max_allocations_per_user: usize,
+    /// Most allocations held from one client address (an IPv4 address or
+    /// an IPv6 /64), whatever the credentials: credentials are minted for
+    /// free with every join, an address is not.
+    pub max_allocations_per_address: usize,
+    /// Most peer addresses one allocation may hold permissions for; more
+    /// are refused with 508 (RFC 8656 section 9.2 allows it). A browser
+    /// installs one per remote candidate address it pairs a relay
+    /// candidate with: a handful per remote peer.
+    pub max_permissions_per_allocation: usize,
+    /// Most channels bound on one allocation; more are refused with 508.
+    pub max_channels_per_allocation: usize,
     /// Relayed bytes per second per allocation and direction; 0 means no
     /// limit. Excess packets are dropped (it is UDP).
     pub bandwidth_bytes_per_sec: u64,
-    /// Relay to loopback, private and link-local peers too (tests only).
+    /// Relayed bytes per second per client address (all its allocations
+    /// together) and direction; 0 means no limit.
+    pub bandwidth_bytes_per_sec_per_address: u64,
+    /// Relayed bytes per second through the whole server, per direction;
+    /// 0 means no limit.
+    pub bandwidth_bytes_per_sec_total: u64,
+    /// Relay to loopback, private and link-local peers too, and to this
+    /// machine's own addresses but for `own_ports` (tests and labs only).
     pub allow_private_peers: bool,
+    /// This server's own addresses: its public address, the addresses it
+    /// listens on, the address relays are opened on. Nothing there is
+    /// relayed to (its TURN port, its web server, other relays, anything
+    /// else on the machine) but this server's relays, handed over inside
+    /// it, and `local_peers`.
+    pub own_ips: Vec<IpAddr>,
+    /// Ports of this server's own services on `own_ips` (TURN, HTTP, the
+    /// relay range, the SFU): never relayed to, not even with
+    /// `allow_private_peers`, but for this server's relays and
+    /// `local_peers`.
+    pub own_ports: Vec<std::ops::RangeInclusive<u16>>,
     /// This server's own services that clients may relay to although their
     /// address is private: the SFU of a server on a LAN. (This server's own
     /// relays are always reachable from each other: see
@@ -101,8 +135,15 @@ impl Default for Config {
             nonce_lifetime: Duration::from_secs(3600),
             max_allocations: 1000,
             max_allocations_per_user: 10,
+            max_allocations_per_address: 32,
+            max_permissions_per_allocation: 64,
+            max_channels_per_allocation: 64,
             bandwidth_bytes_per_sec: 2_500_000,
+            bandwidth_bytes_per_sec_per_address: 10_000_000,
+            bandwidth_bytes_per_sec_total: 125_000_000,
             allow_private_peers: false,
+            own_ips: Vec::new(),
+            own_ports: Vec::new(),
             local_peers: Vec::new(),
             families: vec![Family::V4],
         }
@@ -196,16 +237,19 @@ pub struct Stats {
     pub requests_refused: u64,
 }
 
-/// Relayed bytes per second, one direction of one allocation.
+/// Relayed bytes per second in one direction: of one allocation, one
+/// client address, or the whole server. Starts full.
 #[derive(Debug)]
 struct ByteBucket {
     tokens: u64,
     rate: u64,
-    last: Instant,
+    /// When it was last filled; `None` until its first packet (the core
+    /// reads no clock, so a bucket made with no input at hand starts then).
+    last: Option<Instant>,
 }
 
 impl ByteBucket {
-    fn new(rate: u64, now: Instant) -> Self {
+    fn new(rate: u64, now: Option<Instant>) -> Self {
         ByteBucket { tokens: rate, rate, last: now }
     }
 
@@ -213,8 +257,9 @@ impl ByteBucket {
         if self.rate == 0 {
             return true;
         }
-        let elapsed = now.saturating_duration_since(self.last);
-        self.last = self.last.max(now);
+        let last = *self.last.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(last);
+        self.last = Some(last.max(now));
         let refill =
             (elapsed.as_micros().min(u128::from(u64::MAX)) as u64).saturating_mul(self.rate) / 1_000_000;
         // One second of burst.
@@ -227,6 +272,15 @@ impl ByteBucket {
             false
         }
     }
+}
+
+/// What one client address holds: how many allocations, and its share
+/// of bandwidth.
+#[derive(Debug)]
+struct ClientBudget {
+    allocations: usize,
+    up: ByteBucket,
+    down: ByteBucket,
 }
 
 #[derive(Debug)]
@@ -255,6 +309,24 @@ struct Pending {
     key: [u8; 16],
     lifetime: Duration,
     started: Instant,
+}
+
+/// How long the shell may take to answer [`Output::OpenRelay`] before the
+/// allocation is given up (it answers at once; a later answer is a lost one,
+/// which would only hold a quota place).
+const PENDING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a deadline in [`Server`]'s ordered set ends.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Timer {
+    /// An allocation's lifetime.
+    Allocation(FiveTuple),
+    /// A permission of an allocation, for one peer IP.
+    Permission(FiveTuple, IpAddr),
+    /// A channel binding of an allocation.
+    Channel(FiveTuple, u16),
+    /// An allocation waiting for its relay socket.
+    Pending(AllocId),
 }
 
 /// The outcome of checking a request's credentials.
@@ -297,7 +369,18 @@ pub struct Server {
     allocations: HashMap<FiveTuple, Allocation>,
     relays: HashMap<SocketAddr, FiveTuple>,
     pending: HashMap<AllocId, Pending>,
+    /// Allocations (and pending ones) per user (see [`quota_key`]).
     per_user: HashMap<String, usize>,
+    /// Allocations (and pending ones) and bandwidth per client address
+    /// ([`policy::client_key`]); an entry lives while it counts any.
+    per_address: HashMap<IpAddr, ClientBudget>,
+    /// The whole server's bandwidth, each direction.
+    total_up: ByteBucket,
+    total_down: ByteBucket,
+    /// Every deadline: one per allocation, permission, channel and pending
+    /// allocation, each matching the time stored beside the thing it ends
+    /// (checked by `check_invariants`). Bounded by what it times out.
+    timers: BTreeSet<(Instant, Timer)>,
     next_id: u64,
     /// Drained by the shell after every input; bounded by one input's
     /// effects (at most one response and one relayed packet, or the relay
@@ -310,6 +393,7 @@ impl Server {
     /// A server with no allocations.
     pub fn new(config: Config) -> Server {
         let nonces = NonceKey::new(config.nonce_key);
+        let total = config.bandwidth_bytes_per_sec_total;
         Server {
             config,
             nonces,
@@ -317,6 +401,10 @@ impl Server {
             relays: HashMap::new(),
             pending: HashMap::new(),
             per_user: HashMap::new(),
+            per_address: HashMap::new(),
+            total_up: ByteBucket::new(total, None),
+            total_down: ByteBucket::new(total, None),
+            timers: BTreeSet::new(),
             next_id: 1,
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -342,7 +430,8 @@ impl Server {
             Input::RelayOpened { id, relay } => self.relay_opened(now, id, relay),
             Input::RelayFailed { id } => {
                 if let Some(p) = self.pending.remove(&id) {
-                    self.release_user(&p.username);
+                    self.timers.remove(&(p.started + PENDING_TIMEOUT, Timer::Pending(id)));
+                    self.release(&p.username, p.client.client);
                     let msg = Builder::new(Method::Allocate, Class::Error, p.transaction)
                         .error(508, "Insufficient Capacity")
                         .integrity(&p.key);
@@ -356,44 +445,57 @@ impl Server {
                     self.pending.iter().filter(|(_, p)| p.client == client).map(|(id, _)| *id).collect();
                 for id in gone {
                     if let Some(p) = self.pending.remove(&id) {
-                        self.release_user(&p.username);
+                        self.timers.remove(&(p.started + PENDING_TIMEOUT, Timer::Pending(id)));
+                        self.release(&p.username, p.client.client);
                     }
                 }
             }
         }
     }
 
-    /// Expires allocations, permissions and channel bindings; call about
-    /// once a second.
+    /// When [`Server::handle_timeout`] next has something to do, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Ends every allocation, permission, channel binding and pending
+    /// allocation whose deadline is `now` or earlier. Costs one step per
+    /// thing ended; call it when [`Server::poll_timeout`] says so.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<FiveTuple> =
-            self.allocations.iter().filter(|(_, a)| a.expires <= now).map(|(t, _)| *t).collect();
-        for t in expired {
-            self.remove_allocation(t);
-        }
-        for a in self.allocations.values_mut() {
-            a.permissions.retain(|_, until| *until > now);
-            let stale: Vec<u16> =
-                a.channels.iter().filter(|(_, (_, until))| *until <= now).map(|(c, _)| *c).collect();
-            for c in stale {
-                if let Some((peer, _)) = a.channels.remove(&c) {
-                    a.by_peer.remove(&peer);
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Allocation(t) => self.remove_allocation(t),
+                Timer::Permission(t, ip) => {
+                    if let Some(a) = self.allocations.get_mut(&t) {
+                        a.permissions.remove(&ip);
+                    }
+                }
+                Timer::Channel(t, c) => {
+                    if let Some(a) = self.allocations.get_mut(&t)
+                        && let Some((peer, _)) = a.channels.remove(&c)
+                    {
+                        a.by_peer.remove(&peer);
+                    }
+                }
+                Timer::Pending(id) => {
+                    if let Some(p) = self.pending.remove(&id) {
+                        self.release(&p.username, p.client.client);
+                    }
                 }
             }
         }
-        // The shell answers every OpenRelay at once; a pending allocation
-        // this old was lost and would only hold a quota place.
-        let lost: Vec<AllocId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.started) > Duration::from_secs(30))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in lost {
-            if let Some(p) = self.pending.remove(&id) {
-                self.release_user(&p.username);
-            }
+    }
+
+    /// Moves `timer` from `old` (if it had a deadline) to `new`.
+    fn reschedule(&mut self, timer: Timer, old: Option<Instant>, new: Instant) {
+        if let Some(old) = old {
+            self.timers.remove(&(old, timer));
         }
+        self.timers.insert((new, timer));
     }
 
     fn send(&mut self, to: FiveTuple, msg: Builder) {
@@ -410,10 +512,18 @@ impl Server {
         }
         match (msg.method, msg.class) {
             (Method::Binding, Class::Request) => {
+                // Anyone can send this with a forged source address, so the
+                // answer is kept small (no SOFTWARE; FINGERPRINT only when
+                // asked with one): at most twice the request's size, a poor
+                // amplifier.
                 let reply = Builder::new(Method::Binding, Class::Success, msg.transaction)
-                    .xor_addr(attr::XOR_MAPPED_ADDRESS, from.client)
-                    .attr(attr::SOFTWARE, self.config.software.as_bytes());
-                self.send(from, reply);
+                    .xor_addr(attr::XOR_MAPPED_ADDRESS, from.client);
+                let data = if msg.get(attr::FINGERPRINT).is_some() {
+                    reply.finish_with_fingerprint()
+                } else {
+                    reply.finish()
+                };
+                self.outputs.push_back(Output::ToClient { to: from, data });
             }
             (Method::Send, Class::Indication) => self.send_indication(now, from, &msg),
             (
@@ -554,11 +664,25 @@ impl Server {
             return self.refuse(from, msg, &key, 440, "Address Family not Supported");
         }
         let in_use = self.allocations.len() + self.pending.len();
-        let per_user = self.per_user.get(&username).copied().unwrap_or(0);
-        if in_use >= self.config.max_allocations || per_user >= self.config.max_allocations_per_user {
+        let per_user = self.per_user.get(quota_key(&username)).copied().unwrap_or(0);
+        let address = policy::client_key(from.client.ip());
+        let per_address = self.per_address.get(&address).map_or(0, |b| b.allocations);
+        if in_use >= self.config.max_allocations
+            || per_user >= self.config.max_allocations_per_user
+            || per_address >= self.config.max_allocations_per_address
+        {
             return self.refuse(from, msg, &key, 486, "Allocation Quota Reached");
         }
-        *self.per_user.entry(username.clone()).or_insert(0) += 1;
+        *self.per_user.entry(quota_key(&username).to_owned()).or_insert(0) += 1;
+        let rate = self.config.bandwidth_bytes_per_sec_per_address;
+        self.per_address
+            .entry(address)
+            .or_insert_with(|| ClientBudget {
+                allocations: 0,
+                up: ByteBucket::new(rate, Some(now)),
+                down: ByteBucket::new(rate, Some(now)),
+            })
+            .allocations += 1;
         let id = AllocId(self.next_id);
         self.next_id += 1;
         let lifetime = self.lifetime(msg);
@@ -566,6 +690,7 @@ impl Server {
             id,
             Pending { client: from, transaction: msg.transaction, username, key, lifetime, started: now },
         );
+        self.timers.insert((now + PENDING_TIMEOUT, Timer::Pending(id)));
         self.outputs.push_back(Output::OpenRelay { id, family });
     }
 
@@ -574,6 +699,8 @@ impl Server {
             // Nobody wants it any more (the client left meanwhile).
             return self.outputs.push_back(Output::CloseRelay { relay });
         };
+        self.timers.remove(&(p.started + PENDING_TIMEOUT, Timer::Pending(id)));
+        self.timers.insert((now + p.lifetime, Timer::Allocation(p.client)));
         let response = Builder::new(Method::Allocate, Class::Success, p.transaction)
             .xor_addr(attr::XOR_RELAYED_ADDRESS, relay)
             .u32(attr::LIFETIME, p.lifetime.as_secs() as u32)
@@ -594,8 +721,8 @@ impl Server {
                 by_peer: HashMap::new(),
                 created_by: p.transaction,
                 created_response: response.clone(),
-                up: ByteBucket::new(rate, now),
-                down: ByteBucket::new(rate, now),
+                up: ByteBucket::new(rate, Some(now)),
+                down: ByteBucket::new(rate, Some(now)),
             },
         );
         self.outputs.push_back(Output::ToClient { to: p.client, data: response });
@@ -629,38 +756,63 @@ impl Server {
             Duration::ZERO
         } else {
             let lifetime = self.lifetime(msg);
-            if let Some(a) = self.allocations.get_mut(&from) {
-                a.expires = now + lifetime;
+            let old =
+                self.allocations.get_mut(&from).map(|a| std::mem::replace(&mut a.expires, now + lifetime));
+            if old.is_some() {
+                self.reschedule(Timer::Allocation(from), old, now + lifetime);
             }
             lifetime
         };
         self.succeed(from, msg, key, |b| b.u32(attr::LIFETIME, lifetime.as_secs() as u32));
     }
 
-    /// Checks that `peer` may be relayed to from `relay`: same family, and
-    /// public unless private peers are allowed, or this server's own
-    /// address (where only its relays and `local_peers` are then reached:
-    /// see [`Server::private_peer_ok`]).
+    /// Checks that a permission for `peer`'s address may be installed on
+    /// `relay`: same family, and an address [`Server::may_relay_to`] could
+    /// allow some port of. (Permissions are per IP address: one for this
+    /// server's own address is what lets two of its relays, or a relay and
+    /// its SFU, reach each other; every packet is then checked by port.)
     fn peer_ok(&self, relay: SocketAddr, peer: SocketAddr) -> Result<(), (u16, &'static str)> {
         if relay.is_ipv4() != peer.is_ipv4() {
             return Err((443, "Peer Address Family Mismatch"));
         }
-        let ours = peer.ip() == relay.ip() || self.config.local_peers.iter().any(|p| p.ip() == peer.ip());
-        if !self.config.allow_private_peers && !policy::is_public(peer.ip()) && !ours {
+        if !self.is_ours(relay, peer.ip())
+            && !self.config.allow_private_peers
+            && !policy::is_public(peer.ip())
+        {
             return Err((403, "Forbidden"));
         }
         Ok(())
     }
 
-    /// Whether a packet may go to `peer` by the address policy: a public
-    /// address, any address when private peers are allowed, else only one
-    /// of this server's relays or `local_peers` (a permission for this
-    /// server's private address opens nothing else on it).
-    fn private_peer_ok(&self, peer: SocketAddr) -> bool {
-        self.config.allow_private_peers
-            || policy::is_public(peer.ip())
-            || self.relays.contains_key(&peer)
-            || self.config.local_peers.contains(&peer)
+    /// Whether a packet from `relay` may go to `peer` by the address policy,
+    /// decided here alone: this server's relays (handed over inside it) and
+    /// `local_peers` (its SFU) always; nothing else on this server's own
+    /// addresses (with private peers allowed, nothing on its own ports);
+    /// elsewhere, public addresses, or any when private peers are allowed.
+    fn may_relay_to(&self, relay: SocketAddr, peer: SocketAddr) -> bool {
+        if self.relays.contains_key(&peer) || self.config.local_peers.contains(&peer) {
+            return true;
+        }
+        if self.is_ours(relay, peer.ip()) {
+            return self.config.allow_private_peers
+                && !self.config.own_ports.iter().any(|ports| ports.contains(&peer.port()));
+        }
+        self.config.allow_private_peers || policy::is_public(peer.ip())
+    }
+
+    /// Whether `ip` (or an IPv4 address it carries) is one of this server's
+    /// own: `own_ips`, the relay's address, a local peer's.
+    fn is_ours(&self, relay: SocketAddr, ip: IpAddr) -> bool {
+        let ours = |ip: IpAddr| {
+            let ip = ip.to_canonical();
+            ip == relay.ip().to_canonical()
+                || self.config.own_ips.iter().any(|o| o.to_canonical() == ip)
+                || self.config.local_peers.iter().any(|p| p.ip().to_canonical() == ip)
+        };
+        match ip {
+            IpAddr::V4(_) => ours(ip),
+            IpAddr::V6(v6) => ours(ip) || policy::embedded_ipv4(v6).into_iter().any(|v4| ours(v4.into())),
+        }
     }
 
     fn create_permission(
@@ -687,11 +839,17 @@ impl Server {
                 return self.refuse(from, msg, key, code, reason);
             }
         }
+        let Some(a) = self.allocations.get(&from) else { return };
+        let mut new_ips: Vec<IpAddr> =
+            peers.iter().map(SocketAddr::ip).filter(|ip| !a.permissions.contains_key(ip)).collect();
+        new_ips.sort_unstable();
+        new_ips.dedup();
+        if a.permissions.len() + new_ips.len() > self.config.max_permissions_per_allocation {
+            return self.refuse(from, msg, key, 508, "Insufficient Capacity");
+        }
         let until = now + self.config.permission_lifetime;
-        if let Some(a) = self.allocations.get_mut(&from) {
-            for peer in peers {
-                a.permissions.insert(peer.ip(), until);
-            }
+        for peer in peers {
+            self.permit(from, peer.ip(), until);
         }
         self.succeed(from, msg, key, |b| b);
     }
@@ -724,15 +882,36 @@ impl Server {
         if channel_elsewhere || peer_elsewhere {
             return self.refuse(from, msg, key, 400, "Bad Request");
         }
+        let new_channel = !a.channels.contains_key(&channel);
+        let new_permission = !a.permissions.contains_key(&peer.ip());
+        if (new_channel && a.channels.len() >= self.config.max_channels_per_allocation)
+            || (new_permission && a.permissions.len() >= self.config.max_permissions_per_allocation)
+        {
+            return self.refuse(from, msg, key, 508, "Insufficient Capacity");
+        }
         let until = now + self.config.channel_lifetime;
-        let permission_until = now + self.config.permission_lifetime;
+        let old = a.channels.get(&channel).map(|(_, until)| *until);
         if let Some(a) = self.allocations.get_mut(&from) {
             a.channels.insert(channel, (peer, until));
             a.by_peer.insert(peer, channel);
-            let p = a.permissions.entry(peer.ip()).or_insert(permission_until);
-            *p = (*p).max(permission_until);
         }
+        self.reschedule(Timer::Channel(from, channel), old, until);
+        self.permit(from, peer.ip(), now + self.config.permission_lifetime);
         self.succeed(from, msg, key, |b| b);
+    }
+
+    /// Installs or extends `from`'s permission for `ip` until `until` (never
+    /// shortening it). The caller has checked the cap.
+    fn permit(&mut self, from: FiveTuple, ip: IpAddr, until: Instant) {
+        let Some(a) = self.allocations.get_mut(&from) else { return };
+        let old = a.permissions.insert(ip, until);
+        if let Some(old) = old
+            && old > until
+        {
+            a.permissions.insert(ip, old);
+            return;
+        }
+        self.reschedule(Timer::Permission(from, ip), old, until);
     }
 
     fn send_indication(&mut self, now: Instant, from: FiveTuple, msg: &Message<'_>) {
@@ -752,15 +931,21 @@ impl Server {
     }
 
     fn relay_to_peer(&mut self, now: Instant, from: FiveTuple, peer: SocketAddr, data: &[u8]) {
-        let policy_ok = self.private_peer_ok(peer);
+        let Some(relay) = self.allocations.get(&from).map(|a| a.relay) else { return };
+        let policy_ok = self.may_relay_to(relay, peer);
         let Some(a) = self.allocations.get_mut(&from) else { return };
         let allowed = a.permissions.get(&peer.ip()).is_some_and(|until| *until > now);
-        if !allowed || !policy_ok || !a.up.take(data.len(), now) {
+        let address = self.per_address.get_mut(&policy::client_key(from.client.ip()));
+        if !allowed
+            || !policy_ok
+            || !a.up.take(data.len(), now)
+            || !address.is_some_and(|b| b.up.take(data.len(), now))
+            || !self.total_up.take(data.len(), now)
+        {
             self.stats.packets_dropped += 1;
             return;
         }
         self.stats.packets_to_peers += 1;
-        let relay = a.relay;
         if self.relays.contains_key(&peer) {
             // Both ends relay through this server (two browsers that hide
             // their addresses, say): handed over here rather than sent to
@@ -776,7 +961,12 @@ impl Server {
         let Some(owner) = self.relays.get(&relay).copied() else { return };
         let Some(a) = self.allocations.get_mut(&owner) else { return };
         let allowed = a.permissions.get(&peer.ip()).is_some_and(|until| *until > now);
-        if !allowed || !a.down.take(data.len(), now) {
+        let address = self.per_address.get_mut(&policy::client_key(owner.client.ip()));
+        if !allowed
+            || !a.down.take(data.len(), now)
+            || !address.is_some_and(|b| b.down.take(data.len(), now))
+            || !self.total_down.take(data.len(), now)
+        {
             self.stats.packets_dropped += 1;
             return;
         }
@@ -798,17 +988,34 @@ impl Server {
 
     fn remove_allocation(&mut self, t: FiveTuple) {
         if let Some(a) = self.allocations.remove(&t) {
+            self.timers.remove(&(a.expires, Timer::Allocation(t)));
+            for (ip, until) in &a.permissions {
+                self.timers.remove(&(*until, Timer::Permission(t, *ip)));
+            }
+            for (c, (_, until)) in &a.channels {
+                self.timers.remove(&(*until, Timer::Channel(t, *c)));
+            }
             self.relays.remove(&a.relay);
-            self.release_user(&a.username);
+            self.release(&a.username, t.client);
             self.outputs.push_back(Output::CloseRelay { relay: a.relay });
         }
     }
 
-    fn release_user(&mut self, username: &str) {
-        if let Some(n) = self.per_user.get_mut(username) {
+    /// Gives back the quota places of an allocation (or pending one) of
+    /// `username` from `client`.
+    fn release(&mut self, username: &str, client: SocketAddr) {
+        let user = quota_key(username);
+        if let Some(n) = self.per_user.get_mut(user) {
             *n -= 1;
             if *n == 0 {
-                self.per_user.remove(username);
+                self.per_user.remove(user);
+            }
+        }
+        let address = policy::client_key(client.ip());
+        if let Some(b) = self.per_address.get_mut(&address) {
+            b.allocations -= 1;
+            if b.allocations == 0 {
+                self.per_address.remove(&address);
             }
         }
     }
@@ -822,12 +1029,45 @@ impl Server {
         }
         let counted: usize = self.per_user.values().sum();
         assert_eq!(counted, self.allocations.len() + self.pending.len());
-        for a in self.allocations.values() {
-            assert_eq!(a.channels.len(), a.by_peer.len());
-            for (c, (peer, _)) in &a.channels {
-                assert_eq!(a.by_peer.get(peer), Some(c));
-            }
+        let mut by_address: HashMap<IpAddr, usize> = HashMap::new();
+        let clients = self.allocations.keys().chain(self.pending.values().map(|p| &p.client));
+        for t in clients {
+            *by_address.entry(policy::client_key(t.client.ip())).or_insert(0) += 1;
         }
+        assert_eq!(by_address.len(), self.per_address.len());
+        for (address, n) in by_address {
+            assert_eq!(self.per_address.get(&address).map(|b| b.allocations), Some(n));
+            assert!(n <= self.config.max_allocations_per_address);
+        }
+        let mut timers = 0;
+        for (t, a) in &self.allocations {
+            assert_eq!(a.channels.len(), a.by_peer.len());
+            assert!(a.permissions.len() <= self.config.max_permissions_per_allocation);
+            assert!(a.channels.len() <= self.config.max_channels_per_allocation);
+            assert!(self.timers.contains(&(a.expires, Timer::Allocation(*t))));
+            for (c, (peer, until)) in &a.channels {
+                assert_eq!(a.by_peer.get(peer), Some(c));
+                assert!(self.timers.contains(&(*until, Timer::Channel(*t, *c))));
+            }
+            for (ip, until) in &a.permissions {
+                assert!(self.timers.contains(&(*until, Timer::Permission(*t, *ip))));
+            }
+            timers += 1 + a.channels.len() + a.permissions.len();
+        }
+        for (id, p) in &self.pending {
+            assert!(self.timers.contains(&(p.started + PENDING_TIMEOUT, Timer::Pending(*id))));
+        }
+        assert_eq!(self.timers.len(), timers + self.pending.len(), "no deadline outlives its thing");
+    }
+}
+
+/// Whose quota an allocation counts against: the peer id of a REST username
+/// (`<expiry>:<peer id>`), so that credentials minted again for the same
+/// peer share one quota; any other username is its own.
+fn quota_key(username: &str) -> &str {
+    match username.split_once(':') {
+        Some((expiry, user)) if expiry.bytes().all(|b| b.is_ascii_digit()) && !expiry.is_empty() => user,
+        _ => username,
     }
 }
 

@@ -20,7 +20,8 @@ struct Cli {
 
     /// Another origin allowed to open the WebSocket (repeatable, or
     /// comma-separated), e.g. https://meet.example.org; `*` allows any. The
-    /// server's own origin and loopback origins are always allowed.
+    /// server's own origin is always allowed, loopback origins when it
+    /// listens on loopback.
     #[arg(long = "allow-origin", env = "WEBCONF_ALLOW_ORIGIN", value_delimiter = ',')]
     allow_origin: Vec<String>,
 
@@ -68,6 +69,31 @@ struct Cli {
     /// limit). Behind a reverse proxy every connection comes from the proxy.
     #[arg(long, env = "WEBCONF_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
     max_connections_per_ip: usize,
+
+    /// Seconds a WebSocket may take to say `hello` after it opened before
+    /// it is closed (a page says it at once).
+    #[arg(long, env = "WEBCONF_HELLO_TIMEOUT", default_value_t = 10)]
+    hello_timeout: u64,
+
+    /// Most TCP connections to the HTTP(S) port that are not (yet)
+    /// WebSockets, in all; also at most an eighth of the open-files limit
+    /// (0: only that).
+    #[arg(long, env = "WEBCONF_MAX_HTTP_CONNECTIONS", default_value_t = 4096)]
+    max_http_connections: usize,
+
+    /// Most such connections from one IPv4 address or IPv6 /64 (0: no
+    /// limit).
+    #[arg(long, env = "WEBCONF_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 64)]
+    max_http_connections_per_ip: usize,
+
+    /// Seconds a client may take to send a request's headers (from the
+    /// connection's start, or the end of its previous response).
+    #[arg(long, env = "WEBCONF_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+
+    /// Seconds a client may take to finish its TLS handshake.
+    #[arg(long, env = "WEBCONF_TLS_HANDSHAKE_TIMEOUT", default_value_t = 5)]
+    tls_handshake_timeout: u64,
 
     /// Serve HTTPS and WSS with a certificate made for this machine's names
     /// and addresses (`self-signed`), kept in the state directory so its
@@ -149,13 +175,28 @@ struct Cli {
     #[arg(long, env = "WEBCONF_TURN_ALLOW_PRIVATE")]
     turn_allow_private: bool,
 
-    /// Most TURN allocations one credential may hold.
+    /// Most TURN allocations one peer may hold (all the credentials it was
+    /// given count together).
     #[arg(long, env = "WEBCONF_TURN_USER_QUOTA", default_value_t = 10)]
     turn_user_quota: usize,
+
+    /// Most TURN allocations held from one IPv4 address or IPv6 /64.
+    #[arg(long, env = "WEBCONF_TURN_ADDRESS_QUOTA", default_value_t = 32)]
+    turn_address_quota: usize,
 
     /// Relay bandwidth per allocation and direction, in kbit/s (0: no limit).
     #[arg(long, env = "WEBCONF_TURN_BANDWIDTH", default_value_t = 20_000)]
     turn_bandwidth: u64,
+
+    /// Relay bandwidth per client address (all its allocations) and
+    /// direction, in kbit/s (0: no limit).
+    #[arg(long, env = "WEBCONF_TURN_BANDWIDTH_PER_IP", default_value_t = 80_000)]
+    turn_bandwidth_per_ip: u64,
+
+    /// Relay bandwidth of the whole server per direction, in kbit/s (0: no
+    /// limit).
+    #[arg(long, env = "WEBCONF_TURN_BANDWIDTH_TOTAL", default_value_t = 1_000_000)]
+    turn_bandwidth_total: u64,
 
     /// Where webconf keeps its state: a `secret` file that signs resume
     /// tokens, so calls survive a restart, and the self-signed certificate
@@ -222,6 +263,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         rate_burst: cli.rate_limit.saturating_mul(2),
         max_connections: cli.max_connections,
         max_connections_per_ip: cli.max_connections_per_ip,
+        hello_timeout: std::time::Duration::from_secs(cli.hello_timeout.max(1)),
+        max_http_connections: cli.max_http_connections,
+        max_http_connections_per_ip: cli.max_http_connections_per_ip,
+        header_timeout: std::time::Duration::from_secs(cli.header_timeout.max(1)),
+        tls_handshake_timeout: std::time::Duration::from_secs(cli.tls_handshake_timeout.max(1)),
         ..server::Limits::default()
     };
     let state_dir = state_dir(cli.state_dir.as_deref());
@@ -388,7 +434,10 @@ fn turn_setup(
         secret: turn_secret.clone(),
         nonce_key: server::random_secret(),
         max_allocations_per_user: cli.turn_user_quota,
+        max_allocations_per_address: cli.turn_address_quota,
         bandwidth_bytes_per_sec: cli.turn_bandwidth * 1000 / 8,
+        bandwidth_bytes_per_sec_per_address: cli.turn_bandwidth_per_ip * 1000 / 8,
+        bandwidth_bytes_per_sec_total: cli.turn_bandwidth_total * 1000 / 8,
         allow_private_peers: cli.turn_allow_private,
         // The SFU beside us, for members who relay everything: on a LAN its
         // address is private, which the relay policy otherwise refuses.
@@ -397,6 +446,18 @@ fn turn_setup(
             .into_iter()
             .collect(),
         families,
+        // This server's own services besides TURN's (which the TURN server
+        // adds, with its relay ports and addresses): never relayed to.
+        own_ports: [
+            Some(addr.port()),
+            (!cli.no_sfu).then_some(cli.sfu_port),
+            cli.http_redirect.map(|a| a.port()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|port| *port != 0)
+        .map(|port| port..=port)
+        .collect(),
         ..turn::Config::default()
     };
     let io = server::turn_io::TurnIo {
@@ -405,6 +466,9 @@ fn turn_setup(
         public_ip,
         relay_ports: cli.turn_relay_ports.clone(),
         core,
+        tcp_max_connections: server::turn_io::TurnIo::TCP_DEFAULTS.0,
+        tcp_max_connections_per_ip: server::turn_io::TurnIo::TCP_DEFAULTS.1,
+        tcp_first_message_timeout: server::turn_io::TurnIo::TCP_DEFAULTS.2,
     };
     let credentials = server::TurnCredentials { urls, secret: turn_secret, ttl };
     let ice = server::IceConfig {
@@ -453,13 +517,32 @@ fn read_or_create_secret(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
             (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect();
         bytes?.try_into().ok()
     };
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not 64 hex digits; delete it to make a new one",
-            )
-        }),
+        Ok(text) => {
+            // Whoever can read it can forge resume tokens and TURN
+            // credentials: only its owner may.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(invalid(format!(
+                        "readable by others (mode {mode:o}); chmod 600 it, or delete it to make a new one"
+                    )));
+                }
+            }
+            let secret = parse(&text)
+                .ok_or_else(|| invalid("not 64 hex digits; delete it to make a new one".into()))?;
+            // 32 random bytes hold about 30 different values; a secret
+            // someone typed (all zeros, a repeated word) holds few.
+            let mut seen = [false; 256];
+            secret.iter().for_each(|b| seen[usize::from(*b)] = true);
+            if seen.iter().filter(|s| **s).count() < 16 {
+                return Err(invalid("too easy to guess; delete it to make a new one".into()));
+            }
+            Ok(secret)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -543,4 +626,34 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down: closing every connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10, finding 9: an existing secret was used whatever its
+    /// permissions and content.
+    #[test]
+    #[cfg(unix)]
+    fn a_secret_others_can_read_or_guess_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("webconf-secret-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("secret");
+        let made = read_or_create_secret(&path).expect("made on first start");
+        assert_eq!(read_or_create_secret(&path).expect("read again"), made);
+        let mode =
+            |m: u32| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).expect("chmod");
+        mode(0o644);
+        let err = read_or_create_secret(&path).expect_err("readable by others");
+        assert!(err.to_string().contains("readable by others"), "{err}");
+        mode(0o600);
+        std::fs::write(&path, "00".repeat(32)).expect("write");
+        let err = read_or_create_secret(&path).expect_err("all zeros");
+        assert!(err.to_string().contains("too easy to guess"), "{err}");
+        std::fs::write(&path, "000102030405060708090a0b0c0d0e0f".repeat(2)).expect("write");
+        assert!(read_or_create_secret(&path).is_ok(), "16 different bytes");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -94,7 +94,19 @@ impl Webconf {
 
     /// Starts webconf listening on `listen` (to restart one on its port).
     pub fn start_on(listen: &str, extra_args: &[&str]) -> Webconf {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_webconf"))
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_webconf")), listen, extra_args)
+    }
+
+    /// Starts webconf on 127.0.0.1 with an open-files limit of `nofile`
+    /// (through util-linux's `prlimit`, which then runs it).
+    pub fn start_with_nofile(nofile: u32, extra_args: &[&str]) -> Webconf {
+        let mut prlimit = Command::new("prlimit");
+        prlimit.arg(format!("--nofile={nofile}:{nofile}")).arg("--").arg(env!("CARGO_BIN_EXE_webconf"));
+        Self::spawn(prlimit, "127.0.0.1:0", extra_args)
+    }
+
+    fn spawn(mut command: Command, listen: &str, extra_args: &[&str]) -> Webconf {
+        let mut child = command
             // WEBCONF_TEST_LOG (e.g. `info,server::sfu_io=debug`) to see more.
             .args([
                 "--listen",

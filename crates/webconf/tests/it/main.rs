@@ -6,6 +6,7 @@ mod browser;
 mod callpage;
 mod group;
 mod harness;
+mod hostile;
 mod lan;
 mod nat;
 mod netlab;

@@ -287,6 +287,46 @@ async fn silent_peers_are_dropped_and_the_room_hears_of_it() {
     drop(b);
 }
 
+/// Issue 10, finding 2: a WebSocket that never said `hello` stayed forever
+/// by answering pings. It is closed at its deadline; one that said hello
+/// may sit in the lobby past it, and join.
+#[tokio::test]
+async fn a_socket_that_never_says_hello_is_closed_but_the_lobby_is_kept() {
+    let limits = server::Limits {
+        hello_timeout: Duration::from_millis(500),
+        ping_interval: Duration::from_millis(100),
+        ..server::Limits::default()
+    };
+    let server = TestServer::start(server::Config { limits, ..server::Config::default() }).await;
+    let started = std::time::Instant::now();
+    let mut silent = Client::connect(&server).await;
+    let mut lobby = Client::connect(&server).await;
+    lobby.hello().await;
+    // The silent one answers every ping (the client library does), and is
+    // closed all the same.
+    assert_eq!(silent.expect_close().await, (1008, "no hello".to_owned()));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
+    lobby.expect_silence(Duration::from_millis(800)).await;
+    lobby.send(json!({"type": "join", "room": "late", "name": "L"})).await;
+    assert_eq!(lobby.recv().await["type"], "joined");
+    drop(silent);
+    // Counted once the close handshake is over.
+    let counted = "webconf_connections_closed_total{reason=\"timeout\"} 1";
+    let mut metrics = String::new();
+    for _ in 0..30 {
+        metrics = http_get(&server, "/metrics").await.1;
+        if metrics.lines().any(|l| l == counted) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{counted} not in {metrics}");
+}
+
 #[tokio::test]
 async fn a_reader_that_stalls_is_dropped_without_slowing_others() {
     let limits = server::Limits {
@@ -684,6 +724,9 @@ async fn connections_are_capped_in_all_and_per_address_with_a_reason() {
 async fn health_readiness_and_metrics_report_what_happened() {
     let server = TestServer::with_defaults().await;
     assert_eq!(http_get(&server, "/healthz").await, (200, "ok\n".to_owned()));
+    let plain =
+        crate::support::raw_http(server.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(!plain.to_ascii_lowercase().contains("strict-transport-security"), "no HSTS over plain HTTP");
     assert_eq!(http_get(&server, "/readyz").await, (200, "ready\n".to_owned()));
     let (mut a, _) = Client::join(&server, "metered", "A").await;
     let (mut b, _) = Client::join(&server, "metered", "B").await;
@@ -740,6 +783,9 @@ async fn serves_https_and_wss_from_pem_files() {
     stream.read_to_string(&mut page).await.expect("read");
     assert!(page.starts_with("HTTP/1.1 200"), "{}", &page[..page.len().min(200)]);
     assert!(page.contains("webconf"));
+    // Issue 10, finding 9: HSTS over TLS (and only there).
+    let head = page.split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
+    assert!(head.contains("strict-transport-security: max-age=31536000"), "{head}");
 
     // A call, over WSS.
     let url = format!("wss://localhost:{}/ws", server.addr.port());
@@ -979,4 +1025,41 @@ async fn websocket_framing_is_checked_to_the_letter() {
         metrics.lines().any(|l| l == "webconf_connections_closed_total{reason=\"too_big\"} 1"),
         "{metrics}"
     );
+}
+
+/// Issue 10, finding 8: a resume token was bound to its room in name only.
+/// A token for room X, used while its peer sits in room Y, took the peer's
+/// seat in Y (its connection was replaced, Y heard it leave). Now a seat is
+/// taken over only by a token for that very room, and a refused resume
+/// leaves the connection with its own id.
+#[tokio::test]
+async fn a_resume_token_takes_back_a_seat_in_its_own_room_only() {
+    let server =
+        TestServer::start(server::Config { shards: 1, room_capacity: 3, ..server::Config::default() }).await;
+    let (mut a, joined_x) = Client::join(&server, "x", "A").await;
+    let token_x = joined_x["resume"].as_str().expect("a resume token").to_owned();
+    a.send(json!({"type": "leave"})).await;
+    assert_eq!(a.recv().await["type"], "left");
+    a.send(json!({"type": "join", "room": "y", "name": "A"})).await;
+    assert_eq!(a.recv().await["you"], a.id.as_str());
+    let (mut b, _) = Client::join(&server, "y", "B").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+
+    let mut other = Client::connect(&server).await;
+    other.hello().await;
+    other.send(json!({"type": "join", "room": "x", "name": "T", "resume": token_x})).await;
+    other.expect_error("bad-resume").await;
+    a.expect_silence(QUIET).await;
+    b.expect_silence(QUIET).await;
+    b.signal(&a.id, json!("still you?")).await;
+    assert_eq!(a.recv().await["data"], "still you?");
+
+    // Refused, the connection is back to its own id: joining Y without a
+    // token makes a newcomer there, not A.
+    other.send(json!({"type": "join", "room": "y", "name": "T"})).await;
+    let joined = other.recv().await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_ne!(joined["you"], a.id.as_str());
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    a.ping().await;
 }

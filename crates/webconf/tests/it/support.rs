@@ -220,6 +220,26 @@ impl Client {
         pong
     }
 
+    /// The next protocol message, or the close code and reason if the
+    /// server closes instead.
+    pub async fn next_or_close(&mut self) -> Result<Value, (u16, String)> {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("nothing within {PATIENCE:?}"));
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(serde_json::from_str(t.as_str()).expect("server sends JSON"));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                    return Err((u16::from(code), reason.as_str().to_owned()));
+                }
+                other => panic!("expected a message or a close frame, got {other:?}"),
+            }
+        }
+    }
+
     /// Waits for the server to close; returns the close code and reason.
     pub async fn expect_close(&mut self) -> (u16, String) {
         loop {

@@ -129,3 +129,58 @@ async fn builtin_turn_refuses_loopback_peers_by_default_and_bad_credentials() {
     let forged = format!("{}:{}", 4_000_000_000u64, user.split(':').nth(1).unwrap_or("x"));
     assert_eq!(uclient(&[], &forged, "any").await, 0, "a username with a made-up expiry relays nothing");
 }
+
+/// Issue 10, finding 2: TURN over TCP accepted without limit and kept a
+/// silent client for ten minutes. One address holds at most 64
+/// connections (more are closed at once), a connection must send its
+/// first message within 5 s, and others are served meanwhile.
+#[tokio::test]
+async fn turn_tcp_clients_are_capped_per_address_and_must_speak_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use turn::stun::{Builder, Class, Method};
+
+    if !in_loopback_namespace("turn::turn_tcp_clients_are_capped_per_address_and_must_speak_first") {
+        return;
+    }
+    let _server = Webconf::start(&["--turn-port", "3478"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let turn: std::net::SocketAddr = "127.0.0.1:3478".parse().expect("addr");
+    let started = std::time::Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..70 {
+        idle.push(tokio::net::TcpStream::connect(turn).await.expect("connect"));
+    }
+    let mut buf = [0u8; 64];
+    let mut refused = 0;
+    // The refused ones are closed by now; a look at each is enough.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for stream in &mut idle {
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(5), stream.read(&mut buf)).await
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 6, "past 64 from one address, closed at once");
+
+    // Another address is served meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.2:0".parse().expect("addr")).expect("bind");
+    let mut other = socket.connect(turn).await.expect("connect");
+    let binding = Builder::new(Method::Binding, Class::Request, [7; 12]).finish_with_fingerprint();
+    other.write_all(&binding).await.expect("write");
+    let mut head = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(2), other.read_exact(&mut head))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    assert_eq!(head, [0x01, 0x01], "a Binding success response");
+
+    // The silent ones go at their deadline.
+    for (i, stream) in idle.iter_mut().enumerate() {
+        let left = Duration::from_secs(8).saturating_sub(started.elapsed());
+        let read = tokio::time::timeout(left, stream.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "silent connection {i}: {read:?}");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(4), "not before the deadline");
+}
