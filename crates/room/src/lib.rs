@@ -372,6 +372,7 @@ mod tests {
         let say = |p: &str, i: u64| Input::Chat {
             peer: peer(p),
             text: ChatText::parse(&format!("{i}{}", &long[1..])).expect("valid"),
+            id: None,
             now_ms: i,
         };
         let history = |rooms: &mut Rooms<String>, p: &str, r: &str| -> Vec<u64> {
