@@ -473,9 +473,16 @@ function onEnded({ reason, error }) {
  * @param {RoomMode | undefined} mode
  */
 function setMode(mode) {
+  const was = state.mode;
   state.mode = mode === 'sfu' ? 'sfu' : 'p2p';
   document.body.dataset.mode = state.mode;
   if (state.mode === 'p2p') stopSfu();
+  if (state.mode === 'sfu' && was !== 'sfu') {
+    // From now on the server says who speaks; the rings our own level
+    // meters drew in a call of two must not linger.
+    for (const peer of state.peers.values()) peer.tile.classList.remove('speaking');
+    $('self').classList.remove('speaking');
+  }
 }
 
 /**

@@ -223,6 +223,8 @@ struct Room {
     /// Members, most recent speaker first, then in order of joining.
     order: Vec<ParticipantId>,
     speaker: SpeakerDetector,
+    /// The speaker last announced to the room.
+    announced: Option<ParticipantId>,
 }
 
 /// The SFU's forwarding decisions, for every room. See the crate docs.
@@ -280,6 +282,7 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
     /// there. Joining again (another room, or the same) leaves first.
     pub fn join(&mut self, now_ms: u64, participant: ParticipantId, room: R) {
         self.leave(participant);
+        let room_key = room.clone();
         self.rooms.entry(room.clone()).or_default().order.push(participant);
         let tracks: Vec<TrackKey> = self.rooms[&room]
             .order
@@ -302,6 +305,10 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
             self.subscribe(participant, track);
         }
         self.choose_layers(now_ms, participant);
+        // A newcomer learns who is speaking (the others hear it again).
+        if let Some(speaker) = self.rooms.get(&room_key).and_then(|r| r.announced) {
+            self.outputs.push_back(Output::Speaker { room: room_key, speaker });
+        }
     }
 
     /// `participant` leaves its room: its tracks stop for everyone.
@@ -322,6 +329,9 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
         if let Some(room) = self.rooms.get_mut(&p.room) {
             room.order.retain(|m| *m != participant);
             room.speaker.remove(participant);
+            if room.announced == Some(participant) {
+                room.announced = None;
+            }
             if room.order.is_empty() {
                 self.rooms.remove(&p.room);
             }
@@ -403,9 +413,12 @@ impl<R: Clone + Eq + Hash + std::fmt::Debug> Forwarder<R> {
     pub fn set_speaker(&mut self, now_ms: u64, speaker: ParticipantId) {
         let Some(room) = self.room_of(speaker).cloned() else { return };
         let Some(r) = self.rooms.get_mut(&room) else { return };
-        if r.order.first() == Some(&speaker) {
+        // Announced when it changes: the first member to join is first in
+        // the order before anyone spoke, and must still be announced.
+        if r.announced == Some(speaker) {
             return;
         }
+        r.announced = Some(speaker);
         r.order.retain(|m| *m != speaker);
         r.order.insert(0, speaker);
         let members = r.order.clone();
@@ -1090,6 +1103,28 @@ mod tests {
             -> c
             > frame a.c L0
             -> b
+            ",
+        );
+    }
+
+    #[test]
+    fn the_speaker_is_announced_when_it_changes_and_to_newcomers() {
+        // a joined first, so it leads the order before anyone spoke: its
+        // first turn as the speaker is announced all the same.
+        check(
+            Config::default(),
+            "
+            > join a r
+            > join b r
+            > speak a
+            speaker r a
+            > speak a
+            > join c r
+            speaker r a
+            > speak b
+            speaker r b
+            > leave b
+            > join d r
             ",
         );
     }
