@@ -11,8 +11,8 @@ const MIN_LOUDNESS: u32 = 50;
 /// than the current speaker to take over.
 const MARGIN: u32 = 3;
 
-/// ... for this many windows in a row, so a cough does not move the
-/// spotlight.
+/// ... for this many windows in a row (windows of silence between them
+/// do not break the row), so a cough does not move the spotlight.
 const HOLD_WINDOWS: u8 = 2;
 
 /// Fewer packets than this in a window: too little to judge (at 50
@@ -76,10 +76,10 @@ impl SpeakerDetector {
         for (_, acc) in &mut self.levels {
             *acc = Acc::default();
         }
-        let Some((candidate, m)) = loudest else {
-            self.challenger = None;
-            return None;
-        };
+        // A window of silence (everyone below MIN_LOUDNESS) changes
+        // nothing: people pause between words, and a challenger's next
+        // loud window still counts towards taking over.
+        let (candidate, m) = loudest?;
         if Some(candidate) == self.current || m < current_mean + MARGIN {
             self.challenger = None;
             return None;
@@ -132,6 +132,21 @@ mod tests {
         assert_eq!(window(&mut d, &[(A, 30), (B, 20)]), Some(B));
         assert_eq!(d.current(), Some(B));
         assert_eq!(window(&mut d, &[(A, 127), (B, 127)]), None, "silence keeps the last speaker");
+        assert_eq!(d.current(), Some(B));
+    }
+
+    #[test]
+    fn pauses_between_words_do_not_reset_a_challenger() {
+        let mut d = SpeakerDetector::default();
+        assert_eq!(window(&mut d, &[(A, 30)]), Some(A));
+        // A stops; B speaks in bursts with silence between them.
+        assert_eq!(window(&mut d, &[(B, 30)]), None);
+        assert_eq!(window(&mut d, &[(A, 127), (B, 127)]), None);
+        assert_eq!(window(&mut d, &[(B, 30)]), Some(B));
+        // The speaker talking again does reset a challenger's run.
+        assert_eq!(window(&mut d, &[(A, 30)]), None);
+        assert_eq!(window(&mut d, &[(B, 10)]), None);
+        assert_eq!(window(&mut d, &[(A, 30)]), None, "A starts again from one");
         assert_eq!(d.current(), Some(B));
     }
 
