@@ -51,10 +51,12 @@ struct Peer {
     /// Frames received, per (peer id, source).
     frames: HashMap<(String, String), u32>,
     keyframe_requests: u32,
-    /// Drop every n-th RTP or RTCP packet that arrives (0: none), to make
-    /// the server resend.
+    /// Drop one in this many RTP or RTCP packets that arrive, at random
+    /// (0: none), to make the server resend.
     drop_every: u32,
     rtp_packets: u32,
+    /// Decides which packets are lost.
+    rng: u32,
     dropped: u32,
     /// Our offer, until sent.
     offer: Option<SdpOffer>,
@@ -94,6 +96,7 @@ impl Peer {
             keyframe_requests: 0,
             drop_every: 0,
             rtp_packets: 0,
+            rng: 0x9e37_79b9,
             dropped: 0,
             offer: Some(offer),
             heard: Vec::new(),
@@ -152,7 +155,14 @@ impl Peer {
             // (which start with bytes below 128).
             if buf[0] >= 128 {
                 self.rtp_packets += 1;
-                if self.drop_every > 0 && self.rtp_packets % self.drop_every == 0 {
+                // One in `drop_every` on average, at random (xorshift,
+                // fixed seed): a strict period aliases with the streams'
+                // own rhythm and can hit the same stream, or every resend
+                // of one packet, each time.
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 17;
+                self.rng ^= self.rng << 5;
+                if self.drop_every > 0 && self.rng % self.drop_every == 0 {
                     self.dropped += 1;
                     continue;
                 }
