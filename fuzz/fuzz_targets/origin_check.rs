@@ -5,17 +5,17 @@
 use libfuzzer_sys::fuzz_target;
 use server::origin::OriginPolicy;
 
-fuzz_target!(|input: (&str, &str)| {
-    let (origin, host) = input;
-    let policy = OriginPolicy::new(&["https://meet.example.org".to_owned()]);
+fuzz_target!(|input: (&str, &str, bool)| {
+    let (origin, host, trust_loopback) = input;
+    let policy = OriginPolicy::new(&["https://meet.example.org".to_owned()], trust_loopback);
     let allowed = policy.allows(Some(origin), Some(host));
     if allowed && !host.is_empty() {
-        // What passes is our own host, loopback, or the configured origin.
+        // What passes is our own host, loopback (only when trusted), or
+        // the configured origin.
         let lower = origin.to_ascii_lowercase();
+        let loopback = lower.contains("localhost") || lower.contains("127.") || lower.contains("[::1]");
         let ok = lower.contains(&host.trim().to_ascii_lowercase())
-            || lower.contains("localhost")
-            || lower.contains("127.")
-            || lower.contains("[::1]")
+            || (trust_loopback && loopback)
             || lower.starts_with("https://meet.example.org");
         assert!(ok, "{origin:?} passed for host {host:?}");
     }
