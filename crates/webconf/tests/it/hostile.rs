@@ -132,18 +132,7 @@ async fn silent_and_half_sent_requests_are_closed_at_the_header_deadline() {
 /// sockets leave the others' handshakes alone.
 #[tokio::test]
 async fn silent_tls_clients_are_closed_and_do_not_block_others() {
-    use std::sync::Arc;
-
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let dir = std::env::temp_dir().join(format!("webconf-it-tls-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write");
-    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write");
-    let tls = server::tls::Tls::load(server::tls::TlsSource::Files {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    })
-    .expect("load");
+    let (tls, cert, dir) = crate::support::self_signed_tls("tls-hostile");
     let _ = std::fs::remove_dir_all(&dir);
     let limits = server::Limits {
         tls_handshake_timeout: Duration::from_millis(500),
@@ -160,19 +149,11 @@ async fn silent_tls_clients_are_closed_and_do_not_block_others() {
     // Half a ClientHello record: the handshake has started, and stalls.
     idle[0].write_all(&[22, 3, 1, 0, 200, 1]).await.expect("write");
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(made.cert.der().clone()).expect("trust our certificate");
-    let client =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
     let tcp = connect_from("127.0.0.2", server.addr).await;
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     let mut stream = tokio::time::timeout(
         Duration::from_millis(400),
-        tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp),
+        crate::support::tls_connector(cert).connect(name, tcp),
     )
     .await
     .expect("a handshake from elsewhere, before the idle ones time out")

@@ -254,19 +254,28 @@ async fn run(peers: &mut [Peer], how_long: Duration, frame_no: &mut u32) {
     }
 }
 
+/// The SFU on loopback, `listen` its UDP (and ICE-TCP) address.
+fn sfu_config(
+    listen: &str,
+    max_participants: usize,
+    connect_deadline: Duration,
+) -> server::sfu_io::SfuConfig {
+    server::sfu_io::SfuConfig {
+        listen: listen.parse().expect("addr"),
+        public_ip: "127.0.0.1".parse().expect("ip"),
+        max_participants,
+        p2p_max: 2,
+        forwarding: sfu::Config::default(),
+        connect_deadline,
+    }
+}
+
 #[tokio::test]
 async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
     if !in_loopback_namespace("sfu_peers::three_str0m_peers_get_each_others_media_through_the_sfu") {
         return;
     }
-    let sfu = server::sfu_io::SfuConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        public_ip: "127.0.0.1".parse().expect("ip"),
-        max_participants: 4,
-        p2p_max: 2,
-        forwarding: sfu::Config::default(),
-        connect_deadline: server::sfu_io::CONNECT_DEADLINE,
-    };
+    let sfu = sfu_config("127.0.0.1:0", 4, server::sfu_io::CONNECT_DEADLINE);
     let server =
         TestServer::start(server::Config { room_capacity: 5, sfu: Some(sfu), ..server::Config::default() })
             .await;
@@ -455,14 +464,7 @@ async fn a_session_that_never_connects_ends_at_its_deadline() {
     if !in_loopback_namespace("sfu_peers::a_session_that_never_connects_ends_at_its_deadline") {
         return;
     }
-    let sfu = server::sfu_io::SfuConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        public_ip: "127.0.0.1".parse().expect("ip"),
-        max_participants: 4,
-        p2p_max: 2,
-        forwarding: sfu::Config::default(),
-        connect_deadline: Duration::from_secs(1),
-    };
+    let sfu = sfu_config("127.0.0.1:0", 4, Duration::from_secs(1));
     let server = TestServer::start(server::Config { sfu: Some(sfu), ..server::Config::default() }).await;
     let sessions = || async {
         let (_, text) = http_get(&server, "/metrics").await;
@@ -503,14 +505,7 @@ async fn ice_tcp_connections_are_capped_per_address_and_closed_unless_a_session_
     }
     // A namespace of our own: the port is free.
     let port = 7882;
-    let sfu = server::sfu_io::SfuConfig {
-        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
-        public_ip: "127.0.0.1".parse().expect("ip"),
-        max_participants: 50,
-        p2p_max: 2,
-        forwarding: sfu::Config::default(),
-        connect_deadline: Duration::from_secs(2),
-    };
+    let sfu = sfu_config(&format!("127.0.0.1:{port}"), 50, Duration::from_secs(2));
     let _server = TestServer::start(server::Config { sfu: Some(sfu), ..server::Config::default() }).await;
     let still_open = |s: &TcpStream| {
         let mut buf = [0u8; 1];

@@ -258,12 +258,12 @@ impl Client {
     }
 }
 
-/// A server with TLS on, from a fresh self-signed certificate for
-/// `localhost` written as PEM files under a scratch folder named by `tag`;
-/// the certificate (to trust) and the folder (to remove) come back too.
-pub async fn tls_test_server(
+/// TLS from a fresh self-signed certificate for `localhost`, loaded from
+/// PEM files written under a scratch folder named by `tag`; the
+/// certificate (to trust) and the folder (to remove) come back too.
+pub fn self_signed_tls(
     tag: &str,
-) -> (TestServer, rustls_pki_types::CertificateDer<'static>, std::path::PathBuf) {
+) -> (server::tls::Tls, rustls_pki_types::CertificateDer<'static>, std::path::PathBuf) {
     let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     let dir = std::env::temp_dir().join(format!("webconf-it-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -274,8 +274,16 @@ pub async fn tls_test_server(
         key: dir.join("key.pem"),
     })
     .expect("load");
+    (tls, made.cert.der().clone(), dir)
+}
+
+/// A server with TLS on (see [`self_signed_tls`]).
+pub async fn tls_test_server(
+    tag: &str,
+) -> (TestServer, rustls_pki_types::CertificateDer<'static>, std::path::PathBuf) {
+    let (tls, cert, dir) = self_signed_tls(tag);
     let server = TestServer::start(server::Config { tls: Some(tls), ..server::Config::default() }).await;
-    (server, made.cert.der().clone(), dir)
+    (server, cert, dir)
 }
 
 /// A TLS connector that trusts exactly `cert`.
