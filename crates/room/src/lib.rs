@@ -10,13 +10,18 @@
 //! is relayed only to the one peer it names, and only if that peer is in the
 //! sender's room.
 
+mod access;
 mod ids;
 mod rooms;
 
+pub use access::{
+    Action, Admission, Grants, KnockEnd, NOTHING_HELD, PASSWORD_ATTEMPTS, PASSWORD_WINDOW_MS, PasswordChange,
+    PasswordHash, RemoveReason, Role, Settings,
+};
 pub use ids::{ChatId, ChatText, DisplayName, MediaState, NameError, PeerId, PeerIdHasher, PeerMap, RoomId};
 pub use rooms::{
-    CHAT_ENTRY_OVERHEAD, ChatEntry, Config, Input, LeaveReason, Mode, Output, PeerInfo, Rejection, Request,
-    Rooms,
+    BARRED_MAX, CHAT_ENTRY_OVERHEAD, ChatEntry, Config, Input, LOBBY_MAX, LeaveReason, Mode, Output,
+    PeerInfo, Rejection, Request, Rooms,
 };
 
 #[cfg(test)]
@@ -46,11 +51,48 @@ mod tests {
         MediaState { audio: flags.contains('a'), video: flags.contains('v'), screen: flags.contains('s') }
     }
 
+    fn action(a: Action) -> &'static str {
+        match a {
+            Action::Mute => "mute",
+            Action::StopVideo => "stop-video",
+            Action::StopScreen => "stop-screen",
+            Action::AskUnmute => "ask-unmute",
+            Action::MakeHost => "make-host",
+            Action::Remove { bar: false } => "remove",
+            Action::Remove { bar: true } => "remove-bar",
+        }
+    }
+
+    fn settings(s: Settings) -> String {
+        let flag = |on: bool, w: &str| if on { w.to_owned() } else { String::new() };
+        let words: Vec<String> =
+            [flag(s.locked, "locked"), flag(s.lobby, "lobby"), flag(s.password, "password")]
+                .into_iter()
+                .filter(|w| !w.is_empty())
+                .collect();
+        if words.is_empty() { "open".to_owned() } else { words.join("+") }
+    }
+
     fn render(out: Output<String>) -> String {
-        let info = |p: &PeerInfo| format!("{} {} {}", letter(p.id), p.name, media(p.media));
+        let info = |p: &PeerInfo| {
+            let host = if p.role == Role::Host { " host" } else { "" };
+            format!("{} {} {}{host}", letter(p.id), p.name, media(p.media))
+        };
         match out {
             Output::RoomMode { to, mode } => format!("{}: room-mode {mode:?}", letter(to)),
-            Output::Joined { to, room, name, capacity, peers, chat, mode } => {
+            Output::Joined {
+                to,
+                room,
+                name,
+                capacity,
+                peers,
+                chat,
+                mode,
+                role,
+                grants,
+                settings: set,
+                lobby,
+            } => {
                 let peers: Vec<String> = peers
                     .iter()
                     .map(|(p, polite)| format!("{}{}", info(p), if *polite { " polite" } else { "" }))
@@ -73,8 +115,43 @@ mod tests {
                 if mode != Mode::P2p {
                     line.push_str(&format!(" mode={mode:?}"));
                 }
+                if role == Role::Host {
+                    line.push_str(" role=host");
+                }
+                if grants != Grants::default() {
+                    let g = |on: bool, c: char| if on { c } else { '-' };
+                    line.push_str(&format!(
+                        " grants={}{}{}",
+                        g(grants.publish, 'p'),
+                        g(grants.screen, 's'),
+                        g(grants.chat, 'c')
+                    ));
+                }
+                if set != Settings::default() {
+                    line.push_str(&format!(" settings={}", settings(set)));
+                }
+                if !lobby.is_empty() {
+                    let l: Vec<String> = lobby.iter().map(|(p, n)| format!("{} {n}", letter(*p))).collect();
+                    line.push_str(&format!(" lobby=[{}]", l.join(", ")));
+                }
                 line
             }
+            Output::Waiting { to, room } => format!("{}: waiting {room}", letter(to)),
+            Output::Knock { to, peer, name } => format!("{}: knock {} {name}", letter(to), letter(peer)),
+            Output::KnockGone { to, peer, reason } => {
+                format!("{}: knock-gone {} {reason:?}", letter(to), letter(peer))
+            }
+            Output::Settings { to, settings: s } => format!("{}: settings {}", letter(to), settings(s)),
+            Output::PeerRole { to, peer, role } => {
+                format!("{}: peer-role {} {role:?}", letter(to), letter(peer))
+            }
+            Output::Moderated { to, action: a, by, held } => {
+                format!("{}: moderated {} by {} held={}", letter(to), action(a), letter(by), media(held))
+            }
+            Output::Removed { to, room, reason, by } => {
+                format!("{}: removed from {room} {reason:?} by {}", letter(to), letter(by))
+            }
+            Output::Allowed { to, allowed } => format!("{}: allowed {}", letter(to), media(allowed)),
             Output::PeerJoined { to, peer, polite } => {
                 format!("{}: peer-joined {} polite={polite}", letter(to), info(&peer))
             }
@@ -106,10 +183,17 @@ mod tests {
     /// Script lines: `join <peer> <room> <name> [t=<ms>] [m=<flags>]`,
     /// `signal <from> <to> <payload>`, `chat <peer> <text> [t=<ms>] [id=<id>]`
     /// (`_` in text is a space), `media <peer> <flags>` (like `a-s`), `leave <peer>`,
-    /// `disconnect <peer>`.
+    /// `disconnect <peer>`. Joins take `create`, `host` (a host token),
+    /// `resumed`, `rhost` (a host's resume token), `pw=<password>`,
+    /// `ip=<n>` (address 10.0.0.n) and `grants=<psc>`. Host actions:
+    /// `admit <host> <peer>`, `deny <host> <peer>`, `settings <host>
+    /// [lock=0|1] [lobby=0|1] [pw=<password>|pw=-]`, `mod <host> <peer>
+    /// <action>`, `end <host>`.
     fn parse_input(line: &str) -> Input<String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let opt = |key: &str| words.iter().find_map(|w| w.strip_prefix(key));
+        let has = |word: &str| words.contains(&word);
+        let flag = |key: &str| opt(key).map(|v| v == "1");
         let now_ms = opt("t=").map_or(0, |t| t.parse().expect("t=<ms>"));
         match words.as_slice() {
             ["join", p, room, name, ..] => Input::Join {
@@ -118,7 +202,51 @@ mod tests {
                 name: DisplayName::parse(name).expect("valid name in script"),
                 media: opt("m=").map_or_else(MediaState::default, parse_media),
                 now_ms,
+                admission: Admission {
+                    addr: std::net::IpAddr::from([
+                        10,
+                        0,
+                        0,
+                        opt("ip=").map_or(1, |n| n.parse().expect("ip=<n>")),
+                    ]),
+                    resumed: has("resumed") || has("rhost"),
+                    resumed_host: has("rhost"),
+                    token_host: has("host"),
+                    create: has("create"),
+                    password: opt("pw=").map(str::to_owned),
+                    grants: opt("grants=").map_or_else(Grants::default, |g| Grants {
+                        publish: g.contains('p'),
+                        screen: g.contains('s'),
+                        chat: g.contains('c'),
+                    }),
+                },
             },
+            ["admit", h, p] => Input::Admit { host: peer(h), peer: peer(p) },
+            ["deny", h, p] => Input::Deny { host: peer(h), peer: peer(p) },
+            ["settings", h, ..] => Input::Settings {
+                host: peer(h),
+                locked: flag("lock="),
+                lobby: flag("lobby="),
+                password: opt("pw=").map(|pw| match pw {
+                    "-" => PasswordChange::Clear,
+                    pw => PasswordChange::Set { password: pw.to_owned(), salt: [9; 16] },
+                }),
+            },
+            ["mod", h, p, a] => Input::Moderate {
+                host: peer(h),
+                peer: peer(p),
+                action: match *a {
+                    "mute" => Action::Mute,
+                    "stop-video" => Action::StopVideo,
+                    "stop-screen" => Action::StopScreen,
+                    "ask-unmute" => Action::AskUnmute,
+                    "make-host" => Action::MakeHost,
+                    "remove" => Action::Remove { bar: false },
+                    "remove-bar" => Action::Remove { bar: true },
+                    other => panic!("bad action {other:?}"),
+                },
+            },
+            ["end", h] => Input::EndCall { host: peer(h) },
             ["signal", from, to, payload] => {
                 Input::Signal { from: peer(from), to: peer(to), payload: (*payload).to_owned() }
             }
@@ -368,6 +496,7 @@ mod tests {
             name: DisplayName::guest(),
             media: MediaState::default(),
             now_ms: 0,
+            admission: Admission::default(),
         };
         let say = |p: &str, i: u64| Input::Chat {
             peer: peer(p),
@@ -418,6 +547,7 @@ mod tests {
             name: DisplayName::guest(),
             media: MediaState::default(),
             now_ms,
+            admission: Admission::default(),
         };
         rooms.handle_input(join("a", 0));
         for i in 0..10 {
@@ -549,7 +679,14 @@ mod tests {
         for (i, p) in ["a", "b"].iter().enumerate() {
             let room = RoomId::parse(&format!("r{i}")).expect("valid");
             let (name, media) = (DisplayName::guest(), MediaState::default());
-            rooms.handle_input(Input::Join { peer: peer(p), room, name, media, now_ms: 0 });
+            rooms.handle_input(Input::Join {
+                peer: peer(p),
+                room,
+                name,
+                media,
+                now_ms: 0,
+                admission: Admission::default(),
+            });
         }
         assert_eq!((rooms.room_count(), rooms.member_count()), (2, 2));
         rooms.handle_input(Input::Disconnect { peer: peer("a") });
@@ -557,5 +694,402 @@ mod tests {
         while rooms.poll_output().is_some() {}
         assert_eq!((rooms.room_count(), rooms.member_count()), (0, 0));
         assert!(rooms.poll_output().is_none());
+    }
+
+    #[test]
+    /// The creator of a new room is its host; a guest's host actions are refused; a host acts only on others in its own room.
+    fn only_hosts_act_and_a_host_can_make_another() {
+        check(
+            5,
+            "
+            > join a tea A create
+            a: joined tea as A cap=5 peers=[] role=host
+            > join b tea B
+            a: peer-joined b B av- polite=false
+            b: joined tea as B cap=5 peers=[a A av- host polite]
+            > mod b a mute
+            b: rejected Moderate NotHost
+            > settings b lock=1
+            b: rejected Settings NotHost
+            > admit b a
+            b: rejected Admit NotHost
+            > end b
+            b: rejected EndCall NotHost
+            > mod a b make-host
+            a: peer-role b Host
+            b: peer-role b Host
+            > mod b a mute
+            a: moderated mute by b held=a--
+            a: allowed -vs
+            b: peer-media a -v-
+            > mod a a mute
+            a: rejected Moderate UnknownPeer
+            > join c other C create
+            c: joined other as C cap=5 peers=[] role=host
+            > mod a c mute
+            a: rejected Moderate UnknownPeer
+            ",
+        );
+    }
+
+    #[test]
+    /// With the lobby on, newcomers wait (and can do nothing), hosts hear of them, admit or deny; leaving or disconnecting stops waiting; turning the lobby off admits everyone waiting.
+    fn newcomers_wait_in_the_lobby_until_a_host_answers() {
+        check(
+            5,
+            "
+            > join a tea A create
+            a: joined tea as A cap=5 peers=[] role=host
+            > settings a lobby=1
+            a: settings lobby
+            > join b tea B
+            a: knock b B
+            b: waiting tea
+            > join c tea C m=a--
+            a: knock c C
+            c: waiting tea
+            > signal b a x
+            b: rejected Signal NotJoined
+            > chat b hi
+            b: rejected Chat NotJoined
+            > admit a b
+            a: knock-gone b Admitted
+            a: peer-joined b B av- polite=false
+            b: joined tea as B cap=5 peers=[a A av- host polite] settings=lobby
+            > join d tea D host
+            a: peer-joined d D av- host polite=false
+            b: peer-joined d D av- host polite=false
+            d: joined tea as D cap=5 peers=[a A av- host polite, b B av- polite] role=host settings=lobby lobby=[c C]
+            > deny d c
+            a: knock-gone c Denied
+            d: knock-gone c Denied
+            c: rejected Join Denied
+            > join e tea E
+            a: knock e E
+            d: knock e E
+            e: waiting tea
+            > leave e
+            a: knock-gone e Left
+            d: knock-gone e Left
+            e: left tea
+            > join f tea F
+            a: knock f F
+            d: knock f F
+            f: waiting tea
+            > disconnect f
+            a: knock-gone f Left
+            d: knock-gone f Left
+            > join g tea G
+            a: knock g G
+            d: knock g G
+            g: waiting tea
+            > settings a lobby=0
+            a: settings open
+            b: settings open
+            d: settings open
+            a: knock-gone g Admitted
+            d: knock-gone g Admitted
+            a: peer-joined g G av- polite=false
+            b: peer-joined g G av- polite=false
+            d: peer-joined g G av- polite=false
+            g: joined tea as G cap=5 peers=[a A av- host polite, b B av- polite, d D av- host polite]
+            ",
+        );
+    }
+
+    #[test]
+    /// A resumed member walks past the lobby; when the last host leaves on purpose, the longest present member becomes host and sees who waits.
+    fn resumed_members_skip_the_lobby_and_the_last_host_leaving_hands_over() {
+        check(
+            5,
+            "
+            > join a tea A create
+            a: joined tea as A cap=5 peers=[] role=host
+            > join b tea B
+            a: peer-joined b B av- polite=false
+            b: joined tea as B cap=5 peers=[a A av- host polite]
+            > settings a lobby=1
+            a: settings lobby
+            b: settings lobby
+            > disconnect b
+            a: peer-left b Disconnected
+            > join b tea B resumed
+            a: peer-joined b B av- polite=false
+            b: joined tea as B cap=5 peers=[a A av- host polite] settings=lobby
+            > join c tea C resumed
+            a: peer-joined c C av- polite=false
+            b: peer-joined c C av- polite=false
+            c: joined tea as C cap=5 peers=[a A av- host polite, b B av- polite] settings=lobby
+            > join x tea X
+            a: knock x X
+            x: waiting tea
+            > leave a
+            b: peer-left a Left
+            c: peer-left a Left
+            b: peer-role b Host
+            c: peer-role b Host
+            b: knock x X
+            a: left tea
+            > join y tea Y
+            b: knock y Y
+            y: waiting tea
+            ",
+        );
+    }
+
+    #[test]
+    fn a_locked_room_lets_in_only_hosts_and_resumed_members() {
+        check(
+            5,
+            "
+            > join a tea A create
+            a: joined tea as A cap=5 peers=[] role=host
+            > settings a lock=1
+            a: settings locked
+            > join b tea B
+            b: rejected Join Locked
+            > join c tea C host
+            a: peer-joined c C av- host polite=false
+            c: joined tea as C cap=5 peers=[a A av- host polite] role=host settings=locked
+            > join d tea D resumed
+            a: peer-joined d D av- polite=false
+            c: peer-joined d D av- polite=false
+            d: joined tea as D cap=5 peers=[a A av- host polite, c C av- host polite] settings=locked
+            > settings a lock=0
+            a: settings open
+            c: settings open
+            d: settings open
+            > join b tea B
+            a: peer-joined b B av- polite=false
+            c: peer-joined b B av- polite=true
+            d: peer-joined b B av- polite=true
+            b: joined tea as B cap=5 peers=[a A av- host polite, c C av- host, d D av-]
+            ",
+        );
+    }
+
+    #[test]
+    /// Five wrong passwords in a minute from one address, then even the right one is refused from it until the minute is over; another address is not affected.
+    fn wrong_passwords_are_refused_and_limited_per_address() {
+        check(
+            5,
+            "
+            > join a tea A create
+            a: joined tea as A cap=5 peers=[] role=host
+            > settings a pw=kettle
+            a: settings password
+            > join b tea B
+            b: rejected Join PasswordRequired
+            > join b tea B pw=wrong t=1000
+            b: rejected Join BadPassword
+            > join b tea B pw=wrong t=1000
+            b: rejected Join BadPassword
+            > join b tea B pw=wrong t=1000
+            b: rejected Join BadPassword
+            > join b tea B pw=wrong t=1000
+            b: rejected Join BadPassword
+            > join b tea B pw=wrong t=1000
+            b: rejected Join BadPassword
+            > join b tea B pw=kettle t=2000
+            b: rejected Join TooManyAttempts
+            > join c tea C pw=kettle ip=2 t=2000
+            a: peer-joined c C av- polite=false
+            c: joined tea as C cap=5 peers=[a A av- host polite] settings=password
+            > join b tea B pw=kettle t=61000
+            a: peer-joined b B av- polite=false
+            c: peer-joined b B av- polite=true
+            b: joined tea as B cap=5 peers=[a A av- host polite, c C av-] settings=password
+            > settings a pw=-
+            a: settings open
+            c: settings open
+            b: settings open
+            > join d tea D
+            a: peer-joined d D av- polite=false
+            c: peer-joined d D av- polite=false
+            b: peer-joined d D av- polite=false
+            d: joined tea as D cap=5 peers=[a A av- host polite, c C av- polite, b B av- polite]
+            ",
+        );
+    }
+
+    #[test]
+    /// A host's mute, stop-video and stop-screen turn the source off and hold it off (the peer cannot turn it back on); ask-unmute releases only the microphone and never turns it on.
+    fn a_host_holds_a_source_off_until_it_asks_to_unmute() {
+        check(
+            5,
+            "
+            > join a tea A create
+            a: joined tea as A cap=5 peers=[] role=host
+            > join b tea B
+            a: peer-joined b B av- polite=false
+            b: joined tea as B cap=5 peers=[a A av- host polite]
+            > mod a b mute
+            b: moderated mute by a held=a--
+            b: allowed -vs
+            a: peer-media b -v-
+            > media b av-
+            b: rejected Media Held
+            > media b -v-
+            a: peer-media b -v-
+            > mod a b stop-video
+            b: moderated stop-video by a held=av-
+            b: allowed --s
+            a: peer-media b ---
+            > media b --s
+            a: peer-media b --s
+            > mod a b ask-unmute
+            b: moderated ask-unmute by a held=-v-
+            b: allowed a-s
+            > media b a-s
+            a: peer-media b a-s
+            > mod a b stop-screen
+            b: moderated stop-screen by a held=-vs
+            b: allowed a--
+            a: peer-media b a--
+            ",
+        );
+    }
+
+    #[test]
+    /// A barred peer cannot come back, by a new connection from its address nor by its resume token; a removed one's resume token no longer walks it past a lock.
+    fn removed_peers_leave_and_barred_ones_stay_out() {
+        check(
+            5,
+            "
+            > join a tea A create
+            a: joined tea as A cap=5 peers=[] role=host
+            > join b tea B ip=2
+            a: peer-joined b B av- polite=false
+            b: joined tea as B cap=5 peers=[a A av- host polite]
+            > join c tea C ip=3
+            a: peer-joined c C av- polite=false
+            b: peer-joined c C av- polite=false
+            c: joined tea as C cap=5 peers=[a A av- host polite, b B av- polite]
+            > mod a b remove-bar
+            b: removed from tea Removed by a
+            a: peer-left b Removed
+            c: peer-left b Removed
+            > join b tea B ip=2
+            b: rejected Join Barred
+            > join z tea Z ip=2
+            z: rejected Join Barred
+            > join b tea B ip=9 resumed
+            b: rejected Join Barred
+            > mod a c remove
+            c: removed from tea Removed by a
+            a: peer-left c Removed
+            > join c tea C ip=3 resumed
+            a: peer-joined c C av- polite=false
+            c: joined tea as C cap=5 peers=[a A av- host polite]
+            > settings a lock=1
+            a: settings locked
+            c: settings locked
+            > join c tea C ip=3 resumed
+            a: peer-left c Disconnected
+            c: rejected Join Locked
+            ",
+        );
+    }
+
+    #[test]
+    fn ending_the_call_empties_the_room_and_the_lobby() {
+        check(
+            5,
+            "
+            > join a tea A create
+            a: joined tea as A cap=5 peers=[] role=host
+            > join b tea B
+            a: peer-joined b B av- polite=false
+            b: joined tea as B cap=5 peers=[a A av- host polite]
+            > settings a lobby=1
+            a: settings lobby
+            b: settings lobby
+            > join c tea C
+            a: knock c C
+            c: waiting tea
+            > mod a b mute
+            b: moderated mute by a held=a--
+            b: allowed -vs
+            a: peer-media b -v-
+            > end a
+            c: rejected Join Denied
+            a: removed from tea Ended by a
+            b: removed from tea Ended by a
+            b: allowed avs
+            > join b tea B
+            b: joined tea as B cap=5 peers=[]
+            ",
+        );
+    }
+
+    #[test]
+    fn join_token_grants_limit_what_a_peer_may_send() {
+        check(
+            5,
+            "
+            > join a tea A create
+            a: joined tea as A cap=5 peers=[] role=host
+            > join v tea V grants=--- m=avs
+            a: peer-joined v V --- polite=false
+            v: joined tea as V cap=5 peers=[a A av- host polite] grants=---
+            v: allowed ---
+            > media v av-
+            v: rejected Media NotAllowed
+            > chat v hi
+            v: rejected Chat NotAllowed
+            > join w tea W grants=-sc m=a--
+            a: peer-joined w W --- polite=false
+            v: peer-joined w W --- polite=false
+            w: joined tea as W cap=5 peers=[a A av- host polite, v V --- polite] grants=-sc
+            w: allowed --s
+            > media w --s
+            a: peer-media w --s
+            v: peer-media w --s
+            ",
+        );
+    }
+
+    #[test]
+    fn a_host_keeps_its_role_across_a_resume() {
+        check(
+            5,
+            "
+            > join a tea A create
+            a: joined tea as A cap=5 peers=[] role=host
+            > join b tea B
+            a: peer-joined b B av- polite=false
+            b: joined tea as B cap=5 peers=[a A av- host polite]
+            > join c tea C
+            a: peer-joined c C av- polite=false
+            b: peer-joined c C av- polite=false
+            c: joined tea as C cap=5 peers=[a A av- host polite, b B av- polite]
+            > disconnect a
+            b: peer-left a Disconnected
+            c: peer-left a Disconnected
+            > join a tea A rhost
+            b: peer-joined a A av- host polite=true
+            c: peer-joined a A av- host polite=true
+            a: joined tea as A cap=5 peers=[b B av-, c C av-] role=host
+            > settings a lobby=1
+            b: settings lobby
+            c: settings lobby
+            a: settings lobby
+            > join d tea D
+            a: knock d D
+            d: waiting tea
+            > leave a
+            b: peer-left a Left
+            c: peer-left a Left
+            b: peer-role b Host
+            c: peer-role b Host
+            b: knock d D
+            a: left tea
+            > admit b d
+            b: knock-gone d Admitted
+            b: peer-joined d D av- polite=false
+            c: peer-joined d D av- polite=false
+            d: joined tea as D cap=5 peers=[b B av- host polite, c C av- polite] settings=lobby
+            ",
+        );
     }
 }

@@ -3,7 +3,16 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::access::{
+    Action, Admission, Grants, KnockEnd, NOTHING_HELD, PasswordChange, PasswordHash, PasswordLimiter,
+    RemoveReason, Role, Settings,
+};
 use crate::ids::{ChatId, ChatText, DisplayName, MediaState, PeerId, PeerMap, RoomId};
+
+/// Most people waiting in one room's lobby.
+pub const LOBBY_MAX: usize = 20;
+/// Most ids and addresses one room bars (the oldest bar goes first).
+pub const BARRED_MAX: usize = 256;
 
 /// Settings of a [`Rooms`] core.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +69,8 @@ pub struct PeerInfo {
     pub name: DisplayName,
     /// Its microphone, camera and screen share, as it last said.
     pub media: MediaState,
+    /// Host or guest.
+    pub role: Role,
 }
 
 /// One chat message, as delivered and as kept in a room's history.
@@ -86,6 +97,8 @@ pub enum LeaveReason {
     /// Its connection ended (closed, timed out, dropped by the server, or
     /// replaced by a newer connection with the same id).
     Disconnected,
+    /// A host removed it.
+    Removed,
 }
 
 /// What a peer asked for, as far as the core is concerned.
@@ -101,6 +114,16 @@ pub enum Request {
     Media,
     /// `leave`
     Leave,
+    /// `admit`
+    Admit,
+    /// `deny`
+    Deny,
+    /// `room-settings`
+    Settings,
+    /// `moderate`
+    Moderate,
+    /// `end-call`
+    EndCall,
 }
 
 /// Why the core refused a request. These are expected states, not bugs: the
@@ -116,6 +139,26 @@ pub enum Rejection {
     NotJoined,
     /// The addressee is not another peer of the sender's room.
     UnknownPeer,
+    /// A host action from a guest.
+    NotHost,
+    /// A host locked the room.
+    Locked,
+    /// The room has a password and the join gave none.
+    PasswordRequired,
+    /// The join's password is wrong.
+    BadPassword,
+    /// Too many wrong passwords from this address lately.
+    TooManyAttempts,
+    /// The room's lobby holds as many as it may.
+    LobbyFull,
+    /// A host did not admit the peer (or ended the call while it waited).
+    Denied,
+    /// A host removed the peer and barred it.
+    Barred,
+    /// The peer's grants do not allow this.
+    NotAllowed,
+    /// A host holds this source off.
+    Held,
 }
 
 /// Something that happened, fed in by the IO shell.
@@ -133,8 +176,11 @@ pub enum Input<P> {
         name: DisplayName,
         /// Its media state to start with.
         media: MediaState,
-        /// The shell's clock, in milliseconds since 1970 (for chat history).
+        /// The shell's clock, in milliseconds since 1970 (for chat history
+        /// and the password limit).
         now_ms: u64,
+        /// What the join proves (tokens checked by the shell).
+        admission: Admission,
     },
     /// `from` asks to relay `payload` to `to`.
     Signal {
@@ -176,6 +222,45 @@ pub enum Input<P> {
         /// Whose connection.
         peer: PeerId,
     },
+    /// Host `host` lets `peer` in from the lobby.
+    Admit {
+        /// Who asks.
+        host: PeerId,
+        /// Who waits.
+        peer: PeerId,
+    },
+    /// Host `host` turns `peer` away from the lobby.
+    Deny {
+        /// Who asks.
+        host: PeerId,
+        /// Who waits.
+        peer: PeerId,
+    },
+    /// Host `host` changes its room's settings (`None`: unchanged).
+    Settings {
+        /// Who asks.
+        host: PeerId,
+        /// Lock or unlock.
+        locked: Option<bool>,
+        /// Lobby on or off.
+        lobby: Option<bool>,
+        /// A new password, or none.
+        password: Option<PasswordChange>,
+    },
+    /// Host `host` acts on `peer`.
+    Moderate {
+        /// Who asks.
+        host: PeerId,
+        /// On whom.
+        peer: PeerId,
+        /// What.
+        action: Action,
+    },
+    /// Host `host` ends the call for everyone.
+    EndCall {
+        /// Who asks.
+        host: PeerId,
+    },
 }
 
 /// Something the IO shell must deliver. Every output names exactly one
@@ -199,6 +284,15 @@ pub enum Output<P> {
         chat: Vec<ChatEntry>,
         /// How the room's media travels.
         mode: Mode,
+        /// Its role.
+        role: Role,
+        /// What it may send.
+        grants: Grants,
+        /// The room's settings.
+        settings: Settings,
+        /// Who waits in the lobby, oldest first (for hosts; empty for
+        /// guests).
+        lobby: Vec<(PeerId, DisplayName)>,
     },
     /// `to`'s room switched to `mode`. Comes before the `PeerJoined` of
     /// the newcomer that caused it.
@@ -258,6 +352,78 @@ pub enum Output<P> {
         /// As the sender gave it.
         payload: P,
     },
+    /// `to` waits in `room`'s lobby.
+    Waiting {
+        /// Who waits.
+        to: PeerId,
+        /// Where.
+        room: RoomId,
+    },
+    /// `peer` waits in the lobby of `to`'s room (`to` is a host).
+    Knock {
+        /// A host.
+        to: PeerId,
+        /// Who waits.
+        peer: PeerId,
+        /// Its name.
+        name: DisplayName,
+    },
+    /// `peer` no longer waits in the lobby of `to`'s room.
+    KnockGone {
+        /// A host.
+        to: PeerId,
+        /// Who waited.
+        peer: PeerId,
+        /// Why it stopped.
+        reason: KnockEnd,
+    },
+    /// The settings of `to`'s room changed.
+    Settings {
+        /// A member.
+        to: PeerId,
+        /// The new settings.
+        settings: Settings,
+    },
+    /// `peer` in `to`'s room has a new role.
+    PeerRole {
+        /// A member (`peer` itself included).
+        to: PeerId,
+        /// Whose role.
+        peer: PeerId,
+        /// The role.
+        role: Role,
+    },
+    /// Host `by` acted on `to`.
+    Moderated {
+        /// The member acted on.
+        to: PeerId,
+        /// The action.
+        action: Action,
+        /// The host.
+        by: PeerId,
+        /// What `to` may not turn on now.
+        held: MediaState,
+    },
+    /// `to` was taken out of `room`.
+    Removed {
+        /// The member removed.
+        to: PeerId,
+        /// Its room.
+        room: RoomId,
+        /// Why.
+        reason: RemoveReason,
+        /// The host who did it.
+        by: PeerId,
+    },
+    /// What `to`'s connection may send the SFU from now on: the shell
+    /// enforces it there. Given whenever it changes, and everything when
+    /// `to` leaves (so the shell can forget it).
+    Allowed {
+        /// A member.
+        to: PeerId,
+        /// What it may send.
+        allowed: MediaState,
+    },
     /// `to`'s request was refused; nothing else changed.
     Rejected {
         /// Who asked.
@@ -267,6 +433,29 @@ pub enum Output<P> {
         /// Why not.
         reason: Rejection,
     },
+}
+
+/// Everything on: what a peer without limits may send.
+const ALL: MediaState = MediaState { audio: true, video: true, screen: true };
+
+/// What is on in both.
+fn and(a: MediaState, b: MediaState) -> MediaState {
+    MediaState { audio: a.audio && b.audio, video: a.video && b.video, screen: a.screen && b.screen }
+}
+
+/// The hosts among `peers`.
+fn hosts<'a>(members: &'a PeerMap<Member>, peers: &'a [PeerId]) -> impl Iterator<Item = PeerId> + 'a {
+    peers.iter().copied().filter(|p| members.get(p).is_some_and(|m| m.role == Role::Host))
+}
+
+/// Appends `item`, forgetting the oldest beyond [`BARRED_MAX`].
+fn push_capped<T: PartialEq>(list: &mut VecDeque<T>, item: T) {
+    if !list.contains(&item) {
+        if list.len() >= BARRED_MAX {
+            list.pop_front();
+        }
+        list.push_back(item);
+    }
 }
 
 /// In each pair, the peer whose id sorts later is polite. A rule on ids
@@ -280,12 +469,44 @@ struct Member {
     room: RoomId,
     name: DisplayName,
     media: MediaState,
+    role: Role,
+    grants: Grants,
+    /// Sources a host turned off and holds off.
+    held: MediaState,
+    /// The client's address, for a bar.
+    addr: std::net::IpAddr,
+}
+
+impl Member {
+    fn allowed(&self) -> MediaState {
+        self.grants.allowed(self.held)
+    }
+}
+
+/// Someone waiting in a lobby.
+#[derive(Debug)]
+struct Knock {
+    peer: PeerId,
+    name: DisplayName,
+    media: MediaState,
+    grants: Grants,
+    addr: std::net::IpAddr,
 }
 
 #[derive(Debug, Default)]
 struct Room {
     /// Members, in join order.
     peers: Vec<PeerId>,
+    /// Waiting in the lobby, oldest first; at most [`LOBBY_MAX`].
+    lobby: Vec<Knock>,
+    locked: bool,
+    lobby_on: bool,
+    password: Option<PasswordHash>,
+    /// Removed and barred: ids and addresses, at most [`BARRED_MAX`] each.
+    barred_ids: VecDeque<PeerId>,
+    barred_addrs: VecDeque<std::net::IpAddr>,
+    /// Removed (barred or not): their resume tokens no longer walk in.
+    removed: VecDeque<PeerId>,
     /// At most `Config::chat_history` entries, oldest first.
     chat: VecDeque<ChatEntry>,
     /// What `chat` holds, counted by [`chat_bytes`].
@@ -306,6 +527,10 @@ fn chat_bytes(e: &ChatEntry) -> usize {
 }
 
 impl Room {
+    fn settings(&self) -> Settings {
+        Settings { locked: self.locked, lobby: self.lobby_on, password: self.password.is_some() }
+    }
+
     /// Forgets the oldest message; returns its bytes.
     fn forget_oldest(&mut self) -> usize {
         let bytes = self.chat.pop_front().map_or(0, |e| chat_bytes(&e));
@@ -338,6 +563,10 @@ pub struct Rooms<P> {
     /// Bytes of chat all rooms remember.
     chat_bytes: usize,
     members: PeerMap<Member>,
+    /// Peers waiting in a lobby, and which.
+    waiting: PeerMap<RoomId>,
+    /// Wrong room passwords per address.
+    passwords: PasswordLimiter,
     /// Grows by at most one room's worth of outputs per input (plus a
     /// newcomer's history), and the shell drains it after every input.
     outputs: VecDeque<Output<P>>,
@@ -351,6 +580,8 @@ impl<P> Rooms<P> {
             rooms: HashMap::new(),
             chat_bytes: 0,
             members: PeerMap::default(),
+            waiting: PeerMap::default(),
+            passwords: PasswordLimiter::default(),
             outputs: VecDeque::new(),
         }
     }
@@ -376,22 +607,43 @@ impl<P> Rooms<P> {
         self.members.get(&peer).map(|m| &m.room)
     }
 
+    /// The room `peer` is in or waits to enter, if any.
+    pub fn place_of(&self, peer: PeerId) -> Option<&RoomId> {
+        self.room_of(peer).or_else(|| self.waiting.get(&peer))
+    }
+
+    /// `peer`'s role, if it is a member.
+    pub fn role_of(&self, peer: PeerId) -> Option<Role> {
+        self.members.get(&peer).map(|m| m.role)
+    }
+
     /// Applies one input; its effects are then available from
     /// [`Rooms::poll_output`].
     pub fn handle_input(&mut self, input: Input<P>) {
         match input {
-            Input::Join { peer, room, name, media, now_ms } => self.join(peer, room, name, media, now_ms),
+            Input::Join { peer, room, name, media, now_ms, admission } => {
+                self.join(peer, room, name, media, now_ms, admission)
+            }
             Input::Signal { from, to, payload } => self.signal(from, to, payload),
             Input::Chat { peer, text, id, now_ms } => self.chat(peer, text, id, now_ms),
             Input::Media { peer, media } => self.media(peer, media),
             Input::Leave { peer } => {
-                if !self.remove(peer, LeaveReason::Left) {
+                if let Some(room) = self.withdraw(peer, KnockEnd::Left) {
+                    self.outputs.push_back(Output::Left { to: peer, room });
+                } else if !self.remove(peer, LeaveReason::Left) {
                     self.reject(peer, Request::Leave, Rejection::NotJoined);
                 }
             }
             Input::Disconnect { peer } => {
-                self.remove(peer, LeaveReason::Disconnected);
+                if self.withdraw(peer, KnockEnd::Left).is_none() {
+                    self.remove(peer, LeaveReason::Disconnected);
+                }
             }
+            Input::Admit { host, peer } => self.answer_knock(host, peer, true),
+            Input::Deny { host, peer } => self.answer_knock(host, peer, false),
+            Input::Settings { host, locked, lobby, password } => self.settings(host, locked, lobby, password),
+            Input::Moderate { host, peer, action } => self.moderate(host, peer, action),
+            Input::EndCall { host } => self.end_call(host),
         }
     }
 
@@ -404,21 +656,117 @@ impl<P> Rooms<P> {
         self.outputs.push_back(Output::Rejected { to, request, reason });
     }
 
-    fn join(&mut self, peer: PeerId, room: RoomId, name: DisplayName, media: MediaState, now_ms: u64) {
-        // A member joining again is a peer back with its old id: its old
-        // membership ends first, so it never counts twice.
-        self.remove(peer, LeaveReason::Disconnected);
+    fn join(
+        &mut self,
+        peer: PeerId,
+        room: RoomId,
+        name: DisplayName,
+        media: MediaState,
+        now_ms: u64,
+        adm: Admission,
+    ) {
+        // A member (or someone waiting) joining again is a peer back with
+        // its old id: its old place ends first, so it never counts twice.
+        if self.withdraw(peer, KnockEnd::Left).is_none() {
+            self.remove(peer, LeaveReason::Disconnected);
+        }
         let capacity = self.config.capacity;
-        let (others, chat, mode) = match self.rooms.get_mut(&room) {
+        let role = match self.rooms.get(&room) {
+            None => {
+                // A new room: whoever created it from the home page (or
+                // holds a host token, or was its host before a restart)
+                // runs it.
+                if adm.create || adm.token_host || adm.resumed_host { Role::Host } else { Role::Guest }
+            }
+            Some(r) => {
+                if r.barred_ids.contains(&peer) || r.barred_addrs.contains(&adm.addr) {
+                    return self.reject(peer, Request::Join, Rejection::Barred);
+                }
+                // A removed peer's resume token no longer walks it in.
+                let resumed = adm.resumed && !r.removed.contains(&peer);
+                let host = adm.token_host || (adm.resumed_host && resumed);
+                if !(host || resumed) {
+                    if r.locked {
+                        return self.reject(peer, Request::Join, Rejection::Locked);
+                    }
+                    if let Some(hash) = &r.password {
+                        let Some(given) = &adm.password else {
+                            return self.reject(peer, Request::Join, Rejection::PasswordRequired);
+                        };
+                        if !self.passwords.may_try(adm.addr, now_ms) {
+                            return self.reject(peer, Request::Join, Rejection::TooManyAttempts);
+                        }
+                        if !hash.matches(given) {
+                            self.passwords.failed(adm.addr, now_ms);
+                            return self.reject(peer, Request::Join, Rejection::BadPassword);
+                        }
+                    }
+                    if r.peers.len() >= capacity {
+                        return self.reject(peer, Request::Join, Rejection::RoomFull { capacity });
+                    }
+                    if r.lobby_on {
+                        return self.knock(peer, room, name, media, adm);
+                    }
+                }
+                if host { Role::Host } else { Role::Guest }
+            }
+        };
+        self.enter(peer, room, name, media, now_ms, role, adm.grants, adm.addr);
+    }
+
+    /// Puts `peer` in `room`'s lobby and tells the hosts.
+    fn knock(&mut self, peer: PeerId, room: RoomId, name: DisplayName, media: MediaState, adm: Admission) {
+        let Some(r) = self.rooms.get_mut(&room) else { return };
+        if r.lobby.len() >= LOBBY_MAX {
+            return self.reject(peer, Request::Join, Rejection::LobbyFull);
+        }
+        r.lobby.push(Knock { peer, name: name.clone(), media, grants: adm.grants, addr: adm.addr });
+        for host in hosts(&self.members, &r.peers) {
+            self.outputs.push_back(Output::Knock { to: host, peer, name: name.clone() });
+        }
+        self.waiting.insert(peer, room.clone());
+        self.outputs.push_back(Output::Waiting { to: peer, room });
+    }
+
+    /// Takes `peer` out of the lobby it waits in, telling the hosts why;
+    /// returns the room, or `None` if it waited nowhere.
+    fn withdraw(&mut self, peer: PeerId, reason: KnockEnd) -> Option<RoomId> {
+        let room = self.waiting.remove(&peer)?;
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.lobby.retain(|k| k.peer != peer);
+            for host in hosts(&self.members, &r.peers) {
+                self.outputs.push_back(Output::KnockGone { to: host, peer, reason });
+            }
+        }
+        Some(room)
+    }
+
+    /// Makes `peer` a member of `room` (checked already but for capacity).
+    #[allow(clippy::too_many_arguments)]
+    fn enter(
+        &mut self,
+        peer: PeerId,
+        room: RoomId,
+        name: DisplayName,
+        media: MediaState,
+        now_ms: u64,
+        role: Role,
+        grants: Grants,
+        addr: std::net::IpAddr,
+    ) {
+        let capacity = self.config.capacity;
+        let (others, chat, mode, settings) = match self.rooms.get_mut(&room) {
             Some(r) => {
                 self.chat_bytes -= r.expire_chat(now_ms, self.config.chat_max_age_ms);
-                (r.peers.as_slice(), r.chat.iter().cloned().collect(), r.mode)
+                (r.peers.as_slice(), r.chat.iter().cloned().collect(), r.mode, r.settings())
             }
-            None => (&[][..], Vec::new(), Mode::P2p),
+            None => (&[][..], Vec::new(), Mode::P2p, Settings::default()),
         };
         if others.len() >= capacity {
             return self.reject(peer, Request::Join, Rejection::RoomFull { capacity });
         }
+        let allowed = grants.allowed(NOTHING_HELD);
+        let media = and(media, allowed);
         let switch = mode == Mode::P2p && self.config.p2p_max.is_some_and(|max| others.len() + 1 > max);
         let mode = if switch { Mode::Sfu } else { mode };
         if switch {
@@ -430,14 +778,19 @@ impl<P> Rooms<P> {
             .iter()
             .filter_map(|id| {
                 let m = self.members.get(id)?;
-                Some((PeerInfo { id: *id, name: m.name.clone(), media: m.media }, polite(peer, *id)))
+                let info = PeerInfo { id: *id, name: m.name.clone(), media: m.media, role: m.role };
+                Some((info, polite(peer, *id)))
             })
             .collect();
         for (other, _) in &peers {
-            let info = PeerInfo { id: peer, name: name.clone(), media };
+            let info = PeerInfo { id: peer, name: name.clone(), media, role };
             let polite = polite(other.id, peer);
             self.outputs.push_back(Output::PeerJoined { to: other.id, peer: info, polite });
         }
+        let lobby = match (role, self.rooms.get(&room)) {
+            (Role::Host, Some(r)) => r.lobby.iter().map(|k| (k.peer, k.name.clone())).collect(),
+            _ => Vec::new(),
+        };
         self.outputs.push_back(Output::Joined {
             to: peer,
             room: room.clone(),
@@ -446,11 +799,185 @@ impl<P> Rooms<P> {
             peers,
             chat,
             mode,
+            role,
+            grants,
+            settings,
+            lobby,
         });
+        if allowed != ALL {
+            self.outputs.push_back(Output::Allowed { to: peer, allowed });
+        }
         let r = self.rooms.entry(room.clone()).or_default();
         r.peers.push(peer);
         r.mode = mode;
-        self.members.insert(peer, Member { room, name, media });
+        self.members.insert(peer, Member { room, name, media, role, grants, held: NOTHING_HELD, addr });
+    }
+
+    /// The room of `host` if it is a host; otherwise refuses `request`.
+    fn host_room(&mut self, host: PeerId, request: Request) -> Option<RoomId> {
+        match self.members.get(&host) {
+            Some(m) if m.role == Role::Host => Some(m.room.clone()),
+            Some(_) => {
+                self.reject(host, request, Rejection::NotHost);
+                None
+            }
+            None => {
+                self.reject(host, request, Rejection::NotJoined);
+                None
+            }
+        }
+    }
+
+    fn answer_knock(&mut self, host: PeerId, peer: PeerId, admit: bool) {
+        let request = if admit { Request::Admit } else { Request::Deny };
+        let Some(room) = self.host_room(host, request) else { return };
+        let Some(r) = self.rooms.get(&room) else { return };
+        let Some(knock) = r.lobby.iter().position(|k| k.peer == peer) else {
+            return self.reject(host, request, Rejection::UnknownPeer);
+        };
+        if admit && r.peers.len() >= self.config.capacity {
+            let capacity = self.config.capacity;
+            return self.reject(host, request, Rejection::RoomFull { capacity });
+        }
+        let r = self.rooms.get_mut(&room).expect("looked up above");
+        let knock = r.lobby.remove(knock);
+        self.waiting.remove(&peer);
+        let reason = if admit { KnockEnd::Admitted } else { KnockEnd::Denied };
+        for to in hosts(&self.members, &r.peers) {
+            self.outputs.push_back(Output::KnockGone { to, peer, reason });
+        }
+        if admit {
+            self.admit(room, knock, 0);
+        } else {
+            self.reject(peer, Request::Join, Rejection::Denied);
+        }
+    }
+
+    /// Lets someone in from the lobby. Its chat history is as of `now_ms`
+    /// (0: whatever the room still has).
+    fn admit(&mut self, room: RoomId, k: Knock, now_ms: u64) {
+        self.enter(k.peer, room, k.name, k.media, now_ms, Role::Guest, k.grants, k.addr);
+    }
+
+    fn settings(
+        &mut self,
+        host: PeerId,
+        locked: Option<bool>,
+        lobby: Option<bool>,
+        password: Option<PasswordChange>,
+    ) {
+        let Some(room) = self.host_room(host, Request::Settings) else { return };
+        let Some(r) = self.rooms.get_mut(&room) else { return };
+        r.locked = locked.unwrap_or(r.locked);
+        r.lobby_on = lobby.unwrap_or(r.lobby_on);
+        match password {
+            Some(PasswordChange::Set { password, salt }) => {
+                r.password = Some(PasswordHash::new(&password, salt))
+            }
+            Some(PasswordChange::Clear) => r.password = None,
+            None => {}
+        }
+        let settings = r.settings();
+        // Without a lobby nobody waits: everyone there comes in (as many
+        // as fit; the rest are told the call is full).
+        let admitted = if r.lobby_on { Vec::new() } else { std::mem::take(&mut r.lobby) };
+        for to in r.peers.clone() {
+            self.outputs.push_back(Output::Settings { to, settings });
+        }
+        for knock in admitted {
+            self.waiting.remove(&knock.peer);
+            let peers = self.rooms.get(&room).map_or(&[][..], |r| r.peers.as_slice());
+            for to in hosts(&self.members, peers) {
+                self.outputs.push_back(Output::KnockGone {
+                    to,
+                    peer: knock.peer,
+                    reason: KnockEnd::Admitted,
+                });
+            }
+            self.admit(room.clone(), knock, 0);
+        }
+    }
+
+    fn moderate(&mut self, host: PeerId, peer: PeerId, action: Action) {
+        let Some(room) = self.host_room(host, Request::Moderate) else { return };
+        let Some(target) = self.members.get_mut(&peer).filter(|m| m.room == room && peer != host) else {
+            return self.reject(host, Request::Moderate, Rejection::UnknownPeer);
+        };
+        let before = target.media;
+        match action {
+            Action::Mute => (target.held.audio, target.media.audio) = (true, false),
+            Action::StopVideo => (target.held.video, target.media.video) = (true, false),
+            Action::StopScreen => (target.held.screen, target.media.screen) = (true, false),
+            Action::AskUnmute => target.held.audio = false,
+            Action::MakeHost => {
+                target.role = Role::Host;
+                return self.promote(&room, peer);
+            }
+            Action::Remove { bar } => {
+                let addr = target.addr;
+                let Some(r) = self.rooms.get_mut(&room) else { return };
+                push_capped(&mut r.removed, peer);
+                if bar {
+                    push_capped(&mut r.barred_ids, peer);
+                    push_capped(&mut r.barred_addrs, addr);
+                }
+                self.outputs.push_back(Output::Removed {
+                    to: peer,
+                    room,
+                    reason: RemoveReason::Removed,
+                    by: host,
+                });
+                self.remove(peer, LeaveReason::Removed);
+                return;
+            }
+        }
+        let (media, held, allowed) = (target.media, target.held, target.allowed());
+        self.outputs.push_back(Output::Moderated { to: peer, action, by: host, held });
+        self.outputs.push_back(Output::Allowed { to: peer, allowed });
+        if media != before
+            && let Some(r) = self.rooms.get(&room)
+        {
+            for to in r.peers.iter().filter(|id| **id != peer) {
+                self.outputs.push_back(Output::PeerMedia { to: *to, peer, media });
+            }
+        }
+    }
+
+    /// Tells `room` that `peer` is a host now, and shows it the lobby.
+    fn promote(&mut self, room: &RoomId, peer: PeerId) {
+        let Some(r) = self.rooms.get(room) else { return };
+        for to in &r.peers {
+            self.outputs.push_back(Output::PeerRole { to: *to, peer, role: Role::Host });
+        }
+        for k in &r.lobby {
+            self.outputs.push_back(Output::Knock { to: peer, peer: k.peer, name: k.name.clone() });
+        }
+    }
+
+    fn end_call(&mut self, host: PeerId) {
+        let Some(room) = self.host_room(host, Request::EndCall) else { return };
+        let Some(r) = self.rooms.remove(&room) else { return };
+        for k in &r.lobby {
+            self.waiting.remove(&k.peer);
+            self.outputs.push_back(Output::Rejected {
+                to: k.peer,
+                request: Request::Join,
+                reason: Rejection::Denied,
+            });
+        }
+        for peer in &r.peers {
+            let Some(m) = self.members.remove(peer) else { continue };
+            self.outputs.push_back(Output::Removed {
+                to: *peer,
+                room: room.clone(),
+                reason: RemoveReason::Ended,
+                by: host,
+            });
+            if m.allowed() != ALL {
+                self.outputs.push_back(Output::Allowed { to: *peer, allowed: ALL });
+            }
+        }
+        self.chat_bytes -= r.chat_bytes;
     }
 
     fn signal(&mut self, from: PeerId, to: PeerId, payload: P) {
@@ -468,6 +995,9 @@ impl<P> Rooms<P> {
         let Some(member) = self.members.get(&peer) else {
             return self.reject(peer, Request::Chat, Rejection::NotJoined);
         };
+        if !member.grants.chat {
+            return self.reject(peer, Request::Chat, Rejection::NotAllowed);
+        }
         let Some(room) = self.rooms.get_mut(&member.room) else { return };
         let entry = ChatEntry { from: peer, name: member.name.clone(), text, ts_ms: now_ms, id };
         for to in &room.peers {
@@ -490,10 +1020,25 @@ impl<P> Rooms<P> {
         let Some(member) = self.members.get_mut(&peer) else {
             return self.reject(peer, Request::Media, Rejection::NotJoined);
         };
-        member.media = media;
-        let Some(room) = self.rooms.get(&member.room) else { return };
+        // What may not be on stays off, and the peer hears why.
+        let allowed = member.allowed();
+        let kept = and(media, allowed);
+        let refused = (kept != media).then(|| {
+            let held = and(media, member.held);
+            if held.audio || held.video || held.screen { Rejection::Held } else { Rejection::NotAllowed }
+        });
+        let changed = member.media != kept;
+        member.media = kept;
+        let room = member.room.clone();
+        if let Some(reason) = refused {
+            self.reject(peer, Request::Media, reason);
+            if !changed {
+                return;
+            }
+        }
+        let Some(room) = self.rooms.get(&room) else { return };
         for to in room.peers.iter().filter(|id| **id != peer) {
-            self.outputs.push_back(Output::PeerMedia { to: *to, peer, media });
+            self.outputs.push_back(Output::PeerMedia { to: *to, peer, media: kept });
         }
     }
 
@@ -503,15 +1048,39 @@ impl<P> Rooms<P> {
         let Some(member) = self.members.remove(&peer) else {
             return false;
         };
+        if member.allowed() != ALL {
+            self.outputs.push_back(Output::Allowed { to: peer, allowed: ALL });
+        }
         if let Some(room) = self.rooms.get_mut(&member.room) {
             room.peers.retain(|id| *id != peer);
             for other in room.peers.iter() {
                 self.outputs.push_back(Output::PeerLeft { to: *other, peer, reason });
             }
             if room.peers.is_empty() {
-                // The history goes with the room: nobody is left to read it.
+                // The history goes with the room: nobody is left to read it,
+                // and nobody is left to admit those waiting.
                 self.chat_bytes -= room.chat_bytes;
+                for k in std::mem::take(&mut room.lobby) {
+                    self.waiting.remove(&k.peer);
+                    self.outputs.push_back(Output::Rejected {
+                        to: k.peer,
+                        request: Request::Join,
+                        reason: Rejection::Denied,
+                    });
+                }
                 self.rooms.remove(&member.room);
+            } else if member.role == Role::Host
+                && reason == LeaveReason::Left
+                && hosts(&self.members, &room.peers).next().is_none()
+            {
+                // The last host left on purpose: the longest present takes
+                // over, so nobody waits in a lobby nobody can open.
+                let heir = room.peers[0];
+                if let Some(m) = self.members.get_mut(&heir) {
+                    m.role = Role::Host;
+                }
+                let room_id = member.room.clone();
+                self.promote(&room_id, heir);
             }
         }
         if reason == LeaveReason::Left {
@@ -527,6 +1096,8 @@ impl<P> Rooms<P> {
         assert_eq!(self.chat_bytes, self.rooms.values().map(|r| r.chat_bytes).sum::<usize>());
         assert!(self.chat_bytes <= self.config.chat_bytes_total);
         assert_eq!(listed, self.members.len(), "every member listed once");
+        let waiting: usize = self.rooms.values().map(|r| r.lobby.len()).sum();
+        assert_eq!(waiting, self.waiting.len(), "everyone waiting is in a lobby");
         for (id, room) in &self.rooms {
             assert!(!room.peers.is_empty(), "no empty room {id}");
             assert!(room.chat.len() <= self.config.chat_history);
@@ -534,6 +1105,15 @@ impl<P> Rooms<P> {
             assert!(room.chat_bytes <= self.config.chat_history_bytes);
             for peer in &room.peers {
                 assert_eq!(self.room_of(*peer), Some(id));
+                let m = &self.members[peer];
+                assert_eq!(and(m.media, m.allowed()), m.media, "nothing on that may not be");
+            }
+            assert!(room.lobby.len() <= LOBBY_MAX);
+            assert!(room.barred_ids.len() <= BARRED_MAX && room.barred_addrs.len() <= BARRED_MAX);
+            assert!(room.removed.len() <= BARRED_MAX);
+            for k in &room.lobby {
+                assert_eq!(self.waiting.get(&k.peer), Some(id), "who waits is listed once");
+                assert!(!self.members.contains_key(&k.peer), "nobody waits and sits at once");
             }
         }
     }
