@@ -2,7 +2,7 @@
 // with reconnection. No DOM in here: this module only speaks to the server.
 
 /** The protocol version this client speaks. */
-export const VERSION = 2;
+export const VERSION = 3;
 
 /** How often the client pings; a pong also brings a fresh resume token. */
 const PING_EVERY_MS = 10_000;

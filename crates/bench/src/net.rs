@@ -267,7 +267,7 @@ async fn introduce(kind: Kind, ws: &mut Ws, idx: usize, room: &str) -> Result<(u
             // with an ack, and either tells us who the partner is. (An ack
             // may then arrive after we are done: scenarios ignore text that
             // is not a timed message.)
-            let hello = format!(r#"{{"type":"hello","version":2,"w":{idx}}}"#);
+            let hello = format!(r#"{{"type":"hello","version":3,"w":{idx}}}"#);
             ws.send(Message::text(hello)).await.map_err(|e| format!("send: {e}"))?;
             let text = next_text(ws, wait).await?;
             let partner = num_after(&text, r#""w":"#).ok_or_else(|| format!("not a hello: {text}"))?;
@@ -278,7 +278,7 @@ async fn introduce(kind: Kind, ws: &mut Ws, idx: usize, room: &str) -> Result<(u
             Ok((partner as usize, partner.to_string()))
         }
         Kind::Webconf => {
-            ws.feed(Message::text(r#"{"type":"hello","version":2}"#))
+            ws.feed(Message::text(r#"{"type":"hello","version":3}"#))
                 .await
                 .map_err(|e| format!("send: {e}"))?;
             let join = format!(r#"{{"type":"join","room":"{room}","name":"c{idx}"}}"#);

@@ -5,6 +5,7 @@
 //! small, and everything it waits on is in one `select!`, so a blocked send
 //! to a busy shard never stops it from draining its own outbound queue.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
-use room::{MediaState, PeerId, RoomId};
+use room::{Admission, MediaState, PasswordChange, PeerId, Role, RoomId};
 use signal::ws::{self, Event};
 use signal::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, close, encode, encode_relay};
 use tokio::sync::mpsc;
@@ -21,7 +22,7 @@ use tracing::Instrument;
 use tungstenite::Utf8Bytes;
 
 use crate::App;
-use crate::hub::{ConnId, PeerTx, ShardCmd};
+use crate::hub::{ConnId, HostCmd, PeerTx, ShardCmd};
 use crate::limits::{ConnectionPermit, TokenBucket};
 use crate::metrics::CloseKind;
 use crate::queue::{Kick, KickReason, Outbound, PushError, QueueRx, QueueTx, Route, outbound_queue};
@@ -54,6 +55,9 @@ enum State {
     Joining(RoomId),
     /// A member of this room.
     Joined(RoomId),
+    /// Waiting in this room's lobby for a host to answer; only `leave`
+    /// and `ping` are allowed meanwhile.
+    Waiting(RoomId),
 }
 
 /// How a connection ended, for the log.
@@ -96,7 +100,7 @@ pub(crate) async fn run(
         metrics.connections_open.fetch_add(1, Ordering::Relaxed);
         // Served by reference: moving the socket and the state into the
         // inner futures would store them twice in every connection's task.
-        let mut state = Conn::new(app, conn, id, reached);
+        let mut state = Conn::new(app, conn, id, reached, addr.ip());
         let end = state.serve(&mut socket).await;
         metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         metrics.closed(match end {
@@ -153,10 +157,20 @@ struct Conn {
     in_sfu: bool,
     /// The address of this machine the connection came in on, if known.
     reached: Option<std::net::IpAddr>,
+    /// The client's address (behind a trusted proxy, the one it reported).
+    client_ip: std::net::IpAddr,
+    /// This peer's role in its room, for the resume tokens `pong` hands out.
+    role: Role,
 }
 
 impl Conn {
-    fn new(app: Arc<App>, conn: ConnId, id: PeerId, reached: Option<std::net::IpAddr>) -> Conn {
+    fn new(
+        app: Arc<App>,
+        conn: ConnId,
+        id: PeerId,
+        reached: Option<std::net::IpAddr>,
+        client_ip: std::net::IpAddr,
+    ) -> Conn {
         let fresh_id = id;
         let limits = app.config.limits;
         // Bounded by bytes: a shard that finds it full drops this peer as
@@ -186,6 +200,8 @@ impl Conn {
             pending_to: None,
             in_sfu: false,
             reached,
+            client_ip,
+            role: Role::Guest,
         }
     }
 
@@ -206,7 +222,7 @@ impl Conn {
         };
         // Leave the room first, so the others hear of it without waiting for
         // this peer's close handshake.
-        if let State::Joining(room) | State::Joined(room) = &self.state {
+        if let State::Joining(room) | State::Joined(room) | State::Waiting(room) = &self.state {
             let shard = self.app.hub.shard(room).clone();
             // Blocks only while the shard's inbox is full; the shard never
             // waits on us, so this always completes.
@@ -344,7 +360,8 @@ impl Conn {
     /// client learns of them.
     fn write_batch(&mut self, socket: &mut Socket) {
         let mut written = 0u64;
-        for out in self.batch.drain(..) {
+        let mut batch = std::mem::take(&mut self.batch);
+        for out in batch.drain(..) {
             let text = match out {
                 Outbound::Text(text) => text,
                 Outbound::Relay { text, membership } => {
@@ -355,7 +372,9 @@ impl Conn {
                 }
                 Outbound::JoinAnswer(answer) => {
                     let answer = *answer;
+                    self.role = answer.role;
                     self.state = match answer.room {
+                        Some(room) if answer.waiting => State::Waiting(room),
                         Some(room) => State::Joined(room),
                         None => {
                             // A resumed id is this connection's only once
@@ -376,10 +395,28 @@ impl Conn {
                     self.routes.remove(&peer);
                     text
                 }
+                Outbound::Exit { text, membership } => {
+                    // Out of the room (removed, the call ended, or done
+                    // waiting), unless it is news about a membership this
+                    // connection has left already.
+                    if membership == self.membership && self.state != State::Lobby {
+                        self.state = State::Lobby;
+                        self.membership += 1;
+                        self.routes.clear();
+                        self.role = Role::Guest;
+                        self.leave_sfu();
+                    }
+                    text
+                }
+                Outbound::Role { text, role } => {
+                    self.role = role;
+                    text
+                }
             };
             socket.text(text.as_str());
             written += 1;
         }
+        self.batch = batch;
         self.app.metrics.messages_sent.fetch_add(written, Ordering::Relaxed);
         // Keep the buffer while busy; an idle connection keeps none.
         if self.batch.capacity() <= 4 {
@@ -416,7 +453,7 @@ impl Conn {
         match (&self.state, msg) {
             (State::Joined(room), ClientMsg::Ping) => {
                 let expires = (crate::unix_now() + self.app.config.resume_ttl).as_secs();
-                let token = self.app.config.resume_key.issue(room, self.id, expires);
+                let token = self.app.config.resume_key.issue_with_role(room, self.id, expires, self.role);
                 Some(encode(&ServerMsg::Pong { resume: Some(&token) }))
             }
             (_, ClientMsg::Ping) => Some(encode(&ServerMsg::Pong { resume: None })),
@@ -442,15 +479,54 @@ impl Conn {
                 Some(kind),
                 "say hello first",
             ))),
-            (State::Lobby, ClientMsg::Join { room, name, media, resume }) => {
+            (State::Lobby, ClientMsg::Join { room, name, media, resume, token, password, create }) => {
+                let now = crate::unix_now().as_secs();
+                let mut admission = Admission {
+                    addr: self.client_ip,
+                    create,
+                    password: password.map(Cow::into_owned),
+                    ..Admission::default()
+                };
+                let mut name = name;
+                match (token, &self.app.config.join_key) {
+                    (Some(token), Some(key)) => match key.verify(&token, &room, now) {
+                        Ok(grant) => {
+                            name = grant.name;
+                            admission.token_host = grant.host;
+                            admission.grants = grant.grants;
+                        }
+                        Err(e) => {
+                            let err = ProtocolError::new(ErrorCode::BadToken, Some(kind), e.message());
+                            return Some(self.error_reply(&err));
+                        }
+                    },
+                    (Some(_), None) => {
+                        let err = ProtocolError::new(
+                            ErrorCode::BadToken,
+                            Some(kind),
+                            "this server does not accept join tokens",
+                        );
+                        return Some(self.error_reply(&err));
+                    }
+                    (None, _) if self.app.config.require_token => {
+                        let err = ProtocolError::new(
+                            ErrorCode::TokenRequired,
+                            Some(kind),
+                            "this server admits only people invited with a join token",
+                        );
+                        return Some(self.error_reply(&err));
+                    }
+                    (None, _) => {}
+                }
                 let mut resumed = false;
                 if let Some(token) = resume {
-                    let now = crate::unix_now().as_secs();
-                    match self.app.config.resume_key.verify(&token, &room, now) {
-                        Ok(id) => {
+                    match self.app.config.resume_key.verify_with_role(&token, &room, now) {
+                        Ok((id, role)) => {
                             tracing::debug!(peer = %id, "resuming an earlier peer id");
                             self.id = id;
                             resumed = true;
+                            admission.resumed = true;
+                            admission.resumed_host = role == Role::Host;
                         }
                         Err(e) => {
                             let err = ProtocolError::new(ErrorCode::BadResume, Some(kind), e.message());
@@ -467,8 +543,34 @@ impl Conn {
                 self.state = State::Joining(room.clone());
                 self.send_to_shard(
                     &room,
-                    ShardCmd::Join { peer: self.id, room: room.clone(), name, media, tx },
+                    ShardCmd::Join { peer: self.id, room: room.clone(), name, media, tx, admission },
                 );
+                None
+            }
+            (State::Joined(room), ClientMsg::Admit { peer }) => self.host(room.clone(), HostCmd::Admit(peer)),
+            (State::Joined(room), ClientMsg::Deny { peer }) => self.host(room.clone(), HostCmd::Deny(peer)),
+            (State::Joined(room), ClientMsg::RoomSettings { locked, lobby, password }) => {
+                let password = password.map(|p| {
+                    if p.is_empty() {
+                        PasswordChange::Clear
+                    } else {
+                        let mut salt = [0u8; 16];
+                        salt.copy_from_slice(&crate::random_secret()[..16]);
+                        PasswordChange::Set { password: p.into_owned(), salt }
+                    }
+                });
+                self.host(room.clone(), HostCmd::Settings { locked, lobby, password })
+            }
+            (State::Joined(room), ClientMsg::Moderate { peer, action }) => {
+                self.host(room.clone(), HostCmd::Moderate(peer, action))
+            }
+            (State::Joined(room), ClientMsg::EndCall) => self.host(room.clone(), HostCmd::EndCall),
+            (State::Waiting(room), ClientMsg::Leave) => {
+                // Stops waiting; `left` comes back from the shard and moves
+                // this connection out (or, if a host let it in meanwhile,
+                // it leaves the room like any member).
+                let room = room.clone();
+                self.send_to_shard(&room, ShardCmd::Leave { peer: self.id, conn: self.conn });
                 None
             }
             (State::Lobby, ClientMsg::Peek { room }) => {
@@ -476,14 +578,14 @@ impl Conn {
                 self.send_to_shard(&room, cmd);
                 None
             }
-            (State::Joined(_) | State::Joining(_), ClientMsg::Peek { .. }) => {
+            (State::Joined(_) | State::Joining(_) | State::Waiting(_), ClientMsg::Peek { .. }) => {
                 Some(self.error_reply(&ProtocolError::new(
                     ErrorCode::AlreadyJoined,
                     Some(kind),
                     "you are in a room already: joined and peer-joined say who is there",
                 )))
             }
-            (State::Joined(_) | State::Joining(_), ClientMsg::Join { .. }) => {
+            (State::Joined(_) | State::Joining(_) | State::Waiting(_), ClientMsg::Join { .. }) => {
                 Some(self.error_reply(&ProtocolError::new(
                     ErrorCode::AlreadyJoined,
                     Some(kind),
@@ -578,20 +680,31 @@ impl Conn {
                 self.routes.clear();
                 None
             }
-            (
-                State::Lobby | State::Joining(_),
+            (State::Lobby | State::Joining(_), ClientMsg::Leave)
+            | (
+                State::Lobby | State::Joining(_) | State::Waiting(_),
                 ClientMsg::Signal { .. }
                 | ClientMsg::Chat { .. }
                 | ClientMsg::Media { .. }
                 | ClientMsg::Sfu { .. }
                 | ClientMsg::SfuLayout { .. }
-                | ClientMsg::Leave,
+                | ClientMsg::Admit { .. }
+                | ClientMsg::Deny { .. }
+                | ClientMsg::RoomSettings { .. }
+                | ClientMsg::Moderate { .. }
+                | ClientMsg::EndCall,
             ) => Some(self.error_reply(&ProtocolError::new(
                 ErrorCode::NotJoined,
                 Some(kind),
                 "join a room first",
             ))),
         }
+    }
+
+    /// Hands a host action to the room's shard, which checks it.
+    fn host(&mut self, room: RoomId, action: HostCmd) -> Option<String> {
+        self.send_to_shard(&room, ShardCmd::Host { peer: self.id, conn: self.conn, action });
+        None
     }
 
     /// Ends this connection's SFU session, if it has one.

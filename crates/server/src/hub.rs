@@ -22,8 +22,8 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use room::{
-    ChatId, ChatText, DisplayName, Input, MediaState, Output, PeerId, PeerMap, Rejection, Request, RoomId,
-    Rooms,
+    Action, Admission, ChatId, ChatText, DisplayName, Input, MediaState, Output, PasswordChange, PeerId, PeerMap,
+    Rejection, Request, Role, RoomId, Rooms,
 };
 use signal::{ErrorCode, ServerMsg, encode};
 use tokio::sync::mpsc;
@@ -33,6 +33,7 @@ use crate::Config;
 use crate::metrics::Metrics;
 use crate::queue::{JoinAnswer, KickReason, Outbound, PushError, QueueTx, Route};
 use crate::resume::ResumeKey;
+use crate::sfu_io::{SfuCmd, SfuHandle};
 
 /// Commands a shard takes. Each shard's inbox holds at most this many;
 /// senders wait for room beyond that.
@@ -69,7 +70,10 @@ pub(crate) enum ShardCmd {
     /// Enter `room`; answers go to `tx`, which the shard keeps while the
     /// peer is a member. A connection already there for the same peer id is
     /// replaced.
-    Join { peer: PeerId, room: RoomId, name: DisplayName, media: MediaState, tx: PeerTx },
+    Join { peer: PeerId, room: RoomId, name: DisplayName, media: MediaState, tx: PeerTx, admission: Admission },
+    /// A host action: admit or deny someone waiting, change the room's
+    /// settings, act on a member, end the call (checked by the core).
+    Host { peer: PeerId, conn: ConnId, action: HostCmd },
     /// Say something to the room (`id`: the sender's name for the message).
     Chat { peer: PeerId, conn: ConnId, text: ChatText, id: Option<ChatId> },
     /// Tell the room about a media change.
@@ -83,6 +87,16 @@ pub(crate) enum ShardCmd {
     Peek { room: RoomId, queue: QueueTx },
 }
 
+/// What a host asks of its room.
+#[derive(Debug)]
+pub(crate) enum HostCmd {
+    Admit(PeerId),
+    Deny(PeerId),
+    Settings { locked: Option<bool>, lobby: Option<bool>, password: Option<PasswordChange> },
+    Moderate(PeerId, Action),
+    EndCall,
+}
+
 /// The shards' inboxes. Cloning is cheap; the shard tasks end when the last
 /// clone (and every connection's sender) is gone.
 #[derive(Clone, Debug)]
@@ -94,7 +108,13 @@ impl Hub {
     /// Spawns `count` shard tasks on the current runtime.
     /// Rooms with more than `p2p_max` members move to the SFU (`None`:
     /// there is none).
-    pub(crate) fn start(count: usize, config: &Config, p2p_max: Option<usize>, metrics: Arc<Metrics>) -> Hub {
+    pub(crate) fn start(
+        count: usize,
+        config: &Config,
+        p2p_max: Option<usize>,
+        metrics: Arc<Metrics>,
+        sfu: Option<SfuHandle>,
+    ) -> Hub {
         let shards = (0..count.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_INBOX);
@@ -112,6 +132,8 @@ impl Hub {
                     resume_key: config.resume_key.clone(),
                     resume_ttl: config.resume_ttl,
                     kicked: Vec::new(),
+                    departed: Vec::new(),
+                    sfu: sfu.clone(),
                     metrics: metrics.clone(),
                     counted: (0, 0),
                 };
@@ -145,6 +167,11 @@ struct Shard {
     resume_ttl: Duration,
     /// Members whose queue was full or closed, to drop after this command.
     kicked: Vec<PeerId>,
+    /// Peers a command may have taken out of every room (removed, denied):
+    /// their connections are forgotten after it if so.
+    departed: Vec<PeerId>,
+    /// Where to tell what a member may send (see `Output::Allowed`).
+    sfu: Option<SfuHandle>,
     metrics: Arc<Metrics>,
     /// Rooms and members this shard last added to the metrics' gauges.
     counted: (usize, usize),
@@ -163,14 +190,14 @@ impl Shard {
     fn handle(&mut self, cmd: ShardCmd) {
         let now_ms = || u64::try_from(crate::unix_now().as_millis()).unwrap_or(u64::MAX);
         let peer = match cmd {
-            ShardCmd::Join { peer, room, name, media, tx } => {
+            ShardCmd::Join { peer, room, name, media, tx, admission } => {
                 let conn = tx.conn;
                 // A seat is taken over only by a resume token for that very
                 // room: a peer id seated in another room keeps its seat, and
                 // so does one seated by a connection that did not resume.
                 if let Some(held) = self.peers.get(&peer)
                     && held.conn != conn
-                    && !(tx.resumed && self.core.room_of(peer) == Some(&room))
+                    && !(tx.resumed && self.core.place_of(peer) == Some(&room))
                 {
                     tracing::info!(%peer, %room, "refused a join that would take a seat held elsewhere");
                     self.metrics.error(ErrorCode::BadResume);
@@ -179,8 +206,7 @@ impl Shard {
                         message: crate::resume::ResumeError::Invalid.message(),
                         request: Some("join"),
                     };
-                    let answer =
-                        JoinAnswer { text: Utf8Bytes::from(encode(&err)), room: None, routes: Vec::new() };
+                    let answer = JoinAnswer::refused(Utf8Bytes::from(encode(&err)));
                     let _ = tx.route.queue.push(Outbound::JoinAnswer(Box::new(answer)));
                     return;
                 }
@@ -190,7 +216,23 @@ impl Shard {
                         old.route.kick.kick(KickReason::Replaced);
                     }
                 }
-                self.core.handle_input(Input::Join { peer, room, name, media, now_ms: now_ms() });
+                self.core.handle_input(Input::Join { peer, room, name, media, now_ms: now_ms(), admission });
+                peer
+            }
+            ShardCmd::Host { peer, conn, action } => {
+                if !self.is_current(peer, conn) {
+                    return;
+                }
+                let host = peer;
+                self.core.handle_input(match action {
+                    HostCmd::Admit(peer) => Input::Admit { host, peer },
+                    HostCmd::Deny(peer) => Input::Deny { host, peer },
+                    HostCmd::Settings { locked, lobby, password } => {
+                        Input::Settings { host, locked, lobby, password }
+                    }
+                    HostCmd::Moderate(peer, action) => Input::Moderate { host, peer, action },
+                    HostCmd::EndCall => Input::EndCall { host },
+                });
                 peer
             }
             ShardCmd::Chat { peer, conn, text, id } => {
@@ -233,8 +275,11 @@ impl Shard {
             }
         };
         self.flush();
-        if self.core.room_of(peer).is_none() {
-            self.peers.remove(&peer);
+        self.departed.push(peer);
+        while let Some(peer) = self.departed.pop() {
+            if self.core.place_of(peer).is_none() {
+                self.peers.remove(&peer);
+            }
         }
         self.update_gauges();
     }
@@ -286,18 +331,23 @@ impl Shard {
         }
     }
 
+    /// The membership number of `peer`'s connection (0 if unknown).
+    fn membership(&self, peer: PeerId) -> u64 {
+        self.peers.get(&peer).map_or(0, |tx| tx.route.membership)
+    }
+
     fn route(&self, peer: PeerId) -> Option<Route> {
         self.peers.get(&peer).map(|tx| tx.route.clone())
     }
 
     /// The message for an output, and whom to give it.
-    fn encode(&self, out: Output<()>) -> Option<(PeerId, Outbound)> {
+    fn encode(&mut self, out: Output<()>) -> Option<(PeerId, Outbound)> {
         let text = |s: String| Utf8Bytes::from(s);
         Some(match out {
-            Output::Joined { to, room, name, capacity, peers, chat, mode } => {
+            Output::Joined { to, room, name, capacity, peers, chat, mode, role, grants, settings, lobby } => {
                 let unix = crate::unix_now();
                 let expires = (unix + self.resume_ttl).as_secs();
-                let resume = self.resume_key.issue(&room, to, expires);
+                let resume = self.resume_key.issue_with_role(&room, to, expires, role);
                 let reached = self.peers.get(&to).and_then(|tx| tx.reached);
                 let ice_servers = self.ice.for_peer(to, unix.as_secs(), reached);
                 let msg = ServerMsg::Joined {
@@ -311,6 +361,10 @@ impl Shard {
                     ice_servers: &ice_servers,
                     resume: &resume,
                     mode,
+                    role,
+                    grants,
+                    settings,
+                    lobby: &lobby,
                 };
                 let routes = peers.iter().filter_map(|(p, _)| Some((p.id, self.route(p.id)?))).collect();
                 (
@@ -319,6 +373,8 @@ impl Shard {
                         text: text(encode(&msg)),
                         room: Some(room),
                         routes,
+                        waiting: false,
+                        role,
                     })),
                 )
             }
@@ -349,7 +405,50 @@ impl Shard {
                 (to, Outbound::PeerLeft { text: text(encode(&ServerMsg::PeerLeft { peer, reason })), peer })
             }
             Output::Left { to, room } => {
-                (to, Outbound::Text(text(encode(&ServerMsg::Left { room: room.as_str() }))))
+                let text = text(encode(&ServerMsg::Left { room: room.as_str() }));
+                (to, Outbound::Exit { text, membership: self.membership(to) })
+            }
+            Output::Waiting { to, room } => {
+                let msg = text(encode(&ServerMsg::Waiting { room: room.as_str() }));
+                let answer =
+                    JoinAnswer { text: msg, room: Some(room), routes: Vec::new(), waiting: true, role: Role::Guest };
+                (to, Outbound::JoinAnswer(Box::new(answer)))
+            }
+            Output::Knock { to, peer, name } => {
+                (to, Outbound::Text(text(encode(&ServerMsg::Knock { peer, name: name.as_str() }))))
+            }
+            Output::KnockGone { to, peer, reason } => {
+                (to, Outbound::Text(text(encode(&ServerMsg::KnockGone { peer, reason }))))
+            }
+            Output::Settings { to, settings } => {
+                let msg = ServerMsg::RoomSettings {
+                    locked: settings.locked,
+                    lobby: settings.lobby,
+                    password: settings.password,
+                };
+                (to, Outbound::Text(text(encode(&msg))))
+            }
+            Output::PeerRole { to, peer, role } => {
+                let msg = text(encode(&ServerMsg::PeerRole { peer, role }));
+                if to == peer { (to, Outbound::Role { text: msg, role }) } else { (to, Outbound::Text(msg)) }
+            }
+            Output::Moderated { to, action, by, held } => {
+                (to, Outbound::Text(text(encode(&ServerMsg::Moderated { action, by, held }))))
+            }
+            Output::Removed { to, room, reason, by } => {
+                self.departed.push(to);
+                let msg = text(encode(&ServerMsg::Removed { room: room.as_str(), reason, by }));
+                (to, Outbound::Exit { text: msg, membership: self.membership(to) })
+            }
+            Output::Allowed { to, allowed } => {
+                // For the SFU, which drops what may not be sent; a lost
+                // command (full inbox) is retried by nobody, so say so.
+                if let (Some(sfu), Some(tx)) = (&self.sfu, self.peers.get(&to))
+                    && !sfu.send(SfuCmd::Allow { conn: tx.conn, allowed })
+                {
+                    tracing::warn!(peer = %to, "SFU inbox full: a hold on this peer's media was not applied");
+                }
+                return None;
             }
             // Signals travel along routes; the shard never feeds the core one.
             Output::Relay { .. } => return None,
@@ -361,6 +460,16 @@ impl Shard {
                     }
                     Rejection::NotJoined => "join a room first".to_owned(),
                     Rejection::UnknownPeer => "no such peer in your room".to_owned(),
+                    Rejection::NotHost => "only a host can do that".to_owned(),
+                    Rejection::Locked => "this call is locked: no new people may join".to_owned(),
+                    Rejection::PasswordRequired => "this call needs a password".to_owned(),
+                    Rejection::BadPassword => "wrong password".to_owned(),
+                    Rejection::TooManyAttempts => "too many wrong passwords: wait a minute".to_owned(),
+                    Rejection::LobbyFull => "too many people are waiting to join this call".to_owned(),
+                    Rejection::Denied => "a host did not let you in".to_owned(),
+                    Rejection::Barred => "you were removed from this call".to_owned(),
+                    Rejection::NotAllowed => "your invitation does not allow this".to_owned(),
+                    Rejection::Held => "a host turned this off for you".to_owned(),
                 };
                 let request_name = match request {
                     Request::Join => "join",
@@ -368,11 +477,17 @@ impl Shard {
                     Request::Chat => "chat",
                     Request::Media => "media",
                     Request::Leave => "leave",
+                    Request::Admit => "admit",
+                    Request::Deny => "deny",
+                    Request::Settings => "room-settings",
+                    Request::Moderate => "moderate",
+                    Request::EndCall => "end-call",
                 };
                 let body =
                     text(encode(&ServerMsg::Error { code, message: &message, request: Some(request_name) }));
                 if request == Request::Join {
-                    let answer = JoinAnswer { text: body, room: None, routes: Vec::new() };
+                    self.departed.push(to);
+                    let answer = JoinAnswer::refused(body);
                     (to, Outbound::JoinAnswer(Box::new(answer)))
                 } else {
                     (to, Outbound::Text(body))
@@ -387,5 +502,15 @@ fn rejection_code(reason: Rejection) -> ErrorCode {
         Rejection::RoomFull { .. } => ErrorCode::RoomFull,
         Rejection::NotJoined => ErrorCode::NotJoined,
         Rejection::UnknownPeer => ErrorCode::UnknownPeer,
+        Rejection::NotHost => ErrorCode::NotHost,
+        Rejection::Locked => ErrorCode::RoomLocked,
+        Rejection::PasswordRequired => ErrorCode::PasswordRequired,
+        Rejection::BadPassword => ErrorCode::BadPassword,
+        Rejection::TooManyAttempts => ErrorCode::TooManyAttempts,
+        Rejection::LobbyFull => ErrorCode::LobbyFull,
+        Rejection::Denied => ErrorCode::Denied,
+        Rejection::Barred => ErrorCode::Barred,
+        Rejection::NotAllowed => ErrorCode::NotAllowed,
+        Rejection::Held => ErrorCode::Held,
     }
 }

@@ -18,6 +18,7 @@ mod conn;
 mod http;
 mod hub;
 pub mod interfaces;
+pub mod jointoken;
 pub mod limits;
 mod metrics;
 pub mod origin;
@@ -73,6 +74,10 @@ pub struct Config {
     /// Behind a reverse proxy: take the client's address from
     /// `X-Forwarded-For` and the public host from `X-Forwarded-Host`.
     pub trust_proxy: bool,
+    /// Checks join tokens (docs/tokens.md); `None`: tokens are refused.
+    pub join_key: Option<jointoken::JoinKey>,
+    /// Only holders of a valid join token may join.
+    pub require_token: bool,
 }
 
 impl Default for Config {
@@ -91,6 +96,8 @@ impl Default for Config {
             chat_max_age: Duration::from_secs(3600),
             tls: None,
             trust_proxy: false,
+            join_key: None,
+            require_token: false,
         }
     }
 }
@@ -419,7 +426,7 @@ pub async fn serve(
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let app = Arc::new(App {
         origins: origin::OriginPolicy::new(&config.allowed_origins, loopback),
-        hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone()),
+        hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone(), sfu.clone()),
         sfu,
         limiter: limits::ConnectionLimiter::new(
             accept::descriptor_share(accept::Holder::WebSockets, config.limits.max_connections),

@@ -119,6 +119,9 @@ pub(crate) struct Metrics {
     pub(crate) sfu_packets_sent: AtomicU64,
     pub(crate) sfu_packets_received: AtomicU64,
     pub(crate) sfu_ingress_dropped: AtomicU64,
+    /// Media frames the SFU dropped because a host holds that source off
+    /// (or a join token does not grant it).
+    pub(crate) sfu_held_dropped: AtomicU64,
     pub(crate) sfu_nacks_received: AtomicU64,
     pub(crate) sfu_nacks_sent: AtomicU64,
     pub(crate) sfu_bwe_last: AtomicU64,
@@ -304,6 +307,12 @@ impl Metrics {
             "counter",
             "Packets the SFU dropped unread: over a session's packet rate, or over the rate of ICE checks from unknown addresses.",
             &one(get(&self.sfu_ingress_dropped).into()),
+        );
+        metric(
+            "sfu_held_dropped_total",
+            "counter",
+            "Media frames the SFU did not forward because a host holds that source off or a join token does not grant it.",
+            &one(get(&self.sfu_held_dropped).into()),
         );
         metric(
             "sfu_nacks_received_total",

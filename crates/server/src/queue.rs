@@ -31,6 +31,13 @@ pub(crate) enum Outbound {
     PeerJoined(Box<(Utf8Bytes, PeerId, Route)>),
     /// Someone left this connection's room: write `text`, drop the route.
     PeerLeft { text: Utf8Bytes, peer: PeerId },
+    /// This connection is out of its room (or lobby): it left, was
+    /// removed, or the call ended. Write `text`; if the connection is still
+    /// in membership `membership`, it is outside any room from now on.
+    Exit { text: Utf8Bytes, membership: u64 },
+    /// This connection's peer has a new role: write `text`, and sign later
+    /// resume tokens with it.
+    Role { text: Utf8Bytes, role: room::Role },
 }
 
 /// The answer to a `join`: `joined` or an `error`.
@@ -42,14 +49,27 @@ pub(crate) struct JoinAnswer {
     pub(crate) room: Option<RoomId>,
     /// Routes to the others already there.
     pub(crate) routes: Vec<(PeerId, Route)>,
+    /// The connection waits in `room`'s lobby rather than being in it.
+    pub(crate) waiting: bool,
+    /// Its role, if it joined.
+    pub(crate) role: room::Role,
+}
+
+impl JoinAnswer {
+    /// A refused join: `text` is the error.
+    pub(crate) fn refused(text: Utf8Bytes) -> JoinAnswer {
+        JoinAnswer { text, room: None, routes: Vec::new(), waiting: false, role: room::Role::Guest }
+    }
 }
 
 impl Outbound {
     fn len(&self) -> usize {
         match self {
-            Outbound::Text(t) | Outbound::Relay { text: t, .. } | Outbound::PeerLeft { text: t, .. } => {
-                t.len()
-            }
+            Outbound::Text(t)
+            | Outbound::Relay { text: t, .. }
+            | Outbound::PeerLeft { text: t, .. }
+            | Outbound::Exit { text: t, .. }
+            | Outbound::Role { text: t, .. } => t.len(),
             Outbound::JoinAnswer(a) => a.text.len(),
             Outbound::PeerJoined(j) => j.0.len(),
         }

@@ -1,15 +1,16 @@
 //! Resume tokens: how a peer gets its old id back after its connection
 //! dropped or the server restarted (docs/protocol.md, `join`).
 //!
-//! A token is `<peer id>.<expiry, unix seconds>.<MAC>`, the MAC being
-//! HMAC-SHA256 over the room, id and expiry, truncated to 128 bits. The room
+//! A token is `<peer id>.<expiry, unix seconds>.<MAC>` (a guest's) or
+//! `<peer id>.<expiry>.h.<MAC>` (a host's), the MAC being HMAC-SHA256 over
+//! the room, id, expiry and role, truncated to 128 bits. The room
 //! is in the MAC but not the token, so a token says nothing about its room
 //! and fails anywhere else. No state is kept: any server holding the same
 //! secret (the same one after a restart) can check it. Pure functions, the
 //! time passed in.
 
 use hmac::{Hmac, Mac};
-use room::{PeerId, RoomId};
+use room::{PeerId, Role, RoomId};
 use sha2::Sha256;
 
 /// The MAC is truncated to this many bytes (RFC 2104 section 5 allows down
@@ -54,7 +55,7 @@ impl ResumeKey {
         ResumeKey(secret)
     }
 
-    fn mac(&self, room: &RoomId, peer: PeerId, expires: u64) -> Hmac<Sha256> {
+    fn mac(&self, room: &RoomId, peer: PeerId, expires: u64, role: Role) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
         // Lengths first, so no two (room, peer, expiry) triples feed the MAC
         // the same bytes.
@@ -63,13 +64,23 @@ impl ResumeKey {
         mac.update(room.as_str().as_bytes());
         mac.update(&peer.0.to_be_bytes());
         mac.update(&expires.to_be_bytes());
+        if role == Role::Host {
+            mac.update(b"host");
+        }
         mac
     }
 
-    /// A token for `peer` in `room`, valid until `expires` (unix seconds).
+    /// A guest's token for `peer` in `room`, valid until `expires` (unix
+    /// seconds).
     pub fn issue(&self, room: &RoomId, peer: PeerId, expires: u64) -> String {
-        let tag = self.mac(room, peer, expires).finalize().into_bytes();
-        let mut out = format!("{peer}.{expires}.");
+        self.issue_with_role(room, peer, expires, Role::Guest)
+    }
+
+    /// A token for `peer` in `room` that also gives back `role`.
+    pub fn issue_with_role(&self, room: &RoomId, peer: PeerId, expires: u64, role: Role) -> String {
+        let tag = self.mac(room, peer, expires, role).finalize().into_bytes();
+        let host = if role == Role::Host { "h." } else { "" };
+        let mut out = format!("{peer}.{expires}.{host}");
         for b in &tag[..MAC_BYTES] {
             out.push_str(&format!("{b:02x}"));
         }
@@ -78,11 +89,16 @@ impl ResumeKey {
 
     /// The peer id `token` resumes in `room` at `now` (unix seconds).
     pub fn verify(&self, token: &str, room: &RoomId, now: u64) -> Result<PeerId, ResumeError> {
-        let mut parts = token.split('.');
-        let (Some(peer), Some(expires), Some(tag), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(ResumeError::Malformed);
+        self.verify_with_role(token, room, now).map(|(peer, _)| peer)
+    }
+
+    /// The peer id and role `token` gives back in `room` at `now`.
+    pub fn verify_with_role(&self, token: &str, room: &RoomId, now: u64) -> Result<(PeerId, Role), ResumeError> {
+        let parts: Vec<&str> = token.splitn(5, '.').collect();
+        let (peer, expires, role, tag) = match parts.as_slice() {
+            [peer, expires, tag] => (*peer, *expires, Role::Guest, *tag),
+            [peer, expires, "h", tag] => (*peer, *expires, Role::Host, *tag),
+            _ => return Err(ResumeError::Malformed),
         };
         let peer = PeerId::parse(peer).ok_or(ResumeError::Malformed)?;
         let expires: u64 = expires.parse().map_err(|_| ResumeError::Malformed)?;
@@ -92,11 +108,11 @@ impl ResumeKey {
         }
         // Checked before expiry, so an expired token says "expired" only if
         // it was ours.
-        self.mac(room, peer, expires).verify_truncated_left(&tag).map_err(|_| ResumeError::Invalid)?;
+        self.mac(room, peer, expires, role).verify_truncated_left(&tag).map_err(|_| ResumeError::Invalid)?;
         if now >= expires {
             return Err(ResumeError::Expired);
         }
-        Ok(peer)
+        Ok((peer, role))
     }
 }
 
@@ -136,6 +152,19 @@ mod tests {
         assert_eq!(key.verify(&other_peer, &room("tea"), 999), Err(ResumeError::Invalid));
         let later = format!("{}.9999.{tag}", PeerId(42));
         assert_eq!(key.verify(&later, &room("tea"), 999), Err(ResumeError::Invalid));
+    }
+
+    #[test]
+    fn a_hosts_token_gives_back_the_role_and_a_guest_cannot_claim_it() {
+        let key = ResumeKey::new([7; 32]);
+        let host = key.issue_with_role(&room("tea"), PeerId(42), 1000, Role::Host);
+        assert_eq!(key.verify_with_role(&host, &room("tea"), 999), Ok((PeerId(42), Role::Host)));
+        let guest = key.issue(&room("tea"), PeerId(42), 1000);
+        assert_eq!(key.verify_with_role(&guest, &room("tea"), 999), Ok((PeerId(42), Role::Guest)));
+        // A guest's token with the host mark added is not ours.
+        let (head, tag) = guest.rsplit_once('.').expect("tag");
+        let forged = format!("{head}.h.{tag}");
+        assert_eq!(key.verify_with_role(&forged, &room("tea"), 999), Err(ResumeError::Invalid));
     }
 
     #[test]

@@ -124,6 +124,11 @@ pub(crate) enum SfuCmd {
     Layout { conn: ConnId, tiles: Vec<(PeerId, u32)> },
     /// The connection left its room or closed: its session ends.
     Leave { conn: ConnId },
+    /// What the connection's peer may send from now on (a host holds a
+    /// source off, or its join token does not grant it): the rest of its
+    /// media is dropped here, unread. From the room's shard, which sends
+    /// everything-allowed when the peer leaves.
+    Allow { conn: ConnId, allowed: room::MediaState },
 }
 
 /// How connections reach the SFU task.
@@ -199,6 +204,7 @@ pub(crate) async fn start(
         next_speaker_window: Instant::now() + SPEAKER_WINDOW,
         dirty: Vec::new(),
         introductions: TokenBucket::new(INTRODUCTIONS_PER_SEC, INTRODUCTIONS_BURST, Instant::now()),
+        allowed: HashMap::new(),
     };
     let join = tokio::spawn(task.run(rx, tcp_rx, shutdown));
     Ok((SfuHandle { tx, addr }, join))
@@ -315,6 +321,9 @@ struct Task {
     dirty: Vec<ParticipantId>,
     /// What unknown addresses may still try (see [`INTRODUCTIONS_PER_SEC`]).
     introductions: TokenBucket,
+    /// Connections whose peers may not send everything, and what they
+    /// may send (see [`SfuCmd::Allow`]); one entry per such room member.
+    allowed: HashMap<ParticipantId, room::MediaState>,
 }
 
 impl Task {
@@ -459,6 +468,14 @@ impl Task {
                 self.apply_forwarder_outputs();
             }
             SfuCmd::Leave { conn } => self.end_session(ParticipantId(conn)),
+            SfuCmd::Allow { conn, allowed } => {
+                let everything = room::MediaState { audio: true, video: true, screen: true };
+                if allowed == everything {
+                    self.allowed.remove(&ParticipantId(conn));
+                } else {
+                    self.allowed.insert(ParticipantId(conn), allowed);
+                }
+            }
         }
     }
 
@@ -737,6 +754,19 @@ impl Task {
         let Some(s) = self.sessions.get(&from) else { return };
         let Some(t) = s.published.iter().find(|t| t.mid == data.mid) else { return };
         let track = TrackKey { publisher: from, source: t.source };
+        if let Some(allowed) = self.allowed.get(&from) {
+            let may = match track.source {
+                Source::Audio => allowed.audio,
+                Source::Camera => allowed.video,
+                Source::Screen => allowed.screen,
+            };
+            if !may {
+                // Held off by a host (or not granted): nobody gets it,
+                // whatever the browser still sends.
+                self.metrics.sfu_held_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
         let layer = match data.rid {
             Some(rid) => Layer(u8::try_from(t.rids.iter().position(|r| *r == rid).unwrap_or(0)).unwrap_or(0)),
             None => Layer(0),

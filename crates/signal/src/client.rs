@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use room::{ChatId, ChatText, DisplayName, MediaState, PeerId, RoomId};
+use room::{Action, ChatId, ChatText, DisplayName, MediaState, PeerId, RoomId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -29,7 +29,42 @@ pub enum ClientMsg<'a> {
         media: MediaState,
         /// A resume token, unchecked: only the server's secret can check it.
         resume: Option<Cow<'a, str>>,
+        /// A join token, unchecked (see docs/tokens.md).
+        token: Option<Cow<'a, str>>,
+        /// The room password given, 1 to [`MAX_PASSWORD`] characters.
+        password: Option<Cow<'a, str>>,
+        /// The page created the room (home page): host if it is new.
+        create: bool,
     },
+    /// `admit {peer}` (hosts).
+    Admit {
+        /// Who waits.
+        peer: PeerId,
+    },
+    /// `deny {peer}` (hosts).
+    Deny {
+        /// Who waits.
+        peer: PeerId,
+    },
+    /// `room-settings {locked, lobby, password}` (hosts): each field that
+    /// is present changes.
+    RoomSettings {
+        /// Lock or unlock.
+        locked: Option<bool>,
+        /// Lobby on or off.
+        lobby: Option<bool>,
+        /// A new password (`Some("")`: none).
+        password: Option<Cow<'a, str>>,
+    },
+    /// `moderate {peer, action, bar}` (hosts).
+    Moderate {
+        /// On whom.
+        peer: PeerId,
+        /// What.
+        action: Action,
+    },
+    /// `end-call {}` (hosts).
+    EndCall,
     /// `signal {to, data}`.
     Signal {
         /// The addressee.
@@ -91,6 +126,11 @@ impl ClientMsg<'_> {
             ClientMsg::Sfu { .. } => "sfu",
             ClientMsg::SfuLayout { .. } => "sfu-layout",
             ClientMsg::Peek { .. } => "peek",
+            ClientMsg::Admit { .. } => "admit",
+            ClientMsg::Deny { .. } => "deny",
+            ClientMsg::RoomSettings { .. } => "room-settings",
+            ClientMsg::Moderate { .. } => "moderate",
+            ClientMsg::EndCall => "end-call",
             ClientMsg::Leave => "leave",
             ClientMsg::Ping => "ping",
         }
@@ -121,6 +161,12 @@ pub enum SfuSource {
 
 /// The most m-lines an `sfu` offer may name in `sources`.
 const MAX_SOURCES: usize = 3;
+
+/// The longest room password, in characters.
+pub const MAX_PASSWORD: usize = 128;
+
+/// The longest join token, in bytes.
+pub const MAX_TOKEN: usize = 2048;
 
 /// The most tiles one `sfu-layout` may list.
 const MAX_TILES: usize = 100;
@@ -197,6 +243,22 @@ struct Envelope<'a> {
     tiles: Option<&'a RawValue>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    password: Option<&'a RawValue>,
+    #[serde(borrow)]
+    create: Option<&'a RawValue>,
+    #[serde(borrow)]
+    peer: Option<&'a RawValue>,
+    #[serde(borrow)]
+    action: Option<&'a RawValue>,
+    #[serde(borrow)]
+    bar: Option<&'a RawValue>,
+    #[serde(borrow)]
+    locked: Option<&'a RawValue>,
+    #[serde(borrow)]
+    lobby: Option<&'a RawValue>,
 }
 
 /// `sfu.description`.
@@ -303,8 +365,60 @@ fn parse_any(text: &str) -> Result<ClientMsg<'_>, ProtocolError> {
                 Some(raw) if raw.get() == "null" => None,
                 Some(raw) => Some(string(raw).ok_or_else(|| mistyped("join", "resume", "a string"))?),
             };
-            Ok(ClientMsg::Join { room, name, media, resume })
+            let token = optional_string(env.token, "join", "token")?;
+            if token.as_ref().is_some_and(|t| t.len() > MAX_TOKEN) {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadToken,
+                    Some("join"),
+                    format!("a join token is at most {MAX_TOKEN} bytes"),
+                ));
+            }
+            let password = optional_string(env.password, "join", "password")?;
+            if let Some(p) = &password {
+                check_password(p, "join")?;
+            }
+            let create = optional_bool(env.create, "join", "create")?.unwrap_or(false);
+            Ok(ClientMsg::Join { room, name, media, resume, token, password, create })
         }
+        "admit" | "deny" => {
+            let kind: &'static str = if &*kind == "admit" { "admit" } else { "deny" };
+            let peer = peer_field(env.peer, kind)?;
+            Ok(if kind == "admit" { ClientMsg::Admit { peer } } else { ClientMsg::Deny { peer } })
+        }
+        "room-settings" => {
+            let password = optional_string(env.password, "room-settings", "password")?;
+            if let Some(p) = password.as_ref().filter(|p| !p.is_empty()) {
+                check_password(p, "room-settings")?;
+            }
+            Ok(ClientMsg::RoomSettings {
+                locked: optional_bool(env.locked, "room-settings", "locked")?,
+                lobby: optional_bool(env.lobby, "room-settings", "lobby")?,
+                password,
+            })
+        }
+        "moderate" => {
+            let peer = peer_field(env.peer, "moderate")?;
+            let action = required(env.action, "moderate", "action")?;
+            let action = string(action).ok_or_else(|| mistyped("moderate", "action", "a string"))?;
+            let bar = optional_bool(env.bar, "moderate", "bar")?.unwrap_or(false);
+            let action = match &*action {
+                "mute" => Action::Mute,
+                "stop-video" => Action::StopVideo,
+                "stop-screen" => Action::StopScreen,
+                "ask-unmute" => Action::AskUnmute,
+                "make-host" => Action::MakeHost,
+                "remove" => Action::Remove { bar },
+                _ => {
+                    return Err(mistyped(
+                        "moderate",
+                        "action",
+                        "one of mute, stop-video, stop-screen, ask-unmute, make-host, remove",
+                    ));
+                }
+            };
+            Ok(ClientMsg::Moderate { peer, action })
+        }
+        "end-call" => Ok(ClientMsg::EndCall),
         "chat" => {
             let text = required(env.text, "chat", "text")?;
             let text = string(text).ok_or_else(|| mistyped("chat", "text", "a string"))?;
@@ -402,6 +516,49 @@ fn parse_any(text: &str) -> Result<ClientMsg<'_>, ProtocolError> {
             Err(ProtocolError::new(ErrorCode::BadMessage, None, format!("unknown message type {shown:?}")))
         }
     }
+}
+
+/// An optional string field (`null` counts as absent).
+fn optional_string<'a>(
+    raw: Option<&'a RawValue>,
+    kind: &'static str,
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, ProtocolError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => Ok(Some(string(raw).ok_or_else(|| mistyped(kind, name, "a string"))?)),
+    }
+}
+
+/// An optional boolean field (`null` counts as absent).
+fn optional_bool(raw: Option<&RawValue>, kind: &'static str, name: &str) -> Result<Option<bool>, ProtocolError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => serde_json::from_str::<bool>(raw.get()).map(Some).map_err(|_| mistyped(kind, name, "true or false")),
+    }
+}
+
+/// The `peer` field of a host action: an id that cannot exist names
+/// nobody, the same answer as a well-formed id of nobody.
+fn peer_field(raw: Option<&RawValue>, kind: &'static str) -> Result<PeerId, ProtocolError> {
+    let raw = required(raw, kind, "peer")?;
+    let peer = string(raw).ok_or_else(|| mistyped(kind, "peer", "a peer id string"))?;
+    PeerId::parse(&peer)
+        .ok_or_else(|| ProtocolError::new(ErrorCode::UnknownPeer, Some(kind), "no such peer in your room"))
+}
+
+/// A room password: 1 to [`MAX_PASSWORD`] characters.
+fn check_password(p: &str, kind: &'static str) -> Result<(), ProtocolError> {
+    if p.is_empty() || p.chars().count() > MAX_PASSWORD {
+        return Err(ProtocolError::new(
+            ErrorCode::BadPassword,
+            Some(kind),
+            format!("a room password has 1 to {MAX_PASSWORD} characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// A JSON string's value, borrowed when it has no escapes.

@@ -17,7 +17,7 @@ pub use json::RawJson;
 pub use server::{IceServer, ServerMsg, SfuTrack, encode, encode_relay};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u64 = 2;
+pub const VERSION: u64 = 3;
 
 /// Largest message a peer may send, in bytes (UTF-8 JSON text).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -57,11 +57,35 @@ pub enum ErrorCode {
     SfuUnavailable,
     /// The SFU session could not connect in time, or its path went silent.
     SfuFailed,
+    /// A host action from a guest.
+    NotHost,
+    /// A host locked the room.
+    RoomLocked,
+    /// The room has a password and the join gave none.
+    PasswordRequired,
+    /// The join's password is wrong (or not a valid password).
+    BadPassword,
+    /// Too many wrong passwords from this address lately.
+    TooManyAttempts,
+    /// Too many people wait in the room's lobby.
+    LobbyFull,
+    /// A host did not admit the peer.
+    Denied,
+    /// A host removed the peer and barred it.
+    Barred,
+    /// The server admits only join-token holders.
+    TokenRequired,
+    /// The join token is malformed, expired, tampered with or for another room.
+    BadToken,
+    /// The peer's join token does not grant this.
+    NotAllowed,
+    /// A host holds this source off.
+    Held,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks and metrics.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::HelloRequired,
@@ -78,6 +102,18 @@ impl ErrorCode {
         ErrorCode::BadSdp,
         ErrorCode::SfuUnavailable,
         ErrorCode::SfuFailed,
+        ErrorCode::NotHost,
+        ErrorCode::RoomLocked,
+        ErrorCode::PasswordRequired,
+        ErrorCode::BadPassword,
+        ErrorCode::TooManyAttempts,
+        ErrorCode::LobbyFull,
+        ErrorCode::Denied,
+        ErrorCode::Barred,
+        ErrorCode::TokenRequired,
+        ErrorCode::BadToken,
+        ErrorCode::NotAllowed,
+        ErrorCode::Held,
     ];
 
     /// The code as it appears on the wire.
@@ -99,6 +135,18 @@ impl ErrorCode {
             ErrorCode::BadSdp => "bad-sdp",
             ErrorCode::SfuUnavailable => "sfu-unavailable",
             ErrorCode::SfuFailed => "sfu-failed",
+            ErrorCode::NotHost => "not-host",
+            ErrorCode::RoomLocked => "room-locked",
+            ErrorCode::PasswordRequired => "password-required",
+            ErrorCode::BadPassword => "bad-password",
+            ErrorCode::TooManyAttempts => "too-many-attempts",
+            ErrorCode::LobbyFull => "lobby-full",
+            ErrorCode::Denied => "denied",
+            ErrorCode::Barred => "barred",
+            ErrorCode::TokenRequired => "token-required",
+            ErrorCode::BadToken => "bad-token",
+            ErrorCode::NotAllowed => "not-allowed",
+            ErrorCode::Held => "held",
         }
     }
 }

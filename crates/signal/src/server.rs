@@ -1,6 +1,9 @@
 //! Messages from the server to browsers, and their encoder.
 
-use room::{ChatEntry, ChatId, LeaveReason, MediaState, Mode, PeerId, PeerInfo};
+use room::{
+    Action, ChatEntry, ChatId, DisplayName, Grants, KnockEnd, LeaveReason, MediaState, Mode, PeerId, PeerInfo,
+    RemoveReason, Role, Settings,
+};
 use serde::{Serialize, Serializer};
 
 use crate::{ErrorCode, SdpKind, SfuSource};
@@ -79,6 +82,81 @@ pub enum ServerMsg<'a> {
         /// How the room's media travels.
         #[serde(serialize_with = "room_mode")]
         mode: Mode,
+        /// The recipient's role.
+        #[serde(serialize_with = "wire_role")]
+        role: Role,
+        /// What the recipient may send.
+        #[serde(serialize_with = "wire_grants")]
+        grants: Grants,
+        /// The room's settings.
+        #[serde(serialize_with = "wire_settings")]
+        settings: Settings,
+        /// Who waits in the lobby (for hosts).
+        #[serde(serialize_with = "wire_lobby", skip_serializing_if = "<[_]>::is_empty")]
+        lobby: &'a [(PeerId, DisplayName)],
+    },
+    /// The recipient waits in `room`'s lobby.
+    Waiting {
+        /// The room.
+        room: &'a str,
+    },
+    /// Someone waits in the lobby of the recipient's room (to hosts).
+    Knock {
+        /// Who.
+        #[serde(serialize_with = "peer_id")]
+        peer: PeerId,
+        /// Its name.
+        name: &'a str,
+    },
+    /// Someone no longer waits in the lobby (to hosts).
+    KnockGone {
+        /// Who.
+        #[serde(serialize_with = "peer_id")]
+        peer: PeerId,
+        /// Why.
+        #[serde(serialize_with = "knock_end")]
+        reason: KnockEnd,
+    },
+    /// The room's settings.
+    RoomSettings {
+        /// No new joins.
+        locked: bool,
+        /// Newcomers wait.
+        lobby: bool,
+        /// A password is needed.
+        password: bool,
+    },
+    /// A member's role changed.
+    PeerRole {
+        /// Whose.
+        #[serde(serialize_with = "peer_id")]
+        peer: PeerId,
+        /// The role.
+        #[serde(serialize_with = "wire_role")]
+        role: Role,
+    },
+    /// A host acted on the recipient.
+    Moderated {
+        /// What it did.
+        #[serde(serialize_with = "wire_action")]
+        action: Action,
+        /// The host.
+        #[serde(serialize_with = "peer_id")]
+        by: PeerId,
+        /// What the recipient may not turn on now.
+        #[serde(serialize_with = "media_state")]
+        held: MediaState,
+    },
+    /// The recipient is no longer in its room.
+    Removed {
+        /// The room.
+        room: &'a str,
+        /// Why.
+        #[serde(serialize_with = "remove_reason")]
+        reason: RemoveReason,
+        /// The host.
+        #[serde(serialize_with = "peer_id")]
+        by: PeerId,
     },
     /// The recipient's room switched how its media travels.
     RoomMode {
@@ -245,10 +323,12 @@ struct WirePeer<'a> {
     polite: Option<bool>,
     #[serde(serialize_with = "media_state")]
     media: MediaState,
+    #[serde(serialize_with = "wire_role")]
+    role: Role,
 }
 
 fn peer_info<S: Serializer>(p: &&PeerInfo, s: S) -> Result<S::Ok, S::Error> {
-    WirePeer { id: p.id, name: p.name.as_str(), polite: None, media: p.media }.serialize(s)
+    WirePeer { id: p.id, name: p.name.as_str(), polite: None, media: p.media, role: p.role }.serialize(s)
 }
 
 fn peers_with_roles<S: Serializer>(peers: &&[(PeerInfo, bool)], s: S) -> Result<S::Ok, S::Error> {
@@ -257,7 +337,71 @@ fn peers_with_roles<S: Serializer>(peers: &&[(PeerInfo, bool)], s: S) -> Result<
         name: p.name.as_str(),
         polite: Some(*polite),
         media: p.media,
+        role: p.role,
     }))
+}
+
+fn wire_role<S: Serializer>(r: &Role, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match r {
+        Role::Host => "host",
+        Role::Guest => "guest",
+    })
+}
+
+fn wire_grants<S: Serializer>(g: &Grants, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Wire {
+        publish: bool,
+        screen: bool,
+        chat: bool,
+    }
+    Wire { publish: g.publish, screen: g.screen, chat: g.chat }.serialize(s)
+}
+
+fn wire_settings<S: Serializer>(x: &Settings, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Wire {
+        locked: bool,
+        lobby: bool,
+        password: bool,
+    }
+    Wire { locked: x.locked, lobby: x.lobby, password: x.password }.serialize(s)
+}
+
+fn wire_lobby<S: Serializer>(l: &&[(PeerId, DisplayName)], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Wire<'a> {
+        #[serde(serialize_with = "peer_id")]
+        peer: PeerId,
+        name: &'a str,
+    }
+    s.collect_seq(l.iter().map(|(peer, name)| Wire { peer: *peer, name: name.as_str() }))
+}
+
+fn knock_end<S: Serializer>(r: &KnockEnd, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match r {
+        KnockEnd::Admitted => "admitted",
+        KnockEnd::Denied => "denied",
+        KnockEnd::Left => "left",
+    })
+}
+
+fn wire_action<S: Serializer>(a: &Action, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match a {
+        Action::Mute => "mute",
+        Action::StopVideo => "stop-video",
+        Action::StopScreen => "stop-screen",
+        Action::AskUnmute => "ask-unmute",
+        Action::MakeHost => "make-host",
+        Action::Remove { .. } => "remove",
+    })
+}
+
+fn remove_reason<S: Serializer>(r: &RemoveReason, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match r {
+        RemoveReason::Removed => "removed",
+        RemoveReason::Ended => "ended",
+    })
 }
 
 #[derive(Serialize)]
@@ -285,6 +429,7 @@ fn leave_reason<S: Serializer>(r: &LeaveReason, s: S) -> Result<S::Ok, S::Error>
     s.serialize_str(match r {
         LeaveReason::Left => "left",
         LeaveReason::Disconnected => "disconnected",
+        LeaveReason::Removed => "removed",
     })
 }
 

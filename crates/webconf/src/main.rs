@@ -208,6 +208,67 @@ struct Cli {
     /// `info,server=debug`.
     #[arg(long, env = "WEBCONF_LOG", default_value = "info")]
     log: String,
+
+    /// Secret (at least 16 bytes) that signs join tokens, shared with the
+    /// application that invites people (docs/tokens.md). Without it, join
+    /// tokens are refused.
+    #[arg(long, env = "WEBCONF_JOIN_SECRET", global = true, hide_env_values = true)]
+    join_secret: Option<String>,
+
+    /// Admit only people with a join token (needs --join-secret).
+    #[arg(long, env = "WEBCONF_REQUIRE_TOKEN", requires = "join_secret")]
+    require_token: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print a join token (docs/tokens.md), signed with --join-secret.
+    Token {
+        /// The room it lets its holder into.
+        #[arg(long)]
+        room: String,
+        /// The name others will see.
+        #[arg(long)]
+        name: String,
+        /// Join as a host.
+        #[arg(long)]
+        host: bool,
+        /// Valid for this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// May not turn on a microphone or camera.
+        #[arg(long)]
+        no_publish: bool,
+        /// May not share a screen.
+        #[arg(long)]
+        no_screen: bool,
+        /// May not chat.
+        #[arg(long)]
+        no_chat: bool,
+        /// Also print the link to the call on this server, like
+        /// https://meet.example.org.
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+}
+
+/// `webconf token`: prints a join token, or says what is wrong.
+fn mint_token(secret: Option<&str>, command: Command) -> Result<String, String> {
+    let Command::Token { room, name, host, ttl, no_publish, no_screen, no_chat, base_url } = command;
+    let secret = secret.ok_or("--join-secret (or WEBCONF_JOIN_SECRET) is needed to sign a token")?;
+    let key = server::jointoken::JoinKey::new(secret.as_bytes())?;
+    let room = room::RoomId::parse(&room).map_err(|e| format!("--room: the room name {e}"))?;
+    let name = room::DisplayName::parse(&name).map_err(|e| format!("--name: the name {e}"))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let grants = room::Grants { publish: !no_publish, screen: !no_screen, chat: !no_chat };
+    let token = key.mint(&room, &name, now.saturating_add(ttl), host, grants);
+    Ok(match base_url {
+        Some(base) => format!("{token}\n{}/r/{room}#token={token}", base.trim_end_matches('/')),
+        None => token,
+    })
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -228,7 +289,19 @@ enum TlsMode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(command) = cli.command.take() {
+        return match mint_token(cli.join_secret.as_deref(), command) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("webconf token: {msg}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
         Ok(f) => f,
         Err(e) => {
@@ -300,6 +373,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         );
     }
     let secret = load_secret(state_dir.as_deref());
+    let join_key = match &cli.join_secret {
+        Some(s) => Some(server::jointoken::JoinKey::new(s.as_bytes()).map_err(|e| format!("--join-secret: {e}"))?),
+        None => None,
+    };
     warn_about_addresses(&cli, addr);
     let (ice, turn) = turn_setup(&cli, addr, &secret);
     let sfu = (!cli.no_sfu).then(|| server::sfu_io::SfuConfig {
@@ -320,6 +397,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         trust_proxy: cli.trust_proxy,
         ice,
         turn,
+        join_key,
+        require_token: cli.require_token,
         ..server::Config::default()
     };
     announce(addr, tls.as_ref());

@@ -177,7 +177,7 @@ async fn websocket_from(source: &str, addr: SocketAddr) -> Result<Client, (u16, 
     let tcp = connect_from(source, addr).await;
     let url = format!("ws://{addr}/ws");
     let mut c = Client::handshake(url.as_str(), Box::new(tcp)).await.map_err(|s| (s, String::new()))?;
-    c.send(json!({"type": "hello", "version": 2})).await;
+    c.send(json!({"type": "hello", "version": 3})).await;
     match c.next_or_close().await {
         Ok(welcome) => {
             assert_eq!(welcome["type"], "welcome");

@@ -952,7 +952,7 @@ async fn websocket_framing_is_checked_to_the_letter() {
     // Fragments, with a ping between them, make one message; the ping is
     // answered with its payload.
     let mut ws = RawWs::open(&server).await;
-    let hello = br#"{"type":"hello","version":2}"#;
+    let hello = br#"{"type":"hello","version":3}"#;
     ws.frame(0x01, &hello[..5], true).await;
     ws.frame(0x89, b"are you there", true).await;
     ws.frame(0x00, &hello[5..20], true).await;
@@ -969,7 +969,7 @@ async fn websocket_framing_is_checked_to_the_letter() {
     // Messages sent back to back in one write, a join among them: what
     // follows the join is handled once the join is answered.
     let mut ws = RawWs::open(&server).await;
-    let hello = r#"{"type":"hello","version":2}"#;
+    let hello = r#"{"type":"hello","version":3}"#;
     let join = r#"{"type":"join","room":"pipelined","name":"P"}"#;
     let chat = r#"{"type":"chat","text":"right after joining"}"#;
     let ping = r#"{"type":"ping"}"#;

@@ -151,7 +151,7 @@ impl Client {
     }
 
     pub async fn hello(&mut self) {
-        self.send(json!({"type": "hello", "version": 2})).await;
+        self.send(json!({"type": "hello", "version": 3})).await;
         let welcome = self.recv().await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");
         assert_eq!(welcome["version"], 2);
