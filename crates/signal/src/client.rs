@@ -591,15 +591,32 @@ mod tests {
     fn show(text: &str) -> String {
         match parse(text) {
             Ok(ClientMsg::Hello { version }) => format!("hello v{version}"),
-            Ok(ClientMsg::Join { room, name, media, resume }) => {
+            Ok(ClientMsg::Join { room, name, media, resume, token, password, create }) => {
                 let m = |on: bool, c: char| if on { c } else { '-' };
                 let flags: String =
                     [m(media.audio, 'a'), m(media.video, 'v'), m(media.screen, 's')].iter().collect();
-                match resume {
+                let mut line = match resume {
                     Some(r) => format!("join {room} as {name} {flags} resume {r}"),
                     None => format!("join {room} as {name} {flags}"),
+                };
+                if let Some(t) = token {
+                    line.push_str(&format!(" token {t}"));
                 }
+                if let Some(p) = password {
+                    line.push_str(&format!(" password {p:?}"));
+                }
+                if create {
+                    line.push_str(" create");
+                }
+                line
             }
+            Ok(ClientMsg::Admit { peer }) => format!("admit {peer}"),
+            Ok(ClientMsg::Deny { peer }) => format!("deny {peer}"),
+            Ok(ClientMsg::RoomSettings { locked, lobby, password }) => {
+                format!("room-settings {locked:?} {lobby:?} {password:?}")
+            }
+            Ok(ClientMsg::Moderate { peer, action }) => format!("moderate {peer} {action:?}"),
+            Ok(ClientMsg::EndCall) => "end-call".to_owned(),
             Ok(ClientMsg::Chat { text, id: None }) => format!("chat {:?}", text.as_str()),
             Ok(ClientMsg::Chat { text, id: Some(id) }) => {
                 format!("chat {:?} id {}", text.as_str(), id.as_str())
@@ -634,6 +651,30 @@ mod tests {
             (r#"{"type":"hello"}"#, "error bad-message Some(\"hello\"): hello needs a field \"version\""),
             (r#"{"type":"join","room":"Tea-Party","name":" Minji "}"#, "join tea-party as Minji av-"),
             (r#"{"type":"join","room":"tea"}"#, "join tea as Guest av-"),
+            (
+                r#"{"type":"join","room":"tea","create":true,"password":"blue kettle","token":"v1.a.b"}"#,
+                "join tea as Guest av- token v1.a.b password \"blue kettle\" create",
+            ),
+            (
+                r#"{"type":"join","room":"tea","password":""}"#,
+                "error bad-password Some(\"join\"): a room password has 1 to 128 characters",
+            ),
+            (r#"{"type":"join","room":"tea","create":"yes"}"#, "error bad-message Some(\"join\"): join.create must be true or false"),
+            (r#"{"type":"admit","peer":"00000000000000ff"}"#, "admit 00000000000000ff"),
+            (r#"{"type":"deny","peer":"00000000000000ff"}"#, "deny 00000000000000ff"),
+            (r#"{"type":"deny","peer":"nobody"}"#, "error unknown-peer Some(\"deny\"): no such peer in your room"),
+            (r#"{"type":"room-settings","locked":true}"#, "room-settings Some(true) None None"),
+            (r#"{"type":"room-settings","lobby":false,"password":""}"#, "room-settings None Some(false) Some(\"\")"),
+            (
+                r#"{"type":"moderate","peer":"00000000000000ff","action":"remove","bar":true}"#,
+                "moderate 00000000000000ff Remove { bar: true }",
+            ),
+            (r#"{"type":"moderate","peer":"00000000000000ff","action":"mute"}"#, "moderate 00000000000000ff Mute"),
+            (
+                r#"{"type":"moderate","peer":"00000000000000ff","action":"unmute"}"#,
+                "error bad-message Some(\"moderate\"): moderate.action must be one of mute, stop-video, stop-screen, ask-unmute, make-host, remove",
+            ),
+            (r#"{"type":"end-call"}"#, "end-call"),
             (r#"{"type":"join","room":"tea","name":null}"#, "join tea as Guest av-"),
             (r#"{"type":"join","room":"t\u0065a","name":"\uc548\ub155"}"#, "join tea as 안녕 av-"),
             (

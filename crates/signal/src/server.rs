@@ -450,8 +450,10 @@ mod tests {
             id: PeerId(0xa),
             name: name("Joon \"J\""),
             media: MediaState { audio: true, video: false, screen: false },
+            role: Role::Guest,
         };
         let peers = [(joon.clone(), true)];
+        let lobby = [(PeerId(0xc), name("Ara"))];
         let chat = [
             ChatEntry {
                 from: PeerId(0xa),
@@ -488,8 +490,12 @@ mod tests {
                     ice_servers: &stun,
                     resume: "tok",
                     mode: Mode::P2p,
+                    role: Role::Host,
+                    grants: Grants { publish: true, screen: false, chat: true },
+                    settings: Settings { locked: false, lobby: true, password: true },
+                    lobby: &lobby,
                 },
-                r#"{"type":"joined","room":"tea","you":"3f9a0c21d4e5b678","name":"Minji","capacity":2,"resumed":false,"peers":[{"id":"000000000000000a","name":"Joon \"J\"","polite":true,"media":{"audio":true,"video":false,"screen":false}}],"chat":[{"from":"000000000000000a","name":"Joon","text":"<b>hi</b>","ts":1764111111000},{"from":"000000000000000a","name":"Joon","text":"again","ts":1764111112000,"id":"m-1"}],"ice_servers":[{"urls":["stun:example.org:3478"]}],"resume":"tok","mode":"p2p"}"#,
+                r#"{"type":"joined","room":"tea","you":"3f9a0c21d4e5b678","name":"Minji","capacity":2,"resumed":false,"peers":[{"id":"000000000000000a","name":"Joon \"J\"","polite":true,"media":{"audio":true,"video":false,"screen":false},"role":"guest"}],"chat":[{"from":"000000000000000a","name":"Joon","text":"<b>hi</b>","ts":1764111111000},{"from":"000000000000000a","name":"Joon","text":"again","ts":1764111112000,"id":"m-1"}],"ice_servers":[{"urls":["stun:example.org:3478"]}],"resume":"tok","mode":"p2p","role":"host","grants":{"publish":true,"screen":false,"chat":true},"settings":{"locked":false,"lobby":true,"password":true},"lobby":[{"peer":"000000000000000c","name":"Ara"}]}"#,
             ),
             (ServerMsg::RoomMode { mode: Mode::Sfu }, r#"{"type":"room-mode","mode":"sfu"}"#),
             (
@@ -507,7 +513,7 @@ mod tests {
             ),
             (
                 ServerMsg::PeerJoined { peer: &joon, polite: false },
-                r#"{"type":"peer-joined","peer":{"id":"000000000000000a","name":"Joon \"J\"","media":{"audio":true,"video":false,"screen":false}},"polite":false}"#,
+                r#"{"type":"peer-joined","peer":{"id":"000000000000000a","name":"Joon \"J\"","media":{"audio":true,"video":false,"screen":false},"role":"guest"},"polite":false}"#,
             ),
             (
                 ServerMsg::PeerMedia {
@@ -536,6 +542,39 @@ mod tests {
                 r#"{"type":"peer-left","peer":"0000000000000001","reason":"disconnected"}"#,
             ),
             (ServerMsg::Left { room: "tea" }, r#"{"type":"left","room":"tea"}"#),
+            (ServerMsg::Waiting { room: "tea" }, r#"{"type":"waiting","room":"tea"}"#),
+            (
+                ServerMsg::Knock { peer: PeerId(0xc), name: "Ara" },
+                r#"{"type":"knock","peer":"000000000000000c","name":"Ara"}"#,
+            ),
+            (
+                ServerMsg::KnockGone { peer: PeerId(0xc), reason: KnockEnd::Admitted },
+                r#"{"type":"knock-gone","peer":"000000000000000c","reason":"admitted"}"#,
+            ),
+            (
+                ServerMsg::RoomSettings { locked: true, lobby: false, password: false },
+                r#"{"type":"room-settings","locked":true,"lobby":false,"password":false}"#,
+            ),
+            (
+                ServerMsg::PeerRole { peer: PeerId(0xa), role: Role::Host },
+                r#"{"type":"peer-role","peer":"000000000000000a","role":"host"}"#,
+            ),
+            (
+                ServerMsg::Moderated {
+                    action: Action::Mute,
+                    by: PeerId(1),
+                    held: MediaState { audio: true, video: false, screen: false },
+                },
+                r#"{"type":"moderated","action":"mute","by":"0000000000000001","held":{"audio":true,"video":false,"screen":false}}"#,
+            ),
+            (
+                ServerMsg::Removed { room: "tea", reason: RemoveReason::Ended, by: PeerId(1) },
+                r#"{"type":"removed","room":"tea","reason":"ended","by":"0000000000000001"}"#,
+            ),
+            (
+                ServerMsg::PeerLeft { peer: PeerId(1), reason: LeaveReason::Removed },
+                r#"{"type":"peer-left","peer":"0000000000000001","reason":"removed"}"#,
+            ),
             (ServerMsg::Pong { resume: None }, r#"{"type":"pong"}"#),
             (
                 ServerMsg::RoomState { room: "tea", peers: 2, capacity: 2 },

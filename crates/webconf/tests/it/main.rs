@@ -2,6 +2,7 @@
 //! against the real server (`relay`), and real browsers against the real
 //! binary (`browser`, driven through `harness`).
 
+mod access;
 mod browser;
 mod callpage;
 mod group;

@@ -154,7 +154,7 @@ impl Client {
         self.send(json!({"type": "hello", "version": 3})).await;
         let welcome = self.recv().await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");
-        assert_eq!(welcome["version"], 2);
+        assert_eq!(welcome["version"], 3);
     }
 
     pub async fn send(&mut self, msg: Value) {
