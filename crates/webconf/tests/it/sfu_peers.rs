@@ -68,7 +68,12 @@ struct Peer {
 
 impl Peer {
     async fn join(server: &TestServer, room: &str, name: &'static str) -> (Peer, Value) {
-        let (ws, joined) = Client::join(server, room, name).await;
+        Self::join_with(server, json!({"type": "join", "room": room, "name": name}), name).await
+    }
+
+    /// Joins with a whole `join` message (to create a room as its host).
+    async fn join_with(server: &TestServer, join: Value, name: &'static str) -> (Peer, Value) {
+        let (ws, joined) = Client::join_with(server, join).await;
         let id = joined["you"].as_str().expect("you").to_owned();
         let udp = UdpSocket::bind("127.0.0.1:0").expect("udp");
         udp.set_nonblocking(true).expect("nonblocking");
@@ -453,6 +458,77 @@ async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
     run(&mut peers, Duration::from_secs(1), &mut n).await;
     assert!(peers[0].frames_from(&peers[1], "camera") > before[0] + 10, "B keeps getting C");
     assert!(peers[1].frames_from(&peers[0], "camera") > before[1] + 10, "C keeps getting B");
+    server.shutdown().await;
+}
+
+/// A host's mute holds in the SFU even against a client that ignores it:
+/// B's str0m session keeps sending its microphone, and C stops getting it
+/// at once, while B's camera and A's microphone flow on; asked to unmute,
+/// B's audio flows again. Stopping B's camera works the same way.
+#[tokio::test]
+async fn a_host_mute_stops_forwarding_whatever_the_muted_peer_sends() {
+    if !in_loopback_namespace("sfu_peers::a_host_mute_stops_forwarding_whatever_the_muted_peer_sends") {
+        return;
+    }
+    let sfu = sfu_config("127.0.0.1:0", 4, server::sfu_io::CONNECT_DEADLINE);
+    let server =
+        TestServer::start(server::Config { room_capacity: 5, sfu: Some(sfu), ..server::Config::default() })
+            .await;
+    let (a, joined) =
+        Peer::join_with(&server, json!({"type": "join", "room": "m", "name": "A", "create": true}), "A").await;
+    assert_eq!(joined["role"], "host");
+    let (b, _) = Peer::join(&server, "m", "B").await;
+    let (c, joined) = Peer::join(&server, "m", "C").await;
+    assert_eq!(joined["mode"], "sfu");
+    let mut peers = vec![a, b, c];
+    for p in &mut peers {
+        p.start_sfu().await;
+    }
+    let mut n = 0;
+    let started = Instant::now();
+    let flowing = |peers: &[Peer]| {
+        peers[2].frames_from(&peers[1], "audio") > 10 && peers[2].frames_from(&peers[0], "audio") > 10
+    };
+    while started.elapsed() < Duration::from_secs(15) && !flowing(&peers) {
+        run(&mut peers, Duration::from_millis(500), &mut n).await;
+    }
+    assert!(flowing(&peers), "C gets A's and B's audio: {:?}", peers[2].frames);
+
+    let b_id = peers[1].id.clone();
+    peers[0].ws.send(json!({"type": "moderate", "peer": b_id, "action": "mute"})).await;
+    // Frames already on their way may still land; then nothing.
+    run(&mut peers, Duration::from_millis(300), &mut n).await;
+    let muted_at = [
+        peers[2].frames_from(&peers[1], "audio"),
+        peers[2].frames_from(&peers[1], "camera"),
+        peers[2].frames_from(&peers[0], "audio"),
+    ];
+    run(&mut peers, Duration::from_millis(1500), &mut n).await;
+    assert!(peers[1].heard.iter().any(|m| m["type"] == "moderated"), "B was told: {:?}", peers[1].heard);
+    assert_eq!(peers[2].frames_from(&peers[1], "audio"), muted_at[0], "C gets none of B's held audio");
+    assert!(peers[2].frames_from(&peers[1], "camera") > muted_at[1] + 10, "B's camera still flows");
+    assert!(peers[2].frames_from(&peers[0], "audio") > muted_at[2] + 10, "A's audio still flows");
+
+    peers[0].ws.send(json!({"type": "moderate", "peer": b_id, "action": "stop-video"})).await;
+    run(&mut peers, Duration::from_millis(300), &mut n).await;
+    let stopped_at = peers[2].frames_from(&peers[1], "camera");
+    run(&mut peers, Duration::from_millis(1000), &mut n).await;
+    assert_eq!(peers[2].frames_from(&peers[1], "camera"), stopped_at, "C gets none of B's stopped camera");
+
+    peers[0].ws.send(json!({"type": "moderate", "peer": b_id, "action": "ask-unmute"})).await;
+    run(&mut peers, Duration::from_millis(1500), &mut n).await;
+    assert!(
+        peers[2].frames_from(&peers[1], "audio") > muted_at[0] + 10,
+        "asked to unmute, B's audio flows again"
+    );
+    let (_, metrics) = http_get(&server, "/metrics").await;
+    let held = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("webconf_sfu_held_dropped_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    println!("frames of B's the SFU held back: {held}");
+    assert!(held >= 20, "the SFU dropped B's held media: {held}");
     server.shutdown().await;
 }
 
