@@ -1,15 +1,23 @@
-//! Any sequence of joins, signals, chats, media changes, leaves and
-//! disconnects keeps the room core's invariants, and every output names a
-//! peer that is (or just was) in the right room.
+//! Any sequence of joins (as hosts, with passwords, resumed), signals,
+//! chats, media changes, host actions, leaves and disconnects keeps the
+//! room core's invariants, and every output names a peer that is (or just
+//! was) in the right room.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use room::{ChatId, ChatText, Config, DisplayName, Input, MediaState, Output, PeerId, RoomId, Rooms};
+use room::{
+    Action, Admission, ChatId, ChatText, Config, DisplayName, Grants, Input, MediaState, Output, PasswordChange,
+    PeerId, RoomId, Rooms,
+};
 
 #[derive(Arbitrary, Debug)]
 enum Step {
-    Join { peer: u8, room: u8, audio: bool, video: bool, screen: bool },
+    Join { peer: u8, room: u8, audio: bool, video: bool, screen: bool, how: u8, addr: u8 },
+    Admit { host: u8, peer: u8, yes: bool },
+    Settings { host: u8, locked: Option<bool>, lobby: Option<bool>, password: Option<Option<u8>> },
+    Moderate { host: u8, peer: u8, action: u8 },
+    EndCall { host: u8 },
     Signal { from: u8, to: u8 },
     Chat { peer: u8, text: u8, id: Option<u8> },
     Media { peer: u8, audio: bool, video: bool, screen: bool },
@@ -37,13 +45,47 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
     for step in steps.into_iter().take(500) {
         let peer = |p: u8| PeerId(u64::from(p % 16));
         let input = match step {
-            Step::Join { peer: p, room, audio, video, screen } => Input::Join {
+            Step::Join { peer: p, room, audio, video, screen, how, addr } => Input::Join {
                 peer: peer(p),
                 room: RoomId::parse(&format!("r{}", room % 4)).expect("valid"),
                 name: DisplayName::guest(),
                 media: MediaState { audio, video, screen },
                 now_ms,
+                admission: Admission {
+                    addr: std::net::IpAddr::from([10, 0, 0, addr % 4]),
+                    resumed: how & 1 != 0,
+                    resumed_host: how & 2 != 0,
+                    token_host: how & 4 != 0,
+                    create: how & 8 != 0,
+                    password: (how & 16 != 0).then(|| format!("p{}", how >> 6)),
+                    grants: Grants { publish: how & 32 == 0, screen: true, chat: how & 64 == 0 },
+                },
             },
+            Step::Admit { host, peer: p, yes: true } => Input::Admit { host: peer(host), peer: peer(p) },
+            Step::Admit { host, peer: p, yes: false } => Input::Deny { host: peer(host), peer: peer(p) },
+            Step::Settings { host, locked, lobby, password } => Input::Settings {
+                host: peer(host),
+                locked,
+                lobby,
+                password: password.map(|p| match p {
+                    Some(p) => PasswordChange::Set { password: format!("p{}", p % 4), salt: [p; 16] },
+                    None => PasswordChange::Clear,
+                }),
+            },
+            Step::Moderate { host, peer: p, action } => Input::Moderate {
+                host: peer(host),
+                peer: peer(p),
+                action: match action % 7 {
+                    0 => Action::Mute,
+                    1 => Action::StopVideo,
+                    2 => Action::StopScreen,
+                    3 => Action::AskUnmute,
+                    4 => Action::MakeHost,
+                    5 => Action::Remove { bar: false },
+                    _ => Action::Remove { bar: true },
+                },
+            },
+            Step::EndCall { host } => Input::EndCall { host: peer(host) },
             Step::Signal { from, to } => {
                 payload += 1;
                 Input::Signal { from: peer(from), to: peer(to), payload }

@@ -22,8 +22,8 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use room::{
-    Action, Admission, ChatId, ChatText, DisplayName, Input, MediaState, Output, PasswordChange, PeerId, PeerMap,
-    Rejection, Request, Role, RoomId, Rooms,
+    Action, Admission, ChatId, ChatText, DisplayName, Input, MediaState, Output, PasswordChange, PeerId,
+    PeerMap, Rejection, Request, Role, RoomId, Rooms,
 };
 use signal::{ErrorCode, ServerMsg, encode};
 use tokio::sync::mpsc;
@@ -70,7 +70,14 @@ pub(crate) enum ShardCmd {
     /// Enter `room`; answers go to `tx`, which the shard keeps while the
     /// peer is a member. A connection already there for the same peer id is
     /// replaced.
-    Join { peer: PeerId, room: RoomId, name: DisplayName, media: MediaState, tx: PeerTx, admission: Admission },
+    Join {
+        peer: PeerId,
+        room: RoomId,
+        name: DisplayName,
+        media: MediaState,
+        tx: PeerTx,
+        admission: Admission,
+    },
     /// A host action: admit or deny someone waiting, change the room's
     /// settings, act on a member, end the call (checked by the core).
     Host { peer: PeerId, conn: ConnId, action: HostCmd },
@@ -410,8 +417,13 @@ impl Shard {
             }
             Output::Waiting { to, room } => {
                 let msg = text(encode(&ServerMsg::Waiting { room: room.as_str() }));
-                let answer =
-                    JoinAnswer { text: msg, room: Some(room), routes: Vec::new(), waiting: true, role: Role::Guest };
+                let answer = JoinAnswer {
+                    text: msg,
+                    room: Some(room),
+                    routes: Vec::new(),
+                    waiting: true,
+                    role: Role::Guest,
+                };
                 (to, Outbound::JoinAnswer(Box::new(answer)))
             }
             Output::Knock { to, peer, name } => {

@@ -93,7 +93,12 @@ impl ResumeKey {
     }
 
     /// The peer id and role `token` gives back in `room` at `now`.
-    pub fn verify_with_role(&self, token: &str, room: &RoomId, now: u64) -> Result<(PeerId, Role), ResumeError> {
+    pub fn verify_with_role(
+        &self,
+        token: &str,
+        room: &RoomId,
+        now: u64,
+    ) -> Result<(PeerId, Role), ResumeError> {
         let parts: Vec<&str> = token.splitn(5, '.').collect();
         let (peer, expires, role, tag) = match parts.as_slice() {
             [peer, expires, tag] => (*peer, *expires, Role::Guest, *tag),

@@ -532,11 +532,17 @@ fn optional_string<'a>(
 }
 
 /// An optional boolean field (`null` counts as absent).
-fn optional_bool(raw: Option<&RawValue>, kind: &'static str, name: &str) -> Result<Option<bool>, ProtocolError> {
+fn optional_bool(
+    raw: Option<&RawValue>,
+    kind: &'static str,
+    name: &str,
+) -> Result<Option<bool>, ProtocolError> {
     match raw {
         None => Ok(None),
         Some(raw) if raw.get() == "null" => Ok(None),
-        Some(raw) => serde_json::from_str::<bool>(raw.get()).map(Some).map_err(|_| mistyped(kind, name, "true or false")),
+        Some(raw) => serde_json::from_str::<bool>(raw.get())
+            .map(Some)
+            .map_err(|_| mistyped(kind, name, "true or false")),
     }
 }
 
@@ -659,17 +665,29 @@ mod tests {
                 r#"{"type":"join","room":"tea","password":""}"#,
                 "error bad-password Some(\"join\"): a room password has 1 to 128 characters",
             ),
-            (r#"{"type":"join","room":"tea","create":"yes"}"#, "error bad-message Some(\"join\"): join.create must be true or false"),
+            (
+                r#"{"type":"join","room":"tea","create":"yes"}"#,
+                "error bad-message Some(\"join\"): join.create must be true or false",
+            ),
             (r#"{"type":"admit","peer":"00000000000000ff"}"#, "admit 00000000000000ff"),
             (r#"{"type":"deny","peer":"00000000000000ff"}"#, "deny 00000000000000ff"),
-            (r#"{"type":"deny","peer":"nobody"}"#, "error unknown-peer Some(\"deny\"): no such peer in your room"),
+            (
+                r#"{"type":"deny","peer":"nobody"}"#,
+                "error unknown-peer Some(\"deny\"): no such peer in your room",
+            ),
             (r#"{"type":"room-settings","locked":true}"#, "room-settings Some(true) None None"),
-            (r#"{"type":"room-settings","lobby":false,"password":""}"#, "room-settings None Some(false) Some(\"\")"),
+            (
+                r#"{"type":"room-settings","lobby":false,"password":""}"#,
+                "room-settings None Some(false) Some(\"\")",
+            ),
             (
                 r#"{"type":"moderate","peer":"00000000000000ff","action":"remove","bar":true}"#,
                 "moderate 00000000000000ff Remove { bar: true }",
             ),
-            (r#"{"type":"moderate","peer":"00000000000000ff","action":"mute"}"#, "moderate 00000000000000ff Mute"),
+            (
+                r#"{"type":"moderate","peer":"00000000000000ff","action":"mute"}"#,
+                "moderate 00000000000000ff Mute",
+            ),
             (
                 r#"{"type":"moderate","peer":"00000000000000ff","action":"unmute"}"#,
                 "error bad-message Some(\"moderate\"): moderate.action must be one of mute, stop-video, stop-screen, ask-unmute, make-host, remove",

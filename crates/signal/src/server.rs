@@ -1,8 +1,8 @@
 //! Messages from the server to browsers, and their encoder.
 
 use room::{
-    Action, ChatEntry, ChatId, DisplayName, Grants, KnockEnd, LeaveReason, MediaState, Mode, PeerId, PeerInfo,
-    RemoveReason, Role, Settings,
+    Action, ChatEntry, ChatId, DisplayName, Grants, KnockEnd, LeaveReason, MediaState, Mode, PeerId,
+    PeerInfo, RemoveReason, Role, Settings,
 };
 use serde::{Serialize, Serializer};
 

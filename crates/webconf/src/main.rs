@@ -374,7 +374,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     let secret = load_secret(state_dir.as_deref());
     let join_key = match &cli.join_secret {
-        Some(s) => Some(server::jointoken::JoinKey::new(s.as_bytes()).map_err(|e| format!("--join-secret: {e}"))?),
+        Some(s) => {
+            Some(server::jointoken::JoinKey::new(s.as_bytes()).map_err(|e| format!("--join-secret: {e}"))?)
+        }
         None => None,
     };
     warn_about_addresses(&cli, addr);

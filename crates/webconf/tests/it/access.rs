@@ -32,9 +32,11 @@ async fn knock(server: &TestServer, source: &str, join: Value) -> (Client, Value
 /// A host (the room's creator) and a guest in `room`.
 async fn host_and_guest(server: &TestServer, room: &str) -> (Client, Client) {
     let (mut host, joined) =
-        Client::join_with(server, json!({"type": "join", "room": room, "name": "Host", "create": true})).await;
+        Client::join_with(server, json!({"type": "join", "room": room, "name": "Host", "create": true}))
+            .await;
     assert_eq!(joined["role"], "host", "the creator of a new room runs it: {joined}");
-    let (mut guest, joined) = knock(server, "127.0.0.2", json!({"type": "join", "room": room, "name": "Guest"})).await;
+    let (mut guest, joined) =
+        knock(server, "127.0.0.2", json!({"type": "join", "room": room, "name": "Guest"})).await;
     assert_eq!(joined["type"], "joined", "{joined}");
     assert_eq!(joined["role"], "guest");
     assert_eq!(joined["peers"][0]["role"], "host");
@@ -49,7 +51,8 @@ async fn a_guests_forged_host_actions_are_refused_and_nobody_hears_of_them() {
     let (mut host, mut guest) = host_and_guest(&server, "forged").await;
     // `create` on an existing room makes nobody a host.
     let (mut late, joined) =
-        Client::join_with(&server, json!({"type": "join", "room": "forged", "name": "Late", "create": true})).await;
+        Client::join_with(&server, json!({"type": "join", "room": "forged", "name": "Late", "create": true}))
+            .await;
     assert_eq!(joined["role"], "guest", "{joined}");
     for c in [&mut host, &mut guest] {
         assert_eq!(c.recv().await["type"], "peer-joined");
@@ -87,7 +90,8 @@ async fn knock_admit_and_deny_through_the_lobby() {
     assert_eq!(host.recv().await, on);
     assert_eq!(guest.recv().await, on);
 
-    let (mut ara, answer) = knock(&server, "127.0.0.3", json!({"type": "join", "room": "lobby", "name": "Ara"})).await;
+    let (mut ara, answer) =
+        knock(&server, "127.0.0.3", json!({"type": "join", "room": "lobby", "name": "Ara"})).await;
     assert_eq!(answer, json!({"type": "waiting", "room": "lobby"}));
     let k = host.recv().await;
     assert_eq!(k["type"], "knock", "{k}");
@@ -117,7 +121,8 @@ async fn knock_admit_and_deny_through_the_lobby() {
     assert_eq!(host.recv().await["from"], ara.id);
 
     // Someone else is turned away and is told so.
-    let (mut bo, answer) = knock(&server, "127.0.0.4", json!({"type": "join", "room": "lobby", "name": "Bo"})).await;
+    let (mut bo, answer) =
+        knock(&server, "127.0.0.4", json!({"type": "join", "room": "lobby", "name": "Bo"})).await;
     assert_eq!(answer["type"], "waiting");
     let bo_id = host.recv().await["peer"].as_str().expect("peer").to_owned();
     host.send(json!({"type": "deny", "peer": bo_id})).await;
@@ -126,7 +131,8 @@ async fn knock_admit_and_deny_through_the_lobby() {
     assert_eq!(err["request"], "join");
     bo.ping().await; // Still connected, outside any room.
     // One who gives up waiting is gone from the hosts' list.
-    let (mut cy, _) = knock(&server, "127.0.0.5", json!({"type": "join", "room": "lobby", "name": "Cy"})).await;
+    let (mut cy, _) =
+        knock(&server, "127.0.0.5", json!({"type": "join", "room": "lobby", "name": "Cy"})).await;
     let cy_id = host.recv().await["peer"].as_str().expect("peer").to_owned();
     cy.send(json!({"type": "leave"})).await;
     assert_eq!(cy.recv().await, json!({"type": "left", "room": "lobby"}));
@@ -143,7 +149,10 @@ async fn a_removed_and_barred_peer_cannot_come_back_by_a_new_connection_or_its_r
     let (mut host, mut guest) = host_and_guest(&server, "bar").await;
     let resume = guest.ping().await["resume"].as_str().expect("token").to_owned();
     host.send(json!({"type": "moderate", "peer": guest.id, "action": "remove", "bar": true})).await;
-    assert_eq!(guest.recv().await, json!({"type": "removed", "room": "bar", "reason": "removed", "by": host.id}));
+    assert_eq!(
+        guest.recv().await,
+        json!({"type": "removed", "room": "bar", "reason": "removed", "by": host.id})
+    );
     assert_eq!(host.recv().await, json!({"type": "peer-left", "peer": guest.id, "reason": "removed"}));
     // Out of the room: signals to the host no longer go.
     guest.signal(&host.id, json!({"x": 1})).await;
@@ -152,14 +161,20 @@ async fn a_removed_and_barred_peer_cannot_come_back_by_a_new_connection_or_its_r
     // token from another address: all refused.
     guest.send(json!({"type": "join", "room": "bar", "name": "Guest"})).await;
     guest.expect_error("barred").await;
-    let (_, answer) = knock(&server, "127.0.0.2", json!({"type": "join", "room": "bar", "name": "Other name"})).await;
-    assert_eq!(answer["code"], "barred", "{answer}");
     let (_, answer) =
-        knock(&server, "127.0.0.9", json!({"type": "join", "room": "bar", "name": "Guest", "resume": resume})).await;
+        knock(&server, "127.0.0.2", json!({"type": "join", "room": "bar", "name": "Other name"})).await;
+    assert_eq!(answer["code"], "barred", "{answer}");
+    let (_, answer) = knock(
+        &server,
+        "127.0.0.9",
+        json!({"type": "join", "room": "bar", "name": "Guest", "resume": resume}),
+    )
+    .await;
     assert_eq!(answer["code"], "barred", "{answer}");
     host.expect_silence(QUIET).await;
     // Others still get in.
-    let (_, answer) = knock(&server, "127.0.0.3", json!({"type": "join", "room": "bar", "name": "Fine"})).await;
+    let (_, answer) =
+        knock(&server, "127.0.0.3", json!({"type": "join", "room": "bar", "name": "Fine"})).await;
     assert_eq!(answer["type"], "joined", "{answer}");
 }
 
@@ -193,7 +208,8 @@ async fn a_host_mute_is_held_and_the_role_survives_a_resume() {
     drop(guest);
     assert_eq!(host.recv().await["reason"], "disconnected");
     let (back, joined) =
-        Client::join_with(&server, json!({"type": "join", "room": "mute", "name": "Guest", "resume": token})).await;
+        Client::join_with(&server, json!({"type": "join", "room": "mute", "name": "Guest", "resume": token}))
+            .await;
     assert_eq!(joined["role"], "host", "{joined}");
     assert_eq!(back.id, joined["you"].as_str().expect("you"));
 }
@@ -235,7 +251,8 @@ async fn ending_the_call_takes_everyone_out_and_turns_away_who_waits() {
     host.send(json!({"type": "room-settings", "lobby": true})).await;
     host.recv().await;
     guest.recv().await;
-    let (mut ara, _) = knock(&server, "127.0.0.3", json!({"type": "join", "room": "end", "name": "Ara"})).await;
+    let (mut ara, _) =
+        knock(&server, "127.0.0.3", json!({"type": "join", "room": "end", "name": "Ara"})).await;
     host.recv().await; // knock
     host.send(json!({"type": "end-call"})).await;
     let ended = json!({"type": "removed", "room": "end", "reason": "ended", "by": host.id});
@@ -291,8 +308,11 @@ async fn join_tokens_expired_for_another_room_or_tampered_with_are_refused() {
     c.expect_error("bad-token").await;
 
     // A valid host token: its name, not the one the client asked for.
-    let (mut teacher, joined) =
-        Client::join_with(&server, join(Some(key.mint(&room("class"), &name("Teacher"), now + 60, true, all)))).await;
+    let (mut teacher, joined) = Client::join_with(
+        &server,
+        join(Some(key.mint(&room("class"), &name("Teacher"), now + 60, true, all))),
+    )
+    .await;
     assert_eq!((joined["name"].clone(), joined["role"].clone()), (json!("Teacher"), json!("host")));
     // A guest whose token does not grant chat or a camera.
     let quiet = room::Grants { publish: false, screen: true, chat: false };

@@ -25,7 +25,10 @@ async fn two_peers_exchange_offer_answer_and_candidates() {
     let media = json!({"audio": true, "video": true, "screen": false});
     // Roles follow id order, so both sides agree and keep them on return.
     let b_polite = b.id > a.id;
-    assert_eq!(joined_b["peers"], json!([{"id": a.id, "name": "Minji", "polite": b_polite, "media": media, "role": "guest"}]));
+    assert_eq!(
+        joined_b["peers"],
+        json!([{"id": a.id, "name": "Minji", "polite": b_polite, "media": media, "role": "guest"}])
+    );
     assert_eq!(joined_b["resumed"], false);
     assert!(joined_b["resume"].as_str().is_some_and(|t| t.starts_with(&b.id)));
     let hello = a.recv().await;

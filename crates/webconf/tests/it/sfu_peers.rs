@@ -475,7 +475,8 @@ async fn a_host_mute_stops_forwarding_whatever_the_muted_peer_sends() {
         TestServer::start(server::Config { room_capacity: 5, sfu: Some(sfu), ..server::Config::default() })
             .await;
     let (a, joined) =
-        Peer::join_with(&server, json!({"type": "join", "room": "m", "name": "A", "create": true}), "A").await;
+        Peer::join_with(&server, json!({"type": "join", "room": "m", "name": "A", "create": true}), "A")
+            .await;
     assert_eq!(joined["role"], "host");
     let (b, _) = Peer::join(&server, "m", "B").await;
     let (c, joined) = Peer::join(&server, "m", "C").await;
