@@ -30,6 +30,8 @@ export class Controls {
     this.settingsDialog = /** @type {HTMLDialogElement} */ ($('settings-dialog'));
     this.helpDialog = /** @type {HTMLDialogElement} */ ($('help-dialog'));
     this.speakerId = '';
+    /** Sources a host holds off for us. @type {{audio: boolean, video: boolean, screen: boolean} | undefined} */
+    this.held = undefined;
 
     this.mic.addEventListener('click', () => this.toggleMic());
     this.camera.addEventListener('click', () => this.toggleCamera());
@@ -55,12 +57,34 @@ export class Controls {
     this.render();
   }
 
+  /**
+   * What a host holds off for us: those toggles do not turn on.
+   * @param {{audio: boolean, video: boolean, screen: boolean}} held
+   */
+  setHeld(held) {
+    this.held = { ...held };
+    this.render();
+  }
+
+  /**
+   * Whether `what` is held off by a host (and says so).
+   * @param {'audio' | 'video' | 'screen'} what
+   */
+  isHeld(what) {
+    if (!this.held?.[what]) return false;
+    this.hooks.status('held_by_host');
+    return true;
+  }
+
   /** Shows each toggle's state (aria-pressed drives the look, too). */
   render() {
     const f = this.media.flags;
     this.mic.setAttribute('aria-pressed', String(f.audio));
     this.camera.setAttribute('aria-pressed', String(f.video));
     this.screen.setAttribute('aria-pressed', String(f.screen));
+    this.mic.classList.toggle('held', Boolean(this.held?.audio));
+    this.camera.classList.toggle('held', Boolean(this.held?.video));
+    this.screen.classList.toggle('held', Boolean(this.held?.screen));
     $('lobby-mic').setAttribute('aria-pressed', String(f.audio));
     $('lobby-camera').setAttribute('aria-pressed', String(f.video));
     $('self').classList.toggle('video-off', !this.media.videoTrack);
@@ -83,6 +107,7 @@ export class Controls {
   }
 
   async toggleMic() {
+    if (!this.media.micOn && this.isHeld('audio')) return;
     if (!this.media.mic && !this.media.micOn) {
       try {
         await this.media.setMic(true);
@@ -95,6 +120,7 @@ export class Controls {
   }
 
   async toggleCamera() {
+    if (!this.media.cameraOn && this.isHeld('video')) return;
     try {
       await this.media.setCamera(!this.media.cameraOn);
     } catch {
@@ -107,6 +133,7 @@ export class Controls {
       this.media.stopScreen();
       return;
     }
+    if (this.isHeld('screen')) return;
     try {
       await this.media.startScreen();
     } catch (/** @type {any} */ err) {

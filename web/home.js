@@ -19,6 +19,20 @@ function go(room) {
   location.assign(`/r/${encodeURIComponent(room)}`);
 }
 
+/**
+ * Starts a call in a room nobody uses yet: the call page asks to create
+ * it (`join.create`), which makes us its host.
+ */
+function startNew() {
+  const room = randomRoomName();
+  try {
+    sessionStorage.setItem('webconf.create', room);
+  } catch {
+    // Without storage the call has no host: everyone in it is equal.
+  }
+  go(room);
+}
+
 setupLanguageSwitch();
 
 // Only where the camera cannot work is there anything to say about HTTPS.
@@ -27,9 +41,9 @@ if (httpsNote) httpsNote.hidden = window.isSecureContext;
 
 // Links elsewhere (such as "start a new call" on a full call) ask for a
 // fresh room with #new.
-if (location.hash === '#new') go(randomRoomName());
+if (location.hash === '#new') startNew();
 
-document.getElementById('start')?.addEventListener('click', () => go(randomRoomName()));
+document.getElementById('start')?.addEventListener('click', startNew);
 
 const form = /** @type {HTMLFormElement} */ (document.getElementById('join-form'));
 const input = /** @type {HTMLInputElement} */ (document.getElementById('room-name'));

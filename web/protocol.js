@@ -24,7 +24,8 @@ const SHUTDOWN_REASON = 'server shutting down';
 
 /**
  * @typedef {{audio: boolean, video: boolean, screen: boolean}} MediaFlags
- * @typedef {{id: string, name: string, media: MediaFlags, polite?: boolean}} PeerInfo
+ * @typedef {'host' | 'guest'} Role
+ * @typedef {{id: string, name: string, media: MediaFlags, polite?: boolean, role?: Role}} PeerInfo
  * @typedef {{urls: string[], username?: string, credential?: string}} IceServerInfo
  * @typedef {{from: string, name: string, text: string, ts: number, id?: string}} ChatMessage
  *   `id`: the sender's name for the message; the same id twice is one message
@@ -35,7 +36,10 @@ const SHUTDOWN_REASON = 'server shutting down';
  *   or through the server's SFU
  * @typedef {{room: string, you: string, name: string, capacity: number, resumed: boolean,
  *            mode: RoomMode, peers: PeerInfo[], chat: ChatMessage[],
- *            ice_servers: IceServerInfo[], resume: string}} Joined
+ *            ice_servers: IceServerInfo[], resume: string, role?: Role,
+ *            grants?: {publish: boolean, screen: boolean, chat: boolean},
+ *            settings?: {locked: boolean, lobby: boolean, password: boolean},
+ *            lobby?: {peer: string, name: string}[]}} Joined
  * @typedef {'audio' | 'camera' | 'screen'} SfuSource what one m-line of an SFU
  *   session carries
  * @typedef {{mid: string, peer: string, source: SfuSource}} SfuTrack one track
@@ -50,7 +54,9 @@ const SHUTDOWN_REASON = 'server shutting down';
  * @typedef {'bad-json' | 'bad-message' | 'hello-required' | 'unsupported-version'
  *   | 'bad-room' | 'bad-name' | 'room-full' | 'already-joined' | 'not-joined'
  *   | 'unknown-peer' | 'rate-limited' | 'bad-chat' | 'bad-resume' | 'bad-sdp'
- *   | 'sfu-unavailable' | 'sfu-failed'} ServerErrorCode the server's stable codes
+ *   | 'sfu-unavailable' | 'sfu-failed' | 'not-host' | 'room-locked' | 'password-required'
+ *   | 'bad-password' | 'too-many-attempts' | 'lobby-full' | 'denied' | 'barred'
+ *   | 'token-required' | 'bad-token' | 'not-allowed' | 'held'} ServerErrorCode the server's stable codes
  * @typedef {ServerErrorCode | 'unreachable' | 'closed'} ErrorCode with the
  *   client's own two for transport failures
  */
@@ -222,19 +228,30 @@ class Connection {
  * - `reconnecting` {attempt: number, delay: number, restart: boolean} (`restart`:
  *   the server said it was shutting down, so it is most likely restarting)
  * - `rejoined`    Joined (the same id if `resumed`, else a fresh one)
- * - `ended`       {reason: 'full' | 'replaced' | 'error', error?: ProtocolError}
+ * - `ended`       {reason: 'full' | 'replaced' | 'error' | 'removed' | 'ended', error?: ProtocolError}
+ *   (`removed`: a host took us out of the call; `ended`: a host ended it)
+ * - `waiting`     {room: string} we wait in the room's lobby; `start()` resolves
+ *   once a host lets us in, or rejects with `denied`
+ * - `knock`, `knock-gone`, `room-settings`, `peer-role`, `moderated`: as the
+ *   server sends them (docs/protocol.md, "Hosts, the lobby and moderation")
  */
 export class Session extends EventTarget {
   /**
    * @param {string} url
-   * @param {{room: string, name: string, media: MediaFlags}} who
+   * @param {{room: string, name: string, media: MediaFlags, create?: boolean,
+   *          token?: string | null, password?: string | null}} who `create`: the
+   *   room is new, from the home page (we run it if nobody is there yet);
+   *   `token`: a join token from an invitation link; `password`: the room's
    */
-  constructor(url, { room, name, media }) {
+  constructor(url, { room, name, media, create = false, token = null, password = null }) {
     super();
     this.url = url;
     this.room = room;
     this.name = name;
     this.media = { ...media };
+    this.create = create;
+    this.token = token;
+    this.password = password;
     /** @type {Connection | null} */
     this.conn = null;
     /** @type {string | null} */
@@ -278,11 +295,18 @@ export class Session extends EventTarget {
     await conn.ready;
     const joined = await new Promise((resolve, reject) => {
       this.pendingJoin = { resolve, reject };
-      conn.send({ type: 'join', room: this.room, name: this.name, media: this.media, resume: this.resume });
+      /** @type {Record<string, any>} */
+      const join = { type: 'join', room: this.room, name: this.name, media: this.media, resume: this.resume };
+      if (this.create) join.create = true;
+      if (this.token) join.token = this.token;
+      if (this.password) join.password = this.password;
+      conn.send(join);
     });
     this.you = joined.you;
     this.resume = joined.resume;
     this.inRoom = true;
+    // The room exists now: coming back is by resume token, not creation.
+    this.create = false;
     // What the room's history holds arrived; the rest goes (again) now.
     for (const msg of /** @type {Joined} */ (joined).chat) if (msg.id) this.outbox.delete(msg.id);
     for (const entry of this.outbox.values()) this.sendChat(entry);
@@ -373,6 +397,20 @@ export class Session extends EventTarget {
         if (typeof msg.id === 'string') this.outbox.delete(msg.id);
         this.dispatchEvent(new CustomEvent('chat', { detail: msg }));
         break;
+      case 'removed':
+        // A host took us out (or ended the call): we are in no room, and
+        // coming back is not for this session to decide.
+        this.inRoom = false;
+        this.stopped = true;
+        this.dispatchEvent(new CustomEvent('ended', { detail: { reason: msg.reason === 'ended' ? 'ended' : 'removed' } }));
+        this.failOutbox();
+        break;
+      case 'waiting':
+      case 'knock':
+      case 'knock-gone':
+      case 'room-settings':
+      case 'peer-role':
+      case 'moderated':
       case 'peer-joined':
       case 'peer-left':
       case 'peer-media':
@@ -425,6 +463,40 @@ export class Session extends EventTarget {
    */
   sfuLayout(tiles) {
     this.conn?.send({ type: 'sfu-layout', tiles });
+  }
+
+  /** Lets someone waiting in the lobby in (hosts). @param {string} peer */
+  admit(peer) {
+    this.conn?.send({ type: 'admit', peer });
+  }
+
+  /** Turns someone waiting in the lobby away (hosts). @param {string} peer */
+  deny(peer) {
+    this.conn?.send({ type: 'deny', peer });
+  }
+
+  /**
+   * Acts on a member (hosts): `mute`, `stop-video`, `stop-screen`,
+   * `ask-unmute`, `make-host`, `remove` (with `bar`: not back while the room lasts).
+   * @param {string} peer
+   * @param {string} action
+   * @param {boolean} [bar]
+   */
+  moderate(peer, action, bar = false) {
+    this.conn?.send(bar ? { type: 'moderate', peer, action, bar } : { type: 'moderate', peer, action });
+  }
+
+  /**
+   * Changes the room's access (hosts); absent fields stay, `password: ''` removes it.
+   * @param {{locked?: boolean, lobby?: boolean, password?: string}} settings
+   */
+  roomSettings(settings) {
+    this.conn?.send({ type: 'room-settings', ...settings });
+  }
+
+  /** Ends the call for everyone (hosts). */
+  endCall() {
+    this.conn?.send({ type: 'end-call' });
   }
 
   /**

@@ -8,6 +8,7 @@ import { LocalMedia, PeerLink } from './call.js';
 import { SfuLink } from './sfu.js';
 import { QualityMeter } from './quality.js';
 import { ChatPanel } from './chat.js';
+import { PeoplePanel } from './people.js';
 // The muted sign on a tile is an icon, not an emoji (which may have no
 // font to show it).
 import { Controls, MUTED_ICON } from './controls.js';
@@ -37,7 +38,7 @@ import { t, setupLanguageSwitch } from './i18n.js';
  * @property {ReturnType<typeof setTimeout>} [grace]
  * @property {LevelMeter} level how loud its audio is (a call of two: the
  *   server names the speaker of a group call)
- * @typedef {'lobby' | 'joining' | 'call' | 'full' | 'ended'} PageState
+ * @typedef {'lobby' | 'joining' | 'call' | 'full' | 'ended' | 'knocking'} PageState
  */
 
 /** @param {string} id */
@@ -110,7 +111,35 @@ const state = {
   recent: [],
   /** How many remote videos a group call shows at most. */
   maxTiles: MAX_TILES,
+  /** Our role in the room. @type {'host' | 'guest'} */
+  role: 'guest',
+  /** Who waits in the lobby (hosts hear of them), by id: name.
+   *  @type {Map<string, string>} */
+  lobby: new Map(),
+  /** The room's access settings. */
+  settings: { locked: false, lobby: false, password: false },
 };
+
+/** The key under which the home page marks a room it just made up. */
+const CREATE_KEY = 'webconf.create';
+
+/** Whether the home page just made up this room for us (we then create it). */
+function createdHere() {
+  try {
+    return sessionStorage.getItem(CREATE_KEY) === state.room;
+  } catch {
+    return false;
+  }
+}
+
+/** Forgets that mark: the room exists now. */
+function forgetCreated() {
+  try {
+    sessionStorage.removeItem(CREATE_KEY);
+  } catch {
+    // Nothing was kept.
+  }
+}
 
 /** Timings for people and tests, in ms since the page started loading. */
 const metrics = {
@@ -156,9 +185,45 @@ const controls = new Controls(state.media, {
   setSpeaker: (id) => setSpeaker(id),
 });
 
+const people = new PeoplePanel({
+  admit: (id) => state.session?.admit(id),
+  deny: (id) => state.session?.deny(id),
+  moderate: (id, action, bar) => state.session?.moderate(id, action, bar),
+  settings: (s) => state.session?.roomSettings(s),
+  endCall: () => state.session?.endCall(),
+});
+
+/** Shows the participants panel as things are now. */
+function refreshPeople() {
+  const joined = state.joined;
+  if (!joined) return;
+  people.update({
+    you: joined.you,
+    name: joined.name,
+    role: state.role,
+    media: state.media.flags,
+    peers: [...state.peers.values()].map((p) => p.info),
+    lobby: state.lobby,
+    settings: state.settings,
+  });
+}
+
+/**
+ * Follows what the server says of the room's hosts and access (joined,
+ * then the messages that change it).
+ * @param {Joined} joined
+ */
+function takeAccess(joined) {
+  state.role = joined.role ?? 'guest';
+  state.settings = joined.settings ?? { locked: false, lobby: false, password: false };
+  state.lobby = new Map((joined.lobby ?? []).map((k) => [k.peer, k.name]));
+  controls.setHeld({ audio: false, video: false, screen: false });
+}
+
 /** @param {PageState} next */
 function show(next) {
   document.body.dataset.state = next;
+  $('knocking').hidden = next !== 'knocking';
   $('lobby').hidden = next !== 'lobby' && next !== 'joining';
   $('call').hidden = next !== 'call';
   $('full').hidden = next !== 'full';
@@ -306,12 +371,47 @@ async function join() {
   show('joining');
   status(null);
 
+  const password = /** @type {HTMLInputElement} */ ($('join-password')).value || null;
   const session = new Session(signalingUrl(), {
     room: /** @type {string} */ (state.room),
     name,
     media: state.media.flags,
+    create: createdHere(),
+    token: new URLSearchParams(location.hash.slice(1)).get('token'),
+    password,
   });
   state.session = session;
+  session.addEventListener('waiting', () => show('knocking'));
+  session.addEventListener('knock', (ev) => {
+    const { peer, name: who } = /** @type {CustomEvent} */ (ev).detail;
+    state.lobby.set(peer, who);
+    status('knock_notice', { name: who });
+    refreshPeople();
+  });
+  session.addEventListener('knock-gone', (ev) => {
+    state.lobby.delete(/** @type {CustomEvent} */ (ev).detail.peer);
+    refreshPeople();
+  });
+  session.addEventListener('room-settings', (ev) => {
+    const { locked, lobby, password: pw } = /** @type {CustomEvent} */ (ev).detail;
+    state.settings = { locked, lobby, password: pw };
+    refreshPeople();
+  });
+  session.addEventListener('peer-role', (ev) => {
+    const { peer, role } = /** @type {CustomEvent} */ (ev).detail;
+    if (peer === state.joined?.you) {
+      state.role = role;
+      if (role === 'host') status('made_host');
+    } else {
+      const entry = state.peers.get(peer);
+      if (entry) {
+        entry.info.role = role;
+        if (role === 'host') status('peer_made_host', { name: entry.info.name });
+      }
+    }
+    refreshPeople();
+  });
+  session.addEventListener('moderated', (ev) => onModerated(/** @type {CustomEvent} */ (ev).detail));
   session.addEventListener('peer-joined', (ev) => {
     const { peer, polite } = /** @type {CustomEvent} */ (ev).detail;
     // Someone back with its old id (its resume token) is no newcomer.
@@ -321,6 +421,7 @@ async function join() {
     if (state.mode === 'sfu') ensureSfuPeer(peer);
     else ensurePeer(peer, polite, false);
     status(back ? 'peer_back' : 'peer_joined', { name: peer.name });
+    refreshPeople();
   });
   session.addEventListener('peer-left', (ev) => onPeerLeft(/** @type {CustomEvent} */ (ev).detail));
   session.addEventListener('peer-media', (ev) => {
@@ -333,6 +434,7 @@ async function join() {
       // The SFU carries camera and screen apart: show the one that is on.
       scheduleSync(entry);
     }
+    refreshPeople();
   });
   session.addEventListener('signal', (ev) => onSignal(/** @type {CustomEvent} */ (ev).detail));
   session.addEventListener('room-mode', (ev) => onRoomMode(/** @type {CustomEvent} */ (ev).detail.mode));
@@ -349,7 +451,9 @@ async function join() {
     if (err.code.startsWith('sfu') || err.request?.startsWith('sfu')) {
       metrics.sfuLog.push({ at: performance.now(), error: err.code, message: err.message });
     }
-    if (err.request === 'chat') chat.showError(t(err.code === 'rate-limited' ? 'chat_too_fast' : 'chat_rejected'));
+    if (err.code === 'held') status('held_by_host');
+    else if (err.code === 'not-allowed') status('not_allowed');
+    else if (err.request === 'chat') chat.showError(t(err.code === 'rate-limited' ? 'chat_too_fast' : 'chat_rejected'));
     else if (err.code === 'sfu-failed') restartSfuSoon();
     else if (err.code === 'sfu-unavailable') onSfuUnavailable();
     else console.warn('webconf: server error', err.code, err.message);
@@ -375,10 +479,35 @@ async function join() {
     state.session = null;
     joinButton.disabled = false;
     joinButton.textContent = t('join');
-    if (err instanceof ProtocolError && err.code === 'room-full') {
+    const code = err instanceof ProtocolError ? err.code : '';
+    /** @type {Record<string, string>} */
+    const refusals = {
+      'room-locked': 'locked_title',
+      denied: 'denied_title',
+      barred: 'barred_title',
+      'token-required': 'token_required_title',
+      'bad-token': 'bad_token_title',
+      'lobby-full': 'lobby_full_title',
+    };
+    /** @type {Record<string, string>} */
+    const passwordWords = {
+      'password-required': 'password_needed',
+      'bad-password': 'password_wrong',
+      'too-many-attempts': 'password_too_many',
+    };
+    if (code === 'room-full') {
       // Not in the call: the camera's light and the microphone go off.
       state.media.stopAll();
       show('full');
+    } else if (refusals[code]) {
+      state.media.stopAll();
+      $('ended-title').textContent = t(/** @type {any} */ (refusals[code]));
+      show('ended');
+    } else if (passwordWords[code]) {
+      show('lobby');
+      $('password-row').hidden = false;
+      /** @type {HTMLInputElement} */ ($('join-password')).focus();
+      status(passwordWords[code]);
     } else if (err instanceof ProtocolError && (err.code === 'unreachable' || err.code === 'closed')) {
       show('lobby');
       status('server_unreachable');
@@ -395,6 +524,9 @@ banner.lost = /** @type {number | null} */ (null);
 /** @param {Joined} joined */
 function onJoined(joined) {
   state.joined = joined;
+  takeAccess(joined);
+  // Made from the home page: ours now (the server says so in `role`).
+  if (createdHere()) forgetCreated();
   setMode(joined.mode);
   metrics.joinedAt = performance.now();
   // A group call's session first: its offer and connection take the
@@ -413,6 +545,7 @@ function onJoined(joined) {
     else ensurePeer(peer, Boolean(peer.polite), true);
   }
   updateWaiting();
+  refreshPeople();
   $('hangup').focus();
 }
 
@@ -432,6 +565,7 @@ function onRejoined(joined) {
     for (const id of [...state.peers.keys()]) removePeer(id);
   }
   state.joined = joined;
+  takeAccess(joined);
   setMode(joined.mode);
   chat.you = joined.you;
   for (const msg of joined.chat) chat.add(msg);
@@ -450,6 +584,28 @@ function onRejoined(joined) {
   // The server may have missed our media changes while we were away.
   state.session?.setMedia(state.media.flags);
   updateWaiting();
+  refreshPeople();
+}
+
+/**
+ * A host acted on us: follow it here too (the server enforces it anyway),
+ * and say so.
+ * @param {{action: string, by: string, held: {audio: boolean, video: boolean, screen: boolean}}} detail
+ */
+function onModerated({ action, held }) {
+  controls.setHeld(held);
+  if (action === 'mute') {
+    state.media.setMic(false);
+    status('host_muted_you');
+  } else if (action === 'stop-video') {
+    state.media.setCamera(false);
+    status('host_stopped_camera');
+  } else if (action === 'stop-screen') {
+    state.media.stopScreen();
+    status('host_stopped_screen');
+  } else if (action === 'ask-unmute') {
+    status('host_asks_unmute');
+  }
 }
 
 /** @param {{reason: string, error?: ProtocolError}} detail */
@@ -461,7 +617,9 @@ function onEnded({ reason, error }) {
     return;
   }
   if (error) console.warn('webconf: call ended', error.code, error.message);
-  $('ended-title').textContent = reason === 'replaced' ? t('replaced') : t('call_failed');
+  /** @type {Record<string, string>} */
+  const titles = { replaced: 'replaced', removed: 'removed_title', ended: 'ended_by_host' };
+  $('ended-title').textContent = t(/** @type {any} */ (titles[reason] ?? 'call_failed'));
   show('ended');
 }
 
@@ -925,6 +1083,7 @@ function removePeer(id) {
   syncing.delete(peer);
   lastFrame.delete(id);
   updateWaiting();
+  refreshPeople();
 }
 
 /** @param {{from: string, data: any}} msg */
@@ -1159,6 +1318,9 @@ function renderTile(peer) {
   if (media.audio) muted.removeAttribute('aria-label');
   else muted.setAttribute('aria-label', t('muted'));
   muted.title = media.audio ? '' : t('muted');
+  // Off is off: a microphone the server says is off (its owner's choice or
+  // a host's) is not played, whatever its link still carries.
+  peer.video.muted = !media.audio;
   const unstable = !peer.grace && tile.classList.contains('unstable');
   /** @type {HTMLElement} */ (tile.querySelector('.tile-away')).textContent =
     peer.grace ? t('peer_reconnecting') : unstable ? t('peer_unstable') : '';
@@ -1759,6 +1921,11 @@ function start() {
   });
   $('self-pin').addEventListener('click', () => togglePin(SELF));
   $('rejoin').addEventListener('click', () => location.reload());
+  $('knock-cancel').addEventListener('click', () => {
+    state.session?.close();
+    state.session = null;
+    location.reload();
+  });
   $('full-retry').addEventListener('click', () => location.reload());
   window.addEventListener('pagehide', () => state.session?.close());
   new ResizeObserver(fitGrid).observe($('tiles'));

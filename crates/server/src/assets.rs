@@ -41,6 +41,7 @@ pub const ASSETS: &[Asset] = &[
     web!("diagnose.js", "text/javascript; charset=utf-8"),
     web!("i18n.js", "text/javascript; charset=utf-8"),
     web!("level.js", "text/javascript; charset=utf-8"),
+    web!("people.js", "text/javascript; charset=utf-8"),
     web!("icon.svg", "image/svg+xml"),
 ];
 
