@@ -7,6 +7,7 @@ mod browser;
 mod callpage;
 mod group;
 mod harness;
+mod hosting;
 mod hostile;
 mod lan;
 mod nat;
