@@ -25,6 +25,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v turnutils_uclient >/dev/null || missing+=(coturn)
 # nft breaks the network path inside a test's private namespace (ICE restart).
 command -v nft >/dev/null || missing+=(nftables)
+# docs/tokens.md's shell recipe is run by the tests.
+command -v openssl >/dev/null || missing+=(openssl)
 # A Korean font, so screenshots of the Korean UI can be read.
 [ -d /usr/share/fonts/truetype/nanum ] || missing+=(fonts-nanum)
 # Firefox ESR joins the group calls of the browser tests.

@@ -328,3 +328,42 @@ async fn join_tokens_expired_for_another_room_or_tampered_with_are_refused() {
     listener.expect_error("not-allowed").await;
     teacher.expect_silence(QUIET).await;
 }
+
+/// The code block after "```{lang}" in docs/tokens.md.
+fn doc_example(lang: &str) -> String {
+    let doc = include_str!("../../../../docs/tokens.md");
+    let start = doc.find(&format!("```{lang}\n")).unwrap_or_else(|| panic!("a {lang} example")) + lang.len() + 4;
+    let len = doc[start..].find("```").expect("the example ends");
+    doc[start..start + len].to_owned()
+}
+
+#[tokio::test]
+async fn the_documented_python_and_shell_recipes_make_tokens_the_server_accepts() {
+    let secret = "a long random secret, shared with the app";
+    let key = server::jointoken::JoinKey::new(secret.as_bytes()).expect("long enough");
+    let config = server::Config {
+        room_capacity: 5,
+        join_key: Some(key),
+        require_token: true,
+        ..server::Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let run = |program: &str, script: String| {
+        let out = std::process::Command::new(program)
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        assert!(out.status.success(), "{program}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    };
+    let student = run("python3", doc_example("python"));
+    let teacher = run("sh", doc_example("sh"));
+    let (_t, joined) =
+        Client::join_with(&server, json!({"type": "join", "room": "class-7b", "name": "x", "token": teacher})).await;
+    assert_eq!((joined["name"].clone(), joined["role"].clone()), (json!("Ms Kim"), json!("host")), "{joined}");
+    let (_s, joined) =
+        Client::join_with(&server, json!({"type": "join", "room": "Class-7B", "name": "y", "token": student})).await;
+    assert_eq!(joined["name"], "Minji");
+    assert_eq!(joined["grants"], json!({"publish": false, "screen": true, "chat": true}));
+}
