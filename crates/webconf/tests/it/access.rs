@@ -332,7 +332,8 @@ async fn join_tokens_expired_for_another_room_or_tampered_with_are_refused() {
 /// The code block after "```{lang}" in docs/tokens.md.
 fn doc_example(lang: &str) -> String {
     let doc = include_str!("../../../../docs/tokens.md");
-    let start = doc.find(&format!("```{lang}\n")).unwrap_or_else(|| panic!("a {lang} example")) + lang.len() + 4;
+    let start =
+        doc.find(&format!("```{lang}\n")).unwrap_or_else(|| panic!("a {lang} example")) + lang.len() + 4;
     let len = doc[start..].find("```").expect("the example ends");
     doc[start..start + len].to_owned()
 }
@@ -359,11 +360,44 @@ async fn the_documented_python_and_shell_recipes_make_tokens_the_server_accepts(
     };
     let student = run("python3", doc_example("python"));
     let teacher = run("sh", doc_example("sh"));
-    let (_t, joined) =
-        Client::join_with(&server, json!({"type": "join", "room": "class-7b", "name": "x", "token": teacher})).await;
-    assert_eq!((joined["name"].clone(), joined["role"].clone()), (json!("Ms Kim"), json!("host")), "{joined}");
-    let (_s, joined) =
-        Client::join_with(&server, json!({"type": "join", "room": "Class-7B", "name": "y", "token": student})).await;
+    let (_t, joined) = Client::join_with(
+        &server,
+        json!({"type": "join", "room": "class-7b", "name": "x", "token": teacher}),
+    )
+    .await;
+    assert_eq!(
+        (joined["name"].clone(), joined["role"].clone()),
+        (json!("Ms Kim"), json!("host")),
+        "{joined}"
+    );
+    let (_s, joined) = Client::join_with(
+        &server,
+        json!({"type": "join", "room": "Class-7B", "name": "y", "token": student}),
+    )
+    .await;
     assert_eq!(joined["name"], "Minji");
     assert_eq!(joined["grants"], json!({"publish": false, "screen": true, "chat": true}));
+}
+
+#[tokio::test]
+async fn a_host_is_a_host_again_after_a_server_restart() {
+    let key = server::resume::ResumeKey::new([5; 32]);
+    let config = || server::Config { room_capacity: 5, resume_key: key.clone(), ..server::Config::default() };
+    let first = TestServer::start(config()).await;
+    let (mut host, joined) =
+        Client::join_with(&first, json!({"type": "join", "room": "kept", "name": "Host", "create": true}))
+            .await;
+    assert_eq!(joined["role"], "host");
+    let token = host.ping().await["resume"].as_str().expect("token").to_owned();
+    first.shutdown().await;
+    // The same secret (as `--state-dir` keeps it): the room is gone, and
+    // whoever comes back first is not its host unless its token says so.
+    let second = TestServer::start(config()).await;
+    let (_guest, joined) = Client::join(&second, "kept", "Guest").await;
+    assert_eq!(joined["role"], "guest");
+    let (back, joined) =
+        Client::join_with(&second, json!({"type": "join", "room": "kept", "name": "Host", "resume": token}))
+            .await;
+    assert_eq!((joined["role"].clone(), joined["resumed"].clone()), (json!("host"), json!(true)), "{joined}");
+    assert_eq!(back.id, host.id);
 }

@@ -64,11 +64,13 @@ async fn a_host_runs_the_lobby_mutes_removes_and_ends_the_call_in_chromium_and_f
     // The host starts a new call from the home page: it runs it.
     host.goto(&format!("{}/", server.base)).await;
     host.click("#start").await;
-    host.wait_until("the room page", Duration::from_secs(10), "return location.pathname.startsWith('/r/')").await;
+    host.wait_until("the room page", Duration::from_secs(10), "return location.pathname.startsWith('/r/')")
+        .await;
     let room_url = host.eval("return location.href").await.as_str().expect("url").to_owned();
     host.join().await;
     host.wait_state("call").await;
-    host.wait_until("the host role", Duration::from_secs(5), "return window.webconf.state.role === 'host'").await;
+    host.wait_until("the host role", Duration::from_secs(5), "return window.webconf.state.role === 'host'")
+        .await;
     host.click("#people-toggle").await;
     host.click("#room-lobby").await;
     host.wait_until(
@@ -155,7 +157,12 @@ async fn a_host_runs_the_lobby_mutes_removes_and_ends_the_call_in_chromium_and_f
     let title = guest.eval("return document.getElementById('ended-title').textContent").await;
     assert_eq!(title, "You were removed from the call.");
     shot(&guest, "firefox-removed").await;
-    host.wait_until("the guest gone", Duration::from_secs(10), "return window.webconf.state.peers.size === 0").await;
+    host.wait_until(
+        "the guest gone",
+        Duration::from_secs(10),
+        "return window.webconf.state.peers.size === 0",
+    )
+    .await;
 
     // A password, and no lobby: the guest must give the password.
     host.click("#room-lobby").await;

@@ -161,10 +161,12 @@ async fn bad_input_gets_its_documented_error_and_nothing_breaks() {
     let mut m = Client::connect(&server).await;
     m.send(json!({"type": "join", "room": "call"})).await;
     m.expect_error("hello-required").await;
-    // A page from before group calls speaks version 1: told to reload.
-    m.send(json!({"type": "hello", "version": 1})).await;
-    let old = m.expect_error("unsupported-version").await;
-    assert!(old["message"].as_str().is_some_and(|t| t.contains("reload")), "{old}");
+    // Pages from before group calls (1) and before hosts (2): told to reload.
+    for version in [1, 2] {
+        m.send(json!({"type": "hello", "version": version})).await;
+        let old = m.expect_error("unsupported-version").await;
+        assert!(old["message"].as_str().is_some_and(|t| t.contains("reload")), "{old}");
+    }
     m.hello().await;
 
     let cases: &[(&str, &str)] = &[
