@@ -913,7 +913,7 @@ mod tests {
     }
 
     #[test]
-    /// A host's mute, stop-video and stop-screen turn the source off and hold it off (the peer cannot turn it back on); ask-unmute releases only the microphone and never turns it on.
+    /// A host's mute, stop-video and stop-screen turn the source off and hold it off (the peer cannot turn it back on, not even by reconnecting); ask-unmute releases only the microphone and never turns it on.
     fn a_host_holds_a_source_off_until_it_asks_to_unmute() {
         check(
             5,
@@ -946,6 +946,15 @@ mod tests {
             b: moderated stop-screen by a held=-vs
             b: allowed a--
             a: peer-media b a--
+            > disconnect b
+            b: allowed avs
+            a: peer-left b Disconnected
+            > join b tea B resumed m=avs
+            a: peer-joined b B a-- polite=false
+            b: joined tea as B cap=5 peers=[a A av- host polite]
+            b: allowed a--
+            > media b avs
+            b: rejected Media Held
             ",
         );
     }

@@ -507,6 +507,9 @@ struct Room {
     barred_addrs: VecDeque<std::net::IpAddr>,
     /// Removed (barred or not): their resume tokens no longer walk in.
     removed: VecDeque<PeerId>,
+    /// Sources hosts hold off, by peer, kept while the room lasts so that a
+    /// reconnect does not lift a hold (at most [`BARRED_MAX`]).
+    holds: VecDeque<(PeerId, MediaState)>,
     /// At most `Config::chat_history` entries, oldest first.
     chat: VecDeque<ChatEntry>,
     /// What `chat` holds, counted by [`chat_bytes`].
@@ -755,6 +758,12 @@ impl<P> Rooms<P> {
         addr: std::net::IpAddr,
     ) {
         let capacity = self.config.capacity;
+        // A hold outlives a reconnect.
+        let held = self
+            .rooms
+            .get(&room)
+            .and_then(|r| r.holds.iter().find(|(p, _)| *p == peer).map(|(_, h)| *h))
+            .unwrap_or(NOTHING_HELD);
         let (others, chat, mode, settings) = match self.rooms.get_mut(&room) {
             Some(r) => {
                 self.chat_bytes -= r.expire_chat(now_ms, self.config.chat_max_age_ms);
@@ -765,7 +774,7 @@ impl<P> Rooms<P> {
         if others.len() >= capacity {
             return self.reject(peer, Request::Join, Rejection::RoomFull { capacity });
         }
-        let allowed = grants.allowed(NOTHING_HELD);
+        let allowed = grants.allowed(held);
         let media = and(media, allowed);
         let switch = mode == Mode::P2p && self.config.p2p_max.is_some_and(|max| others.len() + 1 > max);
         let mode = if switch { Mode::Sfu } else { mode };
@@ -810,7 +819,7 @@ impl<P> Rooms<P> {
         let r = self.rooms.entry(room.clone()).or_default();
         r.peers.push(peer);
         r.mode = mode;
-        self.members.insert(peer, Member { room, name, media, role, grants, held: NOTHING_HELD, addr });
+        self.members.insert(peer, Member { room, name, media, role, grants, held, addr });
     }
 
     /// The room of `host` if it is a host; otherwise refuses `request`.
@@ -932,6 +941,15 @@ impl<P> Rooms<P> {
             }
         }
         let (media, held, allowed) = (target.media, target.held, target.allowed());
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.holds.retain(|(p, _)| *p != peer);
+            if held != NOTHING_HELD {
+                if r.holds.len() >= BARRED_MAX {
+                    r.holds.pop_front();
+                }
+                r.holds.push_back((peer, held));
+            }
+        }
         self.outputs.push_back(Output::Moderated { to: peer, action, by: host, held });
         self.outputs.push_back(Output::Allowed { to: peer, allowed });
         if media != before
@@ -1110,7 +1128,7 @@ impl<P> Rooms<P> {
             }
             assert!(room.lobby.len() <= LOBBY_MAX);
             assert!(room.barred_ids.len() <= BARRED_MAX && room.barred_addrs.len() <= BARRED_MAX);
-            assert!(room.removed.len() <= BARRED_MAX);
+            assert!(room.removed.len() <= BARRED_MAX && room.holds.len() <= BARRED_MAX);
             for k in &room.lobby {
                 assert_eq!(self.waiting.get(&k.peer), Some(id), "who waits is listed once");
                 assert!(!self.members.contains_key(&k.peer), "nobody waits and sits at once");
