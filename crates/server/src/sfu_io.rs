@@ -467,7 +467,12 @@ impl Task {
                 }
                 self.apply_forwarder_outputs();
             }
-            SfuCmd::Leave { conn } => self.end_session(ParticipantId(conn)),
+            SfuCmd::Leave { conn } => {
+                // The connection is out of its room or gone: nothing of it
+                // is left to hold.
+                self.allowed.remove(&ParticipantId(conn));
+                self.end_session(ParticipantId(conn));
+            }
             SfuCmd::Allow { conn, allowed } => {
                 let everything = room::MediaState { audio: true, video: true, screen: true };
                 if allowed == everything {
