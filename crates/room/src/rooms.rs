@@ -483,7 +483,7 @@ impl Member {
     }
 }
 
-/// Someone waiting in a lobby.
+/// Someone asking to come in: waiting in a lobby, or entering.
 #[derive(Debug)]
 struct Knock {
     peer: PeerId,
@@ -714,7 +714,8 @@ impl<P> Rooms<P> {
                 if host { Role::Host } else { Role::Guest }
             }
         };
-        self.enter(peer, room, name, media, now_ms, role, adm.grants, adm.addr);
+        let who = Knock { peer, name, media, grants: adm.grants, addr: adm.addr };
+        self.enter(room, who, now_ms, role);
     }
 
     /// Puts `peer` in `room`'s lobby and tells the hosts.
@@ -744,19 +745,10 @@ impl<P> Rooms<P> {
         Some(room)
     }
 
-    /// Makes `peer` a member of `room` (checked already but for capacity).
-    #[allow(clippy::too_many_arguments)]
-    fn enter(
-        &mut self,
-        peer: PeerId,
-        room: RoomId,
-        name: DisplayName,
-        media: MediaState,
-        now_ms: u64,
-        role: Role,
-        grants: Grants,
-        addr: std::net::IpAddr,
-    ) {
+    /// Makes `who` a member of `room` as `role` (checked already but for
+    /// capacity).
+    fn enter(&mut self, room: RoomId, who: Knock, now_ms: u64, role: Role) {
+        let Knock { peer, name, media, grants, addr } = who;
         let capacity = self.config.capacity;
         // A hold outlives a reconnect.
         let held = self
@@ -865,7 +857,7 @@ impl<P> Rooms<P> {
     /// Lets someone in from the lobby. Its chat history is as of `now_ms`
     /// (0: whatever the room still has).
     fn admit(&mut self, room: RoomId, k: Knock, now_ms: u64) {
-        self.enter(k.peer, room, k.name, k.media, now_ms, Role::Guest, k.grants, k.addr);
+        self.enter(room, k, now_ms, Role::Guest);
     }
 
     fn settings(

@@ -413,6 +413,14 @@ impl Browser {
         self.wait_until(&format!("page state {state}"), Duration::from_secs(15), &script).await;
     }
 
+    /// Switches the page's language the way a person does, with the selector.
+    pub async fn set_lang(&self, lang: &str) {
+        let script = format!(
+            "const s = document.querySelector('select.lang'); s.value = {lang:?}; s.dispatchEvent(new Event('change'))"
+        );
+        self.eval(&script).await;
+    }
+
     pub async fn click(&self, css: &str) {
         let el = self.client.wait().for_element(Locator::Css(css)).await.unwrap_or_else(|e| {
             panic!("{}: no element {css}: {e}", self.label);

@@ -18,13 +18,6 @@ async fn shot(browser: &Browser, name: &str) {
     browser.screenshot(&artifacts().join(format!("hosting-{name}.png"))).await;
 }
 
-async fn set_lang(browser: &Browser, lang: &str) {
-    let script = format!(
-        "const s = document.querySelector('select.lang'); s.value = {lang:?}; s.dispatchEvent(new Event('change'))"
-    );
-    browser.eval(&script).await;
-}
-
 /// Audio packets the host has received from its one peer so far.
 async fn audio_packets(browser: &Browser) -> u64 {
     let stats = browser.stats().await;
@@ -85,9 +78,9 @@ async fn a_host_runs_the_lobby_mutes_removes_and_ends_the_call_in_chromium_and_f
     guest.join().await;
     guest.wait_state("knocking").await;
     shot(&guest, "firefox-knocking").await;
-    set_lang(&guest, "ko").await;
+    guest.set_lang("ko").await;
     shot(&guest, "firefox-knocking-ko").await;
-    set_lang(&guest, "en").await;
+    guest.set_lang("en").await;
     // The host sees it in the panel, and lets it in.
     wait_text(&host, "#people-waiting .person-name", "the knock in the host's panel").await;
     shot(&host, "chromium-lobby").await;
@@ -143,12 +136,12 @@ async fn a_host_runs_the_lobby_mutes_removes_and_ends_the_call_in_chromium_and_f
     assert!(flowing > resumed_at + 20, "after unmuting, the guest's audio flows: {resumed_at} -> {flowing}");
 
     // The panel in Korean, and at a phone's width.
-    set_lang(&host, "ko").await;
+    host.set_lang("ko").await;
     shot(&host, "chromium-panel-ko").await;
     host.client.set_window_size(390, 844).await.expect("resize host");
     shot(&host, "chromium-panel-ko-390").await;
     host.client.set_window_size(1280, 800).await.expect("resize host back");
-    set_lang(&host, "en").await;
+    host.set_lang("en").await;
 
     // The host removes the guest: its page says so, its media stops.
     host.click(menu).await;
