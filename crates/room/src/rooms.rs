@@ -615,6 +615,11 @@ impl<P> Rooms<P> {
         self.room_of(peer).or_else(|| self.waiting.get(&peer))
     }
 
+    /// Who waits in `room`'s lobby, oldest first (at most [`LOBBY_MAX`]).
+    pub fn lobby_of(&self, room: &RoomId) -> Vec<PeerId> {
+        self.rooms.get(room).map_or_else(Vec::new, |r| r.lobby.iter().map(|k| k.peer).collect())
+    }
+
     /// `peer`'s role, if it is a member.
     pub fn role_of(&self, peer: PeerId) -> Option<Role> {
         self.members.get(&peer).map(|m| m.role)
