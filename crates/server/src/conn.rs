@@ -482,7 +482,10 @@ impl Conn {
             (State::Lobby, ClientMsg::Join { room, name, media, resume, token, password, create }) => {
                 let now = crate::unix_now().as_secs();
                 let mut admission = Admission {
-                    addr: self.client_ip,
+                    // An IPv4 address or an IPv6 /64: one customer's network, as
+                    // the connection limits count it, so a bar or the password
+                    // limit is not dodged by taking another address from it.
+                    addr: turn::policy::client_key(self.client_ip),
                     create,
                     password: password.map(Cow::into_owned),
                     ..Admission::default()
