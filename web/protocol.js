@@ -228,8 +228,9 @@ class Connection {
  * - `reconnecting` {attempt: number, delay: number, restart: boolean} (`restart`:
  *   the server said it was shutting down, so it is most likely restarting)
  * - `rejoined`    Joined (the same id if `resumed`, else a fresh one)
- * - `ended`       {reason: 'full' | 'replaced' | 'error' | 'removed' | 'ended', error?: ProtocolError}
- *   (`removed`: a host took us out of the call; `ended`: a host ended it)
+ * - `ended`       {reason: 'full' | 'replaced' | 'error' | 'removed' | 'ended', error?: ProtocolError,
+ *   by?: string} (`removed`: a host took us out of the call; `ended`: a host
+ *   ended it; `by`: which host)
  * - `waiting`     {room: string} we wait in the room's lobby; `start()` resolves
  *   once a host lets us in, or rejects with `denied`
  * - `knock`, `knock-gone`, `room-settings`, `peer-role`, `moderated`: as the
@@ -402,7 +403,9 @@ export class Session extends EventTarget {
         // coming back is not for this session to decide.
         this.inRoom = false;
         this.stopped = true;
-        this.dispatchEvent(new CustomEvent('ended', { detail: { reason: msg.reason === 'ended' ? 'ended' : 'removed' } }));
+        this.dispatchEvent(new CustomEvent('ended', {
+          detail: { reason: msg.reason === 'ended' ? 'ended' : 'removed', by: msg.by },
+        }));
         this.failOutbox();
         break;
       case 'waiting':

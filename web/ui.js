@@ -608,8 +608,9 @@ function onModerated({ action, held }) {
   }
 }
 
-/** @param {{reason: string, error?: ProtocolError}} detail */
-function onEnded({ reason, error }) {
+/** @param {{reason: string, error?: ProtocolError, by?: string}} detail */
+function onEnded({ reason, error, by }) {
+  const you = state.joined?.you;
   banner(null);
   endCall();
   if (reason === 'full') {
@@ -618,7 +619,11 @@ function onEnded({ reason, error }) {
   }
   if (error) console.warn('webconf: call ended', error.code, error.message);
   /** @type {Record<string, string>} */
-  const titles = { replaced: 'replaced', removed: 'removed_title', ended: 'ended_by_host' };
+  const titles = {
+    replaced: 'replaced',
+    removed: 'removed_title',
+    ended: by && by === you ? 'you_ended_call' : 'ended_by_host',
+  };
   $('ended-title').textContent = t(/** @type {any} */ (titles[reason] ?? 'call_failed'));
   show('ended');
 }

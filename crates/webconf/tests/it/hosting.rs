@@ -193,6 +193,8 @@ async fn a_host_runs_the_lobby_mutes_removes_and_ends_the_call_in_chromium_and_f
     let title = guest.eval("return document.getElementById('ended-title').textContent").await;
     assert_eq!(title, "A host ended the call.");
     host.wait_state("ended").await;
+    let title = host.eval("return document.getElementById('ended-title').textContent").await;
+    assert_eq!(title, "You ended the call for everyone.");
     shot(&guest, "firefox-ended").await;
     let live = guest.eval("const m = window.webconf.state.media; return Boolean(m.mic || m.camera)").await;
     assert_eq!(live, false, "the guest's camera and microphone are off after the call ended");
