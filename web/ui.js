@@ -1229,7 +1229,11 @@ function layout() {
   const spot = group ? (state.pinned ?? presenter?.info.id ?? null) : null;
   document.body.dataset.layout = !group ? 'solo' : spot ? 'spotlight' : 'grid';
   if (group && self.parentElement !== tiles) tiles.append(self);
-  else if (!group && self.parentElement === tiles) $('waiting').after(self);
+  else if (!group && self.parentElement === tiles) {
+    $('waiting').after(self);
+    // Floating again: the place the stage layout gave it must go too.
+    for (const p of ['left', 'top', 'width', 'height']) self.style.removeProperty(p);
+  }
 
   const shown = visiblePeers(spot);
   /** @type {Peer[]} */

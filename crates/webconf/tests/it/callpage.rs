@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Browser, Driver, Webconf, artifacts, in_loopback_namespace, scratch, solid_y4m};
+use crate::harness::{Browser, Driver, Webconf, artifacts, in_loopback_namespace, nft, scratch, solid_y4m};
 
 const RED: [u8; 3] = [81, 90, 240];
 
@@ -119,6 +119,14 @@ const CHAT_CLEAR: &str = "
     const chat = document.getElementById('chat').getBoundingClientRect();
     const tops = [...document.querySelectorAll('.controls button')].filter(b => b.offsetParent).map(b => b.getBoundingClientRect().top);
     return {chat_bottom: chat.bottom, controls_top: Math.min(...tops), width: innerWidth};";
+
+/// What a person sees of the remote tile: its words (what is rendered,
+/// not hidden) and whether its picture is dimmed.
+const UNSTABLE_SEEN: &str = "
+    const t = document.querySelector('.tile');
+    if (!t) return {text: null, dimmed: false};
+    const f = getComputedStyle(t.querySelector('video')).filter;
+    return {text: t.innerText, dimmed: f !== 'none' && f !== ''};";
 
 /// The send button's label lies on one line.
 const SEND_LINES: &str = "
@@ -385,6 +393,17 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         "return document.getElementById('presenting').hidden",
     )
     .await;
+    // B's own view floats in its corner again, at its usual size.
+    let corner = poll(
+        &b,
+        short,
+        "const s = document.getElementById('self').getBoundingClientRect(); \
+         const st = document.querySelector('.stage').getBoundingClientRect(); \
+         return document.body.dataset.layout === 'solo' && st.bottom - s.bottom < 40 && st.right - s.right < 40 \
+           && s.width < st.width / 3",
+    )
+    .await;
+    check(p, corner == true, "our own view keeps the presenter layout's place after the share".into());
 
     // Item 8: a screen share that fails (headless Firefox has no screen)
     // is told in the page's words, not the browser's.
@@ -447,6 +466,64 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     set_lang(&a, "en").await;
     a.client.set_window_size(1280, 800).await.expect("resize A back");
     a.click("#chat-toggle").await;
+
+    // Item 7: the network path breaks (every UDP packet dropped). Each
+    // side, Firefox too, shows the other's picture dimmed with words why,
+    // not a picture that merely froze; both go once packets flow again.
+    b.click("#chat-toggle").await;
+    // Cameras and microphones on again (turned off above), so there is a
+    // picture to dim.
+    for browser in [&a, &b] {
+        browser.click("#camera").await;
+        browser.click("#mic").await;
+    }
+    for browser in [&a, &b] {
+        browser
+            .wait_until(
+                "the peer's picture again",
+                short,
+                "const t = document.querySelector('.tile'); \
+                 return !t.classList.contains('video-off') && t.querySelector('video').videoWidth > 0",
+            )
+            .await;
+    }
+    nft("add table inet webconf_test");
+    nft("add chain inet webconf_test input { type filter hook input priority 0 ; }");
+    nft("add rule inet webconf_test input meta l4proto udp drop");
+    let broke = std::time::Instant::now();
+    for (browser, who) in [(&a, "chromium"), (&b, "firefox")] {
+        let marked = poll(
+            browser,
+            Duration::from_secs(10),
+            &format!("const s = (() => {{ {UNSTABLE_SEEN} }})(); return s.text?.includes('Connection unstable') && s.dimmed"),
+        )
+        .await;
+        let seen = browser.eval(UNSTABLE_SEEN).await;
+        println!("{who} with UDP dropped: {seen} ({} ms)", broke.elapsed().as_millis());
+        check(p, marked == true, format!("item 7, {who}: a broken path is not shown on the tile: {seen}"));
+        shot(browser, &format!("unstable-{who}-en")).await;
+    }
+    set_lang(&b, "ko").await;
+    let seen = b.eval(UNSTABLE_SEEN).await;
+    check(
+        p,
+        seen["text"].as_str().is_some_and(|t| t.contains("연결이 불안정해요")),
+        format!("item 7, firefox: Korean {seen}"),
+    );
+    shot(&b, "unstable-firefox-ko").await;
+    set_lang(&b, "en").await;
+    nft("delete table inet webconf_test");
+    let mended = std::time::Instant::now();
+    for (browser, who) in [(&a, "chromium"), (&b, "firefox")] {
+        let clear = poll(
+            browser,
+            Duration::from_secs(30),
+            &format!("const s = (() => {{ {UNSTABLE_SEEN} }})(); return s.text !== null && !s.text.includes('Connection unstable') && !s.dimmed"),
+        )
+        .await;
+        println!("{who}: the mark gone {} ms after UDP flowed again", mended.elapsed().as_millis());
+        check(p, clear == true, format!("item 7, {who}: still marked unstable once packets flow again"));
+    }
 
     // Item 4: B hangs up. A is told once that B left (not that it waits
     // for B to come back), and the line goes away by itself.
