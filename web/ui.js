@@ -1253,8 +1253,10 @@ function layout() {
   const banner = $('presenting');
   const sharer = state.media.screen ? null : (presenter ?? presenterOf());
   banner.hidden = !(state.media.screen || (sharer && (!spot || spot === sharer.info.id)));
-  banner.textContent = state.media.screen ? t('you_presenting')
+  $('presenting-text').textContent = state.media.screen ? t('you_presenting')
     : sharer ? t('presenting', { name: sharer.info.name }) : '';
+  // Ours: stopped from where it is said, as in Meet.
+  $('presenting-stop').hidden = !state.media.screen;
   // Status lines make way for it.
   document.body.toggleAttribute('data-presenting', !banner.hidden);
   fitGrid();
@@ -1725,7 +1727,7 @@ Object.assign(window, {
       hidden: [...state.peers].filter(([, p]) => p.tile.classList.contains('offstage')).map(([id]) => id),
       more: moreTile?.isConnected ? moreTile.querySelector('.more-count')?.textContent : null,
       moreLabel: moreTile?.isConnected ? moreTile.getAttribute('aria-label') : null,
-      presenting: $('presenting').hidden ? null : $('presenting').textContent,
+      presenting: $('presenting').hidden ? null : $('presenting-text').textContent,
     }),
     /** The tiles we last reported to the SFU (`sfu-layout`). */
     get layoutSent() {
@@ -1762,6 +1764,7 @@ function start() {
     renderQuality();
   });
   $('self-pin').addEventListener('click', () => togglePin(SELF));
+  $('presenting-stop').addEventListener('click', () => state.media.stopScreen());
   $('rejoin').addEventListener('click', () => location.reload());
   $('full-retry').addEventListener('click', () => location.reload());
   window.addEventListener('pagehide', () => state.session?.close());

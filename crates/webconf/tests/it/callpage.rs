@@ -356,13 +356,14 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     let preview = a
         .eval(
             "const p = document.getElementById('presenting'); \
-             return [getComputedStyle(document.getElementById('local-video')).transform, p.hidden ? null : p.textContent]",
+             return [getComputedStyle(document.getElementById('local-video')).transform, \
+                     p.hidden ? null : document.getElementById('presenting-text').textContent]",
         )
         .await;
     check(p, preview[0] == "none", format!("item 5: A's own view of its screen is mirrored: {preview}"));
     check(p, preview[1] == "You are presenting", format!("item 5: A not told it presents: {preview}"));
     let banner =
-        poll(&b, short, "const p = document.getElementById('presenting'); return !p.hidden && p.textContent")
+        poll(&b, short, "return !document.getElementById('presenting').hidden && document.getElementById('presenting-text').textContent")
             .await;
     check(p, banner == "Ara is presenting", format!("item 5: B not told who presents: {banner}"));
     // B's own view sits beside A's screen, not over it.
@@ -382,11 +383,44 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     shot(&a, "presenting-self-chromium-en").await;
     shot(&b, "presenting-firefox-en").await;
     set_lang(&b, "ko").await;
-    let banner = b.eval("return document.getElementById('presenting').textContent").await;
+    let banner = b.eval("return document.getElementById('presenting-text').textContent").await;
     check(p, banner == "Ara 님이 화면을 공유하고 있어요", format!("item 5: Korean banner {banner}"));
     shot(&b, "presenting-firefox-ko").await;
     set_lang(&b, "en").await;
-    a.click("#screen").await;
+    // A stops from the banner, as in Meet: a Stop button there, on top,
+    // for the presenter only.
+    let stop = a
+        .eval(
+            "const s = document.getElementById('presenting-stop'); const r = s.getBoundingClientRect(); \
+             return [s.hidden ? null : s.textContent, s.contains(document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2))]",
+        )
+        .await;
+    check(p, stop == json!(["Stop presenting", true]), format!("item 5: no Stop on A's banner: {stop}"));
+    let theirs = b.eval("return document.getElementById('presenting-stop').hidden").await;
+    check(p, theirs == true, "item 5: a Stop button for someone else's share".into());
+    set_lang(&a, "ko").await;
+    shot(&a, "presenting-self-chromium-ko").await;
+    a.client.set_window_size(390, 844).await.expect("resize A");
+    let fits = poll(
+        &a,
+        short,
+        "const s = document.getElementById('presenting-stop').getBoundingClientRect(); \
+         return s.width > 0 && s.right <= innerWidth && s.left >= 0",
+    )
+    .await;
+    check(p, fits == true, "item 5: the banner's Stop button out of view at 390 px".into());
+    shot(&a, "presenting-self-chromium-390-ko").await;
+    a.client.set_window_size(1280, 800).await.expect("resize A back");
+    set_lang(&a, "en").await;
+    a.click("#presenting-stop").await;
+    let stopped = poll(
+        &a,
+        short,
+        "return window.webconf.state.media.screen === null && document.getElementById('screen').getAttribute('aria-pressed') === 'false' \
+           && document.getElementById('presenting').hidden",
+    )
+    .await;
+    check(p, stopped == true, "item 5: Stop on the banner does not stop the share".into());
     b.wait_until(
         "the banner gone when A stops",
         short,
