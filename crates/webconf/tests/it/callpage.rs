@@ -128,6 +128,50 @@ const UNSTABLE_SEEN: &str = "
     const f = getComputedStyle(t.querySelector('video')).filter;
     return {text: t.innerText, dimmed: f !== 'none' && f !== ''};";
 
+/// The call's control bar as a person sees it: which buttons show, left
+/// to right, and what is wrong with them and their captions (a caption
+/// missing, off its icon, on two lines, out of view, or over another; a
+/// button on a second row or over another).
+const BAR_SEEN: &str = "
+    const shown = (el) => el.getClientRects().length > 0 && el.getBoundingClientRect().width > 0;
+    const r = (el) => el.getBoundingClientRect();
+    const overlap = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+    const bar = [...document.querySelectorAll('.controls button')].filter(shown).filter(b => !b.closest('.more-menu.open'));
+    bar.sort((x, y) => r(x).left - r(y).left);
+    const wrong = [];
+    const tops = new Set(bar.map(b => Math.round(r(b).top)));
+    if (tops.size > 1) wrong.push('buttons on ' + tops.size + ' rows');
+    const caps = [];
+    for (const [i, b] of bar.entries()) {
+      const rb = r(b);
+      if (rb.left < 0 || rb.right > innerWidth || rb.bottom > innerHeight) wrong.push(b.id + ' out of view');
+      for (const o of bar.slice(i + 1)) if (overlap(rb, r(o))) wrong.push(b.id + ' over ' + o.id);
+      const c = b.querySelector('.cap');
+      if (!c || !shown(c)) continue;
+      const rc = r(c);
+      caps.push([b.id, c.textContent, rc]);
+      if (Math.abs((rc.left + rc.right) / 2 - (rb.left + rb.right) / 2) > 2) wrong.push(b.id + ': caption off centre');
+      if (rc.top < rb.bottom - 1) wrong.push(b.id + ': caption not under the icon');
+      if (rc.height > 1.6 * parseFloat(getComputedStyle(c).fontSize)) wrong.push(b.id + ': caption on two lines');
+      if (rc.left < 0 || rc.right > innerWidth || rc.bottom > innerHeight) wrong.push(b.id + ': caption out of view');
+    }
+    for (const [i, [id, , rc]] of caps.entries()) {
+      for (const [other, , ro] of caps.slice(i + 1)) if (overlap(rc, ro)) wrong.push(id + ': caption over ' + other + \"'s\");
+    }
+    return {buttons: bar.map(b => b.id), captions: caps.map(([, text]) => text), wrong};";
+
+/// The "More" menu, open: its buttons, each in view and clear of the bar.
+const MENU_SEEN: &str = "
+    const shown = (el) => el.getClientRects().length > 0 && el.getBoundingClientRect().width > 0;
+    const menu = document.getElementById('more-menu');
+    const items = [...menu.querySelectorAll('button')].filter(shown);
+    const barTop = Math.min(...[...document.querySelectorAll('.controls > button')].filter(shown).map(b => b.getBoundingClientRect().top));
+    const m = menu.getBoundingClientRect();
+    return {items: items.map(b => [b.id, b.innerText.trim()]),
+            in_view: m.left >= 0 && m.right <= innerWidth && m.top >= 0, clear_of_bar: m.bottom <= barTop + 0.5,
+            on_top: items.every(b => { const r = b.getBoundingClientRect();
+                                      return b.contains(document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2)); })};";
+
 /// The send button's label lies on one line.
 const SEND_LINES: &str = "
     const b = document.querySelector('#chat-form button');
@@ -500,13 +544,10 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     set_lang(&a, "en").await;
     a.client.set_window_size(1280, 800).await.expect("resize A back");
     a.click("#chat-toggle").await;
-
-    // Item 7: the network path breaks (every UDP packet dropped). Each
-    // side, Firefox too, shows the other's picture dimmed with words why,
-    // not a picture that merely froze; both go once packets flow again.
     b.click("#chat-toggle").await;
-    // Cameras and microphones on again (turned off above), so there is a
-    // picture to dim.
+
+    // Cameras and microphones on again (turned off above): pictures to
+    // judge the quality panel and a broken path by.
     for browser in [&a, &b] {
         browser.click("#camera").await;
         browser.click("#mic").await;
@@ -521,6 +562,87 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
             )
             .await;
     }
+    // The control bar: a caption under each icon at a desktop's width,
+    // in both browsers and languages; on a phone one row of the main
+    // controls and the rest in a "More" menu, nothing wrapped or covered.
+    let all =
+        json!(["mic", "camera", "screen", "chat-toggle", "quality-toggle", "settings", "help", "hangup"]);
+    for (browser, who) in [(&a, "chromium"), (&b, "firefox")] {
+        for lang in ["en", "ko"] {
+            set_lang(browser, lang).await;
+            let bar = browser.eval(BAR_SEEN).await;
+            println!("{who} bar ({lang}): {bar}");
+            check(
+                p,
+                bar["buttons"] == all
+                    && bar["captions"].as_array().is_some_and(|c| c.len() == 8)
+                    && bar["wrong"] == json!([]),
+                format!("{who}, {lang}: the control bar at 1280 px: {bar}"),
+            );
+            shot(browser, &format!("controls-{who}-{lang}")).await;
+        }
+        set_lang(browser, "en").await;
+    }
+    a.client.set_window_size(390, 844).await.expect("resize A");
+    for lang in ["en", "ko"] {
+        set_lang(&a, lang).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let bar = a.eval(BAR_SEEN).await;
+        println!("chromium bar at 390 px ({lang}): {bar}");
+        check(
+            p,
+            bar["buttons"] == json!(["mic", "camera", "chat-toggle", "more-toggle", "hangup"])
+                && bar["captions"] == json!([])
+                && bar["wrong"] == json!([]),
+            format!("{lang}: the control bar at 390 px: {bar}"),
+        );
+        a.click("#more-toggle").await;
+        let menu = a.eval(MENU_SEEN).await;
+        println!("chromium menu at 390 px ({lang}): {menu}");
+        let ids: Vec<&str> = menu["items"]
+            .as_array()
+            .map(|i| i.iter().filter_map(|x| x[0].as_str()).collect())
+            .unwrap_or_default();
+        check(
+            p,
+            ids == ["screen", "quality-toggle", "settings"]
+                && menu["in_view"] == true
+                && menu["clear_of_bar"] == true
+                && menu["on_top"] == true,
+            format!("{lang}: the More menu at 390 px: {menu}"),
+        );
+        shot(&a, &format!("controls-menu-chromium-390-{lang}")).await;
+        // A choice in the menu is made, and closes it.
+        a.click("#quality-toggle").await;
+        let chosen = poll(
+            &a,
+            short,
+            "return !document.getElementById('quality').hidden && !document.getElementById('more-menu').classList.contains('open') \
+               && document.getElementById('more-toggle').getAttribute('aria-expanded') === 'false' \
+               && document.getElementById('quality-body').textContent.length > 0",
+        )
+        .await;
+        check(p, chosen == true, format!("{lang}: the quality panel from the More menu"));
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        shot(&a, &format!("quality-chromium-390-{lang}")).await;
+        a.click("#more-toggle").await;
+        a.click("#quality-toggle").await;
+    }
+    a.client.set_window_size(1280, 800).await.expect("resize A back");
+    // The quality panel in Korean, in words and with its details.
+    a.click("#quality-toggle").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    shot(&a, "quality-chromium-ko").await;
+    a.click("#quality-details").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    shot(&a, "quality-details-chromium-ko").await;
+    a.click("#quality-details").await;
+    a.click("#quality-toggle").await;
+    set_lang(&a, "en").await;
+
+    // Item 7: the network path breaks (every UDP packet dropped). Each
+    // side, Firefox too, shows the other's picture dimmed with words why,
+    // not a picture that merely froze; both go once packets flow again.
     nft("add table inet webconf_test");
     nft("add chain inet webconf_test input { type filter hook input priority 0 ; }");
     nft("add rule inet webconf_test input meta l4proto udp drop");
