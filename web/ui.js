@@ -20,6 +20,7 @@ import { t, setupLanguageSwitch } from './i18n.js';
  * @typedef {import('./protocol.js').MediaFlags} MediaFlags
  * @typedef {import('./protocol.js').RoomMode} RoomMode
  * @typedef {import('./protocol.js').SfuMessage} SfuMessage
+ * @typedef {import('./protocol.js').RoomState} RoomState
  * @typedef {object} Peer one remote peer and its tile
  * @property {PeerInfo} info
  * @property {HTMLElement} tile
@@ -71,6 +72,8 @@ const STALL_MS = 2500;
 /** How long the lobby waits to hear how full the room is before it starts
  *  the camera anyway. */
 const PEEK_MS = 1500;
+/** How often the lobby asks again who is in the call. */
+const LOBBY_PEEK_MS = 5000;
 /** The pin id of our own tile. */
 const SELF = 'self';
 /** Status lines that are news, not a lasting state: they fade away. */
@@ -81,7 +84,7 @@ const TRANSIENT = new Set([
 const EXPIRING = new Set(['peer_lost']);
 
 /** Timings the tests may shorten. */
-const timings = { lostNoticeMs: LOST_NOTICE_MS, graceMs: GRACE_MS };
+const timings = { lostNoticeMs: LOST_NOTICE_MS, graceMs: GRACE_MS, lobbyPeekMs: LOBBY_PEEK_MS };
 
 const state = {
   /** @type {string | null} */
@@ -196,6 +199,7 @@ document.addEventListener('langchange', () => {
   const key = $('connection-banner').dataset.key;
   if (key) $('connection-banner').textContent = t(/** @type {any} */ (key));
   renderMediaStatus();
+  renderLobbyWho();
   for (const peer of state.peers.values()) renderTile(peer);
   layout();
   if (!$('quality').hidden) renderQuality();
@@ -262,6 +266,7 @@ async function startLobby() {
     show('full');
     return;
   }
+  showLobbyWho(room);
   await state.media.open();
   controls.fillLobbyDevices();
   mediaReady = true;
@@ -269,6 +274,54 @@ async function startLobby() {
   const join = /** @type {HTMLButtonElement} */ ($('join'));
   join.disabled = false;
   join.focus();
+}
+
+/** What the lobby last heard of the room (`peek`). @type {RoomState | null} */
+let lobbyRoom = null;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let lobbyPeekTimer;
+
+/**
+ * Says who is in the call already, and asks again every few seconds while
+ * the lobby is up, so it stays true while people come and go.
+ * @param {RoomState | null} room
+ */
+function showLobbyWho(room) {
+  lobbyRoom = room;
+  renderLobbyWho();
+  clearTimeout(lobbyPeekTimer);
+  lobbyPeekTimer = setTimeout(async () => {
+    if (document.body.dataset.state !== 'lobby') return;
+    const next = await peekRoom(signalingUrl(), /** @type {string} */ (state.room), PEEK_MS);
+    // No answer this time: keep what was said.
+    if (document.body.dataset.state === 'lobby') showLobbyWho(next ?? lobbyRoom);
+  }, timings.lobbyPeekMs);
+}
+
+/** Names, as text: a name is whatever people typed. */
+function renderLobbyWho() {
+  const box = $('lobby-who');
+  const room = lobbyRoom;
+  box.hidden = !room;
+  if (!room) return;
+  const names = room.names ?? [];
+  const [a, b, c] = names;
+  const n = room.peers;
+  let text;
+  if (n === 0) text = t('who_none');
+  else if (n === 1 && a) text = t('who_one', { a });
+  else if (n === 2 && b) text = t('who_two', { a, b });
+  else if (n === 3 && c) text = t('who_three', { a, b, c });
+  else if (n > 3 && b) text = t('who_many', { a, b, n: n - 2 });
+  else text = n === 1 ? t('who_count_one') : t('who_count', { n });
+  $('lobby-who-text').textContent = text;
+  const faces = names.slice(0, 4).map((name) => {
+    const face = document.createElement('span');
+    face.textContent = Array.from(name)[0]?.toUpperCase() ?? '?';
+    face.style.setProperty('--avatar', avatarColour(name));
+    return face;
+  });
+  /** @type {HTMLElement} */ (box.querySelector('.who-faces')).replaceChildren(...faces);
 }
 
 /** @param {string} key */

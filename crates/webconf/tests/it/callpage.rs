@@ -70,8 +70,14 @@ async fn web_audio_runs(browser: &Browser) -> bool {
     state == true
 }
 
-/// Joins `room_url` as `name`, after checking the lobby's meter moves.
-async fn join_as(browser: &Browser, room_url: &str, name: &str, problems: &mut Vec<String>) {
+/// Who the lobby says is in the call, as a person reads it (empty while
+/// it says nothing).
+const LOBBY_WHO: &str = "const w = document.getElementById('lobby-who'); \
+     return w.hidden ? '' : document.getElementById('lobby-who-text').innerText.trim()";
+
+/// Joins `room_url` as `name`, after checking the lobby's meter moves and
+/// that it says who is in the call (`who`).
+async fn join_as(browser: &Browser, room_url: &str, name: &str, who: &str, problems: &mut Vec<String>) {
     browser.goto(room_url).await;
     browser
         .wait_until(
@@ -80,6 +86,12 @@ async fn join_as(browser: &Browser, room_url: &str, name: &str, problems: &mut V
             "return !document.getElementById('join').disabled",
         )
         .await;
+    let said = browser.eval(LOBBY_WHO).await;
+    check(
+        problems,
+        said.as_str().is_some_and(|s| s.ends_with(who)),
+        format!("lobby, {}: who is here: {said}", browser.label),
+    );
     if web_audio_runs(browser).await {
         let moves = poll(browser, Duration::from_secs(5), METER_MOVES).await;
         check(
@@ -197,7 +209,7 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     let mut problems = Vec::new();
     let p = &mut problems;
     let short = Duration::from_secs(10);
-    join_as(&a, &room_url, "Ara", p).await;
+    join_as(&a, &room_url, "Ara", "No one else is here yet.", p).await;
     // C comes to the lobby while there is room, and finds the call full
     // when it joins: its camera and microphone go off.
     let c = chromium.browser("C (Chromium)", &red, &dir.join("profile-c")).await;
@@ -208,6 +220,9 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         "return !document.getElementById('join').disabled",
     )
     .await;
+    c.eval("window.webconf.timings.lobbyPeekMs = 1000").await;
+    let who = c.eval(LOBBY_WHO).await;
+    check(p, who == "Ara is in this call.", format!("lobby: who is in the call: {who}"));
     // The lobby: the microphone's level, camera and microphone switches,
     // and device choice, before joining.
     let moves = poll(&c, Duration::from_secs(5), METER_MOVES).await;
@@ -249,7 +264,32 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     .await;
     check(p, on == true, "lobby: the camera and microphone back on".into());
     shot(&c, "lobby-on-chromium-en").await;
-    join_as(&b, &room_url, "Joon", p).await;
+    join_as(&b, &room_url, "Joon", "Ara is in this call.", p).await;
+    // C's lobby keeps up with who comes (asked again every few seconds;
+    // every second here).
+    let who = poll(
+        &c,
+        Duration::from_secs(8),
+        &format!(
+            "const s = (() => {{ {LOBBY_WHO} }})(); return s.endsWith('Ara and Joon are in this call.') && s"
+        ),
+    )
+    .await;
+    let faces = c.eval("return [...document.querySelectorAll('#lobby-who .who-faces span')].map(f => f.textContent).join('')").await;
+    check(
+        p,
+        who != Value::Null && faces == "AJ",
+        format!("lobby: who is in the call: {} {faces}", c.eval(LOBBY_WHO).await),
+    );
+    shot(&c, "lobby-who-chromium-en").await;
+    set_lang(&c, "ko").await;
+    let who = c.eval(LOBBY_WHO).await;
+    check(p, who == "Ara 님과 Joon 님이 통화 중이에요.", format!("lobby: who, in Korean: {who}"));
+    shot(&c, "lobby-who-chromium-ko").await;
+    c.client.set_window_size(390, 844).await.expect("resize C");
+    shot(&c, "lobby-who-chromium-390-ko").await;
+    c.client.set_window_size(1280, 800).await.expect("resize C back");
+    set_lang(&c, "en").await;
     c.eval("const m = window.webconf.state.media; window.lobbyTracks = [m.camera, m.mic].filter(Boolean)")
         .await;
     c.click("#join").await;
