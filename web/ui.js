@@ -63,6 +63,8 @@ const TILE_ASPECT = 4 / 3;
 const MAX_TILES = 16;
 /** The pin button's icon (a push pin). */
 const PIN_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M16 9V4h1a1 1 0 0 0 0-2H7a1 1 0 0 0 0 2h1v5a3 3 0 0 1-3 3v2h6v7l1 1 1-1v-7h6v-2a3 3 0 0 1-3-3z"/></svg>';
+/** The picture-in-picture button's icon: a small picture in a big one. */
+const PIP_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 5h18v14H3z" fill="none" stroke="currentColor" stroke-width="2"/><path d="M12 11h7v6h-7z"/></svg>';
 /** How long "X lost their connection, waiting…" stays up: as long as a
  *  tile waits for its peer to come back. */
 const LOST_NOTICE_MS = 30_000;
@@ -1038,7 +1040,16 @@ function makeTile() {
   pin.className = 'pin';
   pin.innerHTML = PIN_ICON;
   pin.addEventListener('click', () => togglePin(/** @type {string} */ (tile.dataset.peer)));
-  tile.append(placeholder, video, caption, pin);
+  // Picture-in-picture where the browser offers it to pages (Chromium);
+  // Firefox has its own switch on the picture, which nothing covers.
+  const pip = document.createElement('button');
+  pip.type = 'button';
+  pip.className = 'pip';
+  pip.innerHTML = PIP_ICON;
+  pip.hidden = !document.pictureInPictureEnabled;
+  pip.setAttribute('aria-pressed', 'false');
+  pip.addEventListener('click', () => togglePip(/** @type {string} */ (tile.dataset.peer)));
+  tile.append(placeholder, video, caption, pin, pip);
   // Our own tile (in a group) stays last.
   const tiles = $('tiles');
   const self = $('self');
@@ -1218,6 +1229,34 @@ function renderTile(peer) {
   tile.classList.toggle('away', Boolean(peer.grace));
   peer.video.setAttribute('aria-label', t('remote_video', { name: info.name }));
   renderPin(/** @type {HTMLElement} */ (tile.querySelector('.pin')), state.pinned === info.id, info.name);
+  const pip = /** @type {HTMLElement} */ (tile.querySelector('.pip'));
+  const floating = Boolean(document.pictureInPictureElement) && document.pictureInPictureElement === peer.video;
+  pip.setAttribute('aria-pressed', String(floating));
+  const pipLabel = floating ? t('pip_exit') : t('pip', { name: info.name });
+  pip.setAttribute('aria-label', pipLabel);
+  pip.title = pipLabel;
+}
+
+/**
+ * Shows a peer's video in the browser's floating window, or brings it back.
+ * @param {string} id
+ */
+async function togglePip(id) {
+  const peer = state.peers.get(id);
+  if (!peer) return;
+  try {
+    if (document.pictureInPictureElement === peer.video) await document.exitPictureInPicture();
+    else await peer.video.requestPictureInPicture();
+  } catch (err) {
+    console.warn('webconf: picture-in-picture failed', err);
+  }
+}
+
+// The floating window opens and closes by the browser's hand too.
+for (const type of ['enterpictureinpicture', 'leavepictureinpicture']) {
+  document.addEventListener(type, () => {
+    for (const peer of state.peers.values()) renderTile(peer);
+  }, true);
 }
 
 /**

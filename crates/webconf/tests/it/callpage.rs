@@ -184,6 +184,20 @@ const MENU_SEEN: &str = "
             on_top: items.every(b => { const r = b.getBoundingClientRect();
                                       return b.contains(document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2)); })};";
 
+/// Picture-in-picture on the remote tile: our button (where the browser
+/// offers the API) shown and on top; and the middle of the picture's right
+/// edge (where Firefox puts its own switch) is the picture itself.
+const PIP_SEEN: &str = "
+    const tile = document.querySelector('.tile');
+    const video = tile.querySelector('video');
+    const button = tile.querySelector('.pip');
+    const v = video.getBoundingClientRect();
+    const b = button.getBoundingClientRect();
+    const at = (x, y) => document.elementFromPoint(x, y);
+    return {api: Boolean(document.pictureInPictureEnabled), button: !button.hidden && b.width > 0,
+            button_on_top: button.contains(at(b.left + b.width / 2, b.top + b.height / 2)),
+            edge_is_video: at(v.right - 24, v.top + v.height / 2) === video};";
+
 /// The send button's label lies on one line.
 const SEND_LINES: &str = "
     const b = document.querySelector('#chat-form button');
@@ -720,6 +734,39 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         println!("{who}: the mark gone {} ms after UDP flowed again", mended.elapsed().as_millis());
         check(p, clear == true, format!("item 7, {who}: still marked unstable once packets flow again"));
     }
+
+    // Picture-in-picture for the other person's picture, not hidden by our
+    // own view: Chromium offers it to pages (our button on the tile);
+    // Firefox puts its own switch on the picture's right edge, mid-height,
+    // which must be the picture and nothing over it.
+    for (w, h) in [(1280, 800), (390, 844)] {
+        a.client.set_window_size(w, h).await.expect("resize A");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pip = a.eval(PIP_SEEN).await;
+        check(
+            p,
+            pip["button"] == true && pip["button_on_top"] == true,
+            format!("chromium at {w} px: no picture-in-picture button to reach: {pip}"),
+        );
+        shot(&a, &format!("pip-button-chromium-{w}")).await;
+    }
+    a.client.set_window_size(1280, 800).await.expect("resize A back");
+    a.eval("document.querySelector('.tile').dispatchEvent(new MouseEvent('mouseover', {bubbles: true}))")
+        .await;
+    a.click(".tile .pip").await;
+    let floating = poll(
+        &a,
+        short,
+        "return document.pictureInPictureElement === document.querySelector('.tile video') \
+           && document.querySelector('.tile .pip').getAttribute('aria-pressed') === 'true'",
+    )
+    .await;
+    check(p, floating == true, "chromium: the picture-in-picture button opens no floating window".into());
+    a.click(".tile .pip").await;
+    let back = poll(&a, short, "return document.pictureInPictureElement === null").await;
+    check(p, back == true, "chromium: the floating window does not close from the tile".into());
+    let pip = b.eval(PIP_SEEN).await;
+    check(p, pip["edge_is_video"] == true, format!("firefox: the picture's right edge is covered: {pip}"));
 
     // Item 4: B hangs up. A is told once that B left (not that it waits
     // for B to come back), and the line goes away by itself.
