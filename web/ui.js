@@ -1040,8 +1040,9 @@ function makeTile() {
   pin.className = 'pin';
   pin.innerHTML = PIN_ICON;
   pin.addEventListener('click', () => togglePin(/** @type {string} */ (tile.dataset.peer)));
-  // Picture-in-picture where the browser offers it to pages (Chromium);
-  // Firefox has its own switch on the picture, which nothing covers.
+  // Picture-in-picture where the browser offers it to pages (Chromium,
+  // Firefox ESR 153); a Firefox without the API has its own switch on the
+  // picture's right edge, which nothing covers.
   const pip = document.createElement('button');
   pip.type = 'button';
   pip.className = 'pip';
