@@ -211,7 +211,11 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     let dir = scratch("callpage");
     let red = dir.join("red.y4m");
     solid_y4m(&red, RED);
-    let server = Webconf::start(&["--room-capacity", "2"]);
+    let state_dir = dir.join("state");
+    let state_arg = state_dir.to_str().expect("utf-8 path").to_owned();
+    let args = ["--room-capacity", "2", "--state-dir", &state_arg];
+    let server = Webconf::start(&args);
+    let listen = server.base.trim_start_matches("http://").to_owned();
     let chromium = Driver::start();
     let firefox = Driver::firefox();
     let room_url = format!("{}/r/callpage", server.base);
@@ -777,6 +781,38 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         browser.click(".tile .pip").await;
         let back = poll(browser, short, "return document.pictureInPictureElement === null").await;
         check(p, back == true, format!("{who}: the floating window does not close from the tile"));
+    }
+
+    // Item 7: the server restarts; both pages come back with their old
+    // ids (resume tokens), and neither says the other joined, as to a
+    // newcomer. What each page says is watched as a person would see it.
+    let watch = "window.said = []; const s = document.getElementById('status'); \
+                 new MutationObserver(() => s.textContent && window.said.push(s.textContent)) \
+                   .observe(s, {childList: true, characterData: true, subtree: true});";
+    for browser in [&a, &b] {
+        browser.eval(watch).await;
+    }
+    server.terminate();
+    let _server = Webconf::start_on(&listen, &args);
+    for browser in [&a, &b] {
+        browser
+            .wait_until(
+                "the page back after the restart",
+                Duration::from_secs(15),
+                "const b = document.getElementById('connection-banner'); \
+                 return window.said.length > 0 && b.hidden && document.body.dataset.peers === '1'",
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (browser, who, other) in [(&a, "chromium", "Joon"), (&b, "firefox", "Ara")] {
+        let said = browser.eval("return window.said").await;
+        println!("{who} after the server restarted: {said}");
+        check(
+            p,
+            !said.as_array().is_some_and(|s| s.iter().any(|x| x == &json!(format!("{other} joined.")))),
+            format!("item 7, {who}: a peer back with its old id announced as new: {said}"),
+        );
     }
 
     // Item 4: B hangs up. A is told once that B left (not that it waits
