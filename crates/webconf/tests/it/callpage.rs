@@ -622,7 +622,7 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     // in both browsers and languages; on a phone one row of the main
     // controls and the rest in a "More" menu, nothing wrapped or covered.
     let all =
-        json!(["mic", "camera", "screen", "chat-toggle", "quality-toggle", "settings", "help", "hangup"]);
+        json!(["mic", "camera", "chat-toggle", "screen", "quality-toggle", "settings", "help", "hangup"]);
     for (browser, who) in [(&a, "chromium"), (&b, "firefox")] {
         for lang in ["en", "ko"] {
             set_lang(browser, lang).await;
