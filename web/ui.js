@@ -63,6 +63,8 @@ const TILE_ASPECT = 4 / 3;
 const MAX_TILES = 16;
 /** The pin button's icon (a push pin). */
 const PIN_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M16 9V4h1a1 1 0 0 0 0-2H7a1 1 0 0 0 0 2h1v5a3 3 0 0 1-3 3v2h6v7l1 1 1-1v-7h6v-2a3 3 0 0 1-3-3z"/></svg>';
+/** A connection in trouble: signal bars, struck through. */
+const WEAK_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 17h3v4H3zm6-5h3v9H9zm6-5h3v14h-3z"/><path class="slash" d="M3 3l18 18"/></svg>';
 /** The picture-in-picture button's icon: a small picture in a big one. */
 const PIP_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 5h18v14H3z" fill="none" stroke="currentColor" stroke-width="2"/><path d="M12 11h7v6h-7z"/></svg>';
 /** How long "X lost their connection, waiting…" stays up: as long as a
@@ -1225,8 +1227,12 @@ function renderTile(peer) {
   else muted.setAttribute('aria-label', t('muted'));
   muted.title = media.audio ? '' : t('muted');
   const unstable = !peer.grace && tile.classList.contains('unstable');
-  /** @type {HTMLElement} */ (tile.querySelector('.tile-away')).textContent =
-    peer.grace ? t('peer_reconnecting') : unstable ? t('peer_unstable') : '';
+  const away = /** @type {HTMLElement} */ (tile.querySelector('.tile-away'));
+  const awayText = peer.grace ? t('peer_reconnecting') : unstable ? t('peer_unstable') : '';
+  // A weak-signal sign before the words, as Meet and Jitsi show one.
+  if (!awayText) away.replaceChildren();
+  else if (away.textContent !== awayText) away.innerHTML = `${WEAK_ICON}<span></span>`;
+  if (awayText) /** @type {HTMLElement} */ (away.lastElementChild).textContent = awayText;
   tile.classList.toggle('away', Boolean(peer.grace));
   peer.video.setAttribute('aria-label', t('remote_video', { name: info.name }));
   renderPin(/** @type {HTMLElement} */ (tile.querySelector('.pin')), state.pinned === info.id, info.name);

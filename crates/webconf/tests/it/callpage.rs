@@ -135,7 +135,8 @@ const UNSTABLE_SEEN: &str = "
     const t = document.querySelector('.tile');
     if (!t) return {text: null, dimmed: false};
     const f = getComputedStyle(t.querySelector('video')).filter;
-    return {text: t.innerText, dimmed: f !== 'none' && f !== ''};";
+    const icon = t.querySelector('figcaption svg:not(.tile-muted svg)');
+    return {text: t.innerText, dimmed: f !== 'none' && f !== '', icon: Boolean(icon && icon.getBoundingClientRect().width >= 12)};";
 
 /// The call's control bar as a person sees it: which buttons show, left
 /// to right, and what is wrong with them and their captions (a caption
@@ -707,7 +708,7 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         let marked = poll(
             browser,
             Duration::from_secs(10),
-            &format!("const s = (() => {{ {UNSTABLE_SEEN} }})(); return s.text?.includes('Connection unstable') && s.dimmed"),
+            &format!("const s = (() => {{ {UNSTABLE_SEEN} }})(); return s.text?.includes('Connection unstable') && s.dimmed && s.icon"),
         )
         .await;
         let seen = browser.eval(UNSTABLE_SEEN).await;
