@@ -217,12 +217,16 @@ function renderMediaStatus() {
   const el = $('media-status');
   if (!mediaReady) return;
   const { mic, camera, problem } = state.media;
+  // What is on, not which devices opened: a microphone muted by choice is
+  // off to people, though its track stays.
+  const { audio, video } = state.media.flags;
   let text = t('media_ok');
-  if (!mic && !camera) text = t(/** @type {any} */ (`media_${problem ?? 'failed'}`));
-  else if (!camera) text = t('media_audio_only');
-  else if (!mic) text = t('media_video_only');
+  if (!mic && !camera && problem) text = t(/** @type {any} */ (`media_${problem}`));
+  else if (!audio && !video) text = t('media_off');
+  else if (!video) text = t('media_audio_only');
+  else if (!audio) text = t('media_video_only');
   el.textContent = text;
-  el.classList.toggle('warn', !mic || !camera);
+  el.classList.toggle('warn', !audio || !video);
 }
 
 /**

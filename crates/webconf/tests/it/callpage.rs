@@ -263,6 +263,8 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     )
     .await;
     check(p, off == true, "lobby: the camera and microphone switches".into());
+    let said = c.eval("return document.getElementById('media-status').textContent").await;
+    check(p, said == "Your camera and microphone are off.", format!("lobby: with both off it says {said}"));
     shot(&c, "lobby-off-chromium-en").await;
     set_lang(&c, "ko").await;
     shot(&c, "lobby-off-chromium-ko").await;
@@ -303,6 +305,21 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     check(p, who == "Ara 님과 Joon 님이 통화 중이에요.", format!("lobby: who, in Korean: {who}"));
     shot(&c, "lobby-who-chromium-ko").await;
     c.client.set_window_size(390, 844).await.expect("resize C");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let wide =
+        c.eval("return document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
+    let culprits = c
+        .eval(
+            "const cw = document.documentElement.clientWidth; \
+             return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > cw + 0.5) \
+               .slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))",
+        )
+        .await;
+    check(
+        p,
+        wide.as_i64().is_some_and(|w| w <= 0),
+        format!("lobby at 390 px: wider than the phone by {wide} px: {culprits}"),
+    );
     shot(&c, "lobby-who-chromium-390-ko").await;
     c.client.set_window_size(1280, 800).await.expect("resize C back");
     set_lang(&c, "en").await;
@@ -934,7 +951,9 @@ async fn diagnose_without_nat_does_not_guess_and_its_verdict_is_in_view() {
         if name == "chromium" {
             browser.client.set_window_size(390, 844).await.expect("resize");
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let wide = browser.eval("return document.documentElement.scrollWidth - innerWidth").await;
+            let wide = browser
+                .eval("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                .await;
             check(
                 &mut problems,
                 wide.as_i64().is_some_and(|w| w <= 0),
