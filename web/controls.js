@@ -42,7 +42,13 @@ export class Controls {
     $('help').addEventListener('click', () => this.helpDialog.showModal());
     this.moreMenu = $('more-menu');
     this.moreToggle = $('more-toggle');
-    this.moreToggle.addEventListener('click', () => this.setMenuOpen(!this.moreMenu.classList.contains('open')));
+    this.moreToggle.addEventListener('click', () => {
+      const open = !this.moreMenu.classList.contains('open');
+      this.setMenuOpen(open);
+      // The menu comes before its button in the page: a keyboard goes to
+      // its first choice rather than past it.
+      if (open) /** @type {HTMLElement | null} */ ([...this.moreMenu.querySelectorAll('button')].find((b) => b.offsetParent))?.focus();
+    });
     // A choice made in the menu closes it, and so does a touch elsewhere.
     this.moreMenu.addEventListener('click', (ev) => {
       if (/** @type {HTMLElement} */ (ev.target).closest('button')) this.setMenuOpen(false);

@@ -178,7 +178,7 @@ const MENU_SEEN: &str = "
     const barTop = Math.min(...[...document.querySelectorAll('.controls > button')].filter(shown).map(b => b.getBoundingClientRect().top));
     const m = menu.getBoundingClientRect();
     return {items: items.map(b => [b.id, b.innerText.trim()]),
-            in_view: m.left >= 0 && m.right <= innerWidth && m.top >= 0, clear_of_bar: m.bottom <= barTop + 0.5,
+            focus: document.activeElement?.id ?? null, in_view: m.left >= 0 && m.right <= innerWidth && m.top >= 0, clear_of_bar: m.bottom <= barTop + 0.5,
             on_top: items.every(b => { const r = b.getBoundingClientRect();
                                       return b.contains(document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2)); })};";
 
@@ -680,6 +680,7 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         check(
             p,
             ids == ["screen", "quality-toggle", "settings"]
+                && menu["focus"] == "screen"
                 && menu["in_view"] == true
                 && menu["clear_of_bar"] == true
                 && menu["on_top"] == true,
