@@ -1021,6 +1021,16 @@ function makeVideo() {
   return video;
 }
 
+/** Three bars that move while the tile's person speaks (CSS shows them
+ *  on a `.speaking` tile only), beside the ring, as Meet shows it. */
+function talking() {
+  const bars = document.createElement('span');
+  bars.className = 'talking';
+  bars.setAttribute('aria-hidden', 'true');
+  bars.append(document.createElement('i'), document.createElement('i'), document.createElement('i'));
+  return bars;
+}
+
 /** A tile for one remote peer; filled in by renderTile. */
 function makeTile() {
   const tile = document.createElement('figure');
@@ -1040,7 +1050,7 @@ function makeTile() {
   muted.setAttribute('role', 'img');
   const away = document.createElement('span');
   away.className = 'tile-away';
-  caption.append(muted, name, away);
+  caption.append(muted, talking(), name, away);
   const pin = document.createElement('button');
   pin.type = 'button';
   pin.className = 'pin';

@@ -369,6 +369,10 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         )
         .await;
         check(p, ring == true, format!("{who}: no speaking ring on the remote tile"));
+        let bars = browser
+            .eval("const b = document.querySelector('.tile .talking').getBoundingClientRect(); return b.width > 4 && b.height > 4")
+            .await;
+        check(p, bars == true, format!("{who}: no speaking bars beside the name"));
         let own = poll(
             browser,
             Duration::from_secs(5),
