@@ -42,6 +42,23 @@ export class Controls {
     $('quality-toggle').addEventListener('click', () => hooks.toggleQuality());
     $('settings').addEventListener('click', () => this.openSettings());
     $('help').addEventListener('click', () => this.helpDialog.showModal());
+    this.moreMenu = $('more-menu');
+    this.moreToggle = $('more-toggle');
+    this.moreToggle.addEventListener('click', () => {
+      const open = !this.moreMenu.classList.contains('open');
+      this.setMenuOpen(open);
+      // The menu comes before its button in the page: a keyboard goes to
+      // its first choice rather than past it.
+      if (open) /** @type {HTMLElement | null} */ ([...this.moreMenu.querySelectorAll('button')].find((b) => b.offsetParent))?.focus();
+    });
+    // A choice made in the menu closes it, and so does a touch elsewhere.
+    this.moreMenu.addEventListener('click', (ev) => {
+      if (/** @type {HTMLElement} */ (ev.target).closest('button')) this.setMenuOpen(false);
+    });
+    document.addEventListener('pointerdown', (ev) => {
+      const target = /** @type {Node} */ (ev.target);
+      if (!this.moreMenu.contains(target) && !this.moreToggle.contains(target)) this.setMenuOpen(false);
+    });
     for (const [id, kind] of [['camera-select', 'videoinput'], ['mic-select', 'audioinput'], ['speaker-select', 'audiooutput'],
       ['lobby-camera-select', 'videoinput'], ['lobby-mic-select', 'audioinput']]) {
       $(id).addEventListener('change', (ev) => {
@@ -95,6 +112,17 @@ export class Controls {
     else if (!muted.firstChild) muted.innerHTML = MUTED_ICON;
     if (f.audio) muted.removeAttribute('aria-label');
     else muted.setAttribute('aria-label', t('muted'));
+  }
+
+  /**
+   * Opens or closes the "More" menu (a phone's bar holds only the main
+   * controls; on a wider screen the menu's controls sit in the bar and
+   * this changes nothing visible).
+   * @param {boolean} open
+   */
+  setMenuOpen(open) {
+    this.moreMenu.classList.toggle('open', open);
+    this.moreToggle.setAttribute('aria-expanded', String(open));
   }
 
   /** The lobby's device choice, once the browser names the devices. */
@@ -210,6 +238,11 @@ export class Controls {
   /** @param {KeyboardEvent} ev */
   onKey(ev) {
     if (document.body.dataset.state !== 'call') return;
+    if (ev.key === 'Escape' && this.moreMenu.classList.contains('open')) {
+      this.setMenuOpen(false);
+      this.moreToggle.focus();
+      return;
+    }
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const target = /** @type {HTMLElement} */ (ev.target);
     if (target.closest('input, textarea, select, [contenteditable]') || document.querySelector('dialog[open]')) return;

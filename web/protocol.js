@@ -105,20 +105,29 @@ export function canonicalRoom(raw) {
 }
 
 /**
- * Asks the server how full `room` is, without joining it (`peek`), on a
+ * @typedef {object} RoomState the answer to `peek`
+ * @property {number} peers how many are in the room
+ * @property {number} capacity the most it holds
+ * @property {string[] | null} names the first few of them (null: the
+ *   server does not say)
+ */
+
+/**
+ * Asks the server how full `room` is and who is in it, without joining it
+ * (`peek`), on a
  * WebSocket of its own that is closed right after. Resolves null when the
  * server cannot say within `timeoutMs` (unreachable, or a server from
  * before `peek`): the caller then goes on as if it had not asked.
  * @param {string} url
  * @param {string} room
  * @param {number} timeoutMs
- * @returns {Promise<{peers: number, capacity: number} | null>}
+ * @returns {Promise<RoomState | null>}
  */
 export function peekRoom(url, room, timeoutMs) {
   return new Promise((resolve) => {
     /** @type {Connection | null} */
     let conn = null;
-    /** @param {{peers: number, capacity: number} | null} answer */
+    /** @param {RoomState | null} answer */
     const done = (answer) => {
       clearTimeout(timer);
       conn?.close();
@@ -128,7 +137,9 @@ export function peekRoom(url, room, timeoutMs) {
     try {
       conn = new Connection(url, (msg) => {
         if (msg?.type === 'room-state' && Number.isInteger(msg.peers) && Number.isInteger(msg.capacity)) {
-          done({ peers: msg.peers, capacity: msg.capacity });
+          // `names` is newer than `room-state`: an older server leaves it out.
+          const names = Array.isArray(msg.names) ? msg.names.filter((/** @type {unknown} */ n) => typeof n === 'string') : null;
+          done({ peers: msg.peers, capacity: msg.capacity, names });
         } else if (msg?.type === 'error') done(null);
       }, () => done(null));
       conn.ready.then(() => conn?.send({ type: 'peek', room }), () => done(null));

@@ -21,6 +21,7 @@ import { t, setupLanguageSwitch } from './i18n.js';
  * @typedef {import('./protocol.js').MediaFlags} MediaFlags
  * @typedef {import('./protocol.js').RoomMode} RoomMode
  * @typedef {import('./protocol.js').SfuMessage} SfuMessage
+ * @typedef {import('./protocol.js').RoomState} RoomState
  * @typedef {object} Peer one remote peer and its tile
  * @property {PeerInfo} info
  * @property {HTMLElement} tile
@@ -63,6 +64,10 @@ const TILE_ASPECT = 4 / 3;
 const MAX_TILES = 16;
 /** The pin button's icon (a push pin). */
 const PIN_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M16 9V4h1a1 1 0 0 0 0-2H7a1 1 0 0 0 0 2h1v5a3 3 0 0 1-3 3v2h6v7l1 1 1-1v-7h6v-2a3 3 0 0 1-3-3z"/></svg>';
+/** A connection in trouble: signal bars, struck through. */
+const WEAK_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 17h3v4H3zm6-5h3v9H9zm6-5h3v14h-3z"/><path class="slash" d="M3 3l18 18"/></svg>';
+/** The picture-in-picture button's icon: a small picture in a big one. */
+const PIP_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 5h18v14H3z" fill="none" stroke="currentColor" stroke-width="2"/><path d="M12 11h7v6h-7z"/></svg>';
 /** How long "X lost their connection, waiting…" stays up: as long as a
  *  tile waits for its peer to come back. */
 const LOST_NOTICE_MS = 30_000;
@@ -72,6 +77,8 @@ const STALL_MS = 2500;
 /** How long the lobby waits to hear how full the room is before it starts
  *  the camera anyway. */
 const PEEK_MS = 1500;
+/** How often the lobby asks again who is in the call. */
+const LOBBY_PEEK_MS = 5000;
 /** The pin id of our own tile. */
 const SELF = 'self';
 /** Status lines that are news, not a lasting state: they fade away. */
@@ -82,7 +89,7 @@ const TRANSIENT = new Set([
 const EXPIRING = new Set(['peer_lost']);
 
 /** Timings the tests may shorten. */
-const timings = { lostNoticeMs: LOST_NOTICE_MS, graceMs: GRACE_MS };
+const timings = { lostNoticeMs: LOST_NOTICE_MS, graceMs: GRACE_MS, lobbyPeekMs: LOBBY_PEEK_MS };
 
 const state = {
   /** @type {string | null} */
@@ -261,6 +268,7 @@ document.addEventListener('langchange', () => {
   const key = $('connection-banner').dataset.key;
   if (key) $('connection-banner').textContent = t(/** @type {any} */ (key));
   renderMediaStatus();
+  renderLobbyWho();
   for (const peer of state.peers.values()) renderTile(peer);
   layout();
   if (!$('quality').hidden) renderQuality();
@@ -274,12 +282,16 @@ function renderMediaStatus() {
   const el = $('media-status');
   if (!mediaReady) return;
   const { mic, camera, problem } = state.media;
+  // What is on, not which devices opened: a microphone muted by choice is
+  // off to people, though its track stays.
+  const { audio, video } = state.media.flags;
   let text = t('media_ok');
-  if (!mic && !camera) text = t(/** @type {any} */ (`media_${problem ?? 'failed'}`));
-  else if (!camera) text = t('media_audio_only');
-  else if (!mic) text = t('media_video_only');
+  if (!mic && !camera && problem) text = t(/** @type {any} */ (`media_${problem}`));
+  else if (!audio && !video) text = t('media_off');
+  else if (!video) text = t('media_audio_only');
+  else if (!audio) text = t('media_video_only');
   el.textContent = text;
-  el.classList.toggle('warn', !mic || !camera);
+  el.classList.toggle('warn', !audio || !video);
 }
 
 /**
@@ -327,6 +339,7 @@ async function startLobby() {
     show('full');
     return;
   }
+  showLobbyWho(room);
   await state.media.open();
   controls.fillLobbyDevices();
   mediaReady = true;
@@ -334,6 +347,54 @@ async function startLobby() {
   const join = /** @type {HTMLButtonElement} */ ($('join'));
   join.disabled = false;
   join.focus();
+}
+
+/** What the lobby last heard of the room (`peek`). @type {RoomState | null} */
+let lobbyRoom = null;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let lobbyPeekTimer;
+
+/**
+ * Says who is in the call already, and asks again every few seconds while
+ * the lobby is up, so it stays true while people come and go.
+ * @param {RoomState | null} room
+ */
+function showLobbyWho(room) {
+  lobbyRoom = room;
+  renderLobbyWho();
+  clearTimeout(lobbyPeekTimer);
+  lobbyPeekTimer = setTimeout(async () => {
+    if (document.body.dataset.state !== 'lobby') return;
+    const next = await peekRoom(signalingUrl(), /** @type {string} */ (state.room), PEEK_MS);
+    // No answer this time: keep what was said.
+    if (document.body.dataset.state === 'lobby') showLobbyWho(next ?? lobbyRoom);
+  }, timings.lobbyPeekMs);
+}
+
+/** Names, as text: a name is whatever people typed. */
+function renderLobbyWho() {
+  const box = $('lobby-who');
+  const room = lobbyRoom;
+  box.hidden = !room;
+  if (!room) return;
+  const names = room.names ?? [];
+  const [a, b, c] = names;
+  const n = room.peers;
+  let text;
+  if (n === 0) text = t('who_none');
+  else if (n === 1 && a) text = t('who_one', { a });
+  else if (n === 2 && b) text = t('who_two', { a, b });
+  else if (n === 3 && c) text = t('who_three', { a, b, c });
+  else if (n > 3 && b) text = t('who_many', { a, b, n: n - 2 });
+  else text = n === 1 ? t('who_count_one') : t('who_count', { n });
+  $('lobby-who-text').textContent = text;
+  const faces = names.slice(0, 4).map((name) => {
+    const face = document.createElement('span');
+    face.textContent = Array.from(name)[0]?.toUpperCase() ?? '?';
+    face.style.setProperty('--avatar', avatarColour(name));
+    return face;
+  });
+  /** @type {HTMLElement} */ (box.querySelector('.who-faces')).replaceChildren(...faces);
 }
 
 /** @param {string} key */
@@ -1124,6 +1185,16 @@ function makeVideo() {
   return video;
 }
 
+/** Three bars that move while the tile's person speaks (CSS shows them
+ *  on a `.speaking` tile only), beside the ring, as Meet shows it. */
+function talking() {
+  const bars = document.createElement('span');
+  bars.className = 'talking';
+  bars.setAttribute('aria-hidden', 'true');
+  bars.append(document.createElement('i'), document.createElement('i'), document.createElement('i'));
+  return bars;
+}
+
 /** A tile for one remote peer; filled in by renderTile. */
 function makeTile() {
   const tile = document.createElement('figure');
@@ -1143,13 +1214,23 @@ function makeTile() {
   muted.setAttribute('role', 'img');
   const away = document.createElement('span');
   away.className = 'tile-away';
-  caption.append(muted, name, away);
+  caption.append(muted, talking(), name, away);
   const pin = document.createElement('button');
   pin.type = 'button';
   pin.className = 'pin';
   pin.innerHTML = PIN_ICON;
   pin.addEventListener('click', () => togglePin(/** @type {string} */ (tile.dataset.peer)));
-  tile.append(placeholder, video, caption, pin);
+  // Picture-in-picture where the browser offers it to pages (Chromium,
+  // Firefox ESR 153); a Firefox without the API has its own switch on the
+  // picture's right edge, which nothing covers.
+  const pip = document.createElement('button');
+  pip.type = 'button';
+  pip.className = 'pip';
+  pip.innerHTML = PIP_ICON;
+  pip.hidden = !document.pictureInPictureEnabled;
+  pip.setAttribute('aria-pressed', 'false');
+  pip.addEventListener('click', () => togglePip(/** @type {string} */ (tile.dataset.peer)));
+  tile.append(placeholder, video, caption, pin, pip);
   // Our own tile (in a group) stays last.
   const tiles = $('tiles');
   const self = $('self');
@@ -1327,11 +1408,43 @@ function renderTile(peer) {
   // a host's) is not played, whatever its link still carries.
   peer.video.muted = !media.audio;
   const unstable = !peer.grace && tile.classList.contains('unstable');
-  /** @type {HTMLElement} */ (tile.querySelector('.tile-away')).textContent =
-    peer.grace ? t('peer_reconnecting') : unstable ? t('peer_unstable') : '';
+  const away = /** @type {HTMLElement} */ (tile.querySelector('.tile-away'));
+  const awayText = peer.grace ? t('peer_reconnecting') : unstable ? t('peer_unstable') : '';
+  // A weak-signal sign before the words, as Meet and Jitsi show one.
+  if (!awayText) away.replaceChildren();
+  else if (away.textContent !== awayText) away.innerHTML = `${WEAK_ICON}<span></span>`;
+  if (awayText) /** @type {HTMLElement} */ (away.lastElementChild).textContent = awayText;
   tile.classList.toggle('away', Boolean(peer.grace));
   peer.video.setAttribute('aria-label', t('remote_video', { name: info.name }));
   renderPin(/** @type {HTMLElement} */ (tile.querySelector('.pin')), state.pinned === info.id, info.name);
+  const pip = /** @type {HTMLElement} */ (tile.querySelector('.pip'));
+  const floating = Boolean(document.pictureInPictureElement) && document.pictureInPictureElement === peer.video;
+  pip.setAttribute('aria-pressed', String(floating));
+  const pipLabel = floating ? t('pip_exit') : t('pip', { name: info.name });
+  pip.setAttribute('aria-label', pipLabel);
+  pip.title = pipLabel;
+}
+
+/**
+ * Shows a peer's video in the browser's floating window, or brings it back.
+ * @param {string} id
+ */
+async function togglePip(id) {
+  const peer = state.peers.get(id);
+  if (!peer) return;
+  try {
+    if (document.pictureInPictureElement === peer.video) await document.exitPictureInPicture();
+    else await peer.video.requestPictureInPicture();
+  } catch (err) {
+    console.warn('webconf: picture-in-picture failed', err);
+  }
+}
+
+// The floating window opens and closes by the browser's hand too.
+for (const type of ['enterpictureinpicture', 'leavepictureinpicture']) {
+  document.addEventListener(type, () => {
+    for (const peer of state.peers.values()) renderTile(peer);
+  }, true);
 }
 
 /**
@@ -1396,7 +1509,11 @@ function layout() {
   const spot = group ? (state.pinned ?? presenter?.info.id ?? null) : null;
   document.body.dataset.layout = !group ? 'solo' : spot ? 'spotlight' : 'grid';
   if (group && self.parentElement !== tiles) tiles.append(self);
-  else if (!group && self.parentElement === tiles) $('waiting').after(self);
+  else if (!group && self.parentElement === tiles) {
+    $('waiting').after(self);
+    // Floating again: the place the stage layout gave it must go too.
+    for (const p of ['left', 'top', 'width', 'height']) self.style.removeProperty(p);
+  }
 
   const shown = visiblePeers(spot);
   /** @type {Peer[]} */
@@ -1416,8 +1533,10 @@ function layout() {
   const banner = $('presenting');
   const sharer = state.media.screen ? null : (presenter ?? presenterOf());
   banner.hidden = !(state.media.screen || (sharer && (!spot || spot === sharer.info.id)));
-  banner.textContent = state.media.screen ? t('you_presenting')
+  $('presenting-text').textContent = state.media.screen ? t('you_presenting')
     : sharer ? t('presenting', { name: sharer.info.name }) : '';
+  // Ours: stopped from where it is said, as in Meet.
+  $('presenting-stop').hidden = !state.media.screen;
   // Status lines make way for it.
   document.body.toggleAttribute('data-presenting', !banner.hidden);
   fitGrid();
@@ -1888,7 +2007,7 @@ Object.assign(window, {
       hidden: [...state.peers].filter(([, p]) => p.tile.classList.contains('offstage')).map(([id]) => id),
       more: moreTile?.isConnected ? moreTile.querySelector('.more-count')?.textContent : null,
       moreLabel: moreTile?.isConnected ? moreTile.getAttribute('aria-label') : null,
-      presenting: $('presenting').hidden ? null : $('presenting').textContent,
+      presenting: $('presenting').hidden ? null : $('presenting-text').textContent,
     }),
     /** The tiles we last reported to the SFU (`sfu-layout`). */
     get layoutSent() {
@@ -1925,6 +2044,7 @@ function start() {
     renderQuality();
   });
   $('self-pin').addEventListener('click', () => togglePin(SELF));
+  $('presenting-stop').addEventListener('click', () => state.media.stopScreen());
   $('rejoin').addEventListener('click', () => location.reload());
   $('knock-cancel').addEventListener('click', () => {
     state.session?.close();

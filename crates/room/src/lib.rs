@@ -21,7 +21,7 @@ pub use access::{
 pub use ids::{ChatId, ChatText, DisplayName, MediaState, NameError, PeerId, PeerIdHasher, PeerMap, RoomId};
 pub use rooms::{
     BARRED_MAX, CHAT_ENTRY_OVERHEAD, ChatEntry, Config, Input, LOBBY_MAX, LeaveReason, Mode, Output,
-    PeerInfo, Rejection, Request, Rooms,
+    PEEK_NAMES, PeerInfo, Rejection, Request, Rooms,
 };
 
 #[cfg(test)]
@@ -333,6 +333,32 @@ mod tests {
             > disconnect c
             ",
         );
+    }
+
+    #[test]
+    fn a_peek_names_the_first_members_in_join_order_and_no_more() {
+        let mut rooms: Rooms<String> = Rooms::new(Config { capacity: 20, ..Config::default() });
+        let room = RoomId::parse("tea").expect("room");
+        assert_eq!(rooms.names_in(&room), Vec::<&str>::new(), "nobody in a room that is not there");
+        let letters: Vec<String> = ('a'..='j').map(String::from).collect();
+        for l in &letters {
+            let name = DisplayName::parse(&l.to_uppercase()).expect("name");
+            rooms.handle_input(Input::Join {
+                peer: peer(l),
+                room: room.clone(),
+                name,
+                media: MediaState::default(),
+                now_ms: 0,
+                admission: Admission::default(),
+            });
+        }
+        while rooms.poll_output().is_some() {}
+        rooms.handle_input(Input::Leave { peer: peer("b") });
+        while rooms.poll_output().is_some() {}
+        assert_eq!(rooms.names_in(&room), ["A", "C", "D", "E", "F", "G", "H", "I"]);
+        assert_eq!(PEEK_NAMES, 8);
+        assert_eq!(rooms.occupancy(&room), (9, 20));
+        assert_eq!(rooms.names_in(&RoomId::parse("other").expect("room")), Vec::<&str>::new());
     }
 
     #[test]

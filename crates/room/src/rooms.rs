@@ -517,6 +517,10 @@ struct Room {
     mode: Mode,
 }
 
+/// At most this many names answer a `peek` (`room-state.names`), however
+/// big the room: the answer stays small (8 names of at most 40 characters).
+pub const PEEK_NAMES: usize = 8;
+
 /// What a remembered chat message costs beyond its strings (the entry, its
 /// place in the queue, the allocations' headers), for the byte bounds.
 pub const CHAT_ENTRY_OVERHEAD: usize = 96;
@@ -603,6 +607,13 @@ impl<P> Rooms<P> {
     /// room nobody is in has none).
     pub fn occupancy(&self, room: &RoomId) -> (usize, usize) {
         (self.rooms.get(room).map_or(0, |r| r.peers.len()), self.config.capacity)
+    }
+
+    /// The names of the first [`PEEK_NAMES`] peers in `room`, in join
+    /// order: who a lobby says is in the call (`room-state.names`).
+    pub fn names_in(&self, room: &RoomId) -> Vec<&str> {
+        let peers = self.rooms.get(room).map_or(&[][..], |r| &r.peers[..]);
+        peers.iter().take(PEEK_NAMES).filter_map(|p| self.members.get(p)).map(|m| m.name.as_str()).collect()
     }
 
     /// The room `peer` is in, if any.

@@ -239,6 +239,8 @@ pub enum ServerMsg<'a> {
         peers: usize,
         /// Most it holds.
         capacity: usize,
+        /// Who is in it: the first few names, in join order.
+        names: &'a [&'a str],
     },
     /// Answer to `ping`.
     Pong {
@@ -577,8 +579,8 @@ mod tests {
             ),
             (ServerMsg::Pong { resume: None }, r#"{"type":"pong"}"#),
             (
-                ServerMsg::RoomState { room: "tea", peers: 2, capacity: 2 },
-                r#"{"type":"room-state","room":"tea","peers":2,"capacity":2}"#,
+                ServerMsg::RoomState { room: "tea", peers: 2, capacity: 2, names: &["Joon", "Ara \"A\""] },
+                r#"{"type":"room-state","room":"tea","peers":2,"capacity":2,"names":["Joon","Ara \"A\""]}"#,
             ),
             (
                 ServerMsg::Error { code: ErrorCode::RoomFull, message: "full", request: Some("join") },

@@ -325,6 +325,12 @@ impl Driver {
                     "media.peerconnection.ice.obfuscate_host_addresses": false,
                     "media.autoplay.default": 0,
                     "media.autoplay.blocking_policy": 0,
+                    "media.autoplay.block-webaudio": false,
+                    // Headless here has no sound device, so Web Audio (the
+                    // lobby's meter, the speaking ring) would never start:
+                    // Firefox's own stand-in device plays it, as a
+                    // person's sound card would.
+                    "media.cubeb.force_mock_context": true,
                     // Nothing to fetch from the internet.
                     "app.update.disabledForTesting": true,
                     "browser.shell.checkDefaultBrowser": false,

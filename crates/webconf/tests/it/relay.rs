@@ -69,11 +69,15 @@ async fn a_third_peer_is_refused_and_the_call_is_not_disturbed() {
     c.expect_error("hello-required").await;
     c.hello().await;
     c.send(json!({"type": "peek", "room": "Duo"})).await;
-    assert_eq!(c.recv().await, json!({"type": "room-state", "room": "duo", "peers": 2, "capacity": 2}));
+    // Who is there, by name, in the order they came.
+    assert_eq!(
+        c.recv().await,
+        json!({"type": "room-state", "room": "duo", "peers": 2, "capacity": 2, "names": ["A", "B"]})
+    );
     c.send(json!({"type": "peek", "room": "nobody-here"})).await;
     assert_eq!(
         c.recv().await,
-        json!({"type": "room-state", "room": "nobody-here", "peers": 0, "capacity": 2})
+        json!({"type": "room-state", "room": "nobody-here", "peers": 0, "capacity": 2, "names": []})
     );
     c.send(json!({"type": "peek", "room": "no/such"})).await;
     assert_eq!(c.expect_error("bad-room").await["request"], "peek");
