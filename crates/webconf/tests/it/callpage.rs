@@ -643,8 +643,17 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
     // The control bar: a caption under each icon at a desktop's width,
     // in both browsers and languages; on a phone one row of the main
     // controls and the rest in a "More" menu, nothing wrapped or covered.
-    let all =
-        json!(["mic", "camera", "chat-toggle", "screen", "quality-toggle", "settings", "help", "hangup"]);
+    let all = json!([
+        "mic",
+        "camera",
+        "chat-toggle",
+        "people-toggle",
+        "screen",
+        "quality-toggle",
+        "settings",
+        "help",
+        "hangup"
+    ]);
     for (browser, who) in [(&a, "chromium"), (&b, "firefox")] {
         for lang in ["en", "ko"] {
             set_lang(browser, lang).await;
@@ -653,7 +662,7 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
             check(
                 p,
                 bar["buttons"] == all
-                    && bar["captions"].as_array().is_some_and(|c| c.len() == 8)
+                    && bar["captions"].as_array().is_some_and(|c| c.len() == 9)
                     && bar["wrong"] == json!([]),
                 format!("{who}, {lang}: the control bar at 1280 px: {bar}"),
             );
@@ -669,7 +678,8 @@ async fn the_call_page_shows_each_state_as_people_expect_in_chromium_and_firefox
         println!("chromium bar at 390 px ({lang}): {bar}");
         check(
             p,
-            bar["buttons"] == json!(["mic", "camera", "chat-toggle", "more-toggle", "hangup"])
+            bar["buttons"]
+                == json!(["mic", "camera", "chat-toggle", "people-toggle", "more-toggle", "hangup"])
                 && bar["captions"] == json!([])
                 && bar["wrong"] == json!([]),
             format!("{lang}: the control bar at 390 px: {bar}"),
