@@ -24,7 +24,7 @@ use crate::App;
 use crate::hub::{ConnId, PeerTx, ShardCmd};
 use crate::limits::{ConnectionPermit, TokenBucket};
 use crate::metrics::CloseKind;
-use crate::queue::{Kick, KickReason, Outbound, PushError, QueueRx, QueueTx, Route, outbound_queue};
+use crate::queue::{Kick, KickReason, Outbound, PushError, QueueRx, QueueTx, Route, Seat, outbound_queue};
 use crate::sfu_io::SfuCmd;
 use crate::socket::Socket;
 
@@ -54,6 +54,10 @@ enum State {
     Joining(RoomId),
     /// A member of this room.
     Joined(RoomId),
+    /// Said `leave`; the shard has not answered `left` yet. Reads nothing
+    /// meanwhile either: until the shard has let it go, its seat is held,
+    /// and a `join` elsewhere would hold two.
+    Leaving(RoomId),
 }
 
 /// How a connection ended, for the log.
@@ -139,12 +143,14 @@ struct Conn {
     /// Taken from `outbound` and being written; kept to reuse its memory.
     batch: Vec<Outbound>,
     kick: Arc<Kick>,
-    /// Bumped at every join and leave: a relay carrying an older number was
-    /// meant for a membership this connection has left, and is dropped.
-    membership: u64,
+    /// Our seat in the room we are in (or asked to join), which its shard
+    /// takes and vacates; what we hand the SFU to answer us through.
+    seat: Option<Arc<Seat>>,
     /// How to reach each other member of our room, as the shard told us.
     /// Matches exactly the peers our client was told about: routes come
     /// and go with the `joined`, `peer-joined` and `peer-left` we write.
+    /// (Whether a relay along one is delivered is still the shard's call:
+    /// see [`Route::relay`].)
     routes: Routes,
     /// A command the shard's inbox had no room for; sent before reading on.
     pending: Option<ShardCmd>,
@@ -180,7 +186,7 @@ impl Conn {
             outbound,
             batch: Vec::new(),
             kick: Arc::new(Kick::default()),
-            membership: 0,
+            seat: None,
             routes: Routes::default(),
             pending: None,
             pending_to: None,
@@ -206,7 +212,7 @@ impl Conn {
         };
         // Leave the room first, so the others hear of it without waiting for
         // this peer's close handshake.
-        if let State::Joining(room) | State::Joined(room) = &self.state {
+        if let State::Joining(room) | State::Joined(room) | State::Leaving(room) = &self.state {
             let shard = self.app.hub.shard(room).clone();
             // Blocks only while the shard's inbox is full; the shard never
             // waits on us, so this always completes.
@@ -296,9 +302,9 @@ impl Conn {
     }
 
     /// Whether to read the next frame: not while a command waits for room
-    /// in a shard's inbox, nor while a join waits for its answer.
+    /// in a shard's inbox, nor while a join or leave waits for its answer.
     fn reading(&self) -> bool {
-        self.pending.is_none() && !matches!(self.state, State::Joining(_))
+        self.pending.is_none() && !matches!(self.state, State::Joining(_) | State::Leaving(_))
     }
 
     /// Handles every whole frame read so far (stopping early if reading
@@ -347,12 +353,6 @@ impl Conn {
         for out in self.batch.drain(..) {
             let text = match out {
                 Outbound::Text(text) => text,
-                Outbound::Relay { text, membership } => {
-                    if membership != self.membership {
-                        continue; // For a membership we have left.
-                    }
-                    text
-                }
                 Outbound::JoinAnswer(answer) => {
                     let answer = *answer;
                     self.state = match answer.room {
@@ -361,11 +361,20 @@ impl Conn {
                             // A resumed id is this connection's only once
                             // its join succeeded.
                             self.id = self.fresh_id;
+                            self.seat = None;
                             State::Lobby
                         }
                     };
                     self.routes = Routes(answer.routes);
                     answer.text
+                }
+                Outbound::Left(text) => {
+                    // The shard has vacated our seat: nothing more of that
+                    // room comes after this.
+                    self.state = State::Lobby;
+                    self.seat = None;
+                    self.routes.clear();
+                    text
                 }
                 Outbound::PeerJoined(joined) => {
                     let (text, peer, route) = *joined;
@@ -459,11 +468,10 @@ impl Conn {
                     }
                 }
                 self.media = media;
-                self.membership += 1;
                 self.routes.clear();
-                let route =
-                    Route { queue: self.queue.clone(), kick: self.kick.clone(), membership: self.membership };
-                let tx = PeerTx { conn: self.conn, route, resumed, reached: self.reached };
+                let seat = Seat::new(self.queue.clone(), self.kick.clone());
+                self.seat = Some(seat.clone());
+                let tx = PeerTx { conn: self.conn, seat, resumed, reached: self.reached };
                 self.state = State::Joining(room.clone());
                 self.send_to_shard(
                     &room,
@@ -476,14 +484,14 @@ impl Conn {
                 self.send_to_shard(&room, cmd);
                 None
             }
-            (State::Joined(_) | State::Joining(_), ClientMsg::Peek { .. }) => {
+            (State::Joined(_) | State::Joining(_) | State::Leaving(_), ClientMsg::Peek { .. }) => {
                 Some(self.error_reply(&ProtocolError::new(
                     ErrorCode::AlreadyJoined,
                     Some(kind),
                     "you are in a room already: joined and peer-joined say who is there",
                 )))
             }
-            (State::Joined(_) | State::Joining(_), ClientMsg::Join { .. }) => {
+            (State::Joined(_) | State::Joining(_) | State::Leaving(_), ClientMsg::Join { .. }) => {
                 Some(self.error_reply(&ProtocolError::new(
                     ErrorCode::AlreadyJoined,
                     Some(kind),
@@ -499,14 +507,14 @@ impl Conn {
                     return Some(self.error_reply(&err));
                 };
                 let text = Utf8Bytes::from(encode_relay(self.id, data.get()));
-                match route.queue.push(Outbound::Relay { text, membership: route.membership }) {
+                match route.relay(text) {
                     Ok(()) => {
                         self.app.metrics.signals_relayed.fetch_add(1, Ordering::Relaxed);
                     }
-                    // It cannot keep up: it goes, and its room hears of it.
-                    Err(PushError::Full) => route.kick.kick(KickReason::TooSlow),
-                    // Gone already; `peer-left` is on its way to us.
-                    Err(PushError::Closed) => {}
+                    // It cannot keep up: `relay` dropped it, and its room
+                    // hears of it. Or it is gone or has left already
+                    // (`peer-left` is on its way to us), or we have.
+                    Err(PushError::Full | PushError::Closed | PushError::NotSeated) => {}
                 }
                 None
             }
@@ -535,8 +543,8 @@ impl Conn {
                     return Some(self.error_reply(&err));
                 };
                 let sdp = sdp.into_owned();
-                let route =
-                    Route { queue: self.queue.clone(), kick: self.kick.clone(), membership: self.membership };
+                // Joined, so seated (or about to be vacated, and then unheard).
+                let seat = self.seat.clone()?;
                 let cmd = match sdp_kind {
                     signal::SdpKind::Offer => {
                         self.in_sfu = true;
@@ -544,12 +552,12 @@ impl Conn {
                             room: room.clone(),
                             peer: self.id,
                             conn: self.conn,
-                            route,
+                            seat,
                             sdp,
                             sources,
                         }
                     }
-                    signal::SdpKind::Answer => SfuCmd::Answer { conn: self.conn, route, sdp },
+                    signal::SdpKind::Answer => SfuCmd::Answer { conn: self.conn, seat, sdp },
                 };
                 if sfu.send(cmd) {
                     return None;
@@ -573,13 +581,13 @@ impl Conn {
                 let room = room.clone();
                 self.send_to_shard(&room, ShardCmd::Leave { peer: self.id, conn: self.conn });
                 self.leave_sfu();
-                self.state = State::Lobby;
-                self.membership += 1;
+                // Signals stop here already; the shard's `left` ends the rest.
                 self.routes.clear();
+                self.state = State::Leaving(room);
                 None
             }
             (
-                State::Lobby | State::Joining(_),
+                State::Lobby | State::Joining(_) | State::Leaving(_),
                 ClientMsg::Signal { .. }
                 | ClientMsg::Chat { .. }
                 | ClientMsg::Media { .. }

@@ -1,5 +1,6 @@
-//! A connection's outbound queue, and routes: how one connection puts a
-//! signal straight into another's queue.
+//! A connection's outbound queue; seats, a connection's membership of one
+//! room; and routes: how one connection puts a signal straight into
+//! another's queue, only while both hold their seats.
 //!
 //! The queue is bounded by the bytes waiting in it, not by a count: a burst
 //! of thousands of small signals fits, a stalled reader cannot hold more
@@ -22,11 +23,11 @@ use tungstenite::Utf8Bytes;
 pub(crate) enum Outbound {
     /// A message, encoded, to write as it is.
     Text(Utf8Bytes),
-    /// A signal relayed by another member, meant for this connection's
-    /// membership number `membership`: dropped if it has left since.
-    Relay { text: Utf8Bytes, membership: u64 },
     /// The answer to this connection's `join`.
     JoinAnswer(Box<JoinAnswer>),
+    /// The answer to this connection's `leave` (`left`): its seat is
+    /// vacated, and nothing more of that room follows.
+    Left(Utf8Bytes),
     /// Someone joined this connection's room: write `text`, add the route.
     PeerJoined(Box<(Utf8Bytes, PeerId, Route)>),
     /// Someone left this connection's room: write `text`, drop the route.
@@ -47,23 +48,121 @@ pub(crate) struct JoinAnswer {
 impl Outbound {
     fn len(&self) -> usize {
         match self {
-            Outbound::Text(t) | Outbound::Relay { text: t, .. } | Outbound::PeerLeft { text: t, .. } => {
-                t.len()
-            }
+            Outbound::Text(t) | Outbound::Left(t) | Outbound::PeerLeft { text: t, .. } => t.len(),
             Outbound::JoinAnswer(a) => a.text.len(),
             Outbound::PeerJoined(j) => j.0.len(),
         }
     }
 }
 
-/// How to reach one member of a room: its queue, its kick switch, and the
-/// membership number its relays must carry. Handed out by the room's shard
-/// with `joined` and `peer-joined`, withdrawn with `peer-left`.
+/// One connection's membership of one room: what routes lead to, and
+/// what makes them lead nowhere once it ends.
+///
+/// The connection makes a seat for each `join` it sends; from then on only
+/// the shard that owns the room changes its state: it takes the seat when
+/// the room core admits the peer (before telling anyone), and vacates it
+/// when the core lets the peer go (before telling anyone, and before the
+/// peer's own `left`), never to take it again. So "is this peer a member
+/// of that room" has one answer, the room's shard's, and
+/// [`Route::relay`] asks exactly that.
+#[derive(Debug)]
+pub(crate) struct Seat {
+    queue: QueueTx,
+    kick: Arc<Kick>,
+    /// [`WAITING`], [`SEATED`] or [`VACATED`].
+    state: AtomicU8,
+}
+
+const WAITING: u8 = 0;
+const SEATED: u8 = 1;
+const VACATED: u8 = 2;
+
+impl Seat {
+    /// A seat for a `join` not yet decided, leading to `queue`.
+    pub(crate) fn new(queue: QueueTx, kick: Arc<Kick>) -> Arc<Seat> {
+        Arc::new(Seat { queue, kick, state: AtomicU8::new(WAITING) })
+    }
+
+    /// The room's shard admitted the peer. (Only the shard calls this.)
+    pub(crate) fn take(&self) {
+        let _ = self.state.compare_exchange(WAITING, SEATED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The room's shard let the peer go, or refused it. (Only the shard
+    /// calls this, before it pushes anything that says so.)
+    pub(crate) fn vacate(&self) {
+        self.state.store(VACATED, Ordering::Release);
+    }
+
+    fn is_seated(&self) -> bool {
+        self.state.load(Ordering::Acquire) == SEATED
+    }
+
+    /// Puts `msg` in the connection's queue whatever the seat's state: for
+    /// the room's shard, which decides membership itself.
+    pub(crate) fn push(&self, msg: Outbound) -> Result<(), PushError> {
+        self.queue.push(msg)
+    }
+
+    /// Puts `msg` in the connection's queue if the seat is still held
+    /// (for the SFU, answering for the membership a connection offered
+    /// in); a full queue drops the connection as too slow.
+    pub(crate) fn push_while_seated(&self, msg: Outbound) -> Result<(), PushError> {
+        let pushed = self.queue.push_if(msg, || self.is_seated());
+        if pushed == Err(PushError::Full) {
+            self.kick(KickReason::TooSlow);
+        }
+        pushed
+    }
+
+    /// Locks the connection's queue while the shard that takes this seat
+    /// tells the room of its peer: no member's signal can reach the
+    /// newcomer before its `joined`, and the newcomer, which cannot read
+    /// its `joined` until then, cannot signal a member before that member's
+    /// `peer-joined`.
+    ///
+    /// The shard pushes into the other members' queues meanwhile, the one
+    /// place a queue's lock is held while another is taken. That cannot
+    /// deadlock: only a shard seating a newcomer does it, always newcomer
+    /// first, and the newcomer is a member of no room (it joins only from
+    /// the lobby, after its last room's shard removed it), so no other
+    /// shard holds its lock while reaching for a member's.
+    pub(crate) fn hold(&self) -> Hold<'_> {
+        self.queue.hold()
+    }
+
+    /// Tells the connection to close.
+    pub(crate) fn kick(&self, reason: KickReason) {
+        self.kick.kick(reason);
+    }
+}
+
+/// How one member reaches another: the sender's seat and the addressee's.
+/// Handed out by the room's shard with `joined` and `peer-joined`, dropped
+/// with `peer-left`; but a route kept too long (a `peer-left` not yet read,
+/// a `peer-joined` from a shard that had not yet seen its reader leave)
+/// still carries nothing once either seat is vacated.
 #[derive(Clone, Debug)]
 pub(crate) struct Route {
-    pub(crate) queue: QueueTx,
-    pub(crate) kick: Arc<Kick>,
-    pub(crate) membership: u64,
+    pub(crate) from: Arc<Seat>,
+    pub(crate) to: Arc<Seat>,
+}
+
+impl Route {
+    /// Relays a signal: pushed into the addressee's queue only if both
+    /// seats are held, checked under that queue's lock. A shard vacates a
+    /// seat before it pushes the `peer-left` (or `left`) that says so, so
+    /// a relay either lands before those in the addressee's queue or finds
+    /// the seat vacated and is dropped (`NotSeated`). A full queue drops
+    /// the addressee as too slow.
+    pub(crate) fn relay(&self, text: Utf8Bytes) -> Result<(), PushError> {
+        let pushed =
+            self.to.queue.push_if(Outbound::Text(text), || self.from.is_seated() && self.to.is_seated());
+        if pushed == Err(PushError::Full) {
+            self.to.kick(KickReason::TooSlow);
+        }
+        pushed
+    }
 }
 
 /// Why a connection is told to close by someone else.
@@ -93,6 +192,16 @@ impl Kick {
         };
         if self.reason.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             self.flipped.notify_one();
+        }
+    }
+
+    /// Why it was kicked, if it was.
+    #[cfg(test)]
+    pub(crate) fn reason(&self) -> Option<KickReason> {
+        match self.reason.load(Ordering::Acquire) {
+            0 => None,
+            2 => Some(KickReason::Replaced),
+            _ => Some(KickReason::TooSlow),
         }
     }
 
@@ -143,6 +252,8 @@ pub(crate) enum PushError {
     Full,
     /// The connection is gone.
     Closed,
+    /// A seat the push needed is not held (see [`Route::relay`]).
+    NotSeated,
 }
 
 /// The pushing side (shards and other connections hold clones).
@@ -153,20 +264,67 @@ pub(crate) struct QueueTx {
 
 impl QueueTx {
     pub(crate) fn push(&self, msg: Outbound) -> Result<(), PushError> {
-        let len = msg.len();
+        self.push_if(msg, || true)
+    }
+
+    /// Pushes `msg` if `allowed()` holds, asked under the queue's lock.
+    fn push_if(&self, msg: Outbound, allowed: impl FnOnce() -> bool) -> Result<(), PushError> {
         {
             let mut state = self.shared.lock();
-            if state.closed {
-                return Err(PushError::Closed);
+            if !allowed() && !state.closed {
+                return Err(PushError::NotSeated);
             }
-            if state.bytes + len > self.shared.budget {
-                return Err(PushError::Full);
-            }
-            state.bytes += len;
-            state.items.push_back(msg);
+            state.push(msg, self.shared.budget)?;
         }
         // A stored permit if the reader is not waiting yet: no lost wake-up.
         self.shared.ready.notify_one();
+        Ok(())
+    }
+
+    /// Locks the queue until the [`Hold`] is dropped: nobody else can push
+    /// into it or read from it meanwhile, the holder can. See
+    /// [`Seat::hold`] for who may, and why it cannot deadlock.
+    fn hold(&self) -> Hold<'_> {
+        Hold { shared: &self.shared, state: self.shared.lock(), pushed: false }
+    }
+}
+
+/// A queue locked by [`QueueTx::hold`].
+pub(crate) struct Hold<'a> {
+    shared: &'a Shared,
+    state: MutexGuard<'a, State>,
+    pushed: bool,
+}
+
+impl Hold<'_> {
+    pub(crate) fn push(&mut self, msg: Outbound) -> Result<(), PushError> {
+        self.state.push(msg, self.shared.budget)?;
+        self.pushed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if self.pushed {
+            // The reader wakes and then waits for the lock, released just
+            // after this.
+            self.shared.ready.notify_one();
+        }
+    }
+}
+
+impl State {
+    fn push(&mut self, msg: Outbound, budget: usize) -> Result<(), PushError> {
+        if self.closed {
+            return Err(PushError::Closed);
+        }
+        let len = msg.len();
+        if self.bytes + len > budget {
+            return Err(PushError::Full);
+        }
+        self.bytes += len;
+        self.items.push_back(msg);
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ mod group;
 mod harness;
 mod hostile;
 mod lan;
+mod membership;
 mod nat;
 mod netlab;
 mod relay;
