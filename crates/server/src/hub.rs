@@ -104,10 +104,22 @@ pub(crate) struct Hub {
 /// token for the very room it sits in (and that room's shard then replaces
 /// the older connection). Locked only for one map operation per join and
 /// leave, never across an await.
+///
+/// It is also what the built-in TURN server asks before accepting a
+/// credential ([`Seating::is_seated_user`]): credentials are handed to a
+/// peer with `joined` and good only while it holds a seat. When it leaves,
+/// the TURN server is told to end its allocations: at once after `leave`,
+/// after [`RESUME_GRACE`] when the connection was lost (the page comes back
+/// with its resume token and the same id, and its relayed call goes on).
 #[derive(Debug, Default)]
 pub(crate) struct Seating {
     held: std::sync::Mutex<PeerMap<Held>>,
+    revoker: std::sync::OnceLock<crate::turn_io::Revoker>,
 }
+
+/// How long a peer whose connection was lost keeps its TURN allocations,
+/// waiting for it to come back with its resume token.
+pub(crate) const RESUME_GRACE: Duration = Duration::from_secs(30);
 
 /// Who holds a peer id's seat: the connection, the room, and the seat
 /// itself (each `join` makes a new one, so a late release of an older seat
@@ -139,12 +151,27 @@ impl Seating {
         true
     }
 
-    /// `seat` no longer holds `peer`'s id (if it still did).
-    fn release(&self, peer: PeerId, seat: &Arc<Seat>) {
+    /// `seat` no longer holds `peer`'s id (if it still did); its TURN
+    /// credentials are revoked, after `grace`.
+    fn release(&self, peer: PeerId, seat: &Arc<Seat>, grace: Duration) {
         let mut held = self.lock();
         if held.get(&peer).is_some_and(|h| Arc::ptr_eq(&h.seat, seat)) {
             held.remove(&peer);
+            drop(held);
+            if let Some(revoker) = self.revoker.get() {
+                revoker.revoke(peer.to_string(), grace);
+            }
         }
+    }
+
+    /// Whether `user` (a peer id, as TURN credentials name it) holds a seat.
+    pub(crate) fn is_seated_user(&self, user: &str) -> bool {
+        PeerId::parse(user).is_some_and(|peer| self.lock().contains_key(&peer))
+    }
+
+    /// Where revocations go: the built-in TURN server, once it runs.
+    pub(crate) fn revoke_through(&self, revoker: crate::turn_io::Revoker) {
+        let _ = self.revoker.set(revoker);
     }
 }
 
@@ -152,8 +179,13 @@ impl Hub {
     /// Spawns `count` shard tasks on the current runtime.
     /// Rooms with more than `p2p_max` members move to the SFU (`None`:
     /// there is none).
-    pub(crate) fn start(count: usize, config: &Config, p2p_max: Option<usize>, metrics: Arc<Metrics>) -> Hub {
-        let seating = Arc::new(Seating::default());
+    pub(crate) fn start(
+        count: usize,
+        config: &Config,
+        p2p_max: Option<usize>,
+        metrics: Arc<Metrics>,
+        seating: Arc<Seating>,
+    ) -> Hub {
         let shards = (0..count.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_INBOX);
@@ -228,6 +260,7 @@ impl Shard {
 
     fn handle(&mut self, cmd: ShardCmd) {
         let now_ms = || u64::try_from(crate::unix_now().as_millis()).unwrap_or(u64::MAX);
+        let left = matches!(cmd, ShardCmd::Leave { .. });
         let peer = match cmd {
             ShardCmd::Join { peer, room, name, media, tx } => {
                 let conn = tx.conn;
@@ -274,7 +307,7 @@ impl Shard {
                     let seat = tx.seat.clone();
                     self.flush(Some((peer, &seat)));
                     if self.core.room_of(peer).is_none() {
-                        self.unseat(peer);
+                        self.unseat(peer, RESUME_GRACE);
                     }
                     self.update_gauges();
                     return;
@@ -324,7 +357,10 @@ impl Shard {
         };
         self.flush(None);
         if self.core.room_of(peer).is_none() {
-            self.unseat(peer);
+            // Said `leave`: its relays are of no more use. Otherwise (a
+            // lost connection, a refused join) it may come back.
+            let grace = if left { Duration::ZERO } else { RESUME_GRACE };
+            self.unseat(peer, grace);
         }
         self.update_gauges();
     }
@@ -339,11 +375,12 @@ impl Shard {
     }
 
     /// Forgets `peer`'s connection (its seat vacated) and gives up its id's
-    /// claim, once the core has let it go.
-    fn unseat(&mut self, peer: PeerId) -> Option<PeerTx> {
+    /// claim, once the core has let it go; its TURN allocations end after
+    /// `grace`.
+    fn unseat(&mut self, peer: PeerId, grace: Duration) -> Option<PeerTx> {
         let tx = self.peers.remove(&peer)?;
         tx.seat.vacate();
-        self.seating.release(peer, &tx.seat);
+        self.seating.release(peer, &tx.seat, grace);
         Some(tx)
     }
 
@@ -389,7 +426,7 @@ impl Shard {
             // perhaps to the newcomer.
             held = None;
             let Some(peer) = self.kicked.pop() else { break };
-            if let Some(tx) = self.unseat(peer) {
+            if let Some(tx) = self.unseat(peer, RESUME_GRACE) {
                 tracing::info!(%peer, "dropping a peer whose outbound queue is full");
                 tx.seat.kick(KickReason::TooSlow);
             }

@@ -392,18 +392,24 @@ pub async fn serve(
     // The TURN server relays to the SFU's exact address (on a LAN it is
     // private, and on our own address, both otherwise refused); known only
     // once the SFU has its port, when that was left to the system.
+    // Who holds a seat where: the shards' one record, and what the built-in
+    // TURN server asks before it accepts a credential handed to a peer.
+    let seating = Arc::new(hub::Seating::default());
     let turn = config.turn.clone().map(|mut turn| {
         if let Some(sfu) = &sfu
             && !turn.core.local_peers.contains(&sfu.addr)
         {
             turn.core.local_peers.push(sfu.addr);
         }
+        let seated = seating.clone();
+        turn.core.users = Some(::turn::UserCheck(Arc::new(move |user| seated.is_seated_user(user))));
         turn
     });
     let _turn = match &turn {
         Some(turn) => match turn_io::start(turn.clone(), metrics.clone(), shutdown_token.clone()).await {
-            Ok(task) => {
+            Ok((task, revoker)) => {
                 tracing::info!(listen = %turn.listen, public_ip = %turn.public_ip, "STUN/TURN on UDP and TCP");
+                seating.revoke_through(revoker);
                 Some(AbortOnDrop(task))
             }
             Err(e) => {
@@ -419,7 +425,7 @@ pub async fn serve(
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let app = Arc::new(App {
         origins: origin::OriginPolicy::new(&config.allowed_origins, loopback),
-        hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone()),
+        hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone(), seating),
         sfu,
         limiter: limits::ConnectionLimiter::new(
             accept::descriptor_share(accept::Holder::WebSockets, config.limits.max_connections),

@@ -16,7 +16,7 @@ pub mod policy;
 mod server;
 pub mod stun;
 
-pub use server::{AllocId, Config, Family, FiveTuple, Input, Output, Server, Stats, Transport};
+pub use server::{AllocId, Config, Family, FiveTuple, Input, Output, Server, Stats, Transport, UserCheck};
 
 #[cfg(test)]
 mod tests {
@@ -588,6 +588,37 @@ mod tests {
         q.fresh_nonce();
         let out = q.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
         assert_eq!(Harness::response(&out).2, Some(486), "a fresh credential for the same peer");
+    }
+
+    /// Finding 4: a credential is good only while the peer it was handed
+    /// to may use TURN (webconf: holds a seat). When it leaves, its
+    /// allocations end (relay closed) and its credential is refused; a
+    /// revocation for a peer that is back (resumed) ends nothing.
+    #[test]
+    fn credentials_are_bound_to_their_peer_and_revoked_when_it_leaves() {
+        use std::sync::{Arc, Mutex};
+        let seated = Arc::new(Mutex::new(vec!["peer".to_owned()]));
+        let check = seated.clone();
+        let users = UserCheck(Arc::new(move |u| check.lock().expect("lock").iter().any(|s| s == u)));
+        let mut h = Harness::new(Config { users: Some(users), ..Config::default() });
+        let relay = h.allocate();
+        assert_eq!(h.permit(addr("192.0.2.1:1")), None);
+
+        // Revoked while still seated (a resumed peer): nothing ends.
+        assert!(h.input(Input::Revoke { user: "peer" }).is_empty());
+        seated.lock().expect("lock").clear();
+        assert_eq!(h.input(Input::Revoke { user: "peer" }), vec![Output::CloseRelay { relay }]);
+        assert_eq!(h.server.stats().allocations, 0);
+        // Its credential no longer allocates, refreshes or permits.
+        h.client.client = addr("198.51.100.10:50001");
+        h.fresh_nonce();
+        let out = h.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+        assert_eq!(Harness::response(&out).2, Some(401));
+        assert_eq!(h.permit(addr("192.0.2.1:1")), Some(401));
+        // Seated again (resumed), the peer allocates again.
+        seated.lock().expect("lock").push("peer".to_owned());
+        h.client.client = addr("198.51.100.10:50002");
+        h.allocate();
     }
 
     /// Finding 4: the bandwidth cap was per allocation only, so more

@@ -119,6 +119,23 @@ pub struct Config {
     pub local_peers: Vec<SocketAddr>,
     /// Families the shell can open relay sockets in.
     pub families: Vec<Family>,
+    /// Who may use their credentials now, when the code that hands them out
+    /// can say: a username is accepted only while this says yes for its
+    /// user (the peer id of a REST username), and [`Input::Revoke`] ends a
+    /// user's allocations once it says no. `None`: every credential the
+    /// secret checks, until it expires.
+    pub users: Option<UserCheck>,
+}
+
+/// Says whether a user may use TURN now (see [`Config::users`]). A lookup,
+/// not IO: webconf answers it from who holds a seat in a room.
+#[derive(Clone)]
+pub struct UserCheck(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for UserCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserCheck(..)")
+    }
 }
 
 impl Default for Config {
@@ -146,6 +163,7 @@ impl Default for Config {
             own_ports: Vec::new(),
             local_peers: Vec::new(),
             families: vec![Family::V4],
+            users: None,
         }
     }
 }
@@ -185,6 +203,13 @@ pub enum Input<'a> {
     ClientGone {
         /// The connection.
         client: FiveTuple,
+    },
+    /// `user` may no longer use its credentials (it left its room): unless
+    /// [`Config::users`] says it may again by now, its allocations (and
+    /// pending ones) end, and its credentials are refused from now on.
+    Revoke {
+        /// The user: the peer id of a REST username.
+        user: &'a str,
     },
 }
 
@@ -439,6 +464,7 @@ impl Server {
                     self.send(p.client, msg);
                 }
             }
+            Input::Revoke { user } => self.revoke(user),
             Input::ClientGone { client } => {
                 self.remove_allocation(client);
                 let gone: Vec<AllocId> =
@@ -449,6 +475,30 @@ impl Server {
                         self.release(&p.username, p.client.client);
                     }
                 }
+            }
+        }
+    }
+
+    /// Ends every allocation of `user`, unless it may use TURN (again).
+    fn revoke(&mut self, user: &str) {
+        if self.config.users.as_ref().is_none_or(|check| (check.0)(user)) {
+            return;
+        }
+        let gone: Vec<FiveTuple> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| quota_key(&a.username) == user)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in gone {
+            self.remove_allocation(t);
+        }
+        let pending: Vec<AllocId> =
+            self.pending.iter().filter(|(_, p)| quota_key(&p.username) == user).map(|(id, _)| *id).collect();
+        for id in pending {
+            if let Some(p) = self.pending.remove(&id) {
+                self.timers.remove(&(p.started + PENDING_TIMEOUT, Timer::Pending(id)));
+                self.release(&p.username, p.client.client);
             }
         }
     }
@@ -591,6 +641,11 @@ impl Server {
         let password = auth::rest_password(&self.config.secret, username);
         let key = auth::long_term_key(username, &self.config.realm, &password);
         if !msg.verify_integrity(&key) {
+            return challenge(self, 401, "Unauthorized");
+        }
+        if let Some(check) = &self.config.users
+            && !(check.0)(quota_key(username))
+        {
             return challenge(self, 401, "Unauthorized");
         }
         Auth::Ok { username: username.to_owned(), key }
