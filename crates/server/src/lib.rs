@@ -73,6 +73,10 @@ pub struct Config {
     /// Behind a reverse proxy: take the client's address from
     /// `X-Forwarded-For` and the public host from `X-Forwarded-Host`.
     pub trust_proxy: bool,
+    /// Names requests may call this server by (`Host`), besides IP
+    /// addresses, this machine's host name and loopback names on a
+    /// loopback listener; `*` allows any. See [`origin::HostPolicy`].
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -91,6 +95,7 @@ impl Default for Config {
             chat_max_age: Duration::from_secs(3600),
             tls: None,
             trust_proxy: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -346,6 +351,8 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub(crate) struct App {
     pub(crate) config: Config,
     pub(crate) origins: origin::OriginPolicy,
+    /// Which `Host` names requests may use.
+    pub(crate) hosts: origin::HostPolicy,
     pub(crate) hub: hub::Hub,
     /// Cancelled when the server shuts down; every connection watches it.
     pub(crate) shutdown: CancellationToken,
@@ -422,9 +429,13 @@ pub async fn serve(
     let p2p_max = sfu.as_ref().and(config.sfu.as_ref()).map(|s| s.p2p_max);
     // Loopback origins are a developer's pages only on a server listening
     // on loopback; elsewhere they are whatever runs on a visitor's machine.
-    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let local = listener.local_addr().map(|a| a.ip());
+    let loopback = local.as_ref().is_ok_and(IpAddr::is_loopback);
+    // This machine's host name (and its mDNS form) besides the names given.
+    let hosts = tls::default_names(&config.allowed_hosts);
     let app = Arc::new(App {
         origins: origin::OriginPolicy::new(&config.allowed_origins, loopback),
+        hosts: origin::HostPolicy::new(&hosts, loopback || local.is_ok_and(|ip| ip.is_unspecified())),
         hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone(), seating),
         sfu,
         limiter: limits::ConnectionLimiter::new(

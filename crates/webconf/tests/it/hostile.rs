@@ -287,3 +287,48 @@ async fn behind_a_proxy_the_cap_per_address_does_not_apply() {
     let health = healthz_from("127.0.0.1", server.addr).await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 }
+
+/// Issue 10, finding 9: the `Host` header was never checked, so a page
+/// whose own name was pointed at this server (DNS rebinding) was
+/// same-origin with itself and could read pages and `/metrics` and open
+/// the WebSocket. A name that is not ours now gets 421 (the WebSocket
+/// included); our addresses, loopback names on a loopback listener and
+/// `--allow-host` names are served, and `/healthz` answers any name.
+#[tokio::test]
+async fn requests_for_names_that_are_not_ours_are_refused() {
+    let config =
+        server::Config { allowed_hosts: vec!["meet.example.org".into()], ..server::Config::default() };
+    let server = TestServer::start(config).await;
+    let port = server.addr.port();
+    let status = |host: String, path: &'static str| {
+        let addr = server.addr;
+        async move {
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nConnection: close\r\n\
+                 Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            );
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut head = [0u8; 12];
+            tokio::time::timeout(PATIENCE, stream.read_exact(&mut head))
+                .await
+                .expect("in time")
+                .expect("read");
+            String::from_utf8_lossy(&head[9..12]).into_owned()
+        }
+    };
+    for (host, path, expected) in [
+        (format!("evil.example:{port}"), "/", "421"),
+        (format!("evil.example:{port}"), "/ws", "421"),
+        (format!("evil.example:{port}"), "/metrics", "421"),
+        (format!("evil.example:{port}"), "/healthz", "200"),
+        (format!("127.0.0.1:{port}"), "/", "200"),
+        (format!("localhost:{port}"), "/", "200"),
+        (format!("meet.example.org:{port}"), "/", "200"),
+        (format!("127.0.0.1:{port}"), "/ws", "101"),
+        (format!("meet.example.org:{port}"), "/ws", "101"),
+    ] {
+        assert_eq!(status(host.clone(), path).await, expected, "GET {path} for {host}");
+    }
+}
