@@ -462,7 +462,10 @@ impl Task {
         let m = &self.metrics;
         m.turn_allocations.store(stats.allocations as i64, Ordering::Relaxed);
         m.turn_relayed.store(stats.packets_to_peers + stats.packets_to_clients, Ordering::Relaxed);
-        m.turn_refused.store(stats.requests_refused + stats.packets_dropped, Ordering::Relaxed);
+        m.turn_refused.store(
+            stats.requests_refused + stats.packets_dropped + stats.challenges_dropped,
+            Ordering::Relaxed,
+        );
     }
 
     /// Binds a relay socket on a free port of the range; returns its

@@ -590,6 +590,41 @@ mod tests {
         assert_eq!(Harness::response(&out).2, Some(486), "a fresh credential for the same peer");
     }
 
+    /// Finding 9: a bare 20-byte request over UDP got a 401 with a realm
+    /// and a nonce, several times its size, whatever its (forgeable)
+    /// source: a reflector. Challenges to one address are now capped (by
+    /// default 20 a second, one second's worth at once), and in all (2000
+    /// a second); over TCP (no forged sources) they are not.
+    #[test]
+    fn challenges_over_udp_are_rate_limited_per_address_and_in_all() {
+        let limits =
+            Config { challenges_per_sec_per_address: 10, challenges_per_sec: 15, ..Config::default() };
+        let mut h = Harness::new(limits);
+        let bare = |h: &mut Harness| {
+            let tid = h.tid();
+            let msg = Builder::new(Method::Allocate, Class::Request, tid)
+                .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                .finish();
+            h.send_client(&msg).len()
+        };
+        let answered: usize = (0..50).map(|_| bare(&mut h)).sum();
+        assert_eq!(answered, 10, "one address: 10 at once");
+        h.client.client = addr("198.51.100.99:50000");
+        let answered: usize = (0..50).map(|_| bare(&mut h)).sum();
+        assert_eq!(answered, 5, "all addresses: 15 a second");
+        assert_eq!(h.server.stats().challenges_dropped, 85);
+        h.now += Duration::from_secs(1);
+        assert_eq!(bare(&mut h), 1, "a second later, again");
+        h.client.transport = Transport::Tcp;
+        let answered: usize = (0..50).map(|_| bare(&mut h)).sum();
+        assert_eq!(answered, 50, "TCP clients cannot forge their address");
+        // The usual dance still works.
+        h.client.transport = Transport::Udp;
+        h.client.client = addr("198.51.100.7:50000");
+        h.now += Duration::from_secs(1);
+        h.allocate();
+    }
+
     /// Finding 4: a credential is good only while the peer it was handed
     /// to may use TURN (webconf: holds a seat). When it leaves, its
     /// allocations end (relay closed) and its credential is refused; a
