@@ -167,7 +167,8 @@ impl Conn {
         let limits = app.config.limits;
         // Bounded by bytes: a shard that finds it full drops this peer as
         // too slow.
-        let (queue, outbound) = outbound_queue(limits.outbound_queue_bytes.max(1));
+        let (queue, outbound) =
+            outbound_queue(limits.outbound_queue_bytes.max(1), app.outbound_total.clone());
         let now = Instant::now();
         let bucket = (limits.rate_per_sec > 0)
             .then(|| TokenBucket::new(limits.rate_per_sec, limits.rate_burst, now.into_std()));
@@ -396,9 +397,10 @@ impl Conn {
         }
     }
 
-    /// Writes what the socket holds, within the write deadline.
+    /// Writes what the socket holds, within the write deadline; a kick (too
+    /// slow, replaced) ends a write that waits, rather than the deadline.
     async fn flush(&mut self, socket: &mut Socket) -> Result<(), End> {
-        with_deadline(self.app.config.limits.write_timeout, socket.flush()).await
+        with_deadline(self.app.config.limits.write_timeout, socket.flush(), &self.kick).await
     }
 
     /// Handles a binary frame: not part of the protocol.
@@ -687,9 +689,10 @@ impl Routes {
     }
 }
 
-/// Runs a write within `deadline`. Most writes finish at once (the socket
-/// buffer has room), so the timer is only set up for those that do not.
-async fn with_deadline<F>(deadline: Duration, write: F) -> Result<(), End>
+/// Runs a write within `deadline`, or until `kick`. Most writes finish at
+/// once (the socket buffer has room), so the timer is only set up for
+/// those that do not.
+async fn with_deadline<F>(deadline: Duration, write: F, kick: &Kick) -> Result<(), End>
 where
     F: std::future::Future<Output = std::io::Result<()>>,
 {
@@ -699,9 +702,14 @@ where
         None => {
             // Boxed: a timer is large, and most connections never need one.
             let expired = Box::pin(tokio::time::sleep(deadline));
+            let kicked = Box::pin(kick.kicked());
             tokio::select! {
                 r = &mut write => r,
                 () = expired => return Err(End::WriteFailed),
+                reason = kicked => return Err(match reason {
+                    KickReason::TooSlow => End::TooSlow,
+                    KickReason::Replaced => End::Replaced,
+                }),
             }
         }
     };

@@ -570,7 +570,7 @@ mod tests {
 
     impl Peer {
         fn new(n: u64) -> Peer {
-            let (queue, rx) = outbound_queue(1 << 20);
+            let (queue, rx) = outbound_queue(1 << 20, crate::limits::ByteBudget::new(usize::MAX));
             Peer { id: PeerId(n), conn: n, queue, rx, kick: Arc::new(Kick::default()) }
         }
 

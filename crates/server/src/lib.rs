@@ -231,6 +231,11 @@ pub struct Limits {
     /// Bytes waiting to be written to one connection before it is dropped
     /// as too slow.
     pub outbound_queue_bytes: usize,
+    /// Bytes waiting to be written to all connections together. Past it a
+    /// connection holding more than one largest message (64 KiB) is
+    /// dropped as too slow when more comes for it; one holding less is
+    /// not (see `queue::FLOOR`).
+    pub outbound_bytes_total: usize,
     /// Longest one write (a batch of queued messages) may take.
     pub write_timeout: Duration,
     /// How often the server pings an otherwise quiet connection.
@@ -274,6 +279,7 @@ impl Default for Limits {
             rate_per_sec: 100,
             rate_burst: 200,
             outbound_queue_bytes: 4 * 1024 * 1024,
+            outbound_bytes_total: 512 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
@@ -353,6 +359,8 @@ pub(crate) struct App {
     pub(crate) origins: origin::OriginPolicy,
     /// Which `Host` names requests may use.
     pub(crate) hosts: origin::HostPolicy,
+    /// The bytes all connections' outbound queues hold together.
+    pub(crate) outbound_total: limits::ByteBudget,
     pub(crate) hub: hub::Hub,
     /// Cancelled when the server shuts down; every connection watches it.
     pub(crate) shutdown: CancellationToken,
@@ -435,6 +443,7 @@ pub async fn serve(
     let hosts = tls::default_names(&config.allowed_hosts);
     let app = Arc::new(App {
         origins: origin::OriginPolicy::new(&config.allowed_origins, loopback),
+        outbound_total: limits::ByteBudget::new(config.limits.outbound_bytes_total),
         hosts: origin::HostPolicy::new(&hosts, loopback || local.is_ok_and(|ip| ip.is_unspecified())),
         hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone(), seating),
         sfu,

@@ -5,7 +5,10 @@
 //! The queue is bounded by the bytes waiting in it, not by a count: a burst
 //! of thousands of small signals fits, a stalled reader cannot hold more
 //! than its budget, and whoever finds it full has the reader dropped as
-//! too slow. It is a `VecDeque` under a mutex with a `Notify`, rather than
+//! too slow. All queues together are bounded too, by one process-wide
+//! budget ([`crate::Limits::outbound_bytes_total`]): past it, only queues
+//! holding less than [`FLOOR`] take more, so when memory runs short the
+//! slow readers holding much are dropped, not the readers that keep up. It is a `VecDeque` under a mutex with a `Notify`, rather than
 //! a channel, because an idle connection's empty queue then costs a few
 //! dozen bytes instead of a channel's first block of slots; the lock is
 //! held only to push or pop, never across an await.
@@ -17,6 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use room::{PeerId, RoomId};
 use tokio::sync::Notify;
 use tungstenite::Utf8Bytes;
+
+use crate::limits::ByteBudget;
 
 /// Something a connection must write.
 #[derive(Debug)]
@@ -191,7 +196,8 @@ impl Kick {
             KickReason::Replaced => 2,
         };
         if self.reason.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.flipped.notify_one();
+            // Every waiter: the connection's loop, and a write it is in.
+            self.flipped.notify_waiters();
         }
     }
 
@@ -208,8 +214,13 @@ impl Kick {
     /// Completes once [`Kick::kick`] was called, with its reason.
     pub(crate) async fn kicked(&self) -> KickReason {
         loop {
+            // Registered before the flag is read: `notify_waiters` keeps no
+            // permit for a waiter that comes later.
+            let notified = self.flipped.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
             match self.reason.load(Ordering::Acquire) {
-                0 => self.flipped.notified().await,
+                0 => notified.await,
                 2 => return KickReason::Replaced,
                 _ => return KickReason::TooSlow,
             }
@@ -217,9 +228,18 @@ impl Kick {
     }
 }
 
-/// A queue whose items wait to be written, bounded by their bytes.
-pub(crate) fn outbound_queue(budget: usize) -> (QueueTx, QueueRx) {
-    let shared = Arc::new(Shared { state: Mutex::new(State::default()), ready: Notify::new(), budget });
+/// What any queue may hold whatever all of them hold together: one largest
+/// message (64 KiB). A reader that keeps up never holds more, so it is
+/// never the one dropped when the process-wide budget runs out. With the
+/// caps on connections, all queues hold at most that budget plus this
+/// much per connection.
+pub(crate) const FLOOR: usize = signal::MAX_MESSAGE_BYTES;
+
+/// A queue whose items wait to be written, bounded by their bytes (its own
+/// `budget`) and by the bytes of all queues together (`total`).
+pub(crate) fn outbound_queue(budget: usize, total: ByteBudget) -> (QueueTx, QueueRx) {
+    let state = Mutex::new(State::default());
+    let shared = Arc::new(Shared { state, ready: Notify::new(), budget, total });
     (QueueTx { shared: shared.clone() }, QueueRx { shared })
 }
 
@@ -228,6 +248,8 @@ struct Shared {
     state: Mutex<State>,
     ready: Notify,
     budget: usize,
+    /// Shared by every connection's queue.
+    total: ByteBudget,
 }
 
 #[derive(Debug, Default)]
@@ -274,7 +296,7 @@ impl QueueTx {
             if !allowed() && !state.closed {
                 return Err(PushError::NotSeated);
             }
-            state.push(msg, self.shared.budget)?;
+            state.push(msg, &self.shared)?;
         }
         // A stored permit if the reader is not waiting yet: no lost wake-up.
         self.shared.ready.notify_one();
@@ -298,7 +320,7 @@ pub(crate) struct Hold<'a> {
 
 impl Hold<'_> {
     pub(crate) fn push(&mut self, msg: Outbound) -> Result<(), PushError> {
-        self.state.push(msg, self.shared.budget)?;
+        self.state.push(msg, self.shared)?;
         self.pushed = true;
         Ok(())
     }
@@ -315,12 +337,17 @@ impl Drop for Hold<'_> {
 }
 
 impl State {
-    fn push(&mut self, msg: Outbound, budget: usize) -> Result<(), PushError> {
+    fn push(&mut self, msg: Outbound, shared: &Shared) -> Result<(), PushError> {
         if self.closed {
             return Err(PushError::Closed);
         }
         let len = msg.len();
-        if self.bytes + len > budget {
+        if self.bytes + len > shared.budget {
+            return Err(PushError::Full);
+        }
+        if self.bytes + len <= FLOOR {
+            shared.total.take(len);
+        } else if !shared.total.try_take(len) {
             return Err(PushError::Full);
         }
         self.bytes += len;
@@ -352,10 +379,13 @@ impl QueueRx {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let n = state.items.len().min(max);
+        let mut taken = 0;
         for msg in state.items.drain(..n) {
-            state.bytes -= msg.len();
+            taken += msg.len();
             into.push(msg);
         }
+        state.bytes -= taken;
+        self.shared.total.give(taken);
         // A burst can leave a large buffer behind; idle queues stay small.
         if state.items.is_empty() && state.items.capacity() > 64 {
             state.items = VecDeque::new();
@@ -370,7 +400,7 @@ impl Drop for QueueRx {
         let mut state = self.shared.lock();
         state.closed = true;
         state.items.clear();
-        state.bytes = 0;
+        self.shared.total.give(std::mem::take(&mut state.bytes));
     }
 }
 
@@ -384,7 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_by_bytes_in_order_and_closed_when_the_reader_goes() {
-        let (tx, mut rx) = outbound_queue(100);
+        let (tx, mut rx) = outbound_queue(100, ByteBudget::new(usize::MAX));
         assert_eq!(tx.push(text(60)), Ok(()));
         assert_eq!(tx.push(text(60)), Err(PushError::Full), "60 + 60 is over 100 bytes");
         assert_eq!(tx.push(text(40)), Ok(()));
@@ -405,5 +435,32 @@ mod tests {
         pusher.push(text(1)).ok();
         assert_eq!(waiter.await.expect("joined"), 2);
         assert_eq!(tx.push(text(1)), Err(PushError::Closed));
+    }
+
+    /// Issue 10, finding 10: each queue was bounded, all of them together
+    /// were not (10 000 slow readers could hold 40 GiB). Past the shared
+    /// budget only a queue under the floor (one largest message) takes
+    /// more, so a reader that keeps up is never the one refused.
+    #[tokio::test]
+    async fn all_queues_together_are_bounded_but_each_keeps_its_floor() {
+        const K: usize = 1024;
+        let total = ByteBudget::new(200 * K);
+        let (slow, mut slow_rx) = outbound_queue(1024 * K, total.clone());
+        let (fast, _fast_rx) = outbound_queue(1024 * K, total.clone());
+        let (other, other_rx) = outbound_queue(1024 * K, total.clone());
+        assert_eq!(slow.push(text(150 * K)), Ok(()));
+        assert_eq!(fast.push(text(40 * K)), Ok(()));
+        assert_eq!(slow.push(text(40 * K)), Err(PushError::Full), "over the total, and slow over its floor");
+        assert_eq!(fast.push(text(24 * K)), Ok(()), "up to its floor whatever the total");
+        assert_eq!(total.held(), 214 * K);
+        assert_eq!(fast.push(text(1)), Err(PushError::Full), "past its floor, the total counts");
+        assert_eq!(other.push(text(64 * K)), Ok(()), "an empty queue takes a largest message");
+        // Read, the bytes are given back to all.
+        let mut got = Vec::new();
+        slow_rx.recv_many(&mut got, 10).await;
+        assert_eq!(total.held(), 128 * K);
+        assert_eq!(fast.push(text(40 * K)), Ok(()));
+        drop(other_rx);
+        assert_eq!(total.held(), 104 * K, "a closed queue gives back what it held");
     }
 }

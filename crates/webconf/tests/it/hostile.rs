@@ -332,3 +332,54 @@ async fn requests_for_names_that_are_not_ours_are_refused() {
         assert_eq!(status(host.clone(), path).await, expected, "GET {path} for {host}");
     }
 }
+
+/// Issue 10, finding 10: outbound queues were bounded one by one only. Two
+/// readers that stop reading, each far under its own cap (64 MiB here),
+/// are dropped as too slow once all queues together hold the process-wide
+/// budget (1 MiB here), while a call in another room, whose readers keep
+/// up, goes on untouched.
+#[tokio::test]
+async fn all_outbound_queues_together_are_bounded() {
+    let limits = server::Limits {
+        rate_per_sec: 0,
+        outbound_queue_bytes: 64 << 20,
+        outbound_bytes_total: 1 << 20,
+        write_timeout: Duration::from_secs(30),
+        ..server::Limits::default()
+    };
+    let server =
+        TestServer::start(server::Config { limits, room_capacity: 3, ..server::Config::default() }).await;
+    let (stalled_a, _) = Client::join(&server, "slow", "A").await;
+    let (stalled_b, _) = Client::join(&server, "slow", "B").await;
+    let (mut sender, _) = Client::join(&server, "slow", "Sender").await;
+    let (mut c, _) = Client::join(&server, "fast", "C").await;
+    let (mut d, _) = Client::join(&server, "fast", "D").await;
+    assert_eq!(c.recv().await["type"], "peer-joined");
+
+    let blob = "y".repeat(60 * 1024);
+    let mut gone = Vec::new();
+    let mut sent = 0;
+    while gone.len() < 2 {
+        for to in [&stalled_a.id, &stalled_b.id] {
+            if !gone.contains(to) {
+                sender.signal(to, json!(blob)).await;
+                sent += 1;
+            }
+        }
+        while let Ok(msg) = tokio::time::timeout(Duration::from_millis(1), sender.recv()).await {
+            if msg["type"] == "peer-left" {
+                gone.push(msg["peer"].as_str().expect("peer").to_owned());
+            }
+        }
+        // 60 MiB each would be past their own caps.
+        assert!(sent < 2000, "the stalled readers were not dropped after {sent} signals");
+        if sent % 50 == 0 {
+            c.signal(&d.id, json!(sent)).await;
+            assert_eq!(d.recv().await["data"], sent, "the other room is served meanwhile");
+        }
+    }
+    println!("hostile: two stalled readers dropped after {sent} signals of 60 KiB");
+    c.signal(&d.id, json!("after")).await;
+    assert_eq!(d.recv().await["data"], "after");
+    drop((stalled_a, stalled_b));
+}
