@@ -225,6 +225,10 @@ class Connection {
  * - `ended`       {reason: 'full' | 'replaced' | 'error', error?: ProtocolError}
  */
 export class Session extends EventTarget {
+  /** The latest resume token: private, so nothing outside (`window.webconf`
+   *  shows the session) can read it. @type {string | null} */
+  #resume = null;
+
   /**
    * @param {string} url
    * @param {{room: string, name: string, media: MediaFlags}} who
@@ -237,8 +241,6 @@ export class Session extends EventTarget {
     this.media = { ...media };
     /** @type {Connection | null} */
     this.conn = null;
-    /** @type {string | null} */
-    this.resume = null;
     /** @type {string | null} */
     this.you = null;
     this.stopped = false;
@@ -278,10 +280,10 @@ export class Session extends EventTarget {
     await conn.ready;
     const joined = await new Promise((resolve, reject) => {
       this.pendingJoin = { resolve, reject };
-      conn.send({ type: 'join', room: this.room, name: this.name, media: this.media, resume: this.resume });
+      conn.send({ type: 'join', room: this.room, name: this.name, media: this.media, resume: this.#resume });
     });
     this.you = joined.you;
-    this.resume = joined.resume;
+    this.#resume = joined.resume;
     this.inRoom = true;
     // What the room's history holds arrived; the rest goes (again) now.
     for (const msg of /** @type {Joined} */ (joined).chat) if (msg.id) this.outbox.delete(msg.id);
@@ -335,7 +337,7 @@ export class Session extends EventTarget {
         const code = err instanceof ProtocolError ? err.code : '';
         if (code === 'bad-resume') {
           // Too late to be the same peer: come back as a new one.
-          this.resume = null;
+          this.#resume = null;
           delay = 0;
           continue;
         }
@@ -365,7 +367,7 @@ export class Session extends EventTarget {
         this.pendingLeft = null;
         break;
       case 'pong':
-        if (typeof msg.resume === 'string') this.resume = msg.resume;
+        if (typeof msg.resume === 'string') this.#resume = msg.resume;
         break;
       case 'chat':
         // Ours, back from the server: it arrived (whatever `from` says: a
