@@ -12,6 +12,8 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 /** Most messages kept on screen (the server keeps its own, shorter history). */
 const MAX_SHOWN = 500;
+/** Messages remembered as shown, to show a repeat only once. */
+const SEEN_KEPT = 1000;
 
 /**
  * @typedef {object} ChatSender how the panel hands messages to the session
@@ -168,6 +170,12 @@ export class ChatPanel {
     const key = typeof msg.id === 'string' ? `id:${msg.id}` : `${msg.from}/${msg.ts}/${msg.text}`;
     if (this.seen.has(key)) return;
     this.seen.add(key);
+    // Bounded: a replayed history is at most the room's (100 messages), so
+    // the oldest keys beyond SEEN_KEPT can go (a Set iterates oldest first).
+    for (const old of this.seen) {
+      if (this.seen.size <= SEEN_KEPT) break;
+      this.seen.delete(old);
+    }
     const out = typeof msg.id === 'string' ? this.outgoing.get(msg.id) : undefined;
     const mine = Boolean(out) || msg.from === this.you;
     const item = this.item(mine, msg.name, msg.text, msg.ts);
@@ -205,6 +213,9 @@ export class ChatPanel {
       who.textContent = t('you');
     } else {
       who.textContent = name;
+      // Its own direction, isolated: a right-to-left name (or one with
+      // direction controls) cannot reorder the time or the text beside it.
+      who.dir = 'auto';
     }
     head.append(who);
     if (ts !== null) {
@@ -218,6 +229,7 @@ export class ChatPanel {
     const body = document.createElement('p');
     body.className = 'chat-text';
     body.textContent = text;
+    body.dir = 'auto';
     item.append(head, body);
     return item;
   }

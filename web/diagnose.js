@@ -134,8 +134,20 @@ async function checkNetwork() {
     for (const id of ['stun', 'turn_udp', 'turn_tcp']) report(id, 'skip');
     return;
   }
-  await session.leave();
-  const servers = joined.ice_servers;
+  // Stay in the room until the relays are tried: TURN credentials are good
+  // only while their peer is in a room.
+  try {
+    await checkIce(joined.ice_servers);
+  } finally {
+    await session.leave();
+  }
+}
+
+/**
+ * Tries STUN and TURN with the servers a `joined` gave.
+ * @param {import('./protocol.js').IceServerInfo[]} servers
+ */
+async function checkIce(servers) {
   hostAddresses.clear();
   const stun = pick(servers, 'stun:');
   let noSrflx = false;

@@ -248,6 +248,10 @@ class Connection {
  *   server sends them (docs/protocol.md, "Hosts, the lobby and moderation")
  */
 export class Session extends EventTarget {
+  /** The latest resume token: private, so nothing outside (`window.webconf`
+   *  shows the session) can read it. @type {string | null} */
+  #resume = null;
+
   /**
    * @param {string} url
    * @param {{room: string, name: string, media: MediaFlags, create?: boolean,
@@ -266,8 +270,6 @@ export class Session extends EventTarget {
     this.password = password;
     /** @type {Connection | null} */
     this.conn = null;
-    /** @type {string | null} */
-    this.resume = null;
     /** @type {string | null} */
     this.you = null;
     this.stopped = false;
@@ -308,14 +310,14 @@ export class Session extends EventTarget {
     const joined = await new Promise((resolve, reject) => {
       this.pendingJoin = { resolve, reject };
       /** @type {Record<string, any>} */
-      const join = { type: 'join', room: this.room, name: this.name, media: this.media, resume: this.resume };
+      const join = { type: 'join', room: this.room, name: this.name, media: this.media, resume: this.#resume };
       if (this.create) join.create = true;
       if (this.token) join.token = this.token;
       if (this.password) join.password = this.password;
       conn.send(join);
     });
     this.you = joined.you;
-    this.resume = joined.resume;
+    this.#resume = joined.resume;
     this.inRoom = true;
     // The room exists now: coming back is by resume token, not creation.
     this.create = false;
@@ -371,7 +373,7 @@ export class Session extends EventTarget {
         const code = err instanceof ProtocolError ? err.code : '';
         if (code === 'bad-resume') {
           // Too late to be the same peer: come back as a new one.
-          this.resume = null;
+          this.#resume = null;
           delay = 0;
           continue;
         }
@@ -401,7 +403,7 @@ export class Session extends EventTarget {
         this.pendingLeft = null;
         break;
       case 'pong':
-        if (typeof msg.resume === 'string') this.resume = msg.resume;
+        if (typeof msg.resume === 'string') this.#resume = msg.resume;
         break;
       case 'chat':
         // Ours, back from the server: it arrived (whatever `from` says: a

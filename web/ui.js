@@ -582,9 +582,28 @@ async function join() {
 /** When the connection to the server was lost, if it still is. */
 banner.lost = /** @type {number | null} */ (null);
 
+/**
+ * The ICE servers of the last `joined`, with their TURN credentials: kept
+ * here, not in `state` (which `window.webconf` shows), as the Session keeps
+ * the resume token to itself.
+ * @type {import('./protocol.js').IceServerInfo[]}
+ */
+let iceServers = [];
+
+/**
+ * `joined` as `state` keeps it: without the resume token and the TURN
+ * credentials, which go to `iceServers`.
+ * @param {Joined} joined
+ * @returns {Joined}
+ */
+function kept(joined) {
+  iceServers = joined.ice_servers;
+  return { ...joined, resume: '', ice_servers: joined.ice_servers.map(({ urls }) => ({ urls })) };
+}
+
 /** @param {Joined} joined */
 function onJoined(joined) {
-  state.joined = joined;
+  state.joined = kept(joined);
   takeAccess(joined);
   // Made from the home page: ours now (the server says so in `role`).
   if (createdHere()) forgetCreated();
@@ -625,7 +644,7 @@ function onRejoined(joined) {
   if (state.joined && joined.you !== state.joined.you) {
     for (const id of [...state.peers.keys()]) removePeer(id);
   }
-  state.joined = joined;
+  state.joined = kept(joined);
   takeAccess(joined);
   setMode(joined.mode);
   chat.you = joined.you;
@@ -735,7 +754,7 @@ function startSfu(why) {
   const session = state.session;
   if (!session || !state.joined || state.mode !== 'sfu') return;
   const link = new SfuLink({
-    iceServers: state.joined.ice_servers ?? [],
+    iceServers,
     relayOnly: /** @type {HTMLInputElement} */ ($('relay-only')).checked,
     media: state.media,
     send: (msg) => session.sfu(msg),
@@ -1055,7 +1074,7 @@ function makeLink(info, polite, initiator) {
     name: info.name,
     polite,
     initiator,
-    iceServers: state.joined?.ice_servers ?? [],
+    iceServers,
     relayOnly: /** @type {HTMLInputElement} */ ($('relay-only')).checked,
     media: state.media,
     send: (data) => session.signal(info.id, data),
@@ -2013,6 +2032,8 @@ Object.assign(window, {
     get layoutSent() {
       return lastLayout ? JSON.parse(lastLayout) : null;
     },
+    /** How many chat messages the page remembers as shown. */
+    chatSeen: () => chat.seen.size,
     /** The SFU session (an SfuLink), if any. */
     get sfu() {
       return state.sfu;

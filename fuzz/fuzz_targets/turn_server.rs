@@ -48,11 +48,20 @@ enum Step {
     Tick {
         secs: u16,
     },
+    /// The peer leaves (its credentials are revoked) or comes back.
+    Seated {
+        seated: bool,
+    },
 }
 
 fuzz_target!(|steps: Vec<Step>| {
     let secret = b"s".to_vec();
+    let seated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let check = seated.clone();
+    let users =
+        turn::UserCheck(std::sync::Arc::new(move |_: &str| check.load(std::sync::atomic::Ordering::Relaxed)));
     let mut server = Server::new(Config {
+        users: Some(users),
         secret: secret.clone(),
         max_allocations: 8,
         max_allocations_per_user: 3,
@@ -124,6 +133,10 @@ fuzz_target!(|steps: Vec<Step>| {
                 Input::FromPeer { relay, peer: SocketAddr::from(([192, 0, 2, ip], port)), data: &owned }
             }
             Step::Gone { client: c } => Input::ClientGone { client: client(c, true) },
+            Step::Seated { seated: now_seated } => {
+                seated.store(now_seated, std::sync::atomic::Ordering::Relaxed);
+                Input::Revoke { user: "fuzz" }
+            }
             Step::Tick { secs } => {
                 now += Duration::from_secs(u64::from(secs));
                 server.handle_timeout(now);

@@ -25,7 +25,7 @@ use crate::App;
 use crate::hub::{ConnId, HostCmd, PeerTx, ShardCmd};
 use crate::limits::{ConnectionPermit, TokenBucket};
 use crate::metrics::CloseKind;
-use crate::queue::{Kick, KickReason, Outbound, PushError, QueueRx, QueueTx, Route, outbound_queue};
+use crate::queue::{Kick, KickReason, Outbound, PushError, QueueRx, QueueTx, Route, Seat, outbound_queue};
 use crate::sfu_io::SfuCmd;
 use crate::socket::Socket;
 
@@ -58,6 +58,10 @@ enum State {
     /// Waiting in this room's lobby for a host to answer; only `leave`
     /// and `ping` are allowed meanwhile.
     Waiting(RoomId),
+    /// Said `leave`; the shard has not answered `left` yet. Reads nothing
+    /// meanwhile either: until the shard has let it go, its seat is held,
+    /// and a `join` elsewhere would hold two.
+    Leaving(RoomId),
 }
 
 /// How a connection ended, for the log.
@@ -143,12 +147,14 @@ struct Conn {
     /// Taken from `outbound` and being written; kept to reuse its memory.
     batch: Vec<Outbound>,
     kick: Arc<Kick>,
-    /// Bumped at every join and leave: a relay carrying an older number was
-    /// meant for a membership this connection has left, and is dropped.
-    membership: u64,
+    /// Our seat in the room we are in (or asked to join), which its shard
+    /// takes and vacates; what we hand the SFU to answer us through.
+    seat: Option<Arc<Seat>>,
     /// How to reach each other member of our room, as the shard told us.
     /// Matches exactly the peers our client was told about: routes come
     /// and go with the `joined`, `peer-joined` and `peer-left` we write.
+    /// (Whether a relay along one is delivered is still the shard's call:
+    /// see [`Route::relay`].)
     routes: Routes,
     /// A command the shard's inbox had no room for; sent before reading on.
     pending: Option<ShardCmd>,
@@ -175,7 +181,8 @@ impl Conn {
         let limits = app.config.limits;
         // Bounded by bytes: a shard that finds it full drops this peer as
         // too slow.
-        let (queue, outbound) = outbound_queue(limits.outbound_queue_bytes.max(1));
+        let (queue, outbound) =
+            outbound_queue(limits.outbound_queue_bytes.max(1), app.outbound_total.clone());
         let now = Instant::now();
         let bucket = (limits.rate_per_sec > 0)
             .then(|| TokenBucket::new(limits.rate_per_sec, limits.rate_burst, now.into_std()));
@@ -194,7 +201,7 @@ impl Conn {
             outbound,
             batch: Vec::new(),
             kick: Arc::new(Kick::default()),
-            membership: 0,
+            seat: None,
             routes: Routes::default(),
             pending: None,
             pending_to: None,
@@ -222,7 +229,9 @@ impl Conn {
         };
         // Leave the room first, so the others hear of it without waiting for
         // this peer's close handshake.
-        if let State::Joining(room) | State::Joined(room) | State::Waiting(room) = &self.state {
+        if let State::Joining(room) | State::Joined(room) | State::Waiting(room) | State::Leaving(room) =
+            &self.state
+        {
             let shard = self.app.hub.shard(room).clone();
             // Blocks only while the shard's inbox is full; the shard never
             // waits on us, so this always completes.
@@ -312,9 +321,9 @@ impl Conn {
     }
 
     /// Whether to read the next frame: not while a command waits for room
-    /// in a shard's inbox, nor while a join waits for its answer.
+    /// in a shard's inbox, nor while a join or leave waits for its answer.
     fn reading(&self) -> bool {
-        self.pending.is_none() && !matches!(self.state, State::Joining(_))
+        self.pending.is_none() && !matches!(self.state, State::Joining(_) | State::Leaving(_))
     }
 
     /// Handles every whole frame read so far (stopping early if reading
@@ -364,12 +373,6 @@ impl Conn {
         for out in batch.drain(..) {
             let text = match out {
                 Outbound::Text(text) => text,
-                Outbound::Relay { text, membership } => {
-                    if membership != self.membership {
-                        continue; // For a membership we have left.
-                    }
-                    text
-                }
                 Outbound::JoinAnswer(answer) => {
                     let answer = *answer;
                     self.role = answer.role;
@@ -380,11 +383,23 @@ impl Conn {
                             // A resumed id is this connection's only once
                             // its join succeeded.
                             self.id = self.fresh_id;
+                            self.seat = None;
                             State::Lobby
                         }
                     };
                     self.routes = Routes(answer.routes);
                     answer.text
+                }
+                Outbound::Left(text) => {
+                    // The shard has vacated our seat (we left, stopped
+                    // waiting, were removed, or the call ended): nothing
+                    // more of that room comes after this.
+                    self.state = State::Lobby;
+                    self.seat = None;
+                    self.routes.clear();
+                    self.role = Role::Guest;
+                    self.leave_sfu();
+                    text
                 }
                 Outbound::PeerJoined(joined) => {
                     let (text, peer, route) = *joined;
@@ -393,19 +408,6 @@ impl Conn {
                 }
                 Outbound::PeerLeft { text, peer } => {
                     self.routes.remove(&peer);
-                    text
-                }
-                Outbound::Exit { text, membership } => {
-                    // Out of the room (removed, the call ended, or done
-                    // waiting), unless it is news about a membership this
-                    // connection has left already.
-                    if membership == self.membership && self.state != State::Lobby {
-                        self.state = State::Lobby;
-                        self.membership += 1;
-                        self.routes.clear();
-                        self.role = Role::Guest;
-                        self.leave_sfu();
-                    }
                     text
                 }
                 Outbound::Role { text, role } => {
@@ -424,9 +426,10 @@ impl Conn {
         }
     }
 
-    /// Writes what the socket holds, within the write deadline.
+    /// Writes what the socket holds, within the write deadline; a kick (too
+    /// slow, replaced) ends a write that waits, rather than the deadline.
     async fn flush(&mut self, socket: &mut Socket) -> Result<(), End> {
-        with_deadline(self.app.config.limits.write_timeout, socket.flush()).await
+        with_deadline(self.app.config.limits.write_timeout, socket.flush(), &self.kick).await
     }
 
     /// Handles a binary frame: not part of the protocol.
@@ -538,11 +541,10 @@ impl Conn {
                     }
                 }
                 self.media = media;
-                self.membership += 1;
                 self.routes.clear();
-                let route =
-                    Route { queue: self.queue.clone(), kick: self.kick.clone(), membership: self.membership };
-                let tx = PeerTx { conn: self.conn, route, resumed, reached: self.reached };
+                let seat = Seat::new(self.queue.clone(), self.kick.clone());
+                self.seat = Some(seat.clone());
+                let tx = PeerTx { conn: self.conn, seat, resumed, reached: self.reached };
                 self.state = State::Joining(room.clone());
                 self.send_to_shard(
                     &room,
@@ -574,6 +576,7 @@ impl Conn {
                 // it leaves the room like any member).
                 let room = room.clone();
                 self.send_to_shard(&room, ShardCmd::Leave { peer: self.id, conn: self.conn });
+                self.state = State::Leaving(room);
                 None
             }
             (State::Lobby, ClientMsg::Peek { room }) => {
@@ -581,20 +584,22 @@ impl Conn {
                 self.send_to_shard(&room, cmd);
                 None
             }
-            (State::Joined(_) | State::Joining(_) | State::Waiting(_), ClientMsg::Peek { .. }) => {
-                Some(self.error_reply(&ProtocolError::new(
-                    ErrorCode::AlreadyJoined,
-                    Some(kind),
-                    "you are in a room already: joined and peer-joined say who is there",
-                )))
-            }
-            (State::Joined(_) | State::Joining(_) | State::Waiting(_), ClientMsg::Join { .. }) => {
-                Some(self.error_reply(&ProtocolError::new(
-                    ErrorCode::AlreadyJoined,
-                    Some(kind),
-                    "you are in a room already: leave it first",
-                )))
-            }
+            (
+                State::Joined(_) | State::Joining(_) | State::Waiting(_) | State::Leaving(_),
+                ClientMsg::Peek { .. },
+            ) => Some(self.error_reply(&ProtocolError::new(
+                ErrorCode::AlreadyJoined,
+                Some(kind),
+                "you are in a room already: joined and peer-joined say who is there",
+            ))),
+            (
+                State::Joined(_) | State::Joining(_) | State::Waiting(_) | State::Leaving(_),
+                ClientMsg::Join { .. },
+            ) => Some(self.error_reply(&ProtocolError::new(
+                ErrorCode::AlreadyJoined,
+                Some(kind),
+                "you are in a room already: leave it first",
+            ))),
             (State::Joined(_), ClientMsg::Signal { to, data }) => {
                 // Straight into the addressee's queue, if it is in our room
                 // as far as our client was told.
@@ -604,14 +609,14 @@ impl Conn {
                     return Some(self.error_reply(&err));
                 };
                 let text = Utf8Bytes::from(encode_relay(self.id, data.get()));
-                match route.queue.push(Outbound::Relay { text, membership: route.membership }) {
+                match route.relay(text) {
                     Ok(()) => {
                         self.app.metrics.signals_relayed.fetch_add(1, Ordering::Relaxed);
                     }
-                    // It cannot keep up: it goes, and its room hears of it.
-                    Err(PushError::Full) => route.kick.kick(KickReason::TooSlow),
-                    // Gone already; `peer-left` is on its way to us.
-                    Err(PushError::Closed) => {}
+                    // It cannot keep up: `relay` dropped it, and its room
+                    // hears of it. Or it is gone or has left already
+                    // (`peer-left` is on its way to us), or we have.
+                    Err(PushError::Full | PushError::Closed | PushError::NotSeated) => {}
                 }
                 None
             }
@@ -640,8 +645,8 @@ impl Conn {
                     return Some(self.error_reply(&err));
                 };
                 let sdp = sdp.into_owned();
-                let route =
-                    Route { queue: self.queue.clone(), kick: self.kick.clone(), membership: self.membership };
+                // Joined, so seated (or about to be vacated, and then unheard).
+                let seat = self.seat.clone()?;
                 let cmd = match sdp_kind {
                     signal::SdpKind::Offer => {
                         self.in_sfu = true;
@@ -649,12 +654,12 @@ impl Conn {
                             room: room.clone(),
                             peer: self.id,
                             conn: self.conn,
-                            route,
+                            seat,
                             sdp,
                             sources,
                         }
                     }
-                    signal::SdpKind::Answer => SfuCmd::Answer { conn: self.conn, route, sdp },
+                    signal::SdpKind::Answer => SfuCmd::Answer { conn: self.conn, seat, sdp },
                 };
                 if sfu.send(cmd) {
                     return None;
@@ -678,14 +683,14 @@ impl Conn {
                 let room = room.clone();
                 self.send_to_shard(&room, ShardCmd::Leave { peer: self.id, conn: self.conn });
                 self.leave_sfu();
-                self.state = State::Lobby;
-                self.membership += 1;
+                // Signals stop here already; the shard's `left` ends the rest.
                 self.routes.clear();
+                self.state = State::Leaving(room);
                 None
             }
-            (State::Lobby | State::Joining(_), ClientMsg::Leave)
+            (State::Lobby | State::Joining(_) | State::Leaving(_), ClientMsg::Leave)
             | (
-                State::Lobby | State::Joining(_) | State::Waiting(_),
+                State::Lobby | State::Joining(_) | State::Waiting(_) | State::Leaving(_),
                 ClientMsg::Signal { .. }
                 | ClientMsg::Chat { .. }
                 | ClientMsg::Media { .. }
@@ -795,9 +800,10 @@ impl Routes {
     }
 }
 
-/// Runs a write within `deadline`. Most writes finish at once (the socket
-/// buffer has room), so the timer is only set up for those that do not.
-async fn with_deadline<F>(deadline: Duration, write: F) -> Result<(), End>
+/// Runs a write within `deadline`, or until `kick`. Most writes finish at
+/// once (the socket buffer has room), so the timer is only set up for
+/// those that do not.
+async fn with_deadline<F>(deadline: Duration, write: F, kick: &Kick) -> Result<(), End>
 where
     F: std::future::Future<Output = std::io::Result<()>>,
 {
@@ -807,9 +813,14 @@ where
         None => {
             // Boxed: a timer is large, and most connections never need one.
             let expired = Box::pin(tokio::time::sleep(deadline));
+            let kicked = Box::pin(kick.kicked());
             tokio::select! {
                 r = &mut write => r,
                 () = expired => return Err(End::WriteFailed),
+                reason = kicked => return Err(match reason {
+                    KickReason::TooSlow => End::TooSlow,
+                    KickReason::Replaced => End::Replaced,
+                }),
             }
         }
     };

@@ -39,9 +39,22 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { page(&assets::NOT_FOUND_PAGE, StatusCode::NOT_FOUND) })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), check_host))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::map_response(move |res: Response| strict_transport(tls, res)))
         .with_state(app)
+}
+
+/// Refuses requests that call us by a name that is not ours (DNS
+/// rebinding: see [`crate::origin::HostPolicy`]) with 421, but for
+/// `/healthz`, which says nothing and which load balancers ask by any name.
+async fn check_host(State(app): State<Arc<App>>, req: Request, next: axum::middleware::Next) -> Response {
+    let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or(""));
+    if req.uri().path() == "/healthz" || app.hosts.allows(host) {
+        return next.run(req).await;
+    }
+    tracing::debug!(?host, "refused a request for a host that is not ours");
+    (StatusCode::MISDIRECTED_REQUEST, "this server does not answer to that name\n").into_response()
 }
 
 /// Every path redirects to HTTPS on `https_port`, same host and path.

@@ -13,7 +13,13 @@
 //! the shard hands the member's connection a [`Route`] to every other
 //! member, and takes it back with `peer-left`; connections relay signals
 //! along those routes themselves. The core still decides who is in which
-//! room; routes are only its decisions, delivered.
+//! room, and the shard alone carries its decisions out to the [`Seat`]s
+//! that routes check at every relay: a seat is taken when the core admits
+//! its peer and vacated before anyone, the peer included, is told it left.
+//!
+//! Which peer id is seated where is kept once for all shards
+//! ([`Seating`]): an id sits in one room at a time, and a resume token
+//! takes it back only in that room.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -31,7 +37,7 @@ use tungstenite::Utf8Bytes;
 
 use crate::Config;
 use crate::metrics::Metrics;
-use crate::queue::{JoinAnswer, KickReason, Outbound, PushError, QueueTx, Route};
+use crate::queue::{JoinAnswer, KickReason, Outbound, PushError, QueueTx, Route, Seat};
 use crate::resume::ResumeKey;
 use crate::sfu_io::{SfuCmd, SfuHandle};
 
@@ -53,8 +59,9 @@ pub(crate) type ConnId = u64;
 pub(crate) struct PeerTx {
     /// Which connection this is.
     pub(crate) conn: ConnId,
-    /// Its queue, kick switch and membership number, as others get them.
-    pub(crate) route: Route,
+    /// Its seat in the room it asks to join: its queue and kick switch,
+    /// and whether it is still a member (which only this shard changes).
+    pub(crate) seat: Arc<Seat>,
     /// Whether this connection got its peer id from a resume token.
     pub(crate) resumed: bool,
     /// The address of this machine the connection came in on, if known: the
@@ -111,6 +118,84 @@ pub(crate) struct Hub {
     shards: std::sync::Arc<[mpsc::Sender<ShardCmd>]>,
 }
 
+/// Which connection holds each peer id's seat, and in which room, for all
+/// shards together: the one owner of "where does this id sit". A shard
+/// claims an id here before seating it and releases it when the id leaves;
+/// a claim for an id another connection holds succeeds only with a resume
+/// token for the very room it sits in (and that room's shard then replaces
+/// the older connection). Locked only for one map operation per join and
+/// leave, never across an await.
+///
+/// It is also what the built-in TURN server asks before accepting a
+/// credential ([`Seating::is_seated_user`]): credentials are handed to a
+/// peer with `joined` and good only while it holds a seat. When it leaves,
+/// the TURN server is told to end its allocations: at once after `leave`,
+/// after [`RESUME_GRACE`] when the connection was lost (the page comes back
+/// with its resume token and the same id, and its relayed call goes on).
+#[derive(Debug, Default)]
+pub(crate) struct Seating {
+    held: std::sync::Mutex<PeerMap<Held>>,
+    revoker: std::sync::OnceLock<crate::turn_io::Revoker>,
+}
+
+/// How long a peer whose connection was lost keeps its TURN allocations,
+/// waiting for it to come back with its resume token.
+pub(crate) const RESUME_GRACE: Duration = Duration::from_secs(30);
+
+/// Who holds a peer id's seat: the connection, the room, and the seat
+/// itself (each `join` makes a new one, so a late release of an older seat
+/// never frees a newer claim).
+#[derive(Debug)]
+struct Held {
+    conn: ConnId,
+    room: RoomId,
+    seat: Arc<Seat>,
+}
+
+impl Seating {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PeerMap<Held>> {
+        // Nothing panics while holding it; the map stays consistent.
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Claims `peer`'s seat in `room` for `conn`; false if another
+    /// connection holds it and this one may not take it over.
+    fn claim(&self, peer: PeerId, room: &RoomId, tx: &PeerTx) -> bool {
+        let mut held = self.lock();
+        if let Some(h) = held.get(&peer)
+            && h.conn != tx.conn
+            && !(tx.resumed && h.room == *room)
+        {
+            return false;
+        }
+        held.insert(peer, Held { conn: tx.conn, room: room.clone(), seat: tx.seat.clone() });
+        true
+    }
+
+    /// `seat` no longer holds `peer`'s id (if it still did); its TURN
+    /// credentials are revoked, after `grace`.
+    fn release(&self, peer: PeerId, seat: &Arc<Seat>, grace: Duration) {
+        let mut held = self.lock();
+        if held.get(&peer).is_some_and(|h| Arc::ptr_eq(&h.seat, seat)) {
+            held.remove(&peer);
+            drop(held);
+            if let Some(revoker) = self.revoker.get() {
+                revoker.revoke(peer.to_string(), grace);
+            }
+        }
+    }
+
+    /// Whether `user` (a peer id, as TURN credentials name it) holds a seat.
+    pub(crate) fn is_seated_user(&self, user: &str) -> bool {
+        PeerId::parse(user).is_some_and(|peer| self.lock().contains_key(&peer))
+    }
+
+    /// Where revocations go: the built-in TURN server, once it runs.
+    pub(crate) fn revoke_through(&self, revoker: crate::turn_io::Revoker) {
+        let _ = self.revoker.set(revoker);
+    }
+}
+
 impl Hub {
     /// Spawns `count` shard tasks on the current runtime.
     /// Rooms with more than `p2p_max` members move to the SFU (`None`:
@@ -120,30 +205,13 @@ impl Hub {
         config: &Config,
         p2p_max: Option<usize>,
         metrics: Arc<Metrics>,
+        seating: Arc<Seating>,
         sfu: Option<SfuHandle>,
     ) -> Hub {
         let shards = (0..count.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_INBOX);
-                let shard = Shard {
-                    core: Rooms::new(room::Config {
-                        capacity: config.room_capacity,
-                        chat_history: config.chat_history,
-                        chat_max_age_ms: u64::try_from(config.chat_max_age.as_millis()).unwrap_or(u64::MAX),
-                        p2p_max,
-                        // 64 KiB a room, 16 MiB a shard.
-                        ..room::Config::default()
-                    }),
-                    peers: PeerMap::default(),
-                    ice: config.ice.clone(),
-                    resume_key: config.resume_key.clone(),
-                    resume_ttl: config.resume_ttl,
-                    kicked: Vec::new(),
-                    departed: Vec::new(),
-                    sfu: sfu.clone(),
-                    metrics: metrics.clone(),
-                    counted: (0, 0),
-                };
+                let shard = Shard::new(config, p2p_max, metrics.clone(), seating.clone(), sfu.clone());
                 tokio::spawn(shard.run(rx));
                 tx
             })
@@ -167,8 +235,11 @@ struct Shard {
     /// routes (see the module documentation).
     core: Rooms<()>,
     /// Members' connections. A peer is here exactly while it is a member of
-    /// one of this shard's rooms (or its join is being decided).
+    /// one of this shard's rooms (or its join is being decided), and its
+    /// seat is taken exactly while the core has it in a room.
     peers: PeerMap<PeerTx>,
+    /// Where every peer id sits, shared by all shards.
+    seating: Arc<Seating>,
     ice: crate::IceConfig,
     resume_key: ResumeKey,
     resume_ttl: Duration,
@@ -185,6 +256,35 @@ struct Shard {
 }
 
 impl Shard {
+    fn new(
+        config: &Config,
+        p2p_max: Option<usize>,
+        metrics: Arc<Metrics>,
+        seating: Arc<Seating>,
+        sfu: Option<SfuHandle>,
+    ) -> Shard {
+        Shard {
+            core: Rooms::new(room::Config {
+                capacity: config.room_capacity,
+                chat_history: config.chat_history,
+                chat_max_age_ms: u64::try_from(config.chat_max_age.as_millis()).unwrap_or(u64::MAX),
+                p2p_max,
+                // 64 KiB a room, 16 MiB a shard.
+                ..room::Config::default()
+            }),
+            peers: PeerMap::default(),
+            seating,
+            ice: config.ice.clone(),
+            resume_key: config.resume_key.clone(),
+            resume_ttl: config.resume_ttl,
+            kicked: Vec::new(),
+            departed: Vec::new(),
+            sfu,
+            metrics,
+            counted: (0, 0),
+        }
+    }
+
     async fn run(mut self, mut inbox: mpsc::Receiver<ShardCmd>) {
         let mut batch = Vec::with_capacity(SHARD_BATCH);
         while inbox.recv_many(&mut batch, SHARD_BATCH).await > 0 {
@@ -196,16 +296,15 @@ impl Shard {
 
     fn handle(&mut self, cmd: ShardCmd) {
         let now_ms = || u64::try_from(crate::unix_now().as_millis()).unwrap_or(u64::MAX);
+        let left = matches!(cmd, ShardCmd::Leave { .. });
         let peer = match cmd {
             ShardCmd::Join { peer, room, name, media, tx, admission } => {
                 let conn = tx.conn;
                 // A seat is taken over only by a resume token for that very
-                // room: a peer id seated in another room keeps its seat, and
-                // so does one seated by a connection that did not resume.
-                if let Some(held) = self.peers.get(&peer)
-                    && held.conn != conn
-                    && !(tx.resumed && self.core.place_of(peer) == Some(&room))
-                {
+                // room: a peer id seated in another room (on any shard)
+                // keeps its seat, and so does one seated by a connection
+                // that did not resume.
+                if !self.seating.claim(peer, &room, &tx) {
                     tracing::info!(%peer, %room, "refused a join that would take a seat held elsewhere");
                     self.metrics.error(ErrorCode::BadResume);
                     let err = ServerMsg::Error {
@@ -214,16 +313,42 @@ impl Shard {
                         request: Some("join"),
                     };
                     let answer = JoinAnswer::refused(Utf8Bytes::from(encode(&err)));
-                    let _ = tx.route.queue.push(Outbound::JoinAnswer(Box::new(answer)));
+                    tx.seat.vacate();
+                    let _ = tx.seat.push(Outbound::JoinAnswer(Box::new(answer)));
                     return;
                 }
                 if let Some(old) = self.peers.insert(peer, tx) {
+                    // Vacated before the core tells the room it left.
+                    old.seat.vacate();
                     if old.conn != conn {
                         tracing::info!(%peer, "a newer connection resumed this peer; closing the old one");
-                        old.route.kick.kick(KickReason::Replaced);
+                        old.seat.kick(KickReason::Replaced);
                     }
                 }
-                self.core.handle_input(Input::Join { peer, room, name, media, now_ms: now_ms(), admission });
+                self.core.handle_input(Input::Join {
+                    peer,
+                    room: room.clone(),
+                    name,
+                    media,
+                    now_ms: now_ms(),
+                    admission,
+                });
+                // Taken before anyone gets a route to it, so the first
+                // signal along one is delivered; and its queue held while
+                // the room hears of it (see `Seat::hold`). One waiting in
+                // the lobby keeps its seat untaken until a host admits it.
+                if self.core.room_of(peer) == Some(&room)
+                    && let Some(tx) = self.peers.get(&peer)
+                {
+                    tx.seat.take();
+                    let seat = tx.seat.clone();
+                    self.flush(Some((peer, &seat)));
+                    if self.core.room_of(peer).is_none() {
+                        self.unseat(peer, RESUME_GRACE);
+                    }
+                    self.update_gauges();
+                    return;
+                }
                 peer
             }
             ShardCmd::Host { peer, conn, action } => {
@@ -231,6 +356,10 @@ impl Shard {
                     return;
                 }
                 let host = peer;
+                // Those a host's answer may let in from the lobby (at most
+                // `room::LOBBY_MAX`): their seats are taken before the room
+                // hears of them, as a join's is.
+                let waiting = self.core.room_of(host).map_or_else(Vec::new, |r| self.core.lobby_of(r));
                 self.core.handle_input(match action {
                     HostCmd::Admit(peer) => Input::Admit { host, peer },
                     HostCmd::Deny(peer) => Input::Deny { host, peer },
@@ -240,6 +369,21 @@ impl Shard {
                     HostCmd::Moderate(peer, action) => Input::Moderate { host, peer, action },
                     HostCmd::EndCall => Input::EndCall { host },
                 });
+                let admitted: Vec<PeerId> =
+                    waiting.into_iter().filter(|p| self.core.room_of(*p).is_some()).collect();
+                for p in &admitted {
+                    if let Some(tx) = self.peers.get(p) {
+                        tx.seat.take();
+                    }
+                }
+                if let [newcomer] = admitted.as_slice()
+                    && let Some(seat) = self.peers.get(newcomer).map(|tx| tx.seat.clone())
+                {
+                    self.flush(Some((*newcomer, &seat)));
+                    self.unseat_departed(peer, false);
+                    self.update_gauges();
+                    return;
+                }
                 peer
             }
             ShardCmd::Chat { peer, conn, text, id } => {
@@ -262,6 +406,7 @@ impl Shard {
                 if !self.is_current(peer, conn) {
                     return;
                 }
+                self.vacate(peer);
                 self.core.handle_input(Input::Leave { peer });
                 peer
             }
@@ -279,18 +424,51 @@ impl Shard {
                 if !self.is_current(peer, conn) {
                     return;
                 }
+                self.vacate(peer);
                 self.core.handle_input(Input::Disconnect { peer });
                 peer
             }
         };
-        self.flush();
-        self.departed.push(peer);
-        while let Some(peer) = self.departed.pop() {
-            if self.core.place_of(peer).is_none() {
-                self.peers.remove(&peer);
+        self.flush(None);
+        self.unseat_departed(peer, left);
+        self.update_gauges();
+    }
+
+    /// Forgets the connections of `peer` (the one whose command this was)
+    /// and of everyone the command took out of every room (removed,
+    /// turned away from a lobby), once the core has let them go. `peer`
+    /// said `leave` if `left`: its relays are of no more use. Otherwise (a
+    /// lost connection, a refused join) it may come back, and its TURN
+    /// allocations last a little. Those a host removed keep none.
+    fn unseat_departed(&mut self, peer: PeerId, left: bool) {
+        if self.core.place_of(peer).is_none() {
+            let grace = if left { Duration::ZERO } else { RESUME_GRACE };
+            self.unseat(peer, grace);
+        }
+        while let Some(gone) = self.departed.pop() {
+            if self.core.place_of(gone).is_none() {
+                self.unseat(gone, Duration::ZERO);
             }
         }
-        self.update_gauges();
+    }
+
+    /// Vacates `peer`'s seat: from now on no relay reaches it and none
+    /// leaves it. Called before the core is told, so before any `peer-left`
+    /// or `left` saying so is pushed.
+    fn vacate(&self, peer: PeerId) {
+        if let Some(tx) = self.peers.get(&peer) {
+            tx.seat.vacate();
+        }
+    }
+
+    /// Forgets `peer`'s connection (its seat vacated) and gives up its id's
+    /// claim, once the core has let it go; its TURN allocations end after
+    /// `grace`.
+    fn unseat(&mut self, peer: PeerId, grace: Duration) -> Option<PeerTx> {
+        let tx = self.peers.remove(&peer)?;
+        tx.seat.vacate();
+        self.seating.release(peer, &tx.seat, grace);
+        Some(tx)
     }
 
     /// Moves the shared room and member gauges by this shard's change.
@@ -312,20 +490,32 @@ impl Shard {
 
     /// Delivers everything the core produced, then drops members that could
     /// not take their messages, which produces `peer-left`s to deliver too.
-    fn flush(&mut self) {
+    /// A `newcomer`'s queue is held while the core's answer to its join is
+    /// delivered (see [`Seat::hold`]).
+    fn flush(&mut self, newcomer: Option<(PeerId, &Arc<Seat>)>) {
+        let mut held = newcomer.map(|(peer, seat)| (peer, seat.hold()));
         loop {
             while let Some(out) = self.core.poll_output() {
                 if let Output::Rejected { reason, .. } = &out {
                     self.metrics.error(rejection_code(*reason));
                 }
-                if let Some((to, msg)) = self.encode(out) {
-                    self.deliver(to, msg);
+                let Some((to, msg)) = self.encode(out) else { continue };
+                match &mut held {
+                    Some((newcomer, hold)) if *newcomer == to => {
+                        if hold.push(msg).is_err() && !self.kicked.contains(&to) {
+                            self.kicked.push(to);
+                        }
+                    }
+                    _ => self.deliver(to, msg),
                 }
             }
+            // Released before anyone is dropped: that pushes `peer-left`s,
+            // perhaps to the newcomer.
+            held = None;
             let Some(peer) = self.kicked.pop() else { break };
-            if let Some(tx) = self.peers.remove(&peer) {
+            if let Some(tx) = self.unseat(peer, RESUME_GRACE) {
                 tracing::info!(%peer, "dropping a peer whose outbound queue is full");
-                tx.route.kick.kick(KickReason::TooSlow);
+                tx.seat.kick(KickReason::TooSlow);
             }
             self.core.handle_input(Input::Disconnect { peer });
         }
@@ -333,20 +523,17 @@ impl Shard {
 
     fn deliver(&mut self, to: PeerId, msg: Outbound) {
         let Some(tx) = self.peers.get(&to) else { return };
-        if let Err(PushError::Full | PushError::Closed) = tx.route.queue.push(msg)
+        if let Err(PushError::Full | PushError::Closed) = tx.seat.push(msg)
             && !self.kicked.contains(&to)
         {
             self.kicked.push(to);
         }
     }
 
-    /// The membership number of `peer`'s connection (0 if unknown).
-    fn membership(&self, peer: PeerId) -> u64 {
-        self.peers.get(&peer).map_or(0, |tx| tx.route.membership)
-    }
-
-    fn route(&self, peer: PeerId) -> Option<Route> {
-        self.peers.get(&peer).map(|tx| tx.route.clone())
+    /// The route from `from`'s seat to `to`'s.
+    fn route(&self, from: PeerId, to: PeerId) -> Option<Route> {
+        let seat = |p| self.peers.get(&p).map(|tx: &PeerTx| tx.seat.clone());
+        Some(Route { from: seat(from)?, to: seat(to)? })
     }
 
     /// The message for an output, and whom to give it.
@@ -375,7 +562,7 @@ impl Shard {
                     settings,
                     lobby: &lobby,
                 };
-                let routes = peers.iter().filter_map(|(p, _)| Some((p.id, self.route(p.id)?))).collect();
+                let routes = peers.iter().filter_map(|(p, _)| Some((p.id, self.route(to, p.id)?))).collect();
                 (
                     to,
                     Outbound::JoinAnswer(Box::new(JoinAnswer {
@@ -405,7 +592,7 @@ impl Shard {
             }
             Output::PeerJoined { to, peer, polite } => {
                 let body = text(encode(&ServerMsg::PeerJoined { peer: &peer, polite }));
-                match self.route(peer.id) {
+                match self.route(to, peer.id) {
                     Some(route) => (to, Outbound::PeerJoined(Box::new((body, peer.id, route)))),
                     None => (to, Outbound::Text(body)),
                 }
@@ -414,8 +601,7 @@ impl Shard {
                 (to, Outbound::PeerLeft { text: text(encode(&ServerMsg::PeerLeft { peer, reason })), peer })
             }
             Output::Left { to, room } => {
-                let text = text(encode(&ServerMsg::Left { room: room.as_str() }));
-                (to, Outbound::Exit { text, membership: self.membership(to) })
+                (to, Outbound::Left(text(encode(&ServerMsg::Left { room: room.as_str() }))))
             }
             Output::Waiting { to, room } => {
                 let msg = text(encode(&ServerMsg::Waiting { room: room.as_str() }));
@@ -450,9 +636,12 @@ impl Shard {
                 (to, Outbound::Text(text(encode(&ServerMsg::Moderated { action, by, held }))))
             }
             Output::Removed { to, room, reason, by } => {
+                // Vacated before anyone hears of it (the core tells the
+                // others after this), like a leave.
+                self.vacate(to);
                 self.departed.push(to);
                 let msg = text(encode(&ServerMsg::Removed { room: room.as_str(), reason, by }));
-                (to, Outbound::Exit { text: msg, membership: self.membership(to) })
+                (to, Outbound::Left(msg))
             }
             Output::Allowed { to, allowed } => {
                 // For the SFU, which drops what may not be sent; a lost
@@ -526,5 +715,192 @@ fn rejection_code(reason: Rejection) -> ErrorCode {
         Rejection::Barred => ErrorCode::Barred,
         Rejection::NotAllowed => ErrorCode::NotAllowed,
         Rejection::Held => ErrorCode::Held,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Kick, QueueRx, QueueTx, outbound_queue};
+
+    fn room(name: &str) -> RoomId {
+        RoomId::parse(name).expect("room name")
+    }
+
+    /// A connection as the shards see it, driven by hand: what it sends
+    /// them, and what they and others put in its queue.
+    struct Peer {
+        id: PeerId,
+        conn: ConnId,
+        queue: QueueTx,
+        rx: QueueRx,
+        kick: Arc<Kick>,
+    }
+
+    impl Peer {
+        fn new(n: u64) -> Peer {
+            let (queue, rx) = outbound_queue(1 << 20, crate::limits::ByteBudget::new(usize::MAX));
+            Peer { id: PeerId(n), conn: n, queue, rx, kick: Arc::new(Kick::default()) }
+        }
+
+        /// A `join` as conn.rs sends it, with a new seat.
+        fn join(&self, room_name: &str, resumed: bool) -> ShardCmd {
+            let seat = Seat::new(self.queue.clone(), self.kick.clone());
+            let tx = PeerTx { conn: self.conn, seat, resumed, reached: None };
+            let name = DisplayName::parse("x").expect("name");
+            ShardCmd::Join {
+                peer: self.id,
+                room: room(room_name),
+                name,
+                media: MediaState::default(),
+                tx,
+                admission: room::Admission { resumed, ..room::Admission::default() },
+            }
+        }
+
+        fn leave(&self) -> ShardCmd {
+            ShardCmd::Leave { peer: self.id, conn: self.conn }
+        }
+
+        /// Everything queued for this connection so far.
+        fn take(&mut self) -> Vec<Outbound> {
+            let mut out = Vec::new();
+            self.rx.try_recv_many(&mut out, usize::MAX);
+            out
+        }
+
+        /// The routes this connection was handed, in the order it got them.
+        fn routes(&mut self) -> Vec<(PeerId, Route)> {
+            let mut routes = Vec::new();
+            for out in self.take() {
+                match out {
+                    Outbound::JoinAnswer(answer) => routes.extend(answer.routes),
+                    Outbound::PeerJoined(j) => routes.push((j.1, j.2)),
+                    _ => {}
+                }
+            }
+            routes
+        }
+    }
+
+    fn route_to(routes: &[(PeerId, Route)], to: &Peer) -> Route {
+        routes.iter().find(|(p, _)| *p == to.id).map(|(_, r)| r.clone()).expect("a route")
+    }
+
+    fn text(out: &Outbound) -> &str {
+        match out {
+            Outbound::Text(t)
+            | Outbound::Left(t)
+            | Outbound::PeerLeft { text: t, .. }
+            | Outbound::Role { text: t, .. } => t.as_str(),
+            Outbound::JoinAnswer(a) => a.text.as_str(),
+            Outbound::PeerJoined(j) => j.0.as_str(),
+        }
+    }
+
+    fn shards(n: usize) -> Vec<Shard> {
+        let seating = Arc::new(Seating::default());
+        let metrics = Arc::new(Metrics::default());
+        (0..n).map(|_| Shard::new(&Config::default(), None, metrics.clone(), seating.clone(), None)).collect()
+    }
+
+    /// Issue 10, finding 7, step by step. Shard 1 holds room X, shard 2
+    /// room Y. C joins X after A, so shard 1 hands A a route to C; A leaves
+    /// X and joins Y. On the old code A's connection could still hold that
+    /// route (a `peer-joined` from shard 1 read after its `joined` from
+    /// shard 2) and signal C through it: C heard from a peer outside its
+    /// room. Now the route leads nowhere once A's seat in X is vacated,
+    /// whatever A holds, and neither does C's route to A.
+    #[test]
+    fn a_peer_that_left_cannot_reach_a_member_of_its_old_room() {
+        let mut s = shards(2);
+        let (mut a, mut c, mut b) = (Peer::new(1), Peer::new(3), Peer::new(2));
+        s[0].handle(a.join("x", false));
+        s[1].handle(b.join("y", false));
+        s[0].handle(c.join("x", false));
+        let a_to_c = route_to(&a.routes(), &c);
+        let c_to_a = route_to(&c.routes(), &a);
+        assert_eq!(a_to_c.relay("while in X".into()), Ok(()));
+        assert_eq!(text(&c.take()[0]), "while in X");
+
+        s[0].handle(a.leave());
+        let to_a = a.take();
+        assert!(text(to_a.last().expect("left")).contains(r#""type":"left""#), "left comes last");
+        s[1].handle(a.join("y", false));
+        assert!(a.routes().iter().any(|(p, _)| *p == b.id), "A is in Y now");
+        assert!(!c.take().is_empty(), "C heard A leave");
+
+        assert_eq!(a_to_c.relay("from Y".into()), Err(PushError::NotSeated));
+        assert_eq!(c_to_a.relay("to X".into()), Err(PushError::NotSeated));
+        assert!(c.take().is_empty(), "nothing from A reaches C");
+        assert!(a.take().is_empty(), "nothing from C reaches A");
+        assert!(b.take().iter().all(|o| !text(o).contains("from Y")));
+    }
+
+    /// A route handed to the members already there is good at once, and
+    /// what they send along it arrives after the newcomer's `joined`, never
+    /// before; a route from before a peer left and came back is dead.
+    #[test]
+    fn a_newcomer_hears_joined_before_any_signal_and_old_routes_stay_dead() {
+        let mut s = shards(1);
+        let (mut a, mut c) = (Peer::new(1), Peer::new(3));
+        s[0].handle(a.join("x", false));
+        a.take();
+        s[0].handle(c.join("x", false));
+        let a_to_c = route_to(&a.routes(), &c);
+        assert_eq!(a_to_c.relay("offer".into()), Ok(()));
+        let to_c = c.take();
+        assert!(text(&to_c[0]).contains(r#""type":"joined""#), "{}", text(&to_c[0]));
+        assert_eq!(text(&to_c[1]), "offer");
+
+        s[0].handle(c.leave());
+        s[0].handle(c.join("x", false));
+        c.take();
+        assert_eq!(a_to_c.relay("stale".into()), Err(PushError::NotSeated));
+        let fresh = route_to(&a.routes(), &c);
+        assert_eq!(fresh.relay("fresh".into()), Ok(()));
+        assert_eq!(c.take().iter().map(text).collect::<Vec<_>>(), ["fresh"]);
+    }
+
+    /// Issue 10, finding 8 across shards: where a peer id sits is known to
+    /// every shard. A resumed join for that id in a room on another shard
+    /// is refused and leaves the seated connection alone; one for its own
+    /// room replaces the older connection.
+    #[test]
+    fn a_peer_id_sits_in_one_room_across_shards() {
+        let mut s = shards(2);
+        let (mut a, mut b) = (Peer::new(1), Peer::new(2));
+        s[0].handle(a.join("x", false));
+        s[0].handle(b.join("x", false));
+        let b_to_a = route_to(&b.routes(), &a);
+        a.take();
+
+        // Another connection with a token for room Y, naming A's id.
+        let mut thief = Peer::new(9);
+        thief.id = a.id;
+        s[1].handle(thief.join("y", true));
+        let answer = thief.take();
+        assert!(text(&answer[0]).contains("bad-resume"), "{}", text(&answer[0]));
+        assert_eq!(s[1].core.room_of(a.id), None);
+        assert_eq!(b_to_a.relay("still A".into()), Ok(()));
+        assert_eq!(a.take().iter().map(text).collect::<Vec<_>>(), ["still A"]);
+
+        // A fresh join naming the id (no token) is refused in X too.
+        s[0].handle(thief.join("x", false));
+        assert!(text(&thief.take()[0]).contains("bad-resume"));
+
+        // The same id back in its own room with a token: the old
+        // connection is replaced, and routes to it are dead.
+        let mut back = Peer::new(10);
+        back.id = a.id;
+        s[0].handle(back.join("x", true));
+        assert!(a.kick.reason() == Some(KickReason::Replaced));
+        assert_eq!(b_to_a.relay("old A".into()), Err(PushError::NotSeated));
+        assert!(text(&back.take()[0]).contains(r#""type":"joined""#));
+
+        // Once it leaves, the id is free for a token of another room.
+        s[0].handle(ShardCmd::Leave { peer: a.id, conn: back.conn });
+        s[1].handle(thief.join("y", true));
+        assert!(text(&thief.take()[0]).contains(r#""type":"joined""#));
     }
 }

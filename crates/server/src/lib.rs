@@ -78,6 +78,10 @@ pub struct Config {
     pub join_key: Option<jointoken::JoinKey>,
     /// Only holders of a valid join token may join.
     pub require_token: bool,
+    /// Names requests may call this server by (`Host`), besides IP
+    /// addresses, this machine's host name and loopback names on a
+    /// loopback listener; `*` allows any. See [`origin::HostPolicy`].
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -98,6 +102,7 @@ impl Default for Config {
             trust_proxy: false,
             join_key: None,
             require_token: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -233,6 +238,11 @@ pub struct Limits {
     /// Bytes waiting to be written to one connection before it is dropped
     /// as too slow.
     pub outbound_queue_bytes: usize,
+    /// Bytes waiting to be written to all connections together. Past it a
+    /// connection holding more than one largest message (64 KiB) is
+    /// dropped as too slow when more comes for it; one holding less is
+    /// not (see `queue::FLOOR`).
+    pub outbound_bytes_total: usize,
     /// Longest one write (a batch of queued messages) may take.
     pub write_timeout: Duration,
     /// How often the server pings an otherwise quiet connection.
@@ -276,6 +286,7 @@ impl Default for Limits {
             rate_per_sec: 100,
             rate_burst: 200,
             outbound_queue_bytes: 4 * 1024 * 1024,
+            outbound_bytes_total: 512 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
@@ -353,6 +364,10 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub(crate) struct App {
     pub(crate) config: Config,
     pub(crate) origins: origin::OriginPolicy,
+    /// Which `Host` names requests may use.
+    pub(crate) hosts: origin::HostPolicy,
+    /// The bytes all connections' outbound queues hold together.
+    pub(crate) outbound_total: limits::ByteBudget,
     pub(crate) hub: hub::Hub,
     /// Cancelled when the server shuts down; every connection watches it.
     pub(crate) shutdown: CancellationToken,
@@ -399,18 +414,24 @@ pub async fn serve(
     // The TURN server relays to the SFU's exact address (on a LAN it is
     // private, and on our own address, both otherwise refused); known only
     // once the SFU has its port, when that was left to the system.
+    // Who holds a seat where: the shards' one record, and what the built-in
+    // TURN server asks before it accepts a credential handed to a peer.
+    let seating = Arc::new(hub::Seating::default());
     let turn = config.turn.clone().map(|mut turn| {
         if let Some(sfu) = &sfu
             && !turn.core.local_peers.contains(&sfu.addr)
         {
             turn.core.local_peers.push(sfu.addr);
         }
+        let seated = seating.clone();
+        turn.core.users = Some(::turn::UserCheck(Arc::new(move |user| seated.is_seated_user(user))));
         turn
     });
     let _turn = match &turn {
         Some(turn) => match turn_io::start(turn.clone(), metrics.clone(), shutdown_token.clone()).await {
-            Ok(task) => {
+            Ok((task, revoker)) => {
                 tracing::info!(listen = %turn.listen, public_ip = %turn.public_ip, "STUN/TURN on UDP and TCP");
+                seating.revoke_through(revoker);
                 Some(AbortOnDrop(task))
             }
             Err(e) => {
@@ -423,10 +444,15 @@ pub async fn serve(
     let p2p_max = sfu.as_ref().and(config.sfu.as_ref()).map(|s| s.p2p_max);
     // Loopback origins are a developer's pages only on a server listening
     // on loopback; elsewhere they are whatever runs on a visitor's machine.
-    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let local = listener.local_addr().map(|a| a.ip());
+    let loopback = local.as_ref().is_ok_and(IpAddr::is_loopback);
+    // This machine's host name (and its mDNS form) besides the names given.
+    let hosts = tls::default_names(&config.allowed_hosts);
     let app = Arc::new(App {
         origins: origin::OriginPolicy::new(&config.allowed_origins, loopback),
-        hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone(), sfu.clone()),
+        outbound_total: limits::ByteBudget::new(config.limits.outbound_bytes_total),
+        hosts: origin::HostPolicy::new(&hosts, loopback || local.is_ok_and(|ip| ip.is_unspecified())),
+        hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone(), seating, sfu.clone()),
         sfu,
         limiter: limits::ConnectionLimiter::new(
             accept::descriptor_share(accept::Holder::WebSockets, config.limits.max_connections),

@@ -168,6 +168,12 @@ impl ByteBudget {
         self.held.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Takes `len` bytes whether they fit or not (what the holder is
+    /// allowed beyond the budget; see `queue::FLOOR`).
+    pub(crate) fn take(&self, len: usize) {
+        self.held.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Bytes held now.
     #[cfg(test)]
     pub(crate) fn held(&self) -> usize {

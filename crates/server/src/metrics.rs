@@ -255,7 +255,7 @@ impl Metrics {
         metric(
             "turn_refused_total",
             "counter",
-            "TURN requests refused and packets not relayed (no permission, over bandwidth).",
+            "TURN requests refused or left unanswered (over the challenge rate) and packets not relayed (no permission, over bandwidth).",
             &one(get(&self.turn_refused).into()),
         );
         metric(

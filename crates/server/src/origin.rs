@@ -46,6 +46,56 @@ impl OriginPolicy {
     }
 }
 
+/// Which names a request may call us by, against DNS rebinding: a page at
+/// `http://evil.example:8080/` whose name the attacker then points at this
+/// server's address is same-origin with itself, so the origin check lets
+/// its WebSocket through; only the `Host` it sends, `evil.example`, gives it
+/// away. Allowed: any IP address literal (a browser sends one only when
+/// its user typed it), loopback names (`localhost`) on a server that
+/// listens on loopback, and the configured names (this machine's host
+/// name, a `--turn-host`, the self-signed certificate's names,
+/// `--allow-host`); `*` allows any, as behind a reverse proxy or with a
+/// certificate from files (a browser then talks to us only under a name
+/// the certificate holds). A request without `Host` is no browser's.
+#[derive(Clone, Debug, Default)]
+pub struct HostPolicy {
+    names: Vec<String>,
+    any: bool,
+    loopback: bool,
+}
+
+impl HostPolicy {
+    /// A policy allowing `names` (host names, no ports), and loopback ones
+    /// if `loopback` (the server listens on a loopback address, or on all).
+    pub fn new(names: &[String], loopback: bool) -> Self {
+        let any = names.iter().any(|n| n.trim() == "*");
+        let names = names.iter().map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase()).collect();
+        HostPolicy { names, any, loopback }
+    }
+
+    /// Whether a request with this `Host` header is meant for us.
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else { return true };
+        if self.any {
+            return true;
+        }
+        let host = host.trim().to_ascii_lowercase();
+        let name = host_of(&host).trim_end_matches('.');
+        if name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
+        {
+            return true;
+        }
+        if name == "localhost" || name.ends_with(".localhost") {
+            return self.loopback;
+        }
+        !name.is_empty() && self.names.iter().any(|n| n == name)
+    }
+}
+
 /// `scheme://host[:port]`, lowercased, default port dropped; `None` for
 /// anything that is not an http(s) origin (including the opaque `null`).
 fn normalize(origin: &str) -> Option<String> {
@@ -92,6 +142,38 @@ fn is_loopback(authority: &str) -> bool {
         || host.ends_with(".localhost")
         || host == "[::1]"
         || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    /// Issue 10, finding 9: the `Host` header was never checked.
+    #[test]
+    fn only_our_names_and_addresses_are_hosts() {
+        let ours = HostPolicy::new(&["meet.example.org".into(), "Box.local.".into()], false);
+        for (host, ok) in [
+            (Some("meet.example.org"), true),
+            (Some("MEET.example.org:8443"), true),
+            (Some("meet.example.org."), true),
+            (Some("box.local:8080"), true),
+            (Some("203.0.113.7:8080"), true),
+            (Some("[2001:db8::1]:8443"), true),
+            (None, true),
+            (Some("evil.example:8080"), false),
+            (Some("meet.example.org.evil.example"), false),
+            (Some("localhost:8080"), false),
+            (Some(""), false),
+            (Some("[evil]"), false),
+        ] {
+            assert_eq!(ours.allows(host), ok, "{host:?}");
+        }
+        let on_loopback = HostPolicy::new(&[], true);
+        assert!(on_loopback.allows(Some("localhost:8080")));
+        assert!(on_loopback.allows(Some("app.localhost")));
+        assert!(!on_loopback.allows(Some("evil.example")));
+        assert!(HostPolicy::new(&["*".into()], false).allows(Some("anything.example")));
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //!
 //! One task owns all of it. Connections send it [`SfuCmd`]s over a bounded
 //! channel (a full channel answers `sfu-unavailable`: nobody waits), and it
-//! answers through each connection's outbound queue, as a shard does, with
-//! the connection's membership number, so an answer meant for a room the
-//! connection has left is dropped.
+//! answers through each connection's outbound queue, as a shard does, while
+//! the connection holds the seat it offered from, so an answer meant for a
+//! room the connection has left is dropped.
 //!
 //! Incoming datagrams are matched to a session by their source address,
 //! learnt the first time a session's ICE agent accepts one of its STUN
@@ -39,7 +39,7 @@ use tungstenite::Utf8Bytes;
 use crate::hub::ConnId;
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
-use crate::queue::{KickReason, Outbound, PushError, Route};
+use crate::queue::{Outbound, Seat};
 use crate::sfu_tcp::{self, TcpEvent};
 
 /// Commands the SFU task takes at once; beyond that, connections are told
@@ -114,12 +114,12 @@ pub(crate) enum SfuCmd {
         room: RoomId,
         peer: PeerId,
         conn: ConnId,
-        route: Route,
+        seat: Arc<Seat>,
         sdp: String,
         sources: Vec<(String, SfuSource)>,
     },
     /// The client's answer to the server's latest offer.
-    Answer { conn: ConnId, route: Route, sdp: String },
+    Answer { conn: ConnId, seat: Arc<Seat>, sdp: String },
     /// The heights at which the client shows each peer's video.
     Layout { conn: ConnId, tiles: Vec<(PeerId, u32)> },
     /// The connection left its room or closed: its session ends.
@@ -254,7 +254,8 @@ struct InTrack {
 struct Session {
     rtc: Rtc,
     peer: PeerId,
-    route: Route,
+    /// The seat the connection offered from: answers go through it.
+    route: Arc<Seat>,
     /// What the client said it sends on each of its m-lines.
     sources: Vec<(String, SfuSource)>,
     published: Vec<InTrack>,
@@ -390,7 +391,7 @@ impl Task {
     fn on_cmd(&mut self, cmd: SfuCmd) {
         let now = Instant::now();
         match cmd {
-            SfuCmd::Offer { room, peer, conn, route, sdp, sources } => {
+            SfuCmd::Offer { room, peer, conn, seat: route, sdp, sources } => {
                 let id = ParticipantId(conn);
                 self.end_session(id);
                 if self.sessions.len() >= self.config.max_participants {
@@ -411,7 +412,7 @@ impl Task {
                     Err(e) => send_error(&self.metrics, &route, ErrorCode::BadSdp, &e),
                 }
             }
-            SfuCmd::Answer { conn, route, sdp } => {
+            SfuCmd::Answer { conn, seat: route, sdp } => {
                 let id = ParticipantId(conn);
                 let Some(pending) = self.sessions.get_mut(&id).and_then(|s| s.pending.take()) else {
                     let msg = "no offer of the server's is waiting for an answer";
@@ -488,7 +489,7 @@ impl Task {
         &self,
         now: Instant,
         peer: PeerId,
-        route: Route,
+        route: Arc<Seat>,
         sdp: &str,
         sources: Vec<(String, SfuSource)>,
     ) -> Result<(Session, String), String> {
@@ -1010,16 +1011,13 @@ fn source_name(s: Source) -> &'static str {
     }
 }
 
-/// Puts a message in a connection's queue, for the membership it had when
-/// it spoke to the SFU; a full queue drops that connection, as a shard does.
-fn send(route: &Route, text: &str) {
-    let out = Outbound::Relay { text: Utf8Bytes::from(text.to_owned()), membership: route.membership };
-    if let Err(PushError::Full) = route.queue.push(out) {
-        route.kick.kick(KickReason::TooSlow);
-    }
+/// Puts a message in a connection's queue while it holds the seat it spoke
+/// to the SFU from; a full queue drops that connection, as a shard does.
+fn send(route: &Seat, text: &str) {
+    let _ = route.push_while_seated(Outbound::Text(Utf8Bytes::from(text.to_owned())));
 }
 
-fn send_error(metrics: &Metrics, route: &Route, code: ErrorCode, message: &str) {
+fn send_error(metrics: &Metrics, route: &Seat, code: ErrorCode, message: &str) {
     metrics.error(code);
     send(route, &encode(&ServerMsg::Error { code, message, request: Some("sfu") }));
 }

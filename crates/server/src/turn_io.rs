@@ -69,6 +69,23 @@ impl TurnIo {
     pub const TCP_DEFAULTS: (usize, usize, Duration) = (1024, 64, Duration::from_secs(5));
 }
 
+/// Revocations waiting to be carried out, sent and delayed: at most this
+/// many (past it they are carried out at once).
+const REVOCATIONS: usize = 16_384;
+
+/// Tells the TURN task that a user's credentials are revoked (see
+/// [`turn::Config::users`]), at once or after a grace period. Never waits:
+/// a revocation lost to a full inbox still takes effect at the allocation's
+/// next refresh, which the users check refuses.
+#[derive(Clone, Debug)]
+pub(crate) struct Revoker(mpsc::Sender<(Instant, String)>);
+
+impl Revoker {
+    pub(crate) fn revoke(&self, user: String, after: Duration) {
+        let _ = self.0.try_send((Instant::now() + after, user));
+    }
+}
+
 enum Event {
     FromClient { from: FiveTuple, data: Vec<u8> },
     FromPeer { relay: SocketAddr, peer: SocketAddr, data: Vec<u8> },
@@ -82,7 +99,7 @@ pub(crate) async fn start(
     config: TurnIo,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) -> io::Result<tokio::task::JoinHandle<()>> {
+) -> io::Result<(tokio::task::JoinHandle<()>, Revoker)> {
     let udp = Arc::new(UdpSocket::bind(config.listen).await?);
     let tcp = crate::bind(config.listen)?;
     let (tx, rx) = mpsc::channel(INBOX);
@@ -103,6 +120,7 @@ pub(crate) async fn start(
     core.own_ips.extend(own_ips(&config));
     core.own_ports.push(local.port()..=local.port());
     core.own_ports.push(config.relay_ports.clone());
+    let (revoker, revocations) = mpsc::channel(REVOCATIONS);
     let task = Task {
         core: turn::Server::new(core),
         config,
@@ -110,9 +128,10 @@ pub(crate) async fn start(
         relays: HashMap::new(),
         tcp: HashMap::new(),
         events: tx,
+        revocations: std::collections::VecDeque::new(),
         metrics,
     };
-    Ok(tokio::spawn(task.run(rx, shutdown)))
+    Ok((tokio::spawn(task.run(rx, revocations, shutdown)), Revoker(revoker)))
 }
 
 /// This machine's addresses the TURN server must not relay to besides the
@@ -304,16 +323,27 @@ struct Task {
     /// TCP clients' outbound queues, and the bytes in each.
     tcp: HashMap<FiveTuple, (mpsc::Sender<Vec<u8>>, ByteBudget)>,
     events: Inbox,
+    /// Revocations waiting for their time, earliest first (all wait the
+    /// same grace), at most [`REVOCATIONS`].
+    revocations: std::collections::VecDeque<(Instant, String)>,
     metrics: Arc<Metrics>,
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Event>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Event>,
+        mut revoked: mpsc::Receiver<(Instant, String)>,
+        shutdown: CancellationToken,
+    ) {
         let mut batch = Vec::with_capacity(64);
         loop {
             // The core's next deadline (an allocation, permission or channel
-            // ending); with none, only events wake us.
-            let deadline = self.core.poll_timeout();
+            // ending) or a revocation's; with none, only events wake us.
+            let deadline = match (self.core.poll_timeout(), self.revocations.front()) {
+                (Some(a), Some((b, _))) => Some(a.min(*b)),
+                (a, b) => a.or(b.map(|(at, _)| *at)),
+            };
             let timeout = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -323,8 +353,22 @@ impl Task {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = timeout => {
-                    self.core.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.core.handle_timeout(now);
+                    while self.revocations.front().is_some_and(|(at, _)| *at <= now) {
+                        if let Some((_, user)) = self.revocations.pop_front() {
+                            self.revoke(&user);
+                        }
+                    }
                     self.drain().await;
+                }
+                Some((at, user)) = revoked.recv() => {
+                    if at <= Instant::now() || self.revocations.len() >= REVOCATIONS {
+                        self.revoke(&user);
+                        self.drain().await;
+                    } else {
+                        self.revocations.push_back((at, user));
+                    }
                 }
                 n = rx.recv_many(&mut batch, 64) => {
                     if n == 0 {
@@ -361,6 +405,11 @@ impl Task {
             }
         }
         self.drain().await;
+    }
+
+    fn revoke(&mut self, user: &str) {
+        let unix = crate::unix_now().as_secs();
+        self.core.handle_input(Instant::now(), unix, Input::Revoke { user });
     }
 
     /// Carries out everything the core asked for.
@@ -413,7 +462,10 @@ impl Task {
         let m = &self.metrics;
         m.turn_allocations.store(stats.allocations as i64, Ordering::Relaxed);
         m.turn_relayed.store(stats.packets_to_peers + stats.packets_to_clients, Ordering::Relaxed);
-        m.turn_refused.store(stats.requests_refused + stats.packets_dropped, Ordering::Relaxed);
+        m.turn_refused.store(
+            stats.requests_refused + stats.packets_dropped + stats.challenges_dropped,
+            Ordering::Relaxed,
+        );
     }
 
     /// Binds a relay socket on a free port of the range; returns its

@@ -16,7 +16,7 @@ pub mod policy;
 mod server;
 pub mod stun;
 
-pub use server::{AllocId, Config, Family, FiveTuple, Input, Output, Server, Stats, Transport};
+pub use server::{AllocId, Config, Family, FiveTuple, Input, Output, Server, Stats, Transport, UserCheck};
 
 #[cfg(test)]
 mod tests {
@@ -588,6 +588,72 @@ mod tests {
         q.fresh_nonce();
         let out = q.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
         assert_eq!(Harness::response(&out).2, Some(486), "a fresh credential for the same peer");
+    }
+
+    /// Finding 9: a bare 20-byte request over UDP got a 401 with a realm
+    /// and a nonce, several times its size, whatever its (forgeable)
+    /// source: a reflector. Challenges to one address are now capped (by
+    /// default 20 a second, one second's worth at once), and in all (2000
+    /// a second); over TCP (no forged sources) they are not.
+    #[test]
+    fn challenges_over_udp_are_rate_limited_per_address_and_in_all() {
+        let limits =
+            Config { challenges_per_sec_per_address: 10, challenges_per_sec: 15, ..Config::default() };
+        let mut h = Harness::new(limits);
+        let bare = |h: &mut Harness| {
+            let tid = h.tid();
+            let msg = Builder::new(Method::Allocate, Class::Request, tid)
+                .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                .finish();
+            h.send_client(&msg).len()
+        };
+        let answered: usize = (0..50).map(|_| bare(&mut h)).sum();
+        assert_eq!(answered, 10, "one address: 10 at once");
+        h.client.client = addr("198.51.100.99:50000");
+        let answered: usize = (0..50).map(|_| bare(&mut h)).sum();
+        assert_eq!(answered, 5, "all addresses: 15 a second");
+        assert_eq!(h.server.stats().challenges_dropped, 85);
+        h.now += Duration::from_secs(1);
+        assert_eq!(bare(&mut h), 1, "a second later, again");
+        h.client.transport = Transport::Tcp;
+        let answered: usize = (0..50).map(|_| bare(&mut h)).sum();
+        assert_eq!(answered, 50, "TCP clients cannot forge their address");
+        // The usual dance still works.
+        h.client.transport = Transport::Udp;
+        h.client.client = addr("198.51.100.7:50000");
+        h.now += Duration::from_secs(1);
+        h.allocate();
+    }
+
+    /// Finding 4: a credential is good only while the peer it was handed
+    /// to may use TURN (webconf: holds a seat). When it leaves, its
+    /// allocations end (relay closed) and its credential is refused; a
+    /// revocation for a peer that is back (resumed) ends nothing.
+    #[test]
+    fn credentials_are_bound_to_their_peer_and_revoked_when_it_leaves() {
+        use std::sync::{Arc, Mutex};
+        let seated = Arc::new(Mutex::new(vec!["peer".to_owned()]));
+        let check = seated.clone();
+        let users = UserCheck(Arc::new(move |u| check.lock().expect("lock").iter().any(|s| s == u)));
+        let mut h = Harness::new(Config { users: Some(users), ..Config::default() });
+        let relay = h.allocate();
+        assert_eq!(h.permit(addr("192.0.2.1:1")), None);
+
+        // Revoked while still seated (a resumed peer): nothing ends.
+        assert!(h.input(Input::Revoke { user: "peer" }).is_empty());
+        seated.lock().expect("lock").clear();
+        assert_eq!(h.input(Input::Revoke { user: "peer" }), vec![Output::CloseRelay { relay }]);
+        assert_eq!(h.server.stats().allocations, 0);
+        // Its credential no longer allocates, refreshes or permits.
+        h.client.client = addr("198.51.100.10:50001");
+        h.fresh_nonce();
+        let out = h.request(Method::Allocate, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]));
+        assert_eq!(Harness::response(&out).2, Some(401));
+        assert_eq!(h.permit(addr("192.0.2.1:1")), Some(401));
+        // Seated again (resumed), the peer allocates again.
+        seated.lock().expect("lock").push("peer".to_owned());
+        h.client.client = addr("198.51.100.10:50002");
+        h.allocate();
     }
 
     /// Finding 4: the bandwidth cap was per allocation only, so more

@@ -119,6 +119,30 @@ pub struct Config {
     pub local_peers: Vec<SocketAddr>,
     /// Families the shell can open relay sockets in.
     pub families: Vec<Family>,
+    /// Challenges (`401`, `438`: a nonce and realm, larger than the bare
+    /// request that asks for them) sent over UDP per second to one client
+    /// address (IPv4, or IPv6 /64); past it requests go unanswered, so a
+    /// forged source address cannot make us a reflector. 0: no limit.
+    pub challenges_per_sec_per_address: u64,
+    /// The same, for all addresses together.
+    pub challenges_per_sec: u64,
+    /// Who may use their credentials now, when the code that hands them out
+    /// can say: a username is accepted only while this says yes for its
+    /// user (the peer id of a REST username), and [`Input::Revoke`] ends a
+    /// user's allocations once it says no. `None`: every credential the
+    /// secret checks, until it expires.
+    pub users: Option<UserCheck>,
+}
+
+/// Says whether a user may use TURN now (see [`Config::users`]). A lookup,
+/// not IO: webconf answers it from who holds a seat in a room.
+#[derive(Clone)]
+pub struct UserCheck(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for UserCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserCheck(..)")
+    }
 }
 
 impl Default for Config {
@@ -146,6 +170,11 @@ impl Default for Config {
             own_ports: Vec::new(),
             local_peers: Vec::new(),
             families: vec![Family::V4],
+            // An office behind one NAT joining at once; a victim of forged
+            // requests gets at most 20 small answers a second.
+            challenges_per_sec_per_address: 20,
+            challenges_per_sec: 2000,
+            users: None,
         }
     }
 }
@@ -185,6 +214,13 @@ pub enum Input<'a> {
     ClientGone {
         /// The connection.
         client: FiveTuple,
+    },
+    /// `user` may no longer use its credentials (it left its room): unless
+    /// [`Config::users`] says it may again by now, its allocations (and
+    /// pending ones) end, and its credentials are refused from now on.
+    Revoke {
+        /// The user: the peer id of a REST username.
+        user: &'a str,
     },
 }
 
@@ -235,11 +271,14 @@ pub struct Stats {
     pub packets_dropped: u64,
     /// Requests refused with an error response.
     pub requests_refused: u64,
+    /// Unauthenticated requests over UDP left unanswered: over the
+    /// challenge rate limits.
+    pub challenges_dropped: u64,
 }
 
 /// Relayed bytes per second in one direction: of one allocation, one
 /// client address, or the whole server. Starts full.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ByteBucket {
     tokens: u64,
     rate: u64,
@@ -276,6 +315,11 @@ impl ByteBucket {
 
 /// What one client address holds: how many allocations, and its share
 /// of bandwidth.
+/// Slots of client addresses for challenge rate limits: a fixed size, so
+/// forged addresses cost no memory (addresses sharing a slot share its
+/// limit).
+const CHALLENGE_SLOTS: usize = 1024;
+
 #[derive(Debug)]
 struct ClientBudget {
     allocations: usize,
@@ -377,6 +421,12 @@ pub struct Server {
     /// The whole server's bandwidth, each direction.
     total_up: ByteBucket,
     total_down: ByteBucket,
+    /// Challenges over UDP: one bucket (a challenge a token) per slot of
+    /// client addresses hashed with a key of this process's own (so a
+    /// forger cannot aim at another's slot), and one for all.
+    challenge_slots: Vec<ByteBucket>,
+    challenge_hasher: std::collections::hash_map::RandomState,
+    challenges: ByteBucket,
     /// Every deadline: one per allocation, permission, channel and pending
     /// allocation, each matching the time stored beside the thing it ends
     /// (checked by `check_invariants`). Bounded by what it times out.
@@ -394,6 +444,7 @@ impl Server {
     pub fn new(config: Config) -> Server {
         let nonces = NonceKey::new(config.nonce_key);
         let total = config.bandwidth_bytes_per_sec_total;
+        let (per_address, in_all) = (config.challenges_per_sec_per_address, config.challenges_per_sec);
         Server {
             config,
             nonces,
@@ -404,6 +455,9 @@ impl Server {
             per_address: HashMap::new(),
             total_up: ByteBucket::new(total, None),
             total_down: ByteBucket::new(total, None),
+            challenge_slots: vec![ByteBucket::new(per_address, None); CHALLENGE_SLOTS],
+            challenge_hasher: std::collections::hash_map::RandomState::new(),
+            challenges: ByteBucket::new(in_all, None),
             timers: BTreeSet::new(),
             next_id: 1,
             outputs: VecDeque::new(),
@@ -439,6 +493,7 @@ impl Server {
                     self.send(p.client, msg);
                 }
             }
+            Input::Revoke { user } => self.revoke(user),
             Input::ClientGone { client } => {
                 self.remove_allocation(client);
                 let gone: Vec<AllocId> =
@@ -449,6 +504,30 @@ impl Server {
                         self.release(&p.username, p.client.client);
                     }
                 }
+            }
+        }
+    }
+
+    /// Ends every allocation of `user`, unless it may use TURN (again).
+    fn revoke(&mut self, user: &str) {
+        if self.config.users.as_ref().is_none_or(|check| (check.0)(user)) {
+            return;
+        }
+        let gone: Vec<FiveTuple> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| quota_key(&a.username) == user)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in gone {
+            self.remove_allocation(t);
+        }
+        let pending: Vec<AllocId> =
+            self.pending.iter().filter(|(_, p)| quota_key(&p.username) == user).map(|(id, _)| *id).collect();
+        for id in pending {
+            if let Some(p) = self.pending.remove(&id) {
+                self.timers.remove(&(p.started + PENDING_TIMEOUT, Timer::Pending(id)));
+                self.release(&p.username, p.client.client);
             }
         }
     }
@@ -539,7 +618,7 @@ impl Server {
                     self.stats.requests_refused += 1;
                     return self.send(from, reply);
                 }
-                let Auth::Ok { username, key } = self.authenticate(unix, from, &msg) else { return };
+                let Auth::Ok { username, key } = self.authenticate(now, unix, from, &msg) else { return };
                 match msg.method {
                     Method::Allocate => self.allocate(now, from, &msg, username, key),
                     Method::Refresh => self.refresh(now, from, &msg, &username, &key),
@@ -558,9 +637,13 @@ impl Server {
     }
 
     /// Long-term credentials (RFC 8489 section 9.2.4) with REST usernames.
-    fn authenticate(&mut self, unix: u64, from: FiveTuple, msg: &Message<'_>) -> Auth {
+    fn authenticate(&mut self, now: Instant, unix: u64, from: FiveTuple, msg: &Message<'_>) -> Auth {
         let client = from.client.to_string();
         let challenge = |server: &mut Server, code: u16, reason: &str| {
+            if from.transport == Transport::Udp && !server.may_challenge(now, from.client.ip()) {
+                server.stats.challenges_dropped += 1;
+                return Auth::Refused;
+            }
             let nonce = server.nonces.make(unix + server.config.nonce_lifetime.as_secs(), &client);
             let reply = Builder::new(msg.method, Class::Error, msg.transaction)
                 .error(code, reason)
@@ -593,7 +676,20 @@ impl Server {
         if !msg.verify_integrity(&key) {
             return challenge(self, 401, "Unauthorized");
         }
+        if let Some(check) = &self.config.users
+            && !(check.0)(quota_key(username))
+        {
+            return challenge(self, 401, "Unauthorized");
+        }
         Auth::Ok { username: username.to_owned(), key }
+    }
+
+    /// Whether a challenge may go to `ip` over UDP now (see
+    /// [`Config::challenges_per_sec_per_address`]).
+    fn may_challenge(&mut self, now: Instant, ip: IpAddr) -> bool {
+        use std::hash::BuildHasher;
+        let slot = self.challenge_hasher.hash_one(policy::client_key(ip)) as usize % CHALLENGE_SLOTS;
+        self.challenge_slots[slot].take(1, now) && self.challenges.take(1, now)
     }
 
     /// Answers `msg` with success: the attributes `with` adds, SOFTWARE,

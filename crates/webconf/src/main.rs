@@ -25,6 +25,16 @@ struct Cli {
     #[arg(long = "allow-origin", env = "WEBCONF_ALLOW_ORIGIN", value_delimiter = ',')]
     allow_origin: Vec<String>,
 
+    /// A name browsers reach this server by (repeatable, or
+    /// comma-separated), e.g. meet.example.org; requests for other names
+    /// get 421 (against DNS rebinding). IP addresses, this machine's host
+    /// name, --turn-host and --tls-name are always allowed, and loopback
+    /// names when listening on loopback. `*` allows any (the default behind
+    /// --trust-proxy or with --tls-cert, where the proxy or the certificate
+    /// decides).
+    #[arg(long = "allow-host", env = "WEBCONF_ALLOW_HOST", value_delimiter = ',')]
+    allow_host: Vec<String>,
+
     /// Most people in one call (at most 100).
     #[arg(long, env = "WEBCONF_ROOM_CAPACITY", default_value_t = 25,
           value_parser = clap::value_parser!(u16).range(1..=100))]
@@ -389,7 +399,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         forwarding: sfu::Config { max_video: usize::from(cli.sfu_max_video), ..sfu::Config::default() },
         connect_deadline: server::sfu_io::CONNECT_DEADLINE,
     });
+    let mut allowed_hosts = cli.allow_host.clone();
+    if allowed_hosts.is_empty() && (cli.trust_proxy || cli.tls_cert.is_some()) {
+        allowed_hosts.push("*".to_owned());
+    }
+    allowed_hosts.extend(cli.tls_names.iter().cloned());
+    allowed_hosts.extend(cli.turn_host.iter().cloned());
     let config = server::Config {
+        allowed_hosts,
         sfu,
         room_capacity: usize::from(cli.room_capacity),
         allowed_origins: cli.allow_origin,

@@ -189,6 +189,52 @@ async fn chat_mute_camera_screen_quality_and_languages_work_between_browsers() {
         .eval("return [document.querySelectorAll('#chat-log b, #chat-log img').length, window.pwned ?? null]")
         .await;
     assert_eq!(injected, serde_json::json!([0, null]), "chat text must never become markup");
+    // Issue 10, finding 9: right-to-left text and direction controls in a
+    // line stay inside it (isolated), and cannot reorder its name or time.
+    let rtl = "\u{202E}שלום olleh";
+    a.type_text("#chat-input", &format!("{rtl}\u{E007}")).await;
+    b.wait_until(
+        "the right-to-left line",
+        Duration::from_secs(5),
+        &format!(
+            "return document.querySelector('#chat-log li:last-child .chat-text').textContent === {rtl:?}"
+        ),
+    )
+    .await;
+    let dirs = b
+        .eval(
+            "const li = document.querySelector('#chat-log li:last-child'); \
+             return [li.querySelector('.chat-name').dir, li.querySelector('.chat-text').dir, \
+                     getComputedStyle(li.querySelector('.chat-text')).unicodeBidi]",
+        )
+        .await;
+    assert_eq!(dirs, serde_json::json!(["auto", "auto", "isolate"]), "isolated: {dirs}");
+    b.screenshot(&artifacts().join("chat-rtl-en.png")).await;
+    set_lang(&b, "ko").await;
+    b.screenshot(&artifacts().join("chat-rtl-ko.png")).await;
+    set_lang(&b, "en").await;
+    // window.webconf (for tests and debugging) shows neither the resume
+    // token nor TURN credentials, while the call keeps both.
+    let shown = a
+        .eval(
+            "const w = window.webconf.state; \
+             return [w.session.resume ?? null, w.joined.resume, w.joined.ice_servers.length, \
+                     w.joined.ice_servers.filter(s => s.username !== undefined || s.credential !== undefined).length]",
+        )
+        .await;
+    assert_eq!(shown[0], serde_json::Value::Null, "{shown}");
+    assert_eq!(shown[1], "", "{shown}");
+    assert!(shown[2].as_u64().is_some_and(|n| n >= 2), "STUN and TURN still listed: {shown}");
+    assert_eq!(shown[3], 0, "no credentials shown: {shown}");
+    // The page's memory of chat lines shown is bounded (it was not).
+    let seen = b
+        .eval(
+            "for (let i = 0; i < 1500; i++) window.webconf.state.session.onMessage( \
+               {type: 'chat', from: 'aaaaaaaaaaaaaaaa', name: 'Flood', text: 'x' + i, ts: i, id: 'flood-' + i}); \
+             return [window.webconf.chatSeen(), document.querySelectorAll('#chat-log li').length]",
+        )
+        .await;
+    assert_eq!(seen, serde_json::json!([1000, 500]), "remembered, shown: {seen}");
     // A's own line is shown as sent once the server has it back.
     a.wait_until(
         "A's line shown as sent",

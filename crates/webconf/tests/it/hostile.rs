@@ -287,3 +287,99 @@ async fn behind_a_proxy_the_cap_per_address_does_not_apply() {
     let health = healthz_from("127.0.0.1", server.addr).await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 }
+
+/// Issue 10, finding 9: the `Host` header was never checked, so a page
+/// whose own name was pointed at this server (DNS rebinding) was
+/// same-origin with itself and could read pages and `/metrics` and open
+/// the WebSocket. A name that is not ours now gets 421 (the WebSocket
+/// included); our addresses, loopback names on a loopback listener and
+/// `--allow-host` names are served, and `/healthz` answers any name.
+#[tokio::test]
+async fn requests_for_names_that_are_not_ours_are_refused() {
+    let config =
+        server::Config { allowed_hosts: vec!["meet.example.org".into()], ..server::Config::default() };
+    let server = TestServer::start(config).await;
+    let port = server.addr.port();
+    let status = |host: String, path: &'static str| {
+        let addr = server.addr;
+        async move {
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nConnection: close\r\n\
+                 Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            );
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut head = [0u8; 12];
+            tokio::time::timeout(PATIENCE, stream.read_exact(&mut head))
+                .await
+                .expect("in time")
+                .expect("read");
+            String::from_utf8_lossy(&head[9..12]).into_owned()
+        }
+    };
+    for (host, path, expected) in [
+        (format!("evil.example:{port}"), "/", "421"),
+        (format!("evil.example:{port}"), "/ws", "421"),
+        (format!("evil.example:{port}"), "/metrics", "421"),
+        (format!("evil.example:{port}"), "/healthz", "200"),
+        (format!("127.0.0.1:{port}"), "/", "200"),
+        (format!("localhost:{port}"), "/", "200"),
+        (format!("meet.example.org:{port}"), "/", "200"),
+        (format!("127.0.0.1:{port}"), "/ws", "101"),
+        (format!("meet.example.org:{port}"), "/ws", "101"),
+    ] {
+        assert_eq!(status(host.clone(), path).await, expected, "GET {path} for {host}");
+    }
+}
+
+/// Issue 10, finding 10: outbound queues were bounded one by one only. Two
+/// readers that stop reading, each far under its own cap (64 MiB here),
+/// are dropped as too slow once all queues together hold the process-wide
+/// budget (1 MiB here), while a call in another room, whose readers keep
+/// up, goes on untouched.
+#[tokio::test]
+async fn all_outbound_queues_together_are_bounded() {
+    let limits = server::Limits {
+        rate_per_sec: 0,
+        outbound_queue_bytes: 64 << 20,
+        outbound_bytes_total: 1 << 20,
+        write_timeout: Duration::from_secs(30),
+        ..server::Limits::default()
+    };
+    let server =
+        TestServer::start(server::Config { limits, room_capacity: 3, ..server::Config::default() }).await;
+    let (stalled_a, _) = Client::join(&server, "slow", "A").await;
+    let (stalled_b, _) = Client::join(&server, "slow", "B").await;
+    let (mut sender, _) = Client::join(&server, "slow", "Sender").await;
+    let (mut c, _) = Client::join(&server, "fast", "C").await;
+    let (mut d, _) = Client::join(&server, "fast", "D").await;
+    assert_eq!(c.recv().await["type"], "peer-joined");
+
+    let blob = "y".repeat(60 * 1024);
+    let mut gone = Vec::new();
+    let mut sent = 0;
+    while gone.len() < 2 {
+        for to in [&stalled_a.id, &stalled_b.id] {
+            if !gone.contains(to) {
+                sender.signal(to, json!(blob)).await;
+                sent += 1;
+            }
+        }
+        while let Ok(msg) = tokio::time::timeout(Duration::from_millis(1), sender.recv()).await {
+            if msg["type"] == "peer-left" {
+                gone.push(msg["peer"].as_str().expect("peer").to_owned());
+            }
+        }
+        // 60 MiB each would be past their own caps.
+        assert!(sent < 2000, "the stalled readers were not dropped after {sent} signals");
+        if sent % 50 == 0 {
+            c.signal(&d.id, json!(sent)).await;
+            assert_eq!(d.recv().await["data"], sent, "the other room is served meanwhile");
+        }
+    }
+    println!("hostile: two stalled readers dropped after {sent} signals of 60 KiB");
+    c.signal(&d.id, json!("after")).await;
+    assert_eq!(d.recv().await["data"], "after");
+    drop((stalled_a, stalled_b));
+}

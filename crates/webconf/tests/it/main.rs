@@ -10,6 +10,7 @@ mod harness;
 mod hostile;
 mod hosting;
 mod lan;
+mod membership;
 mod nat;
 mod netlab;
 mod relay;

@@ -733,8 +733,8 @@ async fn connections_are_capped_in_all_and_per_address_with_a_reason() {
 async fn health_readiness_and_metrics_report_what_happened() {
     let server = TestServer::with_defaults().await;
     assert_eq!(http_get(&server, "/healthz").await, (200, "ok\n".to_owned()));
-    let plain =
-        crate::support::raw_http(server.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let request = format!("GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
+    let plain = crate::support::raw_http(server.addr, &request).await;
     assert!(!plain.to_ascii_lowercase().contains("strict-transport-security"), "no HSTS over plain HTTP");
     assert_eq!(http_get(&server, "/readyz").await, (200, "ready\n".to_owned()));
     let (mut a, _) = Client::join(&server, "metered", "A").await;

@@ -240,6 +240,27 @@ impl Client {
         }
     }
 
+    /// The next protocol message if one comes within `dur`; `Err` with the
+    /// close code and reason if the server closes instead.
+    pub async fn recv_within(&mut self, dur: Duration) -> Option<Result<Value, (u16, String)>> {
+        let deadline = tokio::time::Instant::now() + dur;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(Ok(serde_json::from_str(t.as_str()).expect("server sends JSON")));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame
+                        .map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.as_str().to_owned()));
+                    return Some(Err((code, reason)));
+                }
+                other => return Some(Err((1006, format!("{other:?}")))),
+            }
+        }
+    }
+
     /// Waits for the server to close; returns the close code and reason.
     pub async fn expect_close(&mut self) -> (u16, String) {
         loop {

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use crate::harness::{Reaped, Webconf, in_loopback_namespace};
 use crate::support::Client;
 
-/// Joins a room on `server` and returns the TURN entry of `ice_servers`.
-async fn turn_credentials(server: &Webconf) -> (String, String, Value) {
+/// Joins a room on `server` and returns the TURN entry of `ice_servers`,
+/// and the client: its credentials are good while it stays.
+async fn turn_credentials(server: &Webconf) -> (String, String, Value, Client) {
     let addr = server.base.trim_start_matches("http://").to_owned();
     let tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
     let mut c = Client::handshake(format!("ws://{addr}/ws").as_str(), Box::new(tcp)).await.expect("upgrade");
@@ -31,12 +32,18 @@ async fn turn_credentials(server: &Webconf) -> (String, String, Value) {
         turn["username"].as_str().expect("username").to_owned(),
         turn["credential"].as_str().expect("credential").to_owned(),
         servers,
+        c,
     )
 }
 
 /// Runs turnutils_uclient against the TURN server on 127.0.0.1:3478, relaying
 /// 20 messages to the echo peer on 127.0.0.1:3480; returns how many came back.
 async fn uclient(extra: &[&str], user: &str, password: &str) -> u64 {
+    uclient_n(extra, user, password, 20).await
+}
+
+/// Like [`uclient`], sending `n` messages, one each 20 ms.
+async fn uclient_n(extra: &[&str], user: &str, password: &str, n: u32) -> u64 {
     let mut cmd = tokio::process::Command::new("turnutils_uclient");
     cmd.args(extra)
         .args([
@@ -51,7 +58,7 @@ async fn uclient(extra: &[&str], user: &str, password: &str) -> u64 {
             "-p",
             "3478",
             "-n",
-            "20",
+            &n.to_string(),
             "-m",
             "1",
         ])
@@ -59,7 +66,7 @@ async fn uclient(extra: &[&str], user: &str, password: &str) -> u64 {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(20), cmd.output()).await;
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await;
     let Ok(Ok(out)) = out else { return 0 };
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // "start_mclient: tot_send_msgs=20, tot_recv_msgs=20"
@@ -87,7 +94,7 @@ async fn builtin_turn_relays_for_coturns_client_over_udp_and_tcp() {
     }
     let server = Webconf::start(&["--turn-port", "3478", "--turn-allow-private"]);
     let _peer = echo_peer();
-    let (user, password, servers) = turn_credentials(&server).await;
+    let (user, password, servers, _seated) = turn_credentials(&server).await;
     assert_eq!(
         servers[0]["urls"],
         json!(["stun:127.0.0.1:3478"]),
@@ -118,16 +125,62 @@ async fn builtin_turn_refuses_loopback_peers_by_default_and_bad_credentials() {
     }
     let server = Webconf::start(&["--turn-port", "3478"]);
     let _peer = echo_peer();
-    let (user, password, _) = turn_credentials(&server).await;
+    let (user, password, _, _seated) = turn_credentials(&server).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(uclient(&[], &user, &password).await, 0, "loopback peers are refused by default");
     drop(server);
     let open = Webconf::start(&["--turn-port", "3478", "--turn-allow-private"]);
-    let (user, _, _) = turn_credentials(&open).await;
+    let (user, _, _, _seated) = turn_credentials(&open).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(uclient(&[], &user, "wrong-password").await, 0, "a wrong password relays nothing");
     let forged = format!("{}:{}", 4_000_000_000u64, user.split(':').nth(1).unwrap_or("x"));
     assert_eq!(uclient(&[], &forged, "any").await, 0, "a username with a made-up expiry relays nothing");
+}
+
+/// Issue 10, finding 4: credentials were good for 24 hours whatever became
+/// of the peer they were handed to. Now they are bound to it: when it
+/// leaves its room, its allocation ends at once (a relayed stream stops
+/// midway) and the same credentials allocate nothing more.
+#[tokio::test]
+async fn turn_credentials_are_revoked_when_their_peer_leaves() {
+    if !in_loopback_namespace("turn::turn_credentials_are_revoked_when_their_peer_leaves") {
+        return;
+    }
+    let server = Webconf::start(&["--turn-port", "3478", "--turn-allow-private"]);
+    let _peer = echo_peer();
+    let (user, password, _, mut seated) = turn_credentials(&server).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(uclient(&[], &user, &password).await, 20, "good while its peer is in the room");
+
+    // A stream of 500 messages over 10 s; the peer leaves after one.
+    let stream = tokio::spawn({
+        let (user, password) = (user.clone(), password.clone());
+        async move { uclient_n(&[], &user, &password, 500).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The stream's, and what the first run left (a client that exits
+    // without deallocating leaves its allocation until it times out).
+    let before = allocations(&server).await;
+    assert!(before >= 1, "the stream's allocation");
+    seated.send(json!({"type": "leave"})).await;
+    assert_eq!(seated.recv().await["type"], "left");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(allocations(&server).await, 0, "all {before} ended when their peer left, mid-stream");
+    stream.abort();
+    assert_eq!(uclient(&[], &user, &password).await, 0, "its credentials allocate nothing more");
+    assert_eq!(allocations(&server).await, 0);
+}
+
+/// The TURN allocations `server` holds now, from `/metrics`.
+async fn allocations(server: &Webconf) -> u64 {
+    let addr = server.base.trim_start_matches("http://").parse().expect("address");
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let response = crate::support::raw_http(addr, &request).await;
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix("webconf_turn_allocations "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no webconf_turn_allocations in {response}"))
 }
 
 /// Issue 10, finding 2: TURN over TCP accepted without limit and kept a
