@@ -14,6 +14,7 @@
 
 mod accept;
 pub mod assets;
+pub mod cluster;
 mod conn;
 mod http;
 mod hub;
@@ -73,6 +74,9 @@ pub struct Config {
     /// Behind a reverse proxy: take the client's address from
     /// `X-Forwarded-For` and the public host from `X-Forwarded-Host`.
     pub trust_proxy: bool,
+    /// Cluster mode (`--redis`): this node, and the cluster's shared
+    /// secret. `None`: a single node, no Redis.
+    pub cluster: Option<(cluster::ClusterConfig, [u8; 32])>,
 }
 
 impl Default for Config {
@@ -91,6 +95,7 @@ impl Default for Config {
             chat_max_age: Duration::from_secs(3600),
             tls: None,
             trust_proxy: false,
+            cluster: None,
         }
     }
 }
@@ -357,6 +362,8 @@ pub(crate) struct App {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// The SFU, if it is on and running.
     pub(crate) sfu: Option<sfu_io::SfuHandle>,
+    /// Cluster mode's node, if on.
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// Serves HTTP and WebSockets on `listener` until `shutdown` completes; then
@@ -414,6 +421,20 @@ pub async fn serve(
         None => None,
     };
     let p2p_max = sfu.as_ref().and(config.sfu.as_ref()).map(|s| s.p2p_max);
+    let cluster = match &config.cluster {
+        Some((cluster_config, secret)) => Some(
+            cluster::Cluster::start(
+                cluster_config.clone(),
+                *secret,
+                metrics.clone(),
+                config.limits.max_connections,
+                shutdown_token.clone(),
+            )
+            .await
+            .map_err(io::Error::other)?,
+        ),
+        None => None,
+    };
     // Loopback origins are a developer's pages only on a server listening
     // on loopback; elsewhere they are whatever runs on a visitor's machine.
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
@@ -421,6 +442,7 @@ pub async fn serve(
         origins: origin::OriginPolicy::new(&config.allowed_origins, loopback),
         hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone()),
         sfu,
+        cluster,
         limiter: limits::ConnectionLimiter::new(
             accept::descriptor_share(accept::Holder::WebSockets, config.limits.max_connections),
             config.limits.max_connections_per_ip,
@@ -430,10 +452,19 @@ pub async fn serve(
         shutdown: shutdown_token,
         connections: TaskTracker::new(),
     });
+    if let Some(cluster) = &app.cluster {
+        cluster.set_app(&app);
+    }
     let token = app.shutdown.clone();
     let router = http::router(app.clone());
+    let draining = app.cluster.clone();
     let stop = async move {
         shutdown.await;
+        // A cluster node first gives its rooms away, so the browsers its
+        // closing connections send elsewhere find new homes at once.
+        if let Some(cluster) = draining {
+            cluster.drain().await;
+        }
         token.cancel();
     };
     let _reloader =

@@ -57,11 +57,14 @@ pub enum ErrorCode {
     SfuUnavailable,
     /// The SFU session could not connect in time, or its path went silent.
     SfuFailed,
+    /// Cluster mode: the servers cannot reach their shared Redis, so a room
+    /// whose home is not known here cannot be joined just now.
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks and metrics.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::HelloRequired,
@@ -78,6 +81,7 @@ impl ErrorCode {
         ErrorCode::BadSdp,
         ErrorCode::SfuUnavailable,
         ErrorCode::SfuFailed,
+        ErrorCode::ClusterUnavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -99,6 +103,7 @@ impl ErrorCode {
             ErrorCode::BadSdp => "bad-sdp",
             ErrorCode::SfuUnavailable => "sfu-unavailable",
             ErrorCode::SfuFailed => "sfu-failed",
+            ErrorCode::ClusterUnavailable => "cluster-unavailable",
         }
     }
 }
@@ -135,6 +140,11 @@ pub mod close {
     pub const REASON_SERVER_FULL: &str = "server full";
     /// Reason sent with [`TRY_AGAIN_LATER`] when one address has too many.
     pub const REASON_ADDRESS_FULL: &str = "too many connections from your address";
+    /// Cluster mode: the room now lives on another node (its home died or
+    /// drained, or a message between nodes was lost): reconnect.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// Reason sent with [`SERVICE_RESTART`].
+    pub const REASON_MOVED: &str = "room moved to another server";
     /// Another connection resumed this peer's id.
     pub const REPLACED: u16 = 4000;
     /// Reason sent with [`REPLACED`].
