@@ -141,12 +141,22 @@ pub struct View {
     live: BTreeMap<NodeId, NodeRecord>,
     /// Nodes live before whose record went missing, and when first missed.
     missing: BTreeMap<NodeId, u64>,
+    /// Nobody is declared down before this (see [`View::hold_off`]).
+    hold_until: u64,
 }
 
 impl View {
     /// A view for node `me`, knowing nobody yet.
     pub fn new(me: NodeId, renew_every_ms: u64) -> View {
-        View { me, renew_every_ms, live: BTreeMap::new(), missing: BTreeMap::new() }
+        View { me, renew_every_ms, live: BTreeMap::new(), missing: BTreeMap::new(), hold_until: 0 }
+    }
+
+    /// Declares nobody down before `until_ms`: Redis just came back (this
+    /// node was cut off from it, or found it emptied), and every other
+    /// node may need up to its own Redis deadline to register again.
+    pub fn hold_off(&mut self, until_ms: u64) {
+        self.hold_until = self.hold_until.max(until_ms);
+        self.missing.clear();
     }
 
     /// Takes in the records read at `now_ms` (every one found; `me`'s own
@@ -163,6 +173,9 @@ impl View {
                 changes.push(Change::Up(id.clone()));
             }
             self.live.insert(id.clone(), rec.clone());
+        }
+        if now_ms < self.hold_until {
+            return changes;
         }
         let gone: Vec<NodeId> = self.live.keys().filter(|id| !seen.contains_key(*id)).cloned().collect();
         for id in gone {
@@ -277,6 +290,17 @@ mod tests {
         assert_eq!(v.update(1700, vec![rec("me", 0), rec("a", 0)]), [Change::Down(id("b"))]);
         assert!(!v.is_live(&id("b")));
         assert_eq!(v.update(1800, vec![rec("b", 0)])[0], Change::Up(id("b")), "b restarted");
+    }
+
+    #[test]
+    fn after_redis_comes_back_nobody_is_declared_down_during_the_hold_off() {
+        let mut v = View::new(id("me"), 500);
+        v.update(0, vec![rec("me", 0), rec("a", 0)]);
+        v.hold_off(3000);
+        assert_eq!(v.update(1000, vec![rec("me", 0)]), []);
+        assert_eq!(v.update(2000, vec![rec("me", 0)]), [], "a is slow to get back, not dead");
+        assert_eq!(v.update(3000, vec![rec("me", 0)]), [], "missing counted from the end of the hold-off");
+        assert_eq!(v.update(3500, vec![rec("me", 0)]), [Change::Down(id("a"))]);
     }
 
     #[test]

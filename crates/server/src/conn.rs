@@ -395,8 +395,8 @@ impl Conn {
         let Some(cluster) = self.app.cluster.clone() else { return Ok(()) };
         let kind = if handoff.claim { "join" } else { "peek" };
         let reply = match cluster.home_of(&handoff.room, handoff.claim, &self.kick).await {
-            Ok(home @ (crate::cluster::Home::Here(_) | crate::cluster::Home::Nowhere)) => {
-                if let (crate::cluster::Home::Here(guard), true) = (home, handoff.claim) {
+            Ok(home @ (crate::cluster::Home::Here(_) | crate::cluster::Home::Unclaimed)) => {
+                if let crate::cluster::Home::Here(guard) = home {
                     self.home = Some(guard);
                 }
                 self.routed = true;

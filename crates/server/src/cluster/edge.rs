@@ -21,6 +21,9 @@ use crate::conn::End;
 use crate::limits::TokenBucket;
 use crate::socket::Socket;
 
+/// Most messages from the home written in one go.
+const BURST: usize = 64;
+
 /// What a home sends an edge connection.
 #[derive(Debug)]
 pub(crate) enum FromHome {
@@ -145,7 +148,7 @@ async fn run(app: &App, socket: &mut Socket, link: &mut Link<'_>, rx: &mut mpsc:
             from_home = rx.recv() => {
                 // Take what else came too, so one write carries a burst.
                 let mut next = from_home;
-                for _ in 0..64 {
+                for taken in 1.. {
                     match next {
                         Some(FromHome::Text(text)) => {
                             socket.text(&text);
@@ -159,6 +162,9 @@ async fn run(app: &App, socket: &mut Socket, link: &mut Link<'_>, rx: &mut mpsc:
                         // Our link was dropped: a message was lost, or the
                         // home died.
                         None => return End::Moved,
+                    }
+                    if taken == BURST {
+                        break;
                     }
                     match rx.try_recv() {
                         Ok(m) => next = Some(m),

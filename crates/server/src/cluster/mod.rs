@@ -176,8 +176,9 @@ pub(crate) enum Home {
     Here(HomeGuard),
     /// On another live node.
     There(NodeId),
-    /// Nowhere yet (only for a lookup that claims nothing).
-    Nowhere,
+    /// Handled here without a claim: a lookup that claims nothing (a
+    /// `peek`) found the room held here, or held by no one.
+    Unclaimed,
 }
 
 /// An edge connection's link: where its home is, how to reach its task.
@@ -343,7 +344,10 @@ impl Cluster {
         kick: &Arc<Kick>,
     ) -> Result<Home, ClusterError> {
         let name = room.as_str();
-        if let Some(guard) = self.enter_if_held(name, kick) {
+        if !claim && self.lock().claims.holds(name) {
+            return Ok(Home::Unclaimed);
+        }
+        if claim && let Some(guard) = self.enter_if_held(name, kick) {
             return Ok(Home::Here(guard));
         }
         let key = cluster::room_key(name);
@@ -372,10 +376,15 @@ impl Cluster {
             let (home,): (Option<String>,) = self.query(&pipe).await?;
             home
         };
-        let Some(home) = home else { return Ok(Home::Nowhere) };
+        let Some(home) = home else { return Ok(Home::Unclaimed) };
         let Some(home) = NodeId::parse(&home) else {
             return Err(ClusterError::Redis(format!("{key} names no node: {home:?}")));
         };
+        if home == self.me && !claim {
+            // A peek takes no part in the claim: entering and leaving it
+            // here could release a claim made for a member on its way.
+            return Ok(Home::Unclaimed);
+        }
         if home == self.me {
             let mut st = self.lock();
             self.enter(&mut st, name, kick);
@@ -691,7 +700,6 @@ impl Cluster {
             .cmd("SADD")
             .arg(cluster::NODES_KEY)
             .arg(self.me.as_str())
-            .ignore()
             // Back after Redis restarted empty, for nodes that start later.
             .cmd("SET")
             .arg(cluster::SECRET_KEY)
@@ -701,13 +709,21 @@ impl Cluster {
             .cmd("SMEMBERS")
             .arg(cluster::NODES_KEY);
         let now = self.now_ms();
-        let ids: Vec<String> = match self.query::<(Vec<String>,)>(&pipe).await {
-            Ok((ids,)) => ids,
+        let (added, ids): (i64, Vec<String>) = match self.query(&pipe).await {
+            Ok(r) => r,
             Err(e) => {
                 self.unhealthy_since_last(now, &e);
                 return;
             }
         };
+        let was_healthy = self.healthy.load(Ordering::Relaxed);
+        let first = self.renewed_at.load(Ordering::Relaxed) == 0 && !was_healthy;
+        if !first && (added == 1 || !was_healthy) {
+            // Redis was emptied, or this node was cut off from it: the
+            // others may take a Redis deadline or two to register again.
+            let hold = self.config.lease + self.config.redis_timeout * 2;
+            self.lock().view.hold_off(now + hold.as_millis() as u64);
+        }
         self.renewed_at.store(now, Ordering::Relaxed);
         self.healthy.store(true, Ordering::Relaxed);
         self.metrics.cluster_redis_up.store(1, Ordering::Relaxed);

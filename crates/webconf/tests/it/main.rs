@@ -4,6 +4,7 @@
 
 mod browser;
 mod callpage;
+mod cluster;
 mod group;
 mod harness;
 mod hostile;
