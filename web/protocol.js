@@ -50,7 +50,7 @@ const SHUTDOWN_REASON = 'server shutting down';
  * @typedef {'bad-json' | 'bad-message' | 'hello-required' | 'unsupported-version'
  *   | 'bad-room' | 'bad-name' | 'room-full' | 'already-joined' | 'not-joined'
  *   | 'unknown-peer' | 'rate-limited' | 'bad-chat' | 'bad-resume' | 'bad-sdp'
- *   | 'sfu-unavailable' | 'sfu-failed'} ServerErrorCode the server's stable codes
+ *   | 'sfu-unavailable' | 'sfu-failed' | 'cluster-unavailable'} ServerErrorCode the server's stable codes
  * @typedef {ServerErrorCode | 'unreachable' | 'closed'} ErrorCode with the
  *   client's own two for transport failures
  */
@@ -339,7 +339,10 @@ export class Session extends EventTarget {
           delay = 0;
           continue;
         }
-        if (code === 'room-full' || (code !== 'closed' && code !== 'unreachable')) {
+        // `cluster-unavailable`: the servers lost their shared Redis for a
+        // moment; trying again later works, like a dropped connection.
+        const retry = code === 'closed' || code === 'unreachable' || code === 'cluster-unavailable';
+        if (code === 'room-full' || !retry) {
           this.stopped = true;
           this.reconnecting = false;
           const reason = code === 'room-full' ? 'full' : 'error';

@@ -332,7 +332,9 @@ impl Conn {
                 }
             }
             if let Some(handoff) = self.handoff.take() {
-                self.route(socket, handoff).await?;
+                // Boxed: Redis round trips hold a large future, needed once
+                // per join, not for the life of every connection's task.
+                Box::pin(self.route(socket, handoff)).await?;
                 continue;
             }
             let pending_to = self.pending_to.clone();

@@ -481,5 +481,8 @@ pub async fn serve(
             "connections still open after {grace:?}; exiting anyway"
         );
     }
+    if let Some(cluster) = &app.cluster {
+        cluster.settle(Duration::from_secs(1)).await;
+    }
     Ok(())
 }

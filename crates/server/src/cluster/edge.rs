@@ -18,7 +18,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::Cluster;
 use crate::App;
 use crate::conn::End;
-use crate::limits::TokenBucket;
+use crate::limits::{ByteBudget, TokenBucket};
 use crate::socket::Socket;
 
 /// Most messages from the home written in one go.
@@ -45,12 +45,12 @@ pub(crate) async fn shuttle(
     home: NodeId,
     first: &str,
 ) -> End {
-    let mut rx = cluster.add_edge(conn, home.clone());
+    let (mut rx, bytes) = cluster.add_edge(conn, home.clone());
     let mut link = Link { cluster, home, conn, seq: SeqOut::default(), open: true };
     if !link.send(Body::Open) || !link.send(Body::Text(first)) {
         return End::Moved;
     }
-    let end = run(app, socket, &mut link, &mut rx).await;
+    let end = run(app, socket, &mut link, &mut rx, &bytes).await;
     // The home learns the browser is gone, unless it closed it itself.
     if !matches!(end, End::ClosedByHome(..) | End::Moved) {
         link.send(Body::Closed);
@@ -78,7 +78,13 @@ impl Link<'_> {
     }
 }
 
-async fn run(app: &App, socket: &mut Socket, link: &mut Link<'_>, rx: &mut mpsc::Receiver<FromHome>) -> End {
+async fn run(
+    app: &App,
+    socket: &mut Socket,
+    link: &mut Link<'_>,
+    rx: &mut mpsc::Receiver<FromHome>,
+    bytes: &ByteBudget,
+) -> End {
     let limits = app.config.limits;
     let mut bucket = (limits.rate_per_sec > 0)
         .then(|| TokenBucket::new(limits.rate_per_sec, limits.rate_burst, std::time::Instant::now()));
@@ -151,6 +157,7 @@ async fn run(app: &App, socket: &mut Socket, link: &mut Link<'_>, rx: &mut mpsc:
                 for taken in 1.. {
                     match next {
                         Some(FromHome::Text(text)) => {
+                            bytes.give(text.len());
                             socket.text(&text);
                             app.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
                         }

@@ -59,7 +59,7 @@ use tokio::sync::mpsc;
 pub(crate) use remote::RemoteIo;
 
 use crate::App;
-use crate::limits::ConnectionLimiter;
+use crate::limits::{ByteBudget, ConnectionLimiter};
 use crate::metrics::Metrics;
 use crate::queue::{Kick, KickReason};
 
@@ -68,9 +68,15 @@ use crate::queue::{Kick, KickReason};
 /// Redis is not keeping up, and queueing more would only delay everyone.
 const BUS_OUT: usize = 16 * 1024;
 
-/// Bus messages waiting for one edge connection or remote member. A full
-/// one is closed as too slow.
+/// The bytes of bus messages waiting to be published, in all (with
+/// [`BUS_OUT`], so a burst of large messages cannot hold a gigabyte).
+const BUS_OUT_BYTES: usize = 32 * 1024 * 1024;
+
+/// Bus messages waiting for one edge connection or remote member, and
+/// their bytes: as much as a connection's outbound queue. A full one is
+/// closed as too slow (the browser reconnects).
 const LINK_INBOX: usize = 256;
+const LINK_INBOX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Most bus messages published in one pipelined round trip.
 const PUBLISH_BATCH: usize = 256;
@@ -185,12 +191,16 @@ pub(crate) enum Home {
 struct EdgeLink {
     home: NodeId,
     tx: mpsc::Sender<edge::FromHome>,
+    /// The bytes waiting in `tx`; the edge gives them back as it takes them.
+    bytes: ByteBudget,
     seq: SeqIn,
 }
 
 /// A remote member's link: how to reach its task.
 struct RemoteLink {
     tx: mpsc::Sender<remote::FromEdge>,
+    /// The bytes waiting in `tx`; the member gives them back as it reads.
+    bytes: ByteBudget,
     seq: SeqIn,
 }
 
@@ -215,6 +225,7 @@ pub(crate) struct Cluster {
     redis: ConnectionManager,
     state: Mutex<State>,
     bus_out: mpsc::Sender<Outgoing>,
+    bus_bytes: ByteBudget,
     /// Whether the last lease renewal succeeded within the lease.
     healthy: AtomicBool,
     draining: AtomicBool,
@@ -278,6 +289,7 @@ impl Cluster {
             client,
             redis,
             bus_out,
+            bus_bytes: ByteBudget::new(BUS_OUT_BYTES),
             healthy: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             renewed_at: AtomicU64::new(0),
@@ -450,11 +462,16 @@ impl Cluster {
     /// its connection).
     fn publish(&self, to: &NodeId, dir: Dir, conn: u64, body: Body<'_>, seq: u64) -> bool {
         let text = bus::Msg { dir, from: self.me.as_str(), conn, seq, body }.encode();
-        let ok = self.bus_out.try_send(Outgoing { to: to.clone(), dir, conn, text }).is_ok();
-        if ok {
-            self.metrics.cluster_messages_sent.fetch_add(1, Ordering::Relaxed);
+        let len = text.len();
+        if !self.bus_bytes.try_take(len) {
+            return false;
         }
-        ok
+        if self.bus_out.try_send(Outgoing { to: to.clone(), dir, conn, text }).is_err() {
+            self.bus_bytes.give(len);
+            return false;
+        }
+        self.metrics.cluster_messages_sent.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Publishes queued bus messages in order, in pipelined batches.
@@ -480,6 +497,7 @@ impl Cluster {
                     self.reset_links();
                 }
             }
+            self.bus_bytes.give(batch.iter().map(|o| o.text.len()).sum());
             batch.clear();
         }
     }
@@ -571,6 +589,10 @@ impl Cluster {
         }
         let mut st = self.lock();
         let Some(link) = st.remotes.get_mut(&key) else { return };
+        let len = match body {
+            Body::Text(t) => t.len(),
+            _ => 0,
+        };
         let item = match body {
             Body::Text(t) => remote::FromEdge::Text(t.to_owned()),
             Body::Pong => remote::FromEdge::Pong,
@@ -580,9 +602,12 @@ impl Cluster {
                 return;
             }
         };
-        if !link.seq.accept(seq) || link.tx.try_send(item).is_err() {
+        if !link.seq.accept(seq) || !link.bytes.try_take(len) {
             // Lost a message, or the member cannot keep up: it goes, and
             // tells the edge to close (its RemoteIo does, when dropped).
+            st.remotes.remove(&key);
+        } else if link.tx.try_send(item).is_err() {
+            link.bytes.give(len);
             st.remotes.remove(&key);
         }
     }
@@ -605,14 +630,15 @@ impl Cluster {
             return;
         };
         let (tx, rx) = mpsc::channel(LINK_INBOX);
+        let bytes = ByteBudget::new(LINK_INBOX_BYTES);
         let mut seq_in = SeqIn::default();
         seq_in.accept(0);
         {
             let mut st = self.lock();
             // A second open for the same connection replaces the first.
-            st.remotes.insert(key.clone(), RemoteLink { tx, seq: seq_in });
+            st.remotes.insert(key.clone(), RemoteLink { tx, bytes: bytes.clone(), seq: seq_in });
         }
-        let io = RemoteIo::new(self.clone(), key.0.clone(), key.1, rx);
+        let io = RemoteIo::new(self.clone(), key.0.clone(), key.1, rx, bytes);
         let socket = crate::socket::Socket::Remote(Box::new(io));
         let tracker = app.connections.clone();
         tokio::spawn(tracker.track_future(crate::conn::run_remote(socket, app, key.0, key.1, permit)));
@@ -625,22 +651,30 @@ impl Cluster {
         if link.home != home {
             return;
         }
+        let len = match body {
+            Body::Text(t) => t.len(),
+            _ => 0,
+        };
         let item = match body {
             Body::Text(t) => edge::FromHome::Text(t.to_owned()),
             Body::Close(code, reason) => edge::FromHome::Close(code, reason.to_owned()),
             Body::Ping => edge::FromHome::Ping,
             _ => return,
         };
-        if !link.seq.accept(seq) || link.tx.try_send(item).is_err() {
+        if !link.seq.accept(seq) || !link.bytes.try_take(len) {
+            st.edges.remove(&conn);
+        } else if link.tx.try_send(item).is_err() {
+            link.bytes.give(len);
             st.edges.remove(&conn);
         }
     }
 
     /// Registers an edge connection forwarding to `home`.
-    fn add_edge(&self, conn: u64, home: NodeId) -> mpsc::Receiver<edge::FromHome> {
+    fn add_edge(&self, conn: u64, home: NodeId) -> (mpsc::Receiver<edge::FromHome>, ByteBudget) {
         let (tx, rx) = mpsc::channel(LINK_INBOX);
-        self.lock().edges.insert(conn, EdgeLink { home, tx, seq: SeqIn::default() });
-        rx
+        let bytes = ByteBudget::new(LINK_INBOX_BYTES);
+        self.lock().edges.insert(conn, EdgeLink { home, tx, bytes: bytes.clone(), seq: SeqIn::default() });
+        (rx, bytes)
     }
 
     fn remove_edge(&self, conn: u64) {
@@ -819,6 +853,16 @@ impl Cluster {
             }
         }
         self.metrics.cluster_rooms_homed.store(st.claims.len() as i64, Ordering::Relaxed);
+    }
+
+    /// Waits (up to `limit`) until every bus message queued so far was
+    /// published: the closes a stopping node sends its edges must leave
+    /// before the process does.
+    pub(crate) async fn settle(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.bus_bytes.held() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Drains this node (SIGTERM): it takes no new rooms or members,

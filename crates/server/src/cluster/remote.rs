@@ -14,6 +14,7 @@ use signal::ws::{self, Event};
 use tokio::sync::mpsc;
 
 use super::Cluster;
+use crate::limits::ByteBudget;
 
 /// What an edge sends a remote member.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub(crate) struct RemoteIo {
     edge: NodeId,
     conn: u64,
     rx: mpsc::Receiver<FromEdge>,
+    /// The bytes waiting in `rx`, given back as they are taken.
+    bytes: ByteBudget,
     /// Messages received and not yet handed out. Bounded by the link's
     /// inbox: `fill` takes one message at a time.
     inbox: VecDeque<String>,
@@ -55,12 +58,14 @@ impl RemoteIo {
         edge: NodeId,
         conn: u64,
         rx: mpsc::Receiver<FromEdge>,
+        bytes: ByteBudget,
     ) -> RemoteIo {
         RemoteIo {
             cluster,
             edge,
             conn,
             rx,
+            bytes,
             inbox: VecDeque::new(),
             current: String::new(),
             pong: false,
@@ -75,6 +80,7 @@ impl RemoteIo {
     pub(crate) async fn fill(&mut self) -> io::Result<usize> {
         match self.rx.recv().await {
             Some(FromEdge::Text(t)) => {
+                self.bytes.give(t.len());
                 let n = t.len().max(1);
                 self.inbox.push_back(t);
                 Ok(n)
