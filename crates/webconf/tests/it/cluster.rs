@@ -572,3 +572,68 @@ async fn browsers_on_two_nodes_call_and_keep_calling_when_the_home_dies() {
     a.quit().await;
     b.quit().await;
 }
+
+/// Three browsers on three nodes in one room: a group call through the
+/// SFU of the room's home, which every browser reaches at the home's own
+/// address (not the address of the node its WebSocket reached), and in
+/// which each decodes the other two.
+#[tokio::test]
+async fn a_group_call_spread_over_three_nodes_runs_on_the_homes_sfu() {
+    if !in_loopback_namespace("cluster::a_group_call_spread_over_three_nodes_runs_on_the_homes_sfu") {
+        return;
+    }
+    let dir = scratch("cluster-group");
+    const YELLOW: [u8; 3] = [210, 16, 146];
+    let colours = [("A", RED, 2u8), ("B", BLUE, 3), ("C", YELLOW, 4)];
+    let (redis, _nodes) = cluster(&["--no-turn"]).await;
+    home_on(&redis, "cluster-group", 3);
+    let driver = Driver::start();
+    let mut members = Vec::new();
+    for (label, yuv, n) in colours {
+        let clip = dir.join(format!("{label}.y4m"));
+        solid_y4m(&clip, yuv);
+        let browser = driver.browser(label, &clip, &dir.join(format!("profile-{label}"))).await;
+        browser.goto(&format!("http://{}/r/cluster-group", addr(n))).await;
+        browser.join().await;
+        browser.wait_state("call").await;
+        let id = browser
+            .wait_until("our peer id", Duration::from_secs(10), "return window.webconf.state.joined?.you")
+            .await;
+        members.push((browser, id.as_str().expect("id").to_owned()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (who, _) in &members {
+        loop {
+            let stats = who.stats().await;
+            let ok = members.iter().filter(|(b, _)| b.label != who.label).all(|(_, id)| {
+                stats.iter().any(|s| {
+                    s["id"] == id.as_str()
+                        && s["path"] == "sfu"
+                        && s["video"]["framesDecoded"].as_u64().unwrap_or(0) >= 10
+                        && s["audio"]["packetsReceived"].as_u64().unwrap_or(0) >= 10
+                })
+            });
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} does not receive both others through the SFU: {stats:#?}",
+                who.label
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let sfu = who.eval_async("return await window.webconf.sfuStats();").await;
+        assert_eq!(sfu["connection"], "connected", "{sfu}");
+        assert_eq!(
+            sfu["pair"]["remote"]["address"], "127.0.0.3",
+            "the home's SFU, wherever the WebSocket is: {sfu}"
+        );
+    }
+    assert_eq!(home_of(&redis, "cluster-group"), "n3");
+    println!("group call over three nodes: everyone decodes everyone through n3's SFU");
+    members[0].0.screenshot(&artifacts().join("cluster-group-a.png")).await;
+    for (browser, _) in members {
+        browser.quit().await;
+    }
+}
