@@ -45,6 +45,10 @@ pub(crate) async fn shuttle(
     home: NodeId,
     first: &str,
 ) -> End {
+    // Numbered on the bus from a base random to this process: a node
+    // restarted under the same id must not reuse a number that a home
+    // still knows from its previous life.
+    let conn = conn.wrapping_add(cluster.incarnation);
     let (mut rx, bytes) = cluster.add_edge(conn, home.clone());
     let mut link = Link { cluster, home, conn, seq: SeqOut::default(), open: true };
     if !link.send(Body::Open) || !link.send(Body::Text(first)) {

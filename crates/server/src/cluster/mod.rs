@@ -220,6 +220,9 @@ struct State {
 /// A running cluster node.
 pub(crate) struct Cluster {
     pub(crate) me: NodeId,
+    /// Random at start: the base of this process's connection numbers on
+    /// the bus (see [`edge::shuttle`]).
+    pub(crate) incarnation: u64,
     config: ClusterConfig,
     client: redis::Client,
     redis: ConnectionManager,
@@ -278,6 +281,7 @@ impl Cluster {
         let renew_ms = u64::try_from(config.renew_every.as_millis()).unwrap_or(400);
         let cluster = Arc::new(Cluster {
             me: config.node.clone(),
+            incarnation: crate::random_u64(),
             state: Mutex::new(State {
                 claims: Claims::new(u64::try_from(ROOM_RENEW.as_millis()).unwrap_or(3000)),
                 members: HashMap::new(),

@@ -573,10 +573,11 @@ async fn browsers_on_two_nodes_call_and_keep_calling_when_the_home_dies() {
     b.quit().await;
 }
 
-/// Three browsers on three nodes in one room: a group call through the
-/// SFU of the room's home, which every browser reaches at the home's own
-/// address (not the address of the node its WebSocket reached), and in
-/// which each decodes the other two.
+/// Three browsers on two nodes in a room homed on a third: a group call
+/// through the SFU of the room's home, which every browser reaches at the
+/// home's own address (not the address of the node its WebSocket
+/// reached), and in which each decodes the other two. Then the home dies:
+/// the call re-establishes on the SFU of the new home.
 #[tokio::test]
 async fn a_group_call_spread_over_three_nodes_runs_on_the_homes_sfu() {
     if !in_loopback_namespace("cluster::a_group_call_spread_over_three_nodes_runs_on_the_homes_sfu") {
@@ -584,9 +585,9 @@ async fn a_group_call_spread_over_three_nodes_runs_on_the_homes_sfu() {
     }
     let dir = scratch("cluster-group");
     const YELLOW: [u8; 3] = [210, 16, 146];
-    let colours = [("A", RED, 2u8), ("B", BLUE, 3), ("C", YELLOW, 4)];
-    let (redis, _nodes) = cluster(&["--no-turn"]).await;
-    home_on(&redis, "cluster-group", 3);
+    let colours = [("A", RED, 2u8), ("B", BLUE, 3), ("C", YELLOW, 2)];
+    let (redis, mut nodes) = cluster(&["--no-turn"]).await;
+    home_on(&redis, "cluster-group", 4);
     let driver = Driver::start();
     let mut members = Vec::new();
     for (label, yuv, n) in colours {
@@ -601,38 +602,73 @@ async fn a_group_call_spread_over_three_nodes_runs_on_the_homes_sfu() {
             .await;
         members.push((browser, id.as_str().expect("id").to_owned()));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for (who, _) in &members {
-        loop {
-            let stats = who.stats().await;
-            let ok = members.iter().filter(|(b, _)| b.label != who.label).all(|(_, id)| {
-                stats.iter().any(|s| {
-                    s["id"] == id.as_str()
-                        && s["path"] == "sfu"
-                        && s["video"]["framesDecoded"].as_u64().unwrap_or(0) >= 10
-                        && s["audio"]["packetsReceived"].as_u64().unwrap_or(0) >= 10
-                })
-            });
-            if ok {
-                break;
+    let through_sfu = async |members: &[(crate::harness::Browser, String)], home: &str, min: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (who, _) in members {
+            loop {
+                let stats = who.stats().await;
+                let ok = members.iter().filter(|(b, _)| b.label != who.label).all(|(_, id)| {
+                    stats.iter().any(|s| {
+                        s["id"] == id.as_str()
+                            && s["path"] == "sfu"
+                            && s["video"]["framesDecoded"].as_u64().unwrap_or(0) >= min
+                            && s["audio"]["packetsReceived"].as_u64().unwrap_or(0) >= 10
+                    })
+                });
+                let sfu = who.eval_async("return await window.webconf.sfuStats();").await;
+                if ok && sfu["connection"] == "connected" && sfu["pair"]["remote"]["address"] == home {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} does not receive both others through {home}'s SFU: {stats:#?}\n{sfu:#}",
+                    who.label
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} does not receive both others through the SFU: {stats:#?}",
-                who.label
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let sfu = who.eval_async("return await window.webconf.sfuStats();").await;
-        assert_eq!(sfu["connection"], "connected", "{sfu}");
-        assert_eq!(
-            sfu["pair"]["remote"]["address"], "127.0.0.3",
-            "the home's SFU, wherever the WebSocket is: {sfu}"
-        );
-    }
-    assert_eq!(home_of(&redis, "cluster-group"), "n3");
-    println!("group call over three nodes: everyone decodes everyone through n3's SFU");
+    };
+    through_sfu(&members, "127.0.0.4", 10).await;
+    assert_eq!(home_of(&redis, "cluster-group"), "n4");
+    println!("group call over three nodes: everyone decodes everyone through n4's SFU");
     members[0].0.screenshot(&artifacts().join("cluster-group-a.png")).await;
+
+    // The home dies: everyone is back, through the new home's SFU.
+    let frames_before: Vec<u64> = {
+        let mut v = Vec::new();
+        for (who, _) in &members {
+            v.push(who.stats().await.iter().map(|s| s["video"]["framesDecoded"].as_u64().unwrap_or(0)).sum());
+        }
+        v
+    };
+    let killed = Instant::now();
+    drop(nodes.pop());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let home = loop {
+        let h = home_of(&redis, "cluster-group");
+        if h == "n2" || h == "n3" {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no new home: {h:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let address = if home == "n2" { "127.0.0.2" } else { "127.0.0.3" };
+    through_sfu(&members, address, 10).await;
+    let resumed = killed.elapsed();
+    let ids_after: Vec<Value> = {
+        let mut v = Vec::new();
+        for (who, _) in &members {
+            v.push(who.eval("return window.webconf.state.joined?.you").await);
+        }
+        v
+    };
+    let ids: Vec<Value> = members.iter().map(|(_, id)| json!(id)).collect();
+    assert_eq!(ids_after, ids, "the same ids");
+    println!(
+        "group call: home killed; everyone decodes everyone through {home}'s SFU {:.2} s later (frames before: {frames_before:?})",
+        resumed.as_secs_f64()
+    );
+    members[0].0.screenshot(&artifacts().join("cluster-group-after-failover-a.png")).await;
     for (browser, _) in members {
         browser.quit().await;
     }
