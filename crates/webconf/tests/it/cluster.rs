@@ -80,6 +80,8 @@ fn addr(n: u8) -> String {
 /// Connects a scripted client to node `n` and says hello.
 async fn connect(n: u8) -> Client {
     let stream = tokio::net::TcpStream::connect(addr(n)).await.expect("connect to a node");
+    // As browsers do: no Nagle delay on small messages.
+    stream.set_nodelay(true).expect("nodelay");
     let mut c = Client::handshake(format!("ws://{}/ws", addr(n)), Box::new(stream)).await.expect("upgrade");
     c.hello().await;
     c
@@ -671,5 +673,108 @@ async fn a_group_call_spread_over_three_nodes_runs_on_the_homes_sfu() {
     members[0].0.screenshot(&artifacts().join("cluster-group-after-failover-a.png")).await;
     for (browser, _) in members {
         browser.quit().await;
+    }
+}
+
+/// CPU seconds (user + system) used so far by the node started as `n<n>`.
+fn node_cpu_secs(n: u8) -> f64 {
+    let want = format!("--node-id\0n{n}\0");
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if !String::from_utf8_lossy(&cmdline).contains(&want) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+        return f.iter().sum::<u64>() as f64 / 100.0;
+    }
+    panic!("no process for node n{n}");
+}
+
+fn redis_commands(redis: &Redis) -> u64 {
+    redis
+        .cli(&["INFO", "stats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_commands_processed")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Not a test: the cluster's costs, measured when `WEBCONF_MEASURE` is set
+/// (`WEBCONF_MEASURE=1 cargo test -p webconf --test it cluster::measure --
+/// --nocapture`; numbers in BENCHMARKS.md). Call set-ups (two joins, an offer and an answer) and
+/// signal latency with both peers and the home on one node, with the
+/// peers on two nodes and the home on one of them, and with the home on a
+/// third; Redis commands and node CPU per call set-up.
+#[tokio::test]
+async fn measure() {
+    if std::env::var_os("WEBCONF_MEASURE").is_none() || !in_loopback_namespace("cluster::measure") {
+        return;
+    }
+    let (redis, _nodes) = cluster(&["--no-turn", "--no-sfu", "--rate-limit", "0"]).await;
+    let calls = 300;
+    let pings = 20;
+    println!(
+        "| layout | call set-ups/s | set-up p50 | set-up p99 | signal p50 | signal p99 | Redis commands per set-up | node CPU ms per set-up |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (label, (na, nb, home)) in [
+        ("same node", (2u8, 2u8, 2u8)),
+        ("two nodes, home on one", (2, 3, 2)),
+        ("two nodes, home on a third", (2, 3, 4)),
+    ] {
+        // Background (lease renewals) over an idle second, to subtract.
+        let idle0 = redis_commands(&redis);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_per_sec = (redis_commands(&redis) - idle0) as f64;
+        let cpu0: f64 = (2..=4).map(node_cpu_secs).sum();
+        let cmd0 = redis_commands(&redis);
+        let started = Instant::now();
+        let mut setups = Vec::new();
+        let mut signals = Vec::new();
+        for i in 0..calls {
+            let room = format!("m-{na}{nb}{home}-{i}");
+            home_on(&redis, &room, home);
+            let t = Instant::now();
+            let (mut a, _) = join(na, &room, "A").await;
+            let (mut b, _) = join(nb, &room, "B").await;
+            a.recv().await; // peer-joined
+            b.signal(&a.id, json!({"description": "offer"})).await;
+            a.recv().await;
+            a.signal(&b.id, json!({"description": "answer"})).await;
+            b.recv().await;
+            setups.push(t.elapsed());
+            if i % 10 == 0 {
+                for _ in 0..pings {
+                    let t = Instant::now();
+                    a.signal(&b.id, json!({"candidate": "x"})).await;
+                    b.recv().await;
+                    signals.push(t.elapsed());
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        // home_on costs one SET a call: not the server's.
+        let cmds =
+            (redis_commands(&redis) - cmd0) as f64 - idle_per_sec * elapsed.as_secs_f64() - calls as f64;
+        let cpu: f64 = (2..=4).map(node_cpu_secs).sum::<f64>() - cpu0;
+        setups.sort();
+        signals.sort();
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {:.1} | {:.2} |",
+            ms(setups.iter().sum::<Duration>() / calls),
+            ms(percentile(&setups, 0.5)),
+            ms(percentile(&setups, 0.99)),
+            ms(percentile(&signals, 0.5)),
+            ms(percentile(&signals, 0.99)),
+            cmds / calls as f64,
+            cpu * 1000.0 / calls as f64,
+        );
     }
 }
