@@ -592,7 +592,19 @@ impl Cluster {
             return;
         }
         let mut st = self.lock();
-        let Some(link) = st.remotes.get_mut(&key) else { return };
+        let Some(link) = st.remotes.get_mut(&key) else {
+            drop(st);
+            if matches!(body, Body::Text(_)) {
+                // No member for it here (this process restarted under the
+                // same node id, or the member ended): the edge must not
+                // wait for answers that will never come. Whatever number
+                // this carries, it is not the one the edge expects next,
+                // so the edge drops the link and its browser reconnects.
+                let (code, reason) = CLOSE_MOVED;
+                self.publish(&key.0, Dir::ToEdge, key.1, Body::Close(code, reason), u64::MAX);
+            }
+            return;
+        };
         let len = match body {
             Body::Text(t) => t.len(),
             _ => 0,
@@ -651,7 +663,16 @@ impl Cluster {
     /// A message from a home for an edge connection here.
     fn to_edge(&self, home: NodeId, conn: u64, seq: u64, body: Body<'_>) {
         let mut st = self.lock();
-        let Some(link) = st.edges.get_mut(&conn) else { return };
+        let Some(link) = st.edges.get_mut(&conn) else {
+            drop(st);
+            if matches!(body, Body::Ping) {
+                // The browser is gone from here: end the home's member now
+                // rather than at its silence deadline (a number it does
+                // not expect closes the link there).
+                self.publish(&home, Dir::ToHome, conn, Body::Closed, u64::MAX);
+            }
+            return;
+        };
         if link.home != home {
             return;
         }

@@ -670,6 +670,10 @@ async fn a_group_call_spread_over_three_nodes_runs_on_the_homes_sfu() {
         "group call: home killed; everyone decodes everyone through {home}'s SFU {:.2} s later (frames before: {frames_before:?})",
         resumed.as_secs_f64()
     );
+    for (who, _) in &members {
+        let log = who.eval("return JSON.stringify(window.webconf.metrics.sfuLog)").await;
+        println!("{}'s SFU sessions: {log}", who.label);
+    }
     members[0].0.screenshot(&artifacts().join("cluster-group-after-failover-a.png")).await;
     for (browser, _) in members {
         browser.quit().await;
