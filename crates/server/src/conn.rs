@@ -204,13 +204,15 @@ struct Conn {
     reached: Option<std::net::IpAddr>,
     /// Cluster mode: a `join` or `peek` waiting to learn where its room
     /// lives; nothing more is read meanwhile.
-    handoff: Option<Handoff>,
+    /// Boxed, like `home`: most connections never have one, and every
+    /// idle connection would carry the room name's room.
+    handoff: Option<Box<Handoff>>,
     /// Cluster mode: the message being handled again was found to concern
     /// a room that lives here.
     routed: bool,
     /// Cluster mode: keeps the claim on this node's room while this
     /// connection is in it.
-    home: Option<crate::cluster::HomeGuard>,
+    home: Option<Box<crate::cluster::HomeGuard>>,
     /// A remote member: its WebSocket is on another node.
     remote: bool,
 }
@@ -393,13 +395,13 @@ impl Conn {
     /// connection is forwarded there (a remote member, already forwarded
     /// once, is told to reconnect instead). Redis unreachable: the client
     /// gets `cluster-unavailable`, and may try again.
-    async fn route(&mut self, socket: &mut Socket, handoff: Handoff) -> Result<(), End> {
+    async fn route(&mut self, socket: &mut Socket, handoff: Box<Handoff>) -> Result<(), End> {
         let Some(cluster) = self.app.cluster.clone() else { return Ok(()) };
         let kind = if handoff.claim { "join" } else { "peek" };
         let reply = match cluster.home_of(&handoff.room, handoff.claim, &self.kick).await {
             Ok(home @ (crate::cluster::Home::Here(_) | crate::cluster::Home::Unclaimed)) => {
                 if let crate::cluster::Home::Here(guard) = home {
-                    self.home = Some(guard);
+                    self.home = Some(Box::new(guard));
                 }
                 self.routed = true;
                 let reply = self.on_text(&handoff.frame);
@@ -572,11 +574,11 @@ impl Conn {
                 "say hello first",
             ))),
             (State::Lobby, ClientMsg::Join { room, .. }) if self.app.cluster.is_some() && !self.routed => {
-                self.handoff = Some(Handoff { room, frame: frame.to_owned(), claim: true });
+                self.handoff = Some(Box::new(Handoff { room, frame: frame.to_owned(), claim: true }));
                 None
             }
             (State::Lobby, ClientMsg::Peek { room }) if self.app.cluster.is_some() && !self.routed => {
-                self.handoff = Some(Handoff { room, frame: frame.to_owned(), claim: false });
+                self.handoff = Some(Box::new(Handoff { room, frame: frame.to_owned(), claim: false }));
                 None
             }
             (State::Lobby, ClientMsg::Join { room, name, media, resume }) => {
