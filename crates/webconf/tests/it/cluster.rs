@@ -724,7 +724,7 @@ async fn measure() {
     let calls = 300;
     let pings = 20;
     println!(
-        "| layout | call set-ups/s | set-up p50 | set-up p99 | signal p50 | signal p99 | Redis commands per set-up | node CPU ms per set-up |"
+        "| layout | set-up mean | set-up p50 | set-up p99 | signal p50 | signal p99 | Redis commands per set-up | node CPU ms per set-up |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (label, (na, nb, home)) in [
