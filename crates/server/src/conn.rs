@@ -135,8 +135,13 @@ async fn serve_connection(
     async move {
         tracing::debug!(peer = %id, "connected");
         let metrics = app.metrics.clone();
-        metrics.connections_opened.fetch_add(1, Ordering::Relaxed);
-        metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        // A remote member is not a WebSocket here: it has its own gauge
+        // (its WebSocket counts on its edge).
+        let open = if remote { &metrics.cluster_remote_members } else { &metrics.connections_open };
+        if !remote {
+            metrics.connections_opened.fetch_add(1, Ordering::Relaxed);
+        }
+        open.fetch_add(1, Ordering::Relaxed);
         // Served by reference: moving the socket and the state into the
         // inner futures would store them twice in every connection's task.
         let mut state = Conn::new(app, conn, id, reached);
@@ -146,7 +151,7 @@ async fn serve_connection(
             state.remote = true;
         }
         let end = state.serve(&mut socket).await;
-        metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        open.fetch_sub(1, Ordering::Relaxed);
         metrics.closed(match end {
             End::ClosedByPeer | End::ReadFailed | End::WriteFailed => CloseKind::Peer,
             End::BadFrame(_) => CloseKind::BadFrame,

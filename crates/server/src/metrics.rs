@@ -133,6 +133,7 @@ pub(crate) struct Metrics {
     pub(crate) cluster_leases_renewed: AtomicU64,
     pub(crate) cluster_leases_lost: AtomicU64,
     pub(crate) cluster_redis_up: AtomicI64,
+    pub(crate) cluster_remote_members: AtomicI64,
 }
 
 impl Metrics {
@@ -363,6 +364,12 @@ impl Metrics {
             "gauge",
             "Cluster mode: 1 while Redis answers lease renewals, else 0.",
             &one(gauge(&self.cluster_redis_up).into()),
+        );
+        metric(
+            "cluster_remote_members",
+            "gauge",
+            "Cluster mode: members of rooms homed here whose WebSocket is on another node.",
+            &one(gauge(&self.cluster_remote_members).into()),
         );
         metric(
             "cluster_rooms_homed",

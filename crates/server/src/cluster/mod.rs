@@ -715,7 +715,11 @@ impl Cluster {
         let m = &self.metrics;
         let n = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
         Load {
-            connections: n(m.connections_open.load(Ordering::Relaxed)),
+            // Members here whose WebSocket is elsewhere cost this node
+            // their room logic (and SFU session) as much as local ones.
+            connections: n(
+                m.connections_open.load(Ordering::Relaxed) + m.cluster_remote_members.load(Ordering::Relaxed)
+            ),
             rooms: n(m.cluster_rooms_homed.load(Ordering::Relaxed)),
             sfu_sessions: n(m.sfu_sessions.load(Ordering::Relaxed)),
             cpu_permille,

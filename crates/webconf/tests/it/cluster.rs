@@ -268,6 +268,10 @@ async fn scripted_clients_on_three_nodes_share_a_room_and_rooms_stay_apart() {
     let state = e.recv().await;
     assert_eq!((state["type"].as_str(), state["peers"].as_u64()), (Some("room-state"), Some(2)), "{state}");
 
+    // n4 holds the logic of A, B and E (who peeked into tea), not their
+    // sockets.
+    assert_eq!(metric(4, "cluster_remote_members").await, 3);
+
     // Leaving is seen across nodes; the room's claim goes with its last member.
     a.send(json!({"type": "leave"})).await;
     assert_eq!(a.recv().await["type"], "left");
