@@ -496,6 +496,9 @@ most 20 s per run, 300 s in all) and then went on. Read each row with its
 a core; much more means something else took CPU while that row ran.
 "
   fi
+  # The cluster section is measured by the cluster tests, not here: keep it.
+  cluster_kept=""
+  [ -f BENCHMARKS.md ] && cluster_kept=$(awk '/^## Group calls: the SFU$/{on=0} /^## Cluster: several nodes on Redis$/{on=1} on' BENCHMARKS.md)
   {
     cat <<EOF
 # Benchmarks
@@ -606,6 +609,7 @@ $table
   scenario stops early if the server passes 6 GiB or dies.
 
 EOF
+    [ -z "$cluster_kept" ] || printf '%s\n\n' "$cluster_kept"
     sfu_section
   } > BENCHMARKS.md
   echo "wrote BENCHMARKS.md" >&2

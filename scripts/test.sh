@@ -31,6 +31,9 @@ command -v openssl >/dev/null || missing+=(openssl)
 [ -d /usr/share/fonts/truetype/nanum ] || missing+=(fonts-nanum)
 # Firefox ESR joins the group calls of the browser tests.
 command -v firefox-esr >/dev/null || missing+=(firefox-esr)
+# The cluster tests start their own redis-server (and use redis-cli).
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
@@ -39,6 +42,7 @@ fi
 chromium --version
 chromedriver --version
 firefox-esr --version
+redis-server --version
 # Firefox's WebDriver, from crates.io (pinned; works with ESR 153).
 GECKODRIVER_VERSION=0.37.1
 if ! "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version 2>/dev/null | grep -q "$GECKODRIVER_VERSION"; then

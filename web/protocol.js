@@ -54,8 +54,8 @@ const SHUTDOWN_REASON = 'server shutting down';
  * @typedef {'bad-json' | 'bad-message' | 'hello-required' | 'unsupported-version'
  *   | 'bad-room' | 'bad-name' | 'room-full' | 'already-joined' | 'not-joined'
  *   | 'unknown-peer' | 'rate-limited' | 'bad-chat' | 'bad-resume' | 'bad-sdp'
- *   | 'sfu-unavailable' | 'sfu-failed' | 'not-host' | 'room-locked' | 'password-required'
- *   | 'bad-password' | 'too-many-attempts' | 'lobby-full' | 'denied' | 'barred'
+ *   | 'sfu-unavailable' | 'sfu-failed' | 'cluster-unavailable' | 'not-host' | 'room-locked'
+ *   | 'password-required' | 'bad-password' | 'too-many-attempts' | 'lobby-full' | 'denied' | 'barred'
  *   | 'token-required' | 'bad-token' | 'not-allowed' | 'held'} ServerErrorCode the server's stable codes
  * @typedef {ServerErrorCode | 'unreachable' | 'closed'} ErrorCode with the
  *   client's own two for transport failures
@@ -377,7 +377,10 @@ export class Session extends EventTarget {
           delay = 0;
           continue;
         }
-        if (code === 'room-full' || (code !== 'closed' && code !== 'unreachable')) {
+        // `cluster-unavailable`: the servers lost their shared Redis for a
+        // moment; trying again later works, like a dropped connection.
+        const retry = code === 'closed' || code === 'unreachable' || code === 'cluster-unavailable';
+        if (code === 'room-full' || !retry) {
           this.stopped = true;
           this.reconnecting = false;
           const reason = code === 'room-full' ? 'full' : 'error';

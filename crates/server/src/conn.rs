@@ -66,7 +66,7 @@ enum State {
 
 /// How a connection ended, for the log.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     ClosedByPeer,
     Shutdown,
     TooSlow,
@@ -79,6 +79,24 @@ enum End {
     NoHello,
     WriteFailed,
     ReadFailed,
+    /// Cluster mode: its room lives on this other node; the connection is
+    /// forwarded there from here on ([`crate::cluster::edge`]), starting
+    /// with this message.
+    Forward(cluster::NodeId, String),
+    /// Cluster mode: its room moved to another node, or a message between
+    /// nodes was lost: the browser should reconnect.
+    Moved,
+    /// Cluster mode: the room's home node closed the browser's connection.
+    ClosedByHome(u16, String),
+}
+
+/// A `join` or `peek` waiting to learn where its room lives (cluster mode).
+struct Handoff {
+    room: RoomId,
+    /// The message, handled again once the room is known to live here.
+    frame: String,
+    /// Whether a room nobody holds is claimed (a join) or not (a peek).
+    claim: bool,
 }
 
 /// Serves one upgraded WebSocket until it ends. `_permit` holds its place
@@ -86,27 +104,62 @@ enum End {
 /// machine the connection came in on, when that is the one its browser
 /// reaches us at (not behind a proxy).
 pub(crate) async fn run(
+    socket: Socket,
+    app: Arc<App>,
+    addr: SocketAddr,
+    reached: Option<std::net::IpAddr>,
+    permit: ConnectionPermit,
+) {
+    serve_connection(socket, app, addr, reached, permit, false).await;
+}
+
+/// Serves a remote member (cluster mode): a connection whose WebSocket is
+/// on node `edge`, in a room that lives here, reached over the bus.
+pub(crate) async fn run_remote(
+    socket: Socket,
+    app: Arc<App>,
+    edge: cluster::NodeId,
+    edge_conn: u64,
+    permit: ConnectionPermit,
+) {
+    let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+    let span = tracing::info_span!("remote", %edge, edge_conn);
+    serve_connection(socket, app, addr, None, permit, true).instrument(span).await;
+}
+
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+async fn serve_connection(
     mut socket: Socket,
     app: Arc<App>,
     addr: SocketAddr,
     reached: Option<std::net::IpAddr>,
     _permit: ConnectionPermit,
+    remote: bool,
 ) {
-    use std::sync::atomic::AtomicU64;
-    static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let id = PeerId(crate::random_u64());
     let span = tracing::info_span!("conn", conn, %addr);
     async move {
         tracing::debug!(peer = %id, "connected");
         let metrics = app.metrics.clone();
-        metrics.connections_opened.fetch_add(1, Ordering::Relaxed);
-        metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        // A remote member is not a WebSocket here: it has its own gauge
+        // (its WebSocket counts on its edge).
+        let open = if remote { &metrics.cluster_remote_members } else { &metrics.connections_open };
+        if !remote {
+            metrics.connections_opened.fetch_add(1, Ordering::Relaxed);
+        }
+        open.fetch_add(1, Ordering::Relaxed);
         // Served by reference: moving the socket and the state into the
         // inner futures would store them twice in every connection's task.
         let mut state = Conn::new(app, conn, id, reached, addr.ip());
+        if remote {
+            // The edge answered `hello` already.
+            state.state = State::Lobby;
+            state.remote = true;
+        }
         let end = state.serve(&mut socket).await;
-        metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        open.fetch_sub(1, Ordering::Relaxed);
         metrics.closed(match end {
             End::ClosedByPeer | End::ReadFailed | End::WriteFailed => CloseKind::Peer,
             End::BadFrame(_) => CloseKind::BadFrame,
@@ -115,6 +168,7 @@ pub(crate) async fn run(
             End::Replaced => CloseKind::Replaced,
             End::TooBig => CloseKind::TooBig,
             End::Timeout | End::NoHello => CloseKind::Timeout,
+            End::Forward(..) | End::Moved | End::ClosedByHome(..) => CloseKind::Moved,
         });
         tracing::debug!(?end, "disconnected");
     }
@@ -167,6 +221,19 @@ struct Conn {
     client_ip: std::net::IpAddr,
     /// This peer's role in its room, for the resume tokens `pong` hands out.
     role: Role,
+    /// Cluster mode: a `join` or `peek` waiting to learn where its room
+    /// lives; nothing more is read meanwhile.
+    /// Boxed, like `home`: most connections never have one, and every
+    /// idle connection would carry the room name's room.
+    handoff: Option<Box<Handoff>>,
+    /// Cluster mode: the message being handled again was found to concern
+    /// a room that lives here.
+    routed: bool,
+    /// Cluster mode: keeps the claim on this node's room while this
+    /// connection is in it.
+    home: Option<Box<crate::cluster::HomeGuard>>,
+    /// A remote member: its WebSocket is on another node.
+    remote: bool,
 }
 
 impl Conn {
@@ -209,14 +276,31 @@ impl Conn {
             reached,
             client_ip,
             role: Role::Guest,
+            handoff: None,
+            routed: false,
+            home: None,
+            remote: false,
         }
     }
 
     async fn serve(&mut self, socket: &mut Socket) -> End {
-        let end = match self.serve_loop(socket).await {
+        let mut end = match self.serve_loop(socket).await {
             Err(end) => end,
             Ok(never) => match never {},
         };
+        if let End::Forward(home, first) = end {
+            end = match self.app.cluster.clone() {
+                // Boxed: once per forwarded connection, and not worth a
+                // place in every connection's task.
+                Some(cluster) => {
+                    Box::pin(crate::cluster::edge::shuttle(
+                        &cluster, &self.app, socket, self.conn, home, &first,
+                    ))
+                    .await
+                }
+                None => End::Moved,
+            };
+        }
         let code_reason = match end {
             End::Shutdown => Some((close::GOING_AWAY, close::REASON_SHUTDOWN)),
             End::Timeout => Some((close::GOING_AWAY, close::REASON_TIMEOUT)),
@@ -225,6 +309,8 @@ impl Conn {
             End::Replaced => Some((close::REPLACED, close::REASON_REPLACED)),
             End::TooBig => Some((close::TOO_BIG, close::REASON_TOO_BIG)),
             End::BadFrame(e) => Some((e.close_code(), e.reason())),
+            End::Moved | End::Forward(..) => Some(crate::cluster::CLOSE_MOVED),
+            End::ClosedByHome(code, ref reason) => Some((code, reason.as_str())),
             End::ClosedByPeer | End::WriteFailed | End::ReadFailed => None,
         };
         // Leave the room first, so the others hear of it without waiting for
@@ -277,6 +363,12 @@ impl Conn {
                     tokio::task::yield_now().await;
                 }
             }
+            if let Some(handoff) = self.handoff.take() {
+                // Boxed: Redis round trips hold a large future, needed once
+                // per join, not for the life of every connection's task.
+                Box::pin(self.route(socket, handoff)).await?;
+                continue;
+            }
             let pending_to = self.pending_to.clone();
             tokio::select! {
                 biased;
@@ -284,6 +376,7 @@ impl Conn {
                 reason = &mut kicked => return Err(match reason {
                     KickReason::TooSlow => End::TooSlow,
                     KickReason::Replaced => End::Replaced,
+                    KickReason::Moved => End::Moved,
                 }),
                 () = &mut no_hello, if self.state == State::Greeting => return Err(End::NoHello),
                 () = self.outbound.recv_many(&mut self.batch, WRITE_BATCH) => {
@@ -321,9 +414,52 @@ impl Conn {
     }
 
     /// Whether to read the next frame: not while a command waits for room
-    /// in a shard's inbox, nor while a join or leave waits for its answer.
+    /// in a shard's inbox, nor while a join or leave waits for its answer
+    /// (or a join to learn where its room lives).
     fn reading(&self) -> bool {
-        self.pending.is_none() && !matches!(self.state, State::Joining(_) | State::Leaving(_))
+        self.pending.is_none()
+            && self.handoff.is_none()
+            && !matches!(self.state, State::Joining(_) | State::Leaving(_))
+    }
+
+    /// Cluster mode: finds where a `join`'s or `peek`'s room lives. Here:
+    /// the message is handled as on a single node. Elsewhere: the
+    /// connection is forwarded there (a remote member, already forwarded
+    /// once, is told to reconnect instead). Redis unreachable: the client
+    /// gets `cluster-unavailable`, and may try again.
+    async fn route(&mut self, socket: &mut Socket, handoff: Box<Handoff>) -> Result<(), End> {
+        let Some(cluster) = self.app.cluster.clone() else { return Ok(()) };
+        let kind = if handoff.claim { "join" } else { "peek" };
+        let reply = match cluster.home_of(&handoff.room, handoff.claim, &self.kick).await {
+            Ok(home @ (crate::cluster::Home::Here(_) | crate::cluster::Home::Unclaimed)) => {
+                if let crate::cluster::Home::Here(guard) = home {
+                    self.home = Some(Box::new(guard));
+                }
+                self.routed = true;
+                let reply = self.on_text(&handoff.frame);
+                self.routed = false;
+                reply
+            }
+            Ok(crate::cluster::Home::There(node)) if self.remote => {
+                tracing::info!(%node, room = %handoff.room, "a remote member's room lives elsewhere");
+                return Err(End::Moved);
+            }
+            Ok(crate::cluster::Home::There(node)) => return Err(End::Forward(node, handoff.frame)),
+            Err(e) => {
+                tracing::info!(room = %handoff.room, "cannot find where a room lives: {e}");
+                Some(self.error_reply(&ProtocolError::new(
+                    ErrorCode::ClusterUnavailable,
+                    Some(kind),
+                    "the servers cannot reach each other just now; try again",
+                )))
+            }
+        };
+        if let Some(reply) = reply {
+            self.app.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
+            socket.text(&reply);
+            self.flush(socket).await?;
+        }
+        Ok(())
     }
 
     /// Handles every whole frame read so far (stopping early if reading
@@ -384,6 +520,7 @@ impl Conn {
                             // its join succeeded.
                             self.id = self.fresh_id;
                             self.seat = None;
+                            self.home = None;
                             State::Lobby
                         }
                     };
@@ -396,6 +533,7 @@ impl Conn {
                     // more of that room comes after this.
                     self.state = State::Lobby;
                     self.seat = None;
+                    self.home = None;
                     self.routes.clear();
                     self.role = Role::Guest;
                     self.leave_sfu();
@@ -445,7 +583,8 @@ impl Conn {
     /// Handles one text frame; returns a reply to write at once, if any.
     /// Room business goes to the shard, whose answers come through the queue.
     fn on_text(&mut self, frame: &str) -> Option<String> {
-        if !self.admit() {
+        // A message handled again after routing was counted the first time.
+        if !self.routed && !self.admit() {
             return self.rate_limited();
         }
         let msg = match signal::parse(frame) {
@@ -482,6 +621,14 @@ impl Conn {
                 Some(kind),
                 "say hello first",
             ))),
+            (State::Lobby, ClientMsg::Join { room, .. }) if self.app.cluster.is_some() && !self.routed => {
+                self.handoff = Some(Box::new(Handoff { room, frame: frame.to_owned(), claim: true }));
+                None
+            }
+            (State::Lobby, ClientMsg::Peek { room }) if self.app.cluster.is_some() && !self.routed => {
+                self.handoff = Some(Box::new(Handoff { room, frame: frame.to_owned(), claim: false }));
+                None
+            }
             (State::Lobby, ClientMsg::Join { room, name, media, resume, token, password, create }) => {
                 let now = crate::unix_now().as_secs();
                 let mut admission = Admission {
@@ -536,6 +683,7 @@ impl Conn {
                         }
                         Err(e) => {
                             let err = ProtocolError::new(ErrorCode::BadResume, Some(kind), e.message());
+                            self.home = None;
                             return Some(self.error_reply(&err));
                         }
                     }
@@ -683,6 +831,7 @@ impl Conn {
                 let room = room.clone();
                 self.send_to_shard(&room, ShardCmd::Leave { peer: self.id, conn: self.conn });
                 self.leave_sfu();
+                self.home = None;
                 // Signals stop here already; the shard's `left` ends the rest.
                 self.routes.clear();
                 self.state = State::Leaving(room);
@@ -820,6 +969,7 @@ where
                 reason = kicked => return Err(match reason {
                     KickReason::TooSlow => End::TooSlow,
                     KickReason::Replaced => End::Replaced,
+                    KickReason::Moved => End::Moved,
                 }),
             }
         }

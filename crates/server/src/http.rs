@@ -142,6 +142,8 @@ async fn asset(Path(name): Path<String>) -> Response {
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if app.cluster.as_ref().is_some_and(|c| !c.healthy()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "Redis unreachable\n").into_response()
     } else {
         "ready\n".into_response()
     }

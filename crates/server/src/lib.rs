@@ -14,6 +14,7 @@
 
 mod accept;
 pub mod assets;
+pub mod cluster;
 mod conn;
 mod http;
 mod hub;
@@ -82,6 +83,9 @@ pub struct Config {
     /// addresses, this machine's host name and loopback names on a
     /// loopback listener; `*` allows any. See [`origin::HostPolicy`].
     pub allowed_hosts: Vec<String>,
+    /// Cluster mode (`--redis`): this node, and the cluster's shared
+    /// secret. `None`: a single node, no Redis.
+    pub cluster: Option<(cluster::ClusterConfig, [u8; 32])>,
 }
 
 impl Default for Config {
@@ -103,6 +107,7 @@ impl Default for Config {
             join_key: None,
             require_token: false,
             allowed_hosts: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -379,6 +384,8 @@ pub(crate) struct App {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// The SFU, if it is on and running.
     pub(crate) sfu: Option<sfu_io::SfuHandle>,
+    /// Cluster mode's node, if on.
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// Serves HTTP and WebSockets on `listener` until `shutdown` completes; then
@@ -442,6 +449,20 @@ pub async fn serve(
         None => None,
     };
     let p2p_max = sfu.as_ref().and(config.sfu.as_ref()).map(|s| s.p2p_max);
+    let cluster = match &config.cluster {
+        Some((cluster_config, secret)) => Some(
+            cluster::Cluster::start(
+                cluster_config.clone(),
+                *secret,
+                metrics.clone(),
+                config.limits.max_connections,
+                shutdown_token.clone(),
+            )
+            .await
+            .map_err(io::Error::other)?,
+        ),
+        None => None,
+    };
     // Loopback origins are a developer's pages only on a server listening
     // on loopback; elsewhere they are whatever runs on a visitor's machine.
     let local = listener.local_addr().map(|a| a.ip());
@@ -454,6 +475,7 @@ pub async fn serve(
         hosts: origin::HostPolicy::new(&hosts, loopback || local.is_ok_and(|ip| ip.is_unspecified())),
         hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone(), seating, sfu.clone()),
         sfu,
+        cluster,
         limiter: limits::ConnectionLimiter::new(
             accept::descriptor_share(accept::Holder::WebSockets, config.limits.max_connections),
             config.limits.max_connections_per_ip,
@@ -463,10 +485,19 @@ pub async fn serve(
         shutdown: shutdown_token,
         connections: TaskTracker::new(),
     });
+    if let Some(cluster) = &app.cluster {
+        cluster.set_app(&app);
+    }
     let token = app.shutdown.clone();
     let router = http::router(app.clone());
+    let draining = app.cluster.clone();
     let stop = async move {
         shutdown.await;
+        // A cluster node first gives its rooms away, so the browsers its
+        // closing connections send elsewhere find new homes at once.
+        if let Some(cluster) = draining {
+            cluster.drain().await;
+        }
         token.cancel();
     };
     let _reloader =
@@ -482,6 +513,9 @@ pub async fn serve(
             left = app.connections.len(),
             "connections still open after {grace:?}; exiting anyway"
         );
+    }
+    if let Some(cluster) = &app.cluster {
+        cluster.settle(Duration::from_secs(1)).await;
     }
     Ok(())
 }

@@ -175,7 +175,6 @@ impl ByteBudget {
     }
 
     /// Bytes held now.
-    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.held.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -25,9 +25,11 @@ pub(crate) enum CloseKind {
     Replaced,
     /// It broke the WebSocket framing.
     BadFrame,
+    /// Cluster mode: forwarded to, or moved to, another node.
+    Moved,
 }
 
-const CLOSE_KINDS: [(CloseKind, &str); 7] = [
+const CLOSE_KINDS: [(CloseKind, &str); 8] = [
     (CloseKind::Peer, "peer"),
     (CloseKind::Shutdown, "shutdown"),
     (CloseKind::TooSlow, "too_slow"),
@@ -35,6 +37,7 @@ const CLOSE_KINDS: [(CloseKind, &str); 7] = [
     (CloseKind::Timeout, "timeout"),
     (CloseKind::Replaced, "replaced"),
     (CloseKind::BadFrame, "bad_frame"),
+    (CloseKind::Moved, "moved"),
 ];
 
 /// Why a WebSocket was refused before it started.
@@ -125,6 +128,15 @@ pub(crate) struct Metrics {
     pub(crate) sfu_nacks_received: AtomicU64,
     pub(crate) sfu_nacks_sent: AtomicU64,
     pub(crate) sfu_bwe_last: AtomicU64,
+    pub(crate) cluster_messages_sent: AtomicU64,
+    pub(crate) cluster_messages_received: AtomicU64,
+    pub(crate) redis_round_trips: AtomicU64,
+    pub(crate) redis_errors: AtomicU64,
+    pub(crate) cluster_rooms_homed: AtomicI64,
+    pub(crate) cluster_leases_renewed: AtomicU64,
+    pub(crate) cluster_leases_lost: AtomicU64,
+    pub(crate) cluster_redis_up: AtomicI64,
+    pub(crate) cluster_remote_members: AtomicI64,
 }
 
 impl Metrics {
@@ -331,6 +343,60 @@ impl Metrics {
             "gauge",
             "The latest bandwidth estimate (TWCC) towards any subscriber.",
             &one(get(&self.sfu_bwe_last).into()),
+        );
+        metric(
+            "cluster_messages_sent_total",
+            "counter",
+            "Cluster mode: messages this node sent other nodes over the bus.",
+            &one(get(&self.cluster_messages_sent).into()),
+        );
+        metric(
+            "cluster_messages_received_total",
+            "counter",
+            "Cluster mode: messages this node received from other nodes over the bus.",
+            &one(get(&self.cluster_messages_received).into()),
+        );
+        metric(
+            "redis_round_trips_total",
+            "counter",
+            "Cluster mode: requests (single or pipelined) sent to Redis.",
+            &one(get(&self.redis_round_trips).into()),
+        );
+        metric(
+            "redis_errors_total",
+            "counter",
+            "Cluster mode: Redis requests that failed or timed out.",
+            &one(get(&self.redis_errors).into()),
+        );
+        metric(
+            "redis_up",
+            "gauge",
+            "Cluster mode: 1 while Redis answers lease renewals, else 0.",
+            &one(gauge(&self.cluster_redis_up).into()),
+        );
+        metric(
+            "cluster_remote_members",
+            "gauge",
+            "Cluster mode: members of rooms homed here whose WebSocket is on another node.",
+            &one(gauge(&self.cluster_remote_members).into()),
+        );
+        metric(
+            "cluster_rooms_homed",
+            "gauge",
+            "Cluster mode: rooms whose home is this node.",
+            &one(gauge(&self.cluster_rooms_homed).into()),
+        );
+        metric(
+            "cluster_leases_renewed_total",
+            "counter",
+            "Cluster mode: leases renewed (this node's record, and room claims).",
+            &one(get(&self.cluster_leases_renewed).into()),
+        );
+        metric(
+            "cluster_leases_lost_total",
+            "counter",
+            "Cluster mode: leases lost (Redis unreachable for a whole lease, or a room claim another node took).",
+            &one(get(&self.cluster_leases_lost).into()),
         );
         out
     }

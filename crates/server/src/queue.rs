@@ -195,6 +195,8 @@ pub(crate) enum KickReason {
     TooSlow,
     /// A newer connection resumed its peer id.
     Replaced,
+    /// Cluster mode: its room now lives on another node.
+    Moved,
 }
 
 /// A switch others flip to make a connection close, with a reason. (A
@@ -212,6 +214,7 @@ impl Kick {
         let code = match reason {
             KickReason::TooSlow => 1,
             KickReason::Replaced => 2,
+            KickReason::Moved => 3,
         };
         if self.reason.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             // Every waiter: the connection's loop, and a write it is in.
@@ -240,6 +243,7 @@ impl Kick {
             match self.reason.load(Ordering::Acquire) {
                 0 => notified.await,
                 2 => return KickReason::Replaced,
+                3 => return KickReason::Moved,
                 _ => return KickReason::TooSlow,
             }
         }

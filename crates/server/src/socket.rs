@@ -5,7 +5,7 @@
 //! Idle connections keep neither buffer for long: reads land in a scratch
 //! buffer owned by the thread, and only what is not yet decoded (usually
 //! nothing, or part of one frame) is kept by the connection;
-//! [`Socket::release_idle`] hands back the rest.
+//! [`WsSocket::release_idle`] hands back the rest.
 
 use std::cell::RefCell;
 use std::io;
@@ -31,8 +31,86 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
 }
 
+/// One connection's transport: a WebSocket here, or (cluster mode) a
+/// browser's WebSocket on another node whose room is homed here, reached
+/// over the bus ([`crate::cluster::RemoteIo`]). The connection's logic is
+/// the same for both.
+pub(crate) enum Socket {
+    /// A WebSocket on this node.
+    Ws(WsSocket),
+    /// A member whose WebSocket is on another node.
+    Remote(Box<crate::cluster::RemoteIo>),
+}
+
+/// Calls the same method on whichever transport it is.
+macro_rules! either {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Socket::Ws($s) => $e,
+            Socket::Remote($s) => $e,
+        }
+    };
+}
+
+impl Socket {
+    /// Takes over a connection hyper upgraded to a WebSocket.
+    pub(crate) fn new(upgraded: Upgraded, max_message: usize) -> Socket {
+        Socket::Ws(WsSocket::new(upgraded, max_message))
+    }
+
+    /// See [`WsSocket::fill`].
+    pub(crate) async fn fill(&mut self) -> io::Result<usize> {
+        either!(self, s => s.fill().await)
+    }
+
+    /// See [`WsSocket::next`].
+    pub(crate) fn next(&mut self) -> Result<Option<Option<Event<'_>>>, ws::Error> {
+        either!(self, s => s.next())
+    }
+
+    /// See [`WsSocket::text`].
+    pub(crate) fn text(&mut self, text: &str) {
+        either!(self, s => s.text(text))
+    }
+
+    /// See [`WsSocket::ping`].
+    pub(crate) fn ping(&mut self) {
+        either!(self, s => s.ping())
+    }
+
+    /// See [`WsSocket::close_frame`].
+    pub(crate) fn close_frame(&mut self, close: Option<(u16, &str)>) {
+        either!(self, s => s.close_frame(close))
+    }
+
+    /// See [`WsSocket::has_input`].
+    pub(crate) fn has_input(&self) -> bool {
+        either!(self, s => s.has_input())
+    }
+
+    /// See [`WsSocket::has_output`].
+    pub(crate) fn has_output(&self) -> bool {
+        either!(self, s => s.has_output())
+    }
+
+    /// See [`WsSocket::flush`].
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        either!(self, s => s.flush().await)
+    }
+
+    /// See [`WsSocket::close`].
+    pub(crate) async fn close(&mut self, close: Option<(u16, &str)>, linger: Duration) {
+        either!(self, s => s.close(close, linger).await)
+    }
+
+    /// See [`WsSocket::release_idle`].
+    pub(crate) fn release_idle(&mut self) {
+        either!(self, s => s.release_idle())
+    }
+}
+
 /// One WebSocket connection's transport and buffers.
-pub(crate) struct Socket {
+pub(crate) struct WsSocket {
     /// What hyper upgraded: TCP or TLS, behind one indirection per read
     /// or write (not per message).
     io: TokioIo<Upgraded>,
@@ -42,19 +120,19 @@ pub(crate) struct Socket {
     /// message limit from their header.
     inbuf: Vec<u8>,
     decoded: usize,
-    /// Frames waiting for [`Socket::flush`]. Bounded: the connection
+    /// Frames waiting for [`WsSocket::flush`]. Bounded: the connection
     /// flushes after each batch from its queue (at most `WRITE_BATCH`
     /// messages) and after answering what one read brought in.
     out: Vec<u8>,
     decoder: Decoder,
 }
 
-impl Socket {
+impl WsSocket {
     /// Takes over a connection hyper upgraded to a WebSocket.
     /// (Bytes hyper read past the request are handed back by `Upgraded`
     /// itself, before anything from the socket.)
-    pub(crate) fn new(upgraded: Upgraded, max_message: usize) -> Socket {
-        Socket {
+    pub(crate) fn new(upgraded: Upgraded, max_message: usize) -> WsSocket {
+        WsSocket {
             io: TokioIo::new(upgraded),
             inbuf: Vec::new(),
             decoded: 0,
@@ -63,7 +141,7 @@ impl Socket {
         }
     }
 
-    /// Waits for the peer's next bytes and keeps them for [`Socket::next`].
+    /// Waits for the peer's next bytes and keeps them for [`WsSocket::next`].
     /// `Ok(0)` means the peer closed its side.
     pub(crate) async fn fill(&mut self) -> io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
@@ -89,7 +167,7 @@ impl Socket {
     /// The next frame among the bytes read so far: `Ok(None)` when they
     /// hold no whole frame, `Ok(Some(None))` for a fragment that does not
     /// end its message (call again). A ping is answered here, with a pong
-    /// queued for the next [`Socket::flush`], and still returned: it shows
+    /// queued for the next [`WsSocket::flush`], and still returned: it shows
     /// the peer is alive.
     pub(crate) fn next(&mut self) -> Result<Option<Option<Event<'_>>>, ws::Error> {
         let rest = &mut self.inbuf[self.decoded..];
@@ -105,7 +183,7 @@ impl Socket {
         }
     }
 
-    /// Queues a text frame for the next [`Socket::flush`].
+    /// Queues a text frame for the next [`WsSocket::flush`].
     pub(crate) fn text(&mut self, text: &str) {
         ws::encode_text(&mut self.out, text);
     }

@@ -81,11 +81,14 @@ pub enum ErrorCode {
     NotAllowed,
     /// A host holds this source off.
     Held,
+    /// Cluster mode: the servers cannot reach their shared Redis, so a room
+    /// whose home is not known here cannot be joined just now.
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks and metrics.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::HelloRequired,
@@ -114,6 +117,7 @@ impl ErrorCode {
         ErrorCode::BadToken,
         ErrorCode::NotAllowed,
         ErrorCode::Held,
+        ErrorCode::ClusterUnavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -147,6 +151,7 @@ impl ErrorCode {
             ErrorCode::BadToken => "bad-token",
             ErrorCode::NotAllowed => "not-allowed",
             ErrorCode::Held => "held",
+            ErrorCode::ClusterUnavailable => "cluster-unavailable",
         }
     }
 }
@@ -183,6 +188,11 @@ pub mod close {
     pub const REASON_SERVER_FULL: &str = "server full";
     /// Reason sent with [`TRY_AGAIN_LATER`] when one address has too many.
     pub const REASON_ADDRESS_FULL: &str = "too many connections from your address";
+    /// Cluster mode: the room now lives on another node (its home died or
+    /// drained, or a message between nodes was lost): reconnect.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// Reason sent with [`SERVICE_RESTART`].
+    pub const REASON_MOVED: &str = "room moved to another server";
     /// Another connection resumed this peer's id.
     pub const REPLACED: u16 = 4000;
     /// Reason sent with [`REPLACED`].

@@ -214,6 +214,19 @@ struct Cli {
     #[arg(long, env = "WEBCONF_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
 
+    /// Cluster mode: share rooms with other webconf nodes through this
+    /// Redis (redis://host:port/db). Browsers may then connect to any
+    /// node; each room lives on one, chosen by load. The secret that signs
+    /// resume tokens and TURN credentials is shared through it too.
+    /// Without it webconf is a single node and needs no Redis.
+    #[arg(long, env = "WEBCONF_REDIS")]
+    redis: Option<String>,
+
+    /// This node's name in the cluster (lower-case letters, digits, `-`;
+    /// at most 32). Default: random at each start.
+    #[arg(long, env = "WEBCONF_NODE_ID", value_parser = parse_node_id)]
+    node_id: Option<cluster::NodeId>,
+
     /// Log filter: error, warn, info, debug, trace, or per module like
     /// `info,server=debug`.
     #[arg(long, env = "WEBCONF_LOG", default_value = "info")]
@@ -279,6 +292,10 @@ fn mint_token(secret: Option<&str>, command: Command) -> Result<String, String> 
         Some(base) => format!("{token}\n{}/r/{room}#token={token}", base.trim_end_matches('/')),
         None => token,
     })
+}
+
+fn parse_node_id(s: &str) -> Result<cluster::NodeId, String> {
+    cluster::NodeId::parse(s).ok_or_else(|| "1 to 32 lower-case letters, digits or -".to_owned())
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -382,10 +399,31 @@ async fn run(cli: Cli) -> Result<(), String> {
             "--http-redirect needs TLS on (--tls self-signed, or --tls-cert and --tls-key)".to_owned()
         );
     }
-    let secret = load_secret(state_dir.as_deref());
     let join_key = match &cli.join_secret {
         Some(s) => {
             Some(server::jointoken::JoinKey::new(s.as_bytes()).map_err(|e| format!("--join-secret: {e}"))?)
+        }
+        None => None,
+    };
+    let mut secret = load_secret(state_dir.as_deref());
+    let cluster = match &cli.redis {
+        Some(url) => {
+            // One secret for every node, so a resume token or TURN
+            // credential from one is good on all.
+            secret = server::cluster::shared_secret(url, secret, std::time::Duration::from_secs(3)).await?;
+            let node = cli.node_id.clone().unwrap_or_else(|| {
+                cluster::NodeId::from_random(u64::from_le_bytes(
+                    server::random_secret()[..8].try_into().unwrap_or_default(),
+                ))
+            });
+            let config = server::cluster::ClusterConfig::new(
+                url.clone(),
+                node.clone(),
+                addr.to_string(),
+                public_ip(&cli, addr),
+            );
+            tracing::info!(%node, redis = %url, "cluster mode: sharing rooms with the other nodes");
+            Some((config, secret))
         }
         None => None,
     };
@@ -418,6 +456,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         turn,
         join_key,
         require_token: cli.require_token,
+        cluster,
         ..server::Config::default()
     };
     announce(addr, tls.as_ref());

@@ -5,6 +5,7 @@
 mod access;
 mod browser;
 mod callpage;
+mod cluster;
 mod group;
 mod harness;
 mod hostile;
