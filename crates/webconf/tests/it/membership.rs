@@ -158,6 +158,10 @@ async fn signals_never_reach_a_non_member_while_peers_move_between_shards() {
             Err(e) => broken.push(e),
         }
     }
+    println!(
+        "membership: {signals} signals received and checked, {} clients saw the rule broken",
+        broken.len()
+    );
     assert!(broken.is_empty(), "{} of 32 clients saw the rule broken: {broken:#?}", broken.len());
     assert!(signals > 1000, "only {signals} signals arrived: the test did not exercise relaying");
 }
