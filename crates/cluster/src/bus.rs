@@ -25,9 +25,10 @@ pub enum Dir {
 /// What a message says.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Body<'a> {
-    /// (to home) A connection starts: the home sets up a member for it.
-    /// Its first text follows.
-    Open,
+    /// (to home) A connection starts: the home sets up a member for it,
+    /// from this client address (for per-address rules: bars, the room
+    /// password limit). Its first text follows.
+    Open(Option<std::net::IpAddr>),
     /// A WebSocket text message: the browser's (to home) or for the browser
     /// (to edge).
     Text(&'a str),
@@ -68,7 +69,8 @@ impl Msg<'_> {
             Dir::ToEdge => 'e',
         };
         let (k, payload): (char, std::borrow::Cow<'_, str>) = match &self.body {
-            Body::Open => ('o', "".into()),
+            Body::Open(None) => ('o', "".into()),
+            Body::Open(Some(ip)) => ('o', ip.to_string().into()),
             Body::Text(t) => ('t', (*t).into()),
             Body::Closed => ('c', "".into()),
             Body::Close(code, reason) => ('x', format!("{code} {reason}").into()),
@@ -97,7 +99,8 @@ pub fn decode(text: &str) -> Result<Msg<'_>, BadMsg> {
     };
     let empty = |body| if payload.is_empty() { Ok(body) } else { Err(BadMsg) };
     let body = match (dir, k) {
-        (Dir::ToHome, b'o') => empty(Body::Open)?,
+        (Dir::ToHome, b'o') if payload.is_empty() => Body::Open(None),
+        (Dir::ToHome, b'o') => Body::Open(Some(payload.parse().map_err(|_| BadMsg)?)),
         (_, b't') => Body::Text(payload),
         (Dir::ToHome, b'c') => empty(Body::Closed)?,
         (Dir::ToEdge, b'x') => {
@@ -151,7 +154,8 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         let table = [
-            (Dir::ToHome, Body::Open, "ho n1 7 0 "),
+            (Dir::ToHome, Body::Open(None), "ho n1 7 0 "),
+            (Dir::ToHome, Body::Open(Some(std::net::IpAddr::from([192, 0, 2, 7]))), "ho n1 7 0 192.0.2.7"),
             (
                 Dir::ToHome,
                 Body::Text(r#"{"type":"join","room":"a b"}"#),

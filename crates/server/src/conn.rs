@@ -118,11 +118,13 @@ pub(crate) async fn run(
 pub(crate) async fn run_remote(
     socket: Socket,
     app: Arc<App>,
-    edge: cluster::NodeId,
-    edge_conn: u64,
+    (edge, edge_conn): (cluster::NodeId, u64),
+    client: Option<std::net::IpAddr>,
     permit: ConnectionPermit,
 ) {
-    let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+    // The browser's address as its edge saw it: bars and the password
+    // limit count it as they would here.
+    let addr = SocketAddr::new(client.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])), 0);
     let span = tracing::info_span!("remote", %edge, edge_conn);
     serve_connection(socket, app, addr, None, permit, true).instrument(span).await;
 }
@@ -294,7 +296,12 @@ impl Conn {
                 // place in every connection's task.
                 Some(cluster) => {
                     Box::pin(crate::cluster::edge::shuttle(
-                        &cluster, &self.app, socket, self.conn, home, &first,
+                        &cluster,
+                        &self.app,
+                        socket,
+                        (self.conn, self.client_ip),
+                        home,
+                        &first,
                     ))
                     .await
                 }

@@ -35,13 +35,14 @@ pub(crate) enum FromHome {
     Ping,
 }
 
-/// Forwards one connection to `home`, starting with `first` (the `join`
-/// or `peek` that found the room there), until either side ends it.
+/// Forwards one connection from `client` to `home`, starting with `first`
+/// (the `join` or `peek` that found the room there), until either side
+/// ends it.
 pub(crate) async fn shuttle(
     cluster: &Arc<Cluster>,
     app: &App,
     socket: &mut Socket,
-    conn: u64,
+    (conn, client): (u64, std::net::IpAddr),
     home: NodeId,
     first: &str,
 ) -> End {
@@ -51,7 +52,7 @@ pub(crate) async fn shuttle(
     let conn = conn.wrapping_add(cluster.incarnation);
     let (mut rx, bytes) = cluster.add_edge(conn, home.clone());
     let mut link = Link { cluster, home, conn, seq: SeqOut::default(), open: true };
-    if !link.send(Body::Open) || !link.send(Body::Text(first)) {
+    if !link.send(Body::Open(Some(client))) || !link.send(Body::Text(first)) {
         return End::Moved;
     }
     let end = run(app, socket, &mut link, &mut rx, &bytes).await;

@@ -587,8 +587,8 @@ impl Cluster {
     /// A message from an edge for a remote member here.
     fn to_remote(self: &Arc<Self>, edge: NodeId, conn: u64, seq: u64, body: Body<'_>) {
         let key = (edge, conn);
-        if body == Body::Open {
-            self.open_remote(key, seq);
+        if let Body::Open(client) = body {
+            self.open_remote(key, seq, client);
             return;
         }
         let mut st = self.lock();
@@ -629,7 +629,7 @@ impl Cluster {
     }
 
     /// An edge opens a connection for a room homed here: start its member.
-    fn open_remote(self: &Arc<Self>, key: (NodeId, u64), seq: u64) {
+    fn open_remote(self: &Arc<Self>, key: (NodeId, u64), seq: u64, client: Option<IpAddr>) {
         let refuse = |code: u16, reason: &str| {
             self.publish(&key.0, Dir::ToEdge, key.1, Body::Close(code, reason), 0);
         };
@@ -657,7 +657,7 @@ impl Cluster {
         let io = RemoteIo::new(self.clone(), key.0.clone(), key.1, rx, bytes);
         let socket = crate::socket::Socket::Remote(Box::new(io));
         let tracker = app.connections.clone();
-        tokio::spawn(tracker.track_future(crate::conn::run_remote(socket, app, key.0, key.1, permit)));
+        tokio::spawn(tracker.track_future(crate::conn::run_remote(socket, app, key, client, permit)));
     }
 
     /// A message from a home for an edge connection here.

@@ -786,3 +786,34 @@ async fn measure() {
         );
     }
 }
+
+/// Host actions in a room homed on another node than either person's:
+/// the host's role, a mute and a bar cross the bus, and the bar counts
+/// the guest's own address (its edge sends it with the connection), so the
+/// guest is refused also when it comes straight to the home node.
+#[tokio::test]
+async fn a_host_on_one_node_moderates_a_guest_on_another() {
+    if !in_loopback_namespace("cluster::a_host_on_one_node_moderates_a_guest_on_another") {
+        return;
+    }
+    let (redis, _nodes) = cluster(&["--no-turn"]).await;
+    home_on(&redis, "hosted", 2);
+    let mut host = connect(3).await;
+    host.send(json!({"type": "join", "room": "hosted", "name": "Host", "create": true})).await;
+    let joined = host.recv().await;
+    assert_eq!((joined["type"].clone(), joined["role"].clone()), (json!("joined"), json!("host")), "{joined}");
+    let (mut guest, joined) = join(4, "hosted", "Guest").await;
+    assert_eq!(joined["role"], "guest");
+    assert_eq!(host.recv().await["type"], "peer-joined");
+    guest.send(json!({"type": "moderate", "peer": joined["peers"][0]["id"], "action": "mute"})).await;
+    guest.expect_error("not-host").await;
+    host.send(json!({"type": "moderate", "peer": guest.id, "action": "mute"})).await;
+    assert_eq!(guest.recv().await["action"], "mute");
+    assert_eq!(host.recv().await["media"]["audio"], false);
+    host.send(json!({"type": "moderate", "peer": guest.id, "action": "remove", "bar": true})).await;
+    assert_eq!(guest.recv().await["type"], "removed");
+    assert_eq!(host.recv().await["reason"], "removed");
+    let mut again = connect(2).await;
+    again.send(json!({"type": "join", "room": "hosted", "name": "Guest again"})).await;
+    again.expect_error("barred").await;
+}
