@@ -59,6 +59,7 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
                     create: how & 8 != 0,
                     password: (how & 16 != 0).then(|| format!("p{}", how >> 6)),
                     grants: Grants { publish: how & 32 == 0, screen: true, chat: how & 64 == 0 },
+                    history: Vec::new(),
                 },
             },
             Step::Admit { host, peer: p, yes: true } => Input::Admit { host: peer(host), peer: peer(p) },

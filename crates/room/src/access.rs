@@ -70,6 +70,10 @@ pub struct Admission {
     pub password: Option<String>,
     /// What the peer may send.
     pub grants: Grants,
+    /// The room's chat kept elsewhere (cluster mode: in Redis, from the
+    /// room's previous home), oldest first: remembered if the room starts
+    /// with this join, within the usual bounds; ignored otherwise.
+    pub history: Vec<crate::ChatEntry>,
 }
 
 impl Default for Admission {
@@ -82,6 +86,7 @@ impl Default for Admission {
             create: false,
             password: None,
             grants: Grants::default(),
+            history: Vec::new(),
         }
     }
 }

@@ -219,6 +219,7 @@ mod tests {
                         screen: g.contains('s'),
                         chat: g.contains('c'),
                     }),
+                    history: Vec::new(),
                 },
             },
             ["admit", h, p] => Input::Admit { host: peer(h), peer: peer(p) },
@@ -1126,5 +1127,43 @@ mod tests {
             d: joined tea as D cap=5 peers=[b B av- host polite, c C av- polite] settings=lobby
             ",
         );
+    }
+
+    /// Cluster mode: a room that lived on another node starts here with
+    /// the chat kept for it, within this core's bounds (count and age),
+    /// and only if the room is new here.
+    #[test]
+    fn a_room_that_lived_elsewhere_starts_with_its_history_within_bounds() {
+        let mut rooms: Rooms<String> =
+            Rooms::new(Config { capacity: 3, chat_history: 2, chat_max_age_ms: 1000, ..Config::default() });
+        let entry = |i: u64| ChatEntry {
+            from: peer("z"),
+            name: DisplayName::guest(),
+            text: ChatText::parse(&format!("m{i}")).expect("valid"),
+            ts_ms: i * 100,
+            id: None,
+        };
+        let join = |p: &str, history: Vec<ChatEntry>| Input::Join {
+            peer: peer(p),
+            room: RoomId::parse("moved").expect("valid"),
+            name: DisplayName::guest(),
+            media: MediaState::default(),
+            now_ms: 1200,
+            admission: Admission { history, ..Admission::default() },
+        };
+        let said = |rooms: &mut Rooms<String>| -> Vec<String> {
+            let mut chat = Vec::new();
+            while let Some(out) = rooms.poll_output() {
+                if let Output::Joined { chat: c, .. } = out {
+                    chat = c.iter().map(|e| e.text.as_str().to_owned()).collect();
+                }
+            }
+            chat
+        };
+        rooms.handle_input(join("a", (0..5).map(entry).collect()));
+        assert_eq!(said(&mut rooms), ["m3", "m4"], "the last two, none older than a second");
+        rooms.handle_input(join("b", vec![entry(9)]));
+        assert_eq!(said(&mut rooms), ["m3", "m4"], "a room that is here already keeps its own");
+        rooms.check_invariants();
     }
 }

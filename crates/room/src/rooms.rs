@@ -690,7 +690,16 @@ impl<P> Rooms<P> {
             self.remove(peer, LeaveReason::Disconnected);
         }
         let capacity = self.config.capacity;
-        let role = match self.rooms.get(&room) {
+        if !self.rooms.contains_key(&room) && !adm.history.is_empty() && capacity > 0 {
+            // A room that lived elsewhere before (cluster mode) starts with
+            // what was said there; `enter` seats the peer in it at once.
+            self.rooms.insert(room.clone(), Room::default());
+            // `remember` drops what is too old or too much.
+            for entry in &adm.history {
+                self.remember(&room, entry.clone(), now_ms);
+            }
+        }
+        let role = match self.rooms.get(&room).filter(|r| !r.peers.is_empty()) {
             None => {
                 // A new room: whoever created it from the home page (or
                 // holds a host token, or was its host before a restart)
@@ -1024,11 +1033,18 @@ impl<P> Rooms<P> {
         if !member.grants.chat {
             return self.reject(peer, Request::Chat, Rejection::NotAllowed);
         }
-        let Some(room) = self.rooms.get_mut(&member.room) else { return };
+        let room_id = member.room.clone();
+        let Some(room) = self.rooms.get(&room_id) else { return };
         let entry = ChatEntry { from: peer, name: member.name.clone(), text, ts_ms: now_ms, id };
         for to in &room.peers {
             self.outputs.push_back(Output::Chat { to: *to, entry: entry.clone() });
         }
+        self.remember(&room_id, entry, now_ms);
+    }
+
+    /// Keeps `entry` in `room`'s history, within its bounds and the core's.
+    fn remember(&mut self, room: &RoomId, entry: ChatEntry, now_ms: u64) {
+        let Some(room) = self.rooms.get_mut(room) else { return };
         let bytes = chat_bytes(&entry);
         room.chat.push_back(entry);
         room.chat_bytes += bytes;

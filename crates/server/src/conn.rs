@@ -236,6 +236,9 @@ struct Conn {
     home: Option<Box<crate::cluster::HomeGuard>>,
     /// A remote member: its WebSocket is on another node.
     remote: bool,
+    /// Cluster mode: the chat Redis keeps for the room this `join` found
+    /// homed here, for the room core to start it with if it is new.
+    history: Vec<room::ChatEntry>,
 }
 
 impl Conn {
@@ -282,6 +285,7 @@ impl Conn {
             routed: false,
             home: None,
             remote: false,
+            history: Vec::new(),
         }
     }
 
@@ -441,6 +445,11 @@ impl Conn {
             Ok(home @ (crate::cluster::Home::Here(_) | crate::cluster::Home::Unclaimed)) => {
                 if let crate::cluster::Home::Here(guard) = home {
                     self.home = Some(Box::new(guard));
+                    if handoff.claim {
+                        // The room may have lived on another node until now.
+                        let history = cluster.chat_history(&handoff.room).await;
+                        self.history = history;
+                    }
                 }
                 self.routed = true;
                 let reply = self.on_text(&handoff.frame);
@@ -645,6 +654,7 @@ impl Conn {
                     addr: turn::policy::client_key(self.client_ip),
                     create,
                     password: password.map(Cow::into_owned),
+                    history: std::mem::take(&mut self.history),
                     ..Admission::default()
                 };
                 let mut name = name;

@@ -207,11 +207,13 @@ impl Hub {
         metrics: Arc<Metrics>,
         seating: Arc<Seating>,
         sfu: Option<SfuHandle>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Hub {
         let shards = (0..count.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_INBOX);
-                let shard = Shard::new(config, p2p_max, metrics.clone(), seating.clone(), sfu.clone());
+                let mut shard = Shard::new(config, p2p_max, metrics.clone(), seating.clone(), sfu.clone());
+                shard.cluster = cluster.clone();
                 tokio::spawn(shard.run(rx));
                 tx
             })
@@ -250,6 +252,9 @@ struct Shard {
     departed: Vec<PeerId>,
     /// Where to tell what a member may send (see `Output::Allowed`).
     sfu: Option<SfuHandle>,
+    /// Cluster mode: where the chat of rooms homed here is kept too, for
+    /// the home that takes them over if this node goes.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     metrics: Arc<Metrics>,
     /// Rooms and members this shard last added to the metrics' gauges.
     counted: (usize, usize),
@@ -280,6 +285,7 @@ impl Shard {
             kicked: Vec::new(),
             departed: Vec::new(),
             sfu,
+            cluster: None,
             metrics,
             counted: (0, 0),
         }
@@ -581,6 +587,12 @@ impl Shard {
                 (to, Outbound::Text(text(encode(&ServerMsg::PeerMedia { peer, media }))))
             }
             Output::Chat { to, entry } => {
+                // Kept once per message: with the sender's own copy.
+                if to == entry.from
+                    && let (Some(cluster), Some(room)) = (&self.cluster, self.core.room_of(to))
+                {
+                    cluster.save_chat(room, &entry);
+                }
                 let msg = ServerMsg::Chat {
                     from: entry.from,
                     name: entry.name.as_str(),

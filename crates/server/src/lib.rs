@@ -473,7 +473,15 @@ pub async fn serve(
         origins: origin::OriginPolicy::new(&config.allowed_origins, loopback),
         outbound_total: limits::ByteBudget::new(config.limits.outbound_bytes_total),
         hosts: origin::HostPolicy::new(&hosts, loopback || local.is_ok_and(|ip| ip.is_unspecified())),
-        hub: hub::Hub::start(shards, &config, p2p_max, metrics.clone(), seating, sfu.clone()),
+        hub: hub::Hub::start(
+            shards,
+            &config,
+            p2p_max,
+            metrics.clone(),
+            seating,
+            sfu.clone(),
+            cluster.clone(),
+        ),
         sfu,
         cluster,
         limiter: limits::ConnectionLimiter::new(

@@ -131,6 +131,8 @@ pub(crate) struct Metrics {
     pub(crate) cluster_messages_sent: AtomicU64,
     pub(crate) cluster_messages_received: AtomicU64,
     pub(crate) redis_round_trips: AtomicU64,
+    /// Chat messages not kept in Redis: its writer was too far behind.
+    pub(crate) cluster_chat_dropped: AtomicU64,
     pub(crate) redis_errors: AtomicU64,
     pub(crate) cluster_rooms_homed: AtomicI64,
     pub(crate) cluster_leases_renewed: AtomicU64,
@@ -361,6 +363,12 @@ impl Metrics {
             "counter",
             "Cluster mode: requests (single or pipelined) sent to Redis.",
             &one(get(&self.redis_round_trips).into()),
+        );
+        metric(
+            "cluster_chat_dropped_total",
+            "counter",
+            "Cluster mode: chat messages not kept in Redis because its writer was too far behind.",
+            &one(get(&self.cluster_chat_dropped).into()),
         );
         metric(
             "redis_errors_total",

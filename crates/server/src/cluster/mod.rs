@@ -89,6 +89,59 @@ const ROOM_LEASE: Duration = Duration::from_secs(10);
 /// How often each room claim is renewed.
 const ROOM_RENEW: Duration = Duration::from_secs(3);
 
+/// Chat messages waiting to be written to Redis; past this, a message is
+/// not kept there (it was delivered; only a later home would miss it).
+const CHAT_OUT: usize = 1024;
+
+/// How many of a room's last chat messages Redis keeps, and for how long
+/// after the last one: as much as a room's history holds anyway (the
+/// room core bounds it by bytes and age again when it takes it back).
+const CHAT_KEEP: isize = 100;
+const CHAT_TTL: Duration = Duration::from_secs(3600);
+
+/// Where a room's chat is kept.
+fn chat_key(room: &str) -> String {
+    format!("webconf:chat:{room}")
+}
+
+/// One chat message as kept in Redis.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredChat {
+    from: String,
+    name: String,
+    text: String,
+    ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+}
+
+impl StoredChat {
+    fn of(entry: &room::ChatEntry) -> StoredChat {
+        StoredChat {
+            from: entry.from.to_string(),
+            name: entry.name.as_str().to_owned(),
+            text: entry.text.as_str().to_owned(),
+            ts: entry.ts_ms,
+            id: entry.id.as_ref().map(|id| id.as_str().to_owned()),
+        }
+    }
+
+    /// Back to an entry, checked like anything a peer sent (Redis is
+    /// shared; what is in it is not taken on trust).
+    fn entry(&self) -> Option<room::ChatEntry> {
+        Some(room::ChatEntry {
+            from: room::PeerId::parse(&self.from)?,
+            name: room::DisplayName::parse(&self.name).ok()?,
+            text: room::ChatText::parse(&self.text).ok()?,
+            ts_ms: self.ts,
+            id: match &self.id {
+                Some(id) => Some(room::ChatId::parse(id).ok()?),
+                None => None,
+            },
+        })
+    }
+}
+
 /// The close code and reason telling a browser its room moved (its home
 /// died, drained, or a message between nodes was lost): reconnect.
 pub(crate) const CLOSE_MOVED: (u16, &str) = (signal::close::SERVICE_RESTART, signal::close::REASON_MOVED);
@@ -241,6 +294,8 @@ pub(crate) struct Cluster {
     pub(crate) remote_limiter: Arc<ConnectionLimiter>,
     secret_hex: String,
     app: OnceLock<Weak<App>>,
+    /// Chat messages for the writer task: (room, message as stored).
+    chat_out: mpsc::Sender<(String, String)>,
 }
 
 /// A bus message waiting to be published, and whose it is (to close the
@@ -278,6 +333,7 @@ impl Cluster {
         .map_err(|_| format!("Redis at {} did not answer", config.redis_url))?
         .map_err(|e| format!("Redis at {}: {e}", config.redis_url))?;
         let (bus_out, bus_rx) = mpsc::channel(BUS_OUT);
+        let (chat_out, chat_rx) = mpsc::channel(CHAT_OUT);
         let renew_ms = u64::try_from(config.renew_every.as_millis()).unwrap_or(400);
         let cluster = Arc::new(Cluster {
             me: config.node.clone(),
@@ -302,12 +358,14 @@ impl Cluster {
             remote_limiter: ConnectionLimiter::new(max_remote, 0),
             secret_hex: secret.iter().map(|b| format!("{b:02x}")).collect(),
             app: OnceLock::new(),
+            chat_out,
         });
         // The first renewal before serving anyone: the node is in the view
         // and registered by the time its first connection asks for a home.
         cluster.renew_leases().await;
         tokio::spawn(cluster.clone().run_leases(shutdown.clone()));
         tokio::spawn(cluster.clone().run_publisher(bus_rx));
+        tokio::spawn(cluster.clone().run_chat_writer(chat_rx));
         tokio::spawn(cluster.clone().run_subscriber(shutdown));
         Ok(cluster)
     }
@@ -345,6 +403,49 @@ impl Cluster {
             Err(_) => {
                 self.metrics.redis_errors.fetch_add(1, Ordering::Relaxed);
                 Err(ClusterError::Redis("Redis did not answer in time".into()))
+            }
+        }
+    }
+
+    /// Keeps a chat message of a room homed here in Redis, so that a later
+    /// home (after this node dies or drains) starts with it. Never waits:
+    /// past [`CHAT_OUT`] waiting messages, this one is not kept.
+    pub(crate) fn save_chat(&self, room: &RoomId, entry: &room::ChatEntry) {
+        let Ok(stored) = serde_json::to_string(&StoredChat::of(entry)) else { return };
+        if self.chat_out.try_send((room.as_str().to_owned(), stored)).is_err() {
+            self.metrics.cluster_chat_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `room`'s chat as Redis keeps it, oldest first; nothing if Redis
+    /// does not answer in time (the room then starts without it).
+    pub(crate) async fn chat_history(&self, room: &RoomId) -> Vec<room::ChatEntry> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("LRANGE").arg(chat_key(room.as_str())).arg(0).arg(-1);
+        match self.query::<(Vec<String>,)>(&pipe).await {
+            Ok((items,)) => {
+                items.iter().filter_map(|s| serde_json::from_str::<StoredChat>(s).ok()?.entry()).collect()
+            }
+            Err(e) => {
+                tracing::info!(%room, "no chat history from Redis: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Writes chat messages to Redis, in order, a batch per round trip.
+    async fn run_chat_writer(self: Arc<Self>, mut rx: mpsc::Receiver<(String, String)>) {
+        let mut batch = Vec::with_capacity(64);
+        while rx.recv_many(&mut batch, 64).await > 0 {
+            let mut pipe = redis::pipe();
+            for (room, stored) in batch.drain(..) {
+                let key = chat_key(&room);
+                pipe.cmd("RPUSH").arg(&key).arg(stored).ignore();
+                pipe.cmd("LTRIM").arg(&key).arg(-CHAT_KEEP).arg(-1).ignore();
+                pipe.cmd("PEXPIRE").arg(&key).arg(CHAT_TTL.as_millis() as u64).ignore();
+            }
+            if let Err(e) = self.query::<()>(&pipe).await {
+                tracing::debug!("chat not kept in Redis: {e}");
             }
         }
     }

@@ -306,6 +306,13 @@ async fn killing_the_home_node_brings_everyone_back_with_their_ids() {
     let (mut b, _) = join(3, "failover", "B").await;
     let (mut c, _) = join(4, "failover", "C").await;
     let ids = [a.id.clone(), b.id.clone(), c.id.clone()];
+    // Something said before the home dies is still there after.
+    a.send(json!({"type": "chat", "text": "before the failover", "id": "m-1"})).await;
+    loop {
+        if a.recv().await["type"] == "chat" {
+            break;
+        }
+    }
     let tokens = [resume_token(&mut a).await, resume_token(&mut b).await, resume_token(&mut c).await];
 
     let killed = Instant::now();
@@ -335,6 +342,13 @@ async fn killing_the_home_node_brings_everyone_back_with_their_ids() {
     let home = home_of(&redis, "failover");
     assert!(home == "n2" || home == "n3", "a live node took the room: {home}");
     assert_eq!(jc["peers"].as_array().map(Vec::len), Some(2), "C finds A and B: {jc}");
+    for j in [&ja, &jb, &jc] {
+        let chat = j["chat"].as_array().cloned().unwrap_or_default();
+        assert!(
+            chat.iter().any(|m| m["text"] == "before the failover" && m["from"] == ids[0].as_str()),
+            "the chat from before the failover is kept (in Redis): {j}"
+        );
+    }
     println!(
         "home node killed: edges noticed after {:.2} s; all three back with their ids after {:.2} s (new home {home})",
         noticed.as_secs_f64(),
@@ -801,7 +815,11 @@ async fn a_host_on_one_node_moderates_a_guest_on_another() {
     let mut host = connect(3).await;
     host.send(json!({"type": "join", "room": "hosted", "name": "Host", "create": true})).await;
     let joined = host.recv().await;
-    assert_eq!((joined["type"].clone(), joined["role"].clone()), (json!("joined"), json!("host")), "{joined}");
+    assert_eq!(
+        (joined["type"].clone(), joined["role"].clone()),
+        (json!("joined"), json!("host")),
+        "{joined}"
+    );
     let (mut guest, joined) = join(4, "hosted", "Guest").await;
     assert_eq!(joined["role"], "guest");
     assert_eq!(host.recv().await["type"], "peer-joined");
