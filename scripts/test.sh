@@ -45,11 +45,13 @@ firefox-esr --version
 redis-server --version
 # Firefox's WebDriver, from crates.io (pinned; works with ESR 153).
 GECKODRIVER_VERSION=0.37.1
-if ! "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version 2>/dev/null | grep -q "$GECKODRIVER_VERSION"; then
+# Whole outputs read (sed, grep without -q): a reader that stops early
+# makes geckodriver panic on the broken pipe, failing the pipeline.
+if ! "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version 2>/dev/null | grep "$GECKODRIVER_VERSION" >/dev/null; then
   step "geckodriver $GECKODRIVER_VERSION (cargo install)"
   cargo install geckodriver --version "$GECKODRIVER_VERSION" --locked --quiet
 fi
-"${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version | head -1
+"${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version | sed -n 1p
 
 step "cargo fmt"
 cargo fmt --all --check
