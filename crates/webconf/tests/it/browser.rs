@@ -757,3 +757,77 @@ async fn the_lobby_finishes_loading_with_devices_blocked() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 11: Firefox calls Firefox (two geckodrivers, one Firefox each),
+/// both keeping their address private, so the call goes through the
+/// built-in TURN relay: each side decodes the other's video and gets its
+/// audio, chat arrives, a mute stops the audio packets at the other side,
+/// and a hang-up is seen.
+#[tokio::test]
+async fn firefox_calls_firefox_through_the_relay_with_chat_mute_and_hang_up() {
+    if !in_loopback_namespace("browser::firefox_calls_firefox_through_the_relay_with_chat_mute_and_hang_up") {
+        return;
+    }
+    let dir = scratch("firefox-pair");
+    let red = dir.join("red.y4m");
+    solid_y4m(&red, RED);
+    let server = Webconf::start(&["--room-capacity", "2"]);
+    let room_url = format!("{}/r/firefox-pair", server.base);
+    let (da, db) = (Driver::firefox(), Driver::firefox());
+    let a = da.browser("A (Firefox)", &red, &dir.join("profile-a")).await;
+    let b = db.browser("B (Firefox)", &red, &dir.join("profile-b")).await;
+    for browser in [&a, &b] {
+        browser.goto(&room_url).await;
+        browser
+            .wait_until(
+                "the relay choice",
+                Duration::from_secs(15),
+                "return !document.getElementById('join').disabled",
+            )
+            .await;
+        browser.click("#relay-only").await;
+        browser.join().await;
+        browser.wait_state("call").await;
+    }
+    for browser in [&a, &b] {
+        let media = browser.wait_media().await;
+        println!("{}: {media}", browser.label);
+        assert_eq!(media["pair"]["local"], "relay", "{}: through the relay: {media}", browser.label);
+    }
+    a.screenshot(&artifacts().join("firefox-firefox-call.png")).await;
+
+    a.click("#chat-toggle").await;
+    a.type_text("#chat-input", "hallo from Firefox\u{E007}").await;
+    b.wait_until(
+        "A's chat line at B",
+        Duration::from_secs(5),
+        "const l = document.querySelector('#chat-log li:last-child .chat-text'); \
+         return l && l.textContent === 'hallo from Firefox'",
+    )
+    .await;
+
+    a.click("#mic").await;
+    b.wait_until(
+        "A shown muted at B",
+        Duration::from_secs(5),
+        "return document.querySelector('.tile').classList.contains('audio-off')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let muted_at = audio_packets(&b).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = audio_packets(&b).await;
+    println!("Firefox: A's audio packets at B after the mute: {muted_at} then {later}");
+    assert!(later <= muted_at + 2, "A's muted audio stopped reaching B: {muted_at} -> {later}");
+
+    a.click("#hangup").await;
+    b.wait_until(
+        "A's hang-up at B",
+        Duration::from_secs(10),
+        "return window.webconf.metrics.statusLog.some(s => s.key === 'peer_left')",
+    )
+    .await;
+    a.quit().await;
+    b.quit().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
