@@ -313,13 +313,22 @@ impl ByteBucket {
     }
 }
 
-/// What one client address holds: how many allocations, and its share
-/// of bandwidth.
+/// Hashes client addresses to challenge slots: keyed at random per
+/// process, so nobody can pick addresses that share a slot with a victim;
+/// with fixed keys in unit tests, so which addresses share a slot (one pair
+/// in 1024) is the same in every run and a test cannot fail by chance.
+#[cfg(not(test))]
+type SlotHasher = std::collections::hash_map::RandomState;
+#[cfg(test)]
+type SlotHasher = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
 /// Slots of client addresses for challenge rate limits: a fixed size, so
 /// forged addresses cost no memory (addresses sharing a slot share its
 /// limit).
 const CHALLENGE_SLOTS: usize = 1024;
 
+/// What one client address holds: how many allocations, and its share
+/// of bandwidth.
 #[derive(Debug)]
 struct ClientBudget {
     allocations: usize,
@@ -425,7 +434,7 @@ pub struct Server {
     /// client addresses hashed with a key of this process's own (so a
     /// forger cannot aim at another's slot), and one for all.
     challenge_slots: Vec<ByteBucket>,
-    challenge_hasher: std::collections::hash_map::RandomState,
+    challenge_hasher: SlotHasher,
     challenges: ByteBucket,
     /// Every deadline: one per allocation, permission, channel and pending
     /// allocation, each matching the time stored beside the thing it ends
@@ -456,7 +465,7 @@ impl Server {
             total_up: ByteBucket::new(total, None),
             total_down: ByteBucket::new(total, None),
             challenge_slots: vec![ByteBucket::new(per_address, None); CHALLENGE_SLOTS],
-            challenge_hasher: std::collections::hash_map::RandomState::new(),
+            challenge_hasher: SlotHasher::default(),
             challenges: ByteBucket::new(in_all, None),
             timers: BTreeSet::new(),
             next_id: 1,
