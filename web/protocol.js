@@ -255,12 +255,17 @@ export class Session extends EventTarget {
   /**
    * @param {string} url
    * @param {{room: string, name: string, media: MediaFlags, create?: boolean,
-   *          token?: string | null, password?: string | null}} who `create`: the
+   *          token?: string | null, password?: string | null, resume?: string | null,
+   *          onResume?: (token: string | null) => void}} who `create`: the
    *   room is new, from the home page (we run it if nobody is there yet);
-   *   `token`: a join token from an invitation link; `password`: the room's
+   *   `token`: a join token from an invitation link; `password`: the room's;
+   *   `resume`: a resume token kept from before (a reloaded page); `onResume`:
+   *   told each fresh resume token (null once it is refused)
    */
-  constructor(url, { room, name, media, create = false, token = null, password = null }) {
+  constructor(url, { room, name, media, create = false, token = null, password = null, resume = null, onResume }) {
     super();
+    this.#resume = resume;
+    this.onResume = onResume;
     this.url = url;
     this.room = room;
     this.name = name;
@@ -318,6 +323,7 @@ export class Session extends EventTarget {
     });
     this.you = joined.you;
     this.#resume = joined.resume;
+    this.onResume?.(this.#resume);
     this.inRoom = true;
     // The room exists now: coming back is by resume token, not creation.
     this.create = false;
@@ -374,6 +380,7 @@ export class Session extends EventTarget {
         if (code === 'bad-resume') {
           // Too late to be the same peer: come back as a new one.
           this.#resume = null;
+          this.onResume?.(null);
           delay = 0;
           continue;
         }
@@ -406,7 +413,10 @@ export class Session extends EventTarget {
         this.pendingLeft = null;
         break;
       case 'pong':
-        if (typeof msg.resume === 'string') this.#resume = msg.resume;
+        if (typeof msg.resume === 'string') {
+          this.#resume = msg.resume;
+          this.onResume?.(msg.resume);
+        }
         break;
       case 'chat':
         // Ours, back from the server: it arrived (whatever `from` says: a

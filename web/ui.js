@@ -139,6 +139,41 @@ function createdHere() {
   }
 }
 
+/**
+ * A host's proof of its role, kept for this tab (sessionStorage) so that a
+ * reload keeps the role: its latest resume token, which carries the role.
+ * Guests keep none (a reload makes them a new arrival, as before).
+ */
+const HOST_KEY = 'webconf.hostResume';
+
+/** @returns {string | null} the kept token, if it is for this room */
+function keptHostToken() {
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(HOST_KEY) ?? 'null');
+    return kept?.room === state.room && typeof kept.token === 'string' ? kept.token : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The session's latest resume token (not in `state`: `window.webconf` shows that). */
+let latestResume = /** @type {string | null} */ (null);
+
+/**
+ * Keeps the latest resume token for a reload while we are a host, and
+ * forgets it otherwise.
+ * @param {string | null} [token] a fresh token (default: the latest)
+ */
+function keepHostToken(token = latestResume) {
+  latestResume = token;
+  try {
+    if (token && state.role === 'host') sessionStorage.setItem(HOST_KEY, JSON.stringify({ room: state.room, token }));
+    else sessionStorage.removeItem(HOST_KEY);
+  } catch {
+    // Without storage a reload makes the host a guest.
+  }
+}
+
 /** Forgets that mark: the room exists now. */
 function forgetCreated() {
   try {
@@ -222,6 +257,8 @@ function refreshPeople() {
  */
 function takeAccess(joined) {
   state.role = joined.role ?? 'guest';
+  // The token that came with this `joined` carries the role.
+  keepHostToken();
   state.settings = joined.settings ?? { locked: false, lobby: false, password: false };
   state.lobby = new Map((joined.lobby ?? []).map((k) => [k.peer, k.name]));
   controls.setHeld({ audio: false, video: false, screen: false });
@@ -440,6 +477,8 @@ async function join() {
     create: createdHere(),
     token: new URLSearchParams(location.hash.slice(1)).get('token'),
     password,
+    resume: keptHostToken(),
+    onResume: (token) => keepHostToken(token),
   });
   state.session = session;
   session.addEventListener('waiting', () => show('knocking'));
@@ -462,6 +501,7 @@ async function join() {
     const { peer, role } = /** @type {CustomEvent} */ (ev).detail;
     if (peer === state.joined?.you) {
       state.role = role;
+      keepHostToken();
       if (role === 'host') status('made_host');
     } else {
       const entry = state.peers.get(peer);
@@ -541,6 +581,12 @@ async function join() {
     joinButton.disabled = false;
     joinButton.textContent = t('join');
     const code = err instanceof ProtocolError ? err.code : '';
+    if (code === 'bad-resume' && keptHostToken()) {
+      // A kept host token too old (or for a room that is gone): join anew.
+      keepHostToken(null);
+      join();
+      return;
+    }
     /** @type {Record<string, string>} */
     const refusals = {
       'room-locked': 'locked_title',
