@@ -444,12 +444,12 @@ impl Conn {
         let reply = match cluster.home_of(&handoff.room, handoff.claim, &self.kick).await {
             Ok(home @ (crate::cluster::Home::Here(_) | crate::cluster::Home::Unclaimed)) => {
                 if let crate::cluster::Home::Here(guard) = home {
-                    self.home = Some(Box::new(guard));
-                    if handoff.claim {
-                        // The room may have lived on another node until now.
-                        let history = cluster.chat_history(&handoff.room).await;
-                        self.history = history;
+                    // Its chat, if the room may have lived on another node
+                    // until now (a room already homed here has its own).
+                    if handoff.claim && guard.claimed_now {
+                        self.history = cluster.chat_history(&handoff.room).await;
                     }
+                    self.home = Some(Box::new(guard));
                 }
                 self.routed = true;
                 let reply = self.on_text(&handoff.frame);

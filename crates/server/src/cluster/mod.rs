@@ -509,6 +509,7 @@ impl Cluster {
                 cluster: self.clone(),
                 room: name.to_owned(),
                 kick: kick.clone(),
+                claimed_now: true,
             }));
         }
         Ok(Home::There(home))
@@ -520,7 +521,12 @@ impl Cluster {
             return None;
         }
         self.enter(&mut st, room, kick);
-        Some(HomeGuard { cluster: self.clone(), room: room.to_owned(), kick: kick.clone() })
+        Some(HomeGuard {
+            cluster: self.clone(),
+            room: room.to_owned(),
+            kick: kick.clone(),
+            claimed_now: false,
+        })
     }
 
     fn enter(&self, st: &mut State, room: &str, kick: &Arc<Kick>) {
@@ -1027,6 +1033,10 @@ pub(crate) struct HomeGuard {
     cluster: Arc<Cluster>,
     room: String,
     kick: Arc<Kick>,
+    /// This node took the room's claim for this connection (rather than
+    /// holding it already for members here): the room may have lived on
+    /// another node until now.
+    pub(crate) claimed_now: bool,
 }
 
 impl Drop for HomeGuard {
