@@ -132,11 +132,7 @@ const CREATE_KEY = 'webconf.create';
 
 /** Whether the home page just made up this room for us (we then create it). */
 function createdHere() {
-  try {
-    return sessionStorage.getItem(CREATE_KEY) === state.room;
-  } catch {
-    return false;
-  }
+  return saved(CREATE_KEY, true) === state.room;
 }
 
 /**
@@ -149,7 +145,7 @@ const HOST_KEY = 'webconf.hostResume';
 /** @returns {string | null} the kept token, if it is for this room */
 function keptHostToken() {
   try {
-    const kept = JSON.parse(sessionStorage.getItem(HOST_KEY) ?? 'null');
+    const kept = JSON.parse(saved(HOST_KEY, true) ?? 'null');
     return kept?.room === state.room && typeof kept.token === 'string' ? kept.token : null;
   } catch {
     return null;
@@ -161,26 +157,18 @@ let latestResume = /** @type {string | null} */ (null);
 
 /**
  * Keeps the latest resume token for a reload while we are a host, and
- * forgets it otherwise.
+ * forgets it otherwise. (Without storage a reload makes the host a guest.)
  * @param {string | null} [token] a fresh token (default: the latest)
  */
 function keepHostToken(token = latestResume) {
   latestResume = token;
-  try {
-    if (token && state.role === 'host') sessionStorage.setItem(HOST_KEY, JSON.stringify({ room: state.room, token }));
-    else sessionStorage.removeItem(HOST_KEY);
-  } catch {
-    // Without storage a reload makes the host a guest.
-  }
+  const keep = token && state.role === 'host';
+  save(HOST_KEY, keep ? JSON.stringify({ room: state.room, token }) : null, true);
 }
 
 /** Forgets that mark: the room exists now. */
 function forgetCreated() {
-  try {
-    sessionStorage.removeItem(CREATE_KEY);
-  } catch {
-    // Nothing was kept.
-  }
+  save(CREATE_KEY, null, true);
 }
 
 /** Timings for people and tests, in ms since the page started loading. */
@@ -434,10 +422,13 @@ function renderLobbyWho() {
   /** @type {HTMLElement} */ (box.querySelector('.who-faces')).replaceChildren(...faces);
 }
 
-/** @param {string} key */
-function saved(key) {
+/**
+ * @param {string} key
+ * @param {boolean} [tab] this tab only (sessionStorage), not this browser
+ */
+function saved(key, tab = false) {
   try {
-    return localStorage.getItem(key);
+    return (tab ? sessionStorage : localStorage).getItem(key);
   } catch {
     return null;
   }
@@ -445,11 +436,14 @@ function saved(key) {
 
 /**
  * @param {string} key
- * @param {string} value
+ * @param {string | null} value null: forget it
+ * @param {boolean} [tab] this tab only (sessionStorage), not this browser
  */
-function save(key, value) {
+function save(key, value, tab = false) {
   try {
-    localStorage.setItem(key, value);
+    const store = tab ? sessionStorage : localStorage;
+    if (value === null) store.removeItem(key);
+    else store.setItem(key, value);
   } catch {
     // Private modes may forbid storage; the choice is then asked again.
   }
