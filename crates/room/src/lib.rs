@@ -1166,4 +1166,34 @@ mod tests {
         assert_eq!(said(&mut rooms), ["m3", "m4"], "a room that is here already keeps its own");
         rooms.check_invariants();
     }
+
+    /// A lobby holds at most [`LOBBY_MAX`] people; the next is told so and
+    /// is not listed anywhere.
+    #[test]
+    fn a_lobby_holds_a_bounded_number_of_people() {
+        let mut rooms: Rooms<String> = Rooms::new(Config { capacity: 5, ..Config::default() });
+        rooms.handle_input(parse_input("join a tea A create"));
+        rooms.handle_input(parse_input("settings a lobby=1"));
+        while rooms.poll_output().is_some() {}
+        let join = |n: u64| Input::Join {
+            peer: PeerId(1000 + n),
+            room: RoomId::parse("tea").expect("valid"),
+            name: DisplayName::guest(),
+            media: MediaState::default(),
+            now_ms: 0,
+            admission: Admission::default(),
+        };
+        for n in 0..LOBBY_MAX as u64 {
+            rooms.handle_input(join(n));
+        }
+        while rooms.poll_output().is_some() {}
+        rooms.handle_input(join(999));
+        let out: Vec<_> = std::iter::from_fn(|| rooms.poll_output()).collect();
+        assert_eq!(
+            out,
+            [Output::Rejected { to: PeerId(1999), request: Request::Join, reason: Rejection::LobbyFull }]
+        );
+        assert_eq!(rooms.lobby_of(&RoomId::parse("tea").expect("valid")).len(), LOBBY_MAX);
+        rooms.check_invariants();
+    }
 }
