@@ -172,7 +172,25 @@ async fn cluster(extra: &[&str]) -> (Redis, Vec<Webconf>) {
         assert!(Instant::now() < deadline, "the nodes did not register");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // One more renewal period, so every node has read every record.
+    // Placement weighs the CPU each node used over its last lease period,
+    // and a node's start-up burst (or a busy CI machine) can make it look
+    // loaded for a moment. Wait until every record shows a calm node, then
+    // one more renewal period so every node has read the calm records:
+    // placement then starts from equal footing, as on a settled cluster.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let cpus: Vec<u32> = (2..=4)
+            .map(|n| {
+                let record = redis.cli(&["GET", &format!("webconf:node:n{n}")]);
+                record.split(' ').nth(7).and_then(|c| c.parse().ok()).unwrap_or(u32::MAX)
+            })
+            .collect();
+        if cpus.iter().all(|&c| c <= 20) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the nodes did not settle: CPU per mille {cpus:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     (redis, nodes)
 }
