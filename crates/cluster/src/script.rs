@@ -47,6 +47,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Forgets what a room kept (its chat and access state, `KEYS[2..]`)
+/// after it ended on node `ARGV[1]`, unless another node holds the room
+/// (`KEYS[1]`) by now: `ARGV[2]` is `0` to delete them, or how many more
+/// milliseconds to keep them (for members who may come back). 1: done.
+pub const FORGET: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+for i = 2, #KEYS do
+  if ARGV[2] == '0' then redis.call('DEL', KEYS[i]) else redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+end
+return 1
+";
+
 /// What [`CLAIM`] decides: the home of a room currently claimed by
 /// `current` (if anyone), when `candidate` asks for it. `live` says whether
 /// a node's record exists. Returns the home and whether the claim was

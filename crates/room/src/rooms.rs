@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::access::{
     Action, Admission, Grants, KnockEnd, NOTHING_HELD, PasswordChange, PasswordHash, PasswordLimiter,
-    RemoveReason, Role, Settings,
+    RemoveReason, Role, RoomAccess, Settings,
 };
 use crate::ids::{ChatId, ChatText, DisplayName, MediaState, PeerId, PeerMap, RoomId};
 
@@ -87,6 +87,17 @@ pub struct ChatEntry {
     pub ts_ms: u64,
     /// The sender's name for it, if it gave one (see [`ChatId`]).
     pub id: Option<ChatId>,
+}
+
+/// How a room ended (see [`Rooms::poll_closed`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Closing {
+    /// On purpose: a host ended the call, or its last member left. What
+    /// the room kept (chat, access) may go with it.
+    Ended,
+    /// Its last member's connection ended (or the last one waiting gave
+    /// up): its members may still come back with their resume tokens.
+    Emptied,
 }
 
 /// Why a peer is no longer in a room.
@@ -534,6 +545,48 @@ fn chat_bytes(e: &ChatEntry) -> usize {
 }
 
 impl Room {
+    /// A room that continues with `access`, as kept by a previous home
+    /// (checked again: what comes from outside is not taken on trust).
+    fn restored(access: &RoomAccess) -> Room {
+        let mut r = Room {
+            locked: access.locked,
+            lobby_on: access.lobby,
+            password: access.password.clone(),
+            ..Room::default()
+        };
+        for id in &access.barred_ids {
+            push_capped(&mut r.barred_ids, *id);
+        }
+        for addr in &access.barred_addrs {
+            push_capped(&mut r.barred_addrs, *addr);
+        }
+        for id in &access.removed {
+            push_capped(&mut r.removed, *id);
+        }
+        for (peer, held) in &access.holds {
+            if *held != NOTHING_HELD && !r.holds.iter().any(|(p, _)| p == peer) {
+                if r.holds.len() >= BARRED_MAX {
+                    r.holds.pop_front();
+                }
+                r.holds.push_back((*peer, *held));
+            }
+        }
+        r
+    }
+
+    /// What the room keeps about access, to continue elsewhere.
+    fn access(&self) -> RoomAccess {
+        RoomAccess {
+            locked: self.locked,
+            lobby: self.lobby_on,
+            password: self.password.clone(),
+            barred_ids: self.barred_ids.iter().copied().collect(),
+            barred_addrs: self.barred_addrs.iter().copied().collect(),
+            removed: self.removed.iter().copied().collect(),
+            holds: self.holds.iter().copied().collect(),
+        }
+    }
+
     fn settings(&self) -> Settings {
         Settings { locked: self.locked, lobby: self.lobby_on, password: self.password.is_some() }
     }
@@ -559,7 +612,10 @@ impl Room {
 /// [`Rooms::handle_input`], then drain [`Rooms::poll_output`] until `None`.
 ///
 /// Invariants: every member of a room is in `members` with that room, and
-/// every entry of `members` is listed in exactly its room; no room is empty;
+/// every entry of `members` is listed in exactly its room; no room is
+/// without both members and people waiting in its lobby (a lobby without
+/// members happens only in a room that continues from elsewhere, until a
+/// host comes back);
 /// no room remembers more than `chat_history` messages or
 /// `chat_history_bytes` bytes of them, and all together no more than
 /// `chat_bytes_total`.
@@ -577,6 +633,9 @@ pub struct Rooms<P> {
     /// Grows by at most one room's worth of outputs per input (plus a
     /// newcomer's history), and the shell drains it after every input.
     outputs: VecDeque<Output<P>>,
+    /// Rooms that ended, for the shell's own bookkeeping (not deliveries):
+    /// at most one per input, drained by the shell after every input.
+    closed: VecDeque<(RoomId, Closing)>,
 }
 
 impl<P> Rooms<P> {
@@ -590,7 +649,20 @@ impl<P> Rooms<P> {
             waiting: PeerMap::default(),
             passwords: PasswordLimiter::default(),
             outputs: VecDeque::new(),
+            closed: VecDeque::new(),
         }
+    }
+
+    /// The next room that ended, and how. Not a delivery: the shell may
+    /// forget what it kept for the room (in cluster mode, in Redis).
+    pub fn poll_closed(&mut self) -> Option<(RoomId, Closing)> {
+        self.closed.pop_front()
+    }
+
+    /// What `room` keeps about access (`None` if it does not exist), for
+    /// the shell to keep elsewhere after a host changed it.
+    pub fn access(&self, room: &RoomId) -> Option<RoomAccess> {
+        self.rooms.get(room).map(Room::access)
     }
 
     /// Number of rooms with at least one member.
@@ -686,20 +758,43 @@ impl<P> Rooms<P> {
     ) {
         // A member (or someone waiting) joining again is a peer back with
         // its old id: its old place ends first, so it never counts twice.
+        // Back in the same room, the room stays while it comes in again,
+        // even if it was the only one there: what the room keeps (chat,
+        // lock, bars, holds) is not lost to a reconnect.
+        let again = self.members.get(&peer).is_some_and(|m| m.room == room);
         if self.withdraw(peer, KnockEnd::Left).is_none() {
-            self.remove(peer, LeaveReason::Disconnected);
+            self.remove_keeping(peer, LeaveReason::Disconnected, again);
         }
+        self.enter_if_allowed(peer, room.clone(), name, media, now_ms, adm);
+        self.close_if_unused(&room, Closing::Emptied);
+    }
+
+    /// The checks of a join, after the peer's old place ended.
+    fn enter_if_allowed(
+        &mut self,
+        peer: PeerId,
+        room: RoomId,
+        name: DisplayName,
+        media: MediaState,
+        now_ms: u64,
+        adm: Admission,
+    ) {
         let capacity = self.config.capacity;
-        if !self.rooms.contains_key(&room) && !adm.history.is_empty() && capacity > 0 {
-            // A room that lived elsewhere before (cluster mode) starts with
-            // what was said there; `enter` seats the peer in it at once.
-            self.rooms.insert(room.clone(), Room::default());
+        if !self.rooms.contains_key(&room)
+            && (!adm.history.is_empty() || !adm.access.is_open())
+            && capacity > 0
+        {
+            // A room that lived elsewhere before (cluster mode) continues
+            // with what was said and set there: its bars, lock, password
+            // and lobby apply to this join as to any other. (Dropped again
+            // by `close_if_unused` if this join is refused.)
+            self.rooms.insert(room.clone(), Room::restored(&adm.access));
             // `remember` drops what is too old or too much.
             for entry in &adm.history {
                 self.remember(&room, entry.clone(), now_ms);
             }
         }
-        let role = match self.rooms.get(&room).filter(|r| !r.peers.is_empty()) {
+        let role = match self.rooms.get(&room) {
             None => {
                 // A new room: whoever created it from the home page (or
                 // holds a host token, or was its host before a restart)
@@ -767,6 +862,7 @@ impl<P> Rooms<P> {
                 self.outputs.push_back(Output::KnockGone { to: host, peer, reason });
             }
         }
+        self.close_if_unused(&room, Closing::Emptied);
         Some(room)
     }
 
@@ -1013,6 +1109,19 @@ impl<P> Rooms<P> {
             }
         }
         self.chat_bytes -= r.chat_bytes;
+        self.closed.push_back((room, Closing::Ended));
+    }
+
+    /// Ends `room` if nobody is in it or waits to enter it.
+    fn close_if_unused(&mut self, room: &RoomId, how: Closing) {
+        if let Some(r) = self.rooms.get(room)
+            && r.peers.is_empty()
+            && r.lobby.is_empty()
+        {
+            self.chat_bytes -= r.chat_bytes;
+            self.rooms.remove(room);
+            self.closed.push_back((room.clone(), how));
+        }
     }
 
     fn signal(&mut self, from: PeerId, to: PeerId, payload: P) {
@@ -1087,6 +1196,12 @@ impl<P> Rooms<P> {
     /// Takes `peer` out of its room, telling the others. Returns whether it
     /// was in one.
     fn remove(&mut self, peer: PeerId, reason: LeaveReason) -> bool {
+        self.remove_keeping(peer, reason, false)
+    }
+
+    /// [`Rooms::remove`]; with `keep`, a room it leaves empty stays (its
+    /// member is coming in again at once).
+    fn remove_keeping(&mut self, peer: PeerId, reason: LeaveReason, keep: bool) -> bool {
         let Some(member) = self.members.remove(&peer) else {
             return false;
         };
@@ -1098,7 +1213,7 @@ impl<P> Rooms<P> {
             for other in room.peers.iter() {
                 self.outputs.push_back(Output::PeerLeft { to: *other, peer, reason });
             }
-            if room.peers.is_empty() {
+            if room.peers.is_empty() && !keep {
                 // The history goes with the room: nobody is left to read it,
                 // and nobody is left to admit those waiting.
                 self.chat_bytes -= room.chat_bytes;
@@ -1111,6 +1226,8 @@ impl<P> Rooms<P> {
                     });
                 }
                 self.rooms.remove(&member.room);
+                let how = if reason == LeaveReason::Left { Closing::Ended } else { Closing::Emptied };
+                self.closed.push_back((member.room.clone(), how));
             } else if member.role == Role::Host
                 && reason == LeaveReason::Left
                 && hosts(&self.members, &room.peers).next().is_none()
@@ -1141,7 +1258,7 @@ impl<P> Rooms<P> {
         let waiting: usize = self.rooms.values().map(|r| r.lobby.len()).sum();
         assert_eq!(waiting, self.waiting.len(), "everyone waiting is in a lobby");
         for (id, room) in &self.rooms {
-            assert!(!room.peers.is_empty(), "no empty room {id}");
+            assert!(!room.peers.is_empty() || !room.lobby.is_empty(), "no empty room {id}");
             assert!(room.chat.len() <= self.config.chat_history);
             assert_eq!(room.chat_bytes, room.chat.iter().map(chat_bytes).sum::<usize>());
             assert!(room.chat_bytes <= self.config.chat_history_bytes);

@@ -323,6 +323,9 @@ impl Shard {
                     let _ = tx.seat.push(Outbound::JoinAnswer(Box::new(answer)));
                     return;
                 }
+                // A room that continues here from another node keeps what
+                // was said and set there: kept again, as this node's now.
+                let carried = !admission.access.is_open() || !admission.history.is_empty();
                 if let Some(old) = self.peers.insert(peer, tx) {
                     // Vacated before the core tells the room it left.
                     old.seat.vacate();
@@ -339,6 +342,13 @@ impl Shard {
                     now_ms: now_ms(),
                     admission,
                 });
+                if carried
+                    && let Some(cluster) = &self.cluster
+                    && self.core.room_of(peer) == Some(&room)
+                    && let Some(access) = self.core.access(&room)
+                {
+                    cluster.continued(&room, &access);
+                }
                 // Taken before anyone gets a route to it, so the first
                 // signal along one is delivered; and its queue held while
                 // the room hears of it (see `Seat::hold`). One waiting in
@@ -366,6 +376,7 @@ impl Shard {
                 // `room::LOBBY_MAX`): their seats are taken before the room
                 // hears of them, as a join's is.
                 let waiting = self.core.room_of(host).map_or_else(Vec::new, |r| self.core.lobby_of(r));
+                let access = matches!(action, HostCmd::Settings { .. } | HostCmd::Moderate(..));
                 self.core.handle_input(match action {
                     HostCmd::Admit(peer) => Input::Admit { host, peer },
                     HostCmd::Deny(peer) => Input::Deny { host, peer },
@@ -375,6 +386,9 @@ impl Shard {
                     HostCmd::Moderate(peer, action) => Input::Moderate { host, peer, action },
                     HostCmd::EndCall => Input::EndCall { host },
                 });
+                if access {
+                    self.keep_access(host);
+                }
                 let admitted: Vec<PeerId> =
                     waiting.into_iter().filter(|p| self.core.room_of(*p).is_some()).collect();
                 for p in &admitted {
@@ -494,6 +508,30 @@ impl Shard {
         self.peers.get(&peer).is_some_and(|tx| tx.conn == conn)
     }
 
+    /// Cluster mode: keeps the access state of `peer`'s room in Redis, for
+    /// a later home (each change a host makes is written whole; they are
+    /// few, and the message limits bound them).
+    fn keep_access(&self, peer: PeerId) {
+        if let Some(cluster) = &self.cluster
+            && let Some(room) = self.core.room_of(peer)
+            && let Some(access) = self.core.access(room)
+        {
+            cluster.save_access(room, &access);
+        }
+    }
+
+    /// Tells the cluster (if any) about rooms that ended, so that what
+    /// Redis kept for them goes (a room that began again since keeps it).
+    fn forget_closed(&mut self) {
+        while let Some((room, how)) = self.core.poll_closed() {
+            if let Some(cluster) = &self.cluster
+                && self.core.access(&room).is_none()
+            {
+                cluster.room_closed(&room, how);
+            }
+        }
+    }
+
     /// Delivers everything the core produced, then drops members that could
     /// not take their messages, which produces `peer-left`s to deliver too.
     /// A `newcomer`'s queue is held while the core's answer to its join is
@@ -525,6 +563,7 @@ impl Shard {
             }
             self.core.handle_input(Input::Disconnect { peer });
         }
+        self.forget_closed();
     }
 
     fn deliver(&mut self, to: PeerId, msg: Outbound) {

@@ -79,7 +79,14 @@ fn addr(n: u8) -> String {
 
 /// Connects a scripted client to node `n` and says hello.
 async fn connect(n: u8) -> Client {
-    let stream = tokio::net::TcpStream::connect(addr(n)).await.expect("connect to a node");
+    connect_from(n, [127, 0, 0, 1]).await
+}
+
+/// [`connect`] from the address `from`.
+async fn connect_from(n: u8, from: [u8; 4]) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind((std::net::Ipv4Addr::from(from), 0).into()).expect("bind the client's address");
+    let stream = socket.connect(addr(n).parse().expect("an address")).await.expect("connect to a node");
     // As browsers do: no Nagle delay on small messages.
     stream.set_nodelay(true).expect("nodelay");
     let mut c = Client::handshake(format!("ws://{}/ws", addr(n)), Box::new(stream)).await.expect("upgrade");
@@ -852,4 +859,111 @@ async fn a_host_on_one_node_moderates_a_guest_on_another() {
     let mut again = connect(2).await;
     again.send(json!({"type": "join", "room": "hosted", "name": "Guest again"})).await;
     again.expect_error("barred").await;
+}
+
+/// What a host set outlives the room's home: after the home dies
+/// (SIGKILL), the room continues on a live node still locked, with its
+/// password, its bar and its hold; the host and the muted guest come back
+/// with their roles and the hold, the barred guest and a stranger are
+/// refused. When the call then ends on purpose, Redis forgets it all: the
+/// next call in that room starts open.
+#[tokio::test]
+async fn a_rooms_lock_password_bars_and_holds_survive_its_homes_death() {
+    if !in_loopback_namespace("cluster::a_rooms_lock_password_bars_and_holds_survive_its_homes_death") {
+        return;
+    }
+    let (redis, mut nodes) = cluster(&["--no-turn", "--no-sfu"]).await;
+    home_on(&redis, "kept", 4);
+    let mut host = connect(2).await;
+    host.send(json!({"type": "join", "room": "kept", "name": "Host", "create": true})).await;
+    let joined = host.recv().await;
+    assert_eq!(joined["role"], "host", "{joined}");
+    host.id = joined["you"].as_str().expect("you").to_owned();
+    let (mut guest, _) = join(3, "kept", "Guest").await;
+    // The pest comes from an address of its own (a bar counts it).
+    let mut pest = connect_from(3, [127, 0, 0, 9]).await;
+    pest.send(json!({"type": "join", "room": "kept", "name": "Pest"})).await;
+    pest.id = next_of(&mut pest, "joined").await["you"].as_str().expect("you").to_owned();
+    host.send(json!({"type": "moderate", "peer": guest.id, "action": "mute"})).await;
+    assert_eq!(next_of(&mut guest, "moderated").await["action"], "mute");
+    host.send(json!({"type": "moderate", "peer": pest.id, "action": "remove", "bar": true})).await;
+    next_of(&mut pest, "removed").await;
+    host.send(json!({"type": "room-settings", "locked": true, "password": "blue kettle"})).await;
+    let m = next_of(&mut host, "room-settings").await;
+    assert_eq!((m["locked"].as_bool(), m["password"].as_bool()), (Some(true), Some(true)), "{m}");
+    let kept = redis.cli(&["GET", "webconf:access:kept"]);
+    assert!(kept.contains("\"locked\":true") && !kept.contains("blue kettle"), "kept hashed: {kept}");
+    let tokens = [resume_token(&mut host).await, resume_token(&mut guest).await];
+
+    drop(nodes.pop()); // n4, SIGKILL
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // A stranger may get there first: the room is still locked.
+    loop {
+        let mut stranger = connect(3).await;
+        stranger
+            .send(json!({"type": "join", "room": "kept", "name": "Stranger", "password": "blue kettle"}))
+            .await;
+        match stranger.next_or_close().await {
+            Ok(m) if m["type"] == "error" && m["code"] == "cluster-unavailable" => {}
+            Err(_) => {}
+            Ok(m) if m["type"] == "error" => {
+                assert_eq!(m["code"], "room-locked", "{m}");
+                break;
+            }
+            Ok(m) => panic!("a stranger got into the locked room after the failover: {m}"),
+        }
+        assert!(Instant::now() < deadline, "the room found no new home");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut host, jh) = rejoin(2, "kept", &tokens[0], deadline).await;
+    let home = home_of(&redis, "kept");
+    assert!(home == "n2" || home == "n3", "a live node took the room: {home}");
+    assert_eq!(
+        (jh["role"].as_str(), &jh["settings"]),
+        (Some("host"), &json!({"locked": true, "lobby": false, "password": true}))
+    );
+    let (mut guest, jg) = rejoin(3, "kept", &tokens[1], deadline).await;
+    assert_eq!(jg["role"], "guest");
+    guest.send(json!({"type": "media", "audio": true, "video": true, "screen": false})).await;
+    assert_eq!(next_of(&mut guest, "error").await["code"], "held");
+    let mut barred = connect_from(2, [127, 0, 0, 9]).await;
+    barred.send(json!({"type": "join", "room": "kept", "name": "Pest again"})).await;
+    barred.expect_error("barred").await;
+    assert!(
+        redis.cli(&["TTL", "webconf:access:kept"]).parse::<i64>().expect("a TTL") > 3600,
+        "kept by the new home"
+    );
+
+    // The call ends on purpose: nothing of it is left for the next one.
+    host.send(json!({"type": "end-call"})).await;
+    for who in [&mut host, &mut guest] {
+        next_of(who, "removed").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.cli(&["EXISTS", "webconf:access:kept"]) != "0" {
+        assert!(Instant::now() < deadline, "the ended room's access state was not forgotten");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((host, guest));
+    // (Told to reconnect while the old claim goes, as a browser is.)
+    let jn = loop {
+        let mut next = connect(2).await;
+        next.send(json!({"type": "join", "room": "kept", "name": "Next"})).await;
+        match next.next_or_close().await {
+            Ok(m) if m["type"] == "joined" => break m,
+            other => assert!(Instant::now() < deadline, "the next call could not start: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(jn["settings"], json!({"locked": false, "lobby": false, "password": false}), "{jn}");
+}
+
+/// The next message of type `ty`, skipping others.
+async fn next_of(c: &mut Client, ty: &str) -> Value {
+    loop {
+        let m = c.recv().await;
+        if m["type"] == ty {
+            return m;
+        }
+    }
 }
