@@ -703,6 +703,13 @@ impl<P> Rooms<P> {
         self.rooms.get(room).map_or_else(Vec::new, |r| r.lobby.iter().map(|k| k.peer).collect())
     }
 
+    /// What `room`'s hosts set, if it exists (a `peek` says it, so that a
+    /// lobby can ask for the password, or say the room is locked, before
+    /// any camera starts).
+    pub fn settings_of(&self, room: &RoomId) -> Option<Settings> {
+        self.rooms.get(room).map(Room::settings)
+    }
+
     /// `peer`'s role, if it is a member.
     pub fn role_of(&self, peer: PeerId) -> Option<Role> {
         self.members.get(&peer).map(|m| m.role)

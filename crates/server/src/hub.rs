@@ -433,8 +433,14 @@ impl Shard {
             ShardCmd::Peek { room, queue } => {
                 let (peers, capacity) = self.core.occupancy(&room);
                 let names = self.core.names_in(&room);
-                let msg =
-                    encode(&ServerMsg::RoomState { room: room.as_str(), peers, capacity, names: &names });
+                let settings = self.core.settings_of(&room).unwrap_or_default();
+                let msg = encode(&ServerMsg::RoomState {
+                    room: room.as_str(),
+                    peers,
+                    capacity,
+                    names: &names,
+                    settings,
+                });
                 // A full or closed queue: the connection is too slow or
                 // gone; it is not a member, so there is nobody to drop.
                 let _ = queue.push(Outbound::Text(Utf8Bytes::from(msg)));

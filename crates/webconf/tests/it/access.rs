@@ -229,6 +229,10 @@ async fn a_password_room_refuses_wrong_passwords_and_limits_them_per_address() {
     };
     let mut ara = Client::connect_from(&server, "127.0.0.3").await;
     ara.hello().await;
+    // A `peek` says a password is needed before anyone tries.
+    ara.send(json!({"type": "peek", "room": "pw"})).await;
+    let state = ara.recv().await;
+    assert_eq!(state["settings"], json!({"locked": false, "lobby": false, "password": true}), "{state}");
     ara.send(join(None)).await;
     ara.expect_error("password-required").await;
     for _ in 0..room::PASSWORD_ATTEMPTS {
