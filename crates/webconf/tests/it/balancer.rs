@@ -8,7 +8,9 @@
 //! A node holding one client's WebSocket and the room's home is killed
 //! (SIGKILL): the balancer stops sending anything there at once, every
 //! client comes back through it with its id, and a WebSocket on a live
-//! node is never moved or closed.
+//! node is never moved or closed. Two Chromium pages call each other
+//! through HAProxy with their WebSockets on different nodes, and keep
+//! calling when one of those nodes dies.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,8 +20,8 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cluster::{cluster, free_port, home_on, metric, resume_token};
-use crate::harness::{Reaped, in_loopback_namespace, scratch};
+use crate::cluster::{cluster, free_port, home_of, home_on, metric, resume_token};
+use crate::harness::{Driver, Reaped, artifacts, in_loopback_namespace, scratch, solid_y4m};
 use crate::support::Client;
 
 /// A balancer docs/deploy.md shows a config for.
@@ -428,4 +430,100 @@ async fn nginx_as_documented_spreads_clients_and_brings_them_back_after_a_node_d
         return;
     }
     scripted_clients_through(Kind::Nginx).await;
+}
+
+/// Which of `live` holds one more open WebSocket than `before` says, once
+/// the counts settle there (a page's lobby opens short-lived ones too).
+async fn one_more_on(live: &[u8], before: &[i64]) -> u8 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = open_on(live).await;
+        let grew: Vec<u8> =
+            live.iter().zip(before.iter().zip(&now)).filter(|(_, (b, n))| n > b).map(|(n, _)| *n).collect();
+        let total: i64 = now.iter().sum::<i64>() - before.iter().sum::<i64>();
+        if let ([n], 1) = (grew.as_slice(), total) {
+            return *n;
+        }
+        assert!(Instant::now() < deadline, "no single new WebSocket: {before:?} -> {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two Chromium pages load the call page through HAProxy, as documented,
+/// and call each other with their WebSockets on different nodes: each
+/// decodes the other's colour.
+#[tokio::test]
+async fn two_browsers_call_through_haproxy_from_different_nodes() {
+    if !in_loopback_namespace("balancer::two_browsers_call_through_haproxy_from_different_nodes") {
+        return;
+    }
+    let dir = scratch("balancer-call");
+    const RED: [u8; 3] = [81, 90, 240];
+    const BLUE: [u8; 3] = [41, 240, 110];
+    let (red, blue) = (dir.join("red.y4m"), dir.join("blue.y4m"));
+    solid_y4m(&red, RED);
+    solid_y4m(&blue, BLUE);
+    let (redis, mut nodes) = cluster(&["--no-turn", "--no-sfu", "--trust-proxy"]).await;
+    let lb = Balancer::start(Kind::Haproxy);
+    let live = [2u8, 3, 4];
+    let url = format!("https://localhost:{}/r/lb-call", lb.port);
+    let driver = Driver::start();
+    let a = driver.browser("A", &red, &dir.join("profile-a")).await;
+    let b = driver.browser("B", &blue, &dir.join("profile-b")).await;
+    let before = open_on(&live).await;
+    a.goto(&url).await;
+    a.join().await;
+    a.wait_state("call").await;
+    let a_node = one_more_on(&live, &before).await;
+    // The page's requests go round robin too, so B's WebSocket may land
+    // on A's node: then B loads the page again, as a person might.
+    let before = open_on(&live).await;
+    let mut b_node = a_node;
+    for _ in 0..5 {
+        b.goto(&url).await;
+        b.join().await;
+        b.wait_state("call").await;
+        b_node = one_more_on(&live, &before).await;
+        if b_node != a_node {
+            break;
+        }
+    }
+    assert_ne!(a_node, b_node, "B's WebSocket kept landing on A's node");
+    println!("browsers through HAProxy: A's WebSocket on n{a_node}, B's on n{b_node}");
+    a.wait_media().await;
+    b.wait_media().await;
+    let (ra, rb) = (a.remote_colour().await, b.remote_colour().await);
+    assert!(ra[2] > 180 && ra[0] < 80, "A sees B's blue: {ra:?}");
+    assert!(rb[0] > 180 && rb[2] < 80, "B sees A's red: {rb:?}");
+    a.screenshot(&artifacts().join("balancer-call-a.png")).await;
+
+    // B's node dies (and with it the room, if it was the home): the pages
+    // reconnect through HAProxy with their ids while the call's media,
+    // browser to browser, goes on.
+    let home = home_of(&redis, "lb-call");
+    let you = "return window.webconf.state.joined?.you";
+    let ids = (a.eval(you).await, b.eval(you).await);
+    let frames = |s: &Value| s["video"]["framesDecoded"].as_u64().unwrap_or(0);
+    let mut last = (frames(&a.stats().await[0]), frames(&b.stats().await[0]));
+    let killed = Instant::now();
+    drop(nodes.remove(live.iter().position(|&n| n == b_node).expect("B's node")));
+    let rejoined = "const r = window.webconf.metrics.reconnects.at(-1); return Boolean(r && r.rejoined)";
+    let a_too = home == format!("n{b_node}");
+    let back = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = (frames(&a.stats().await[0]), frames(&b.stats().await[0]));
+        assert!(now.0 > last.0 && now.1 > last.1, "media stalled: {last:?} -> {now:?}");
+        last = now;
+        if b.eval(rejoined).await == true && (!a_too || a.eval(rejoined).await == true) {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "the pages did not come back through HAProxy");
+    };
+    assert_eq!((a.eval(you).await, b.eval(you).await), ids, "the same ids");
+    println!(
+        "browsers through HAProxy: n{b_node} (B's; home {home}) killed, back with their ids after {:.2} s, media never stopped",
+        back.as_secs_f64()
+    );
+    a.quit().await;
+    b.quit().await;
 }
