@@ -158,12 +158,18 @@ impl Balancer {
         crate::support::tls_connector(self.cert.clone()).connect(name, tcp).await.expect("TLS handshake")
     }
 
-    /// A WebSocket through the balancer from `source` that said hello; or
+    /// A WebSocket through the balancer from `source`, opened as a page
+    /// of the documented site does, that said hello; or
     /// why not: the HTTP status the balancer refused it with, or how the
     /// node closed it.
     async fn connect(&self, source: &str) -> Result<Client, String> {
-        let url = format!("wss://localhost:{}/ws", self.port);
-        let mut c = Client::handshake(url, Box::new(self.tls(source).await))
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        // As a browser on the documented site sends it (the name is the
+        // test's only in the certificate, which the client checks).
+        let site = format!("meet.example.org:{}", self.port);
+        let mut request = format!("wss://{site}/ws").into_client_request().expect("request");
+        request.headers_mut().insert("origin", format!("https://{site}").parse().expect("origin"));
+        let mut c = Client::handshake(request, Box::new(self.tls(source).await))
             .await
             .map_err(|status| format!("HTTP {status}"))?;
         c.send(json!({"type": "hello", "version": 3})).await;
