@@ -8,7 +8,8 @@
 //! A node holding one client's WebSocket and the room's home is killed
 //! (SIGKILL): the balancer stops sending anything there at once, every
 //! client comes back through it with its id, and a WebSocket on a live
-//! node is never moved or closed. Two Chromium pages call each other
+//! node is never moved or closed; then another node drains (SIGTERM), as
+//! in a rolling restart, and its client is back at once. Two Chromium pages call each other
 //! through HAProxy with their WebSockets on different nodes, and keep
 //! calling when one of those nodes dies.
 
@@ -263,16 +264,16 @@ async fn until_closed(c: &mut Client) -> u16 {
 
 const QUIET: Duration = Duration::from_millis(300);
 
-/// Comes back into "tea" through the balancer from `source` with
+/// Comes back into `room` through the balancer from `source` with
 /// `resume`, trying again every 100 ms while the cluster finds the room a
 /// new home; the client, its `joined`, and every refused try.
-async fn rejoin(lb: &Balancer, source: &str, resume: &str) -> (Client, Value, Vec<String>) {
+async fn rejoin(lb: &Balancer, source: &str, room: &str, resume: &str) -> (Client, Value, Vec<String>) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut refused = Vec::new();
     loop {
         match lb.connect(source).await {
             Ok(mut c) => {
-                c.send(json!({"type": "join", "room": "tea", "name": "back", "resume": resume})).await;
+                c.send(json!({"type": "join", "room": room, "name": "back", "resume": resume})).await;
                 match c.next_or_close().await {
                     Ok(joined) if joined["type"] == "joined" => {
                         c.id = joined["you"].as_str().expect("you").to_owned();
@@ -372,7 +373,7 @@ async fn scripted_clients_through(kind: Kind) {
                 assert_eq!(code, 1012, "room moved to another server");
             }
             closes.push((code, killed.elapsed().as_millis()));
-            back.push(rejoin(&lb, &format!("127.0.2.{i}"), &tokens[i]).await);
+            back.push(rejoin(&lb, &format!("127.0.2.{i}"), "tea", &tokens[i]).await);
         }
         (closes, back, killed.elapsed())
     };
@@ -415,6 +416,41 @@ async fn scripted_clients_through(kind: Kind) {
     last.signal(&first.id, json!({"after": "failover"})).await;
     let got = next_signal(&mut first).await;
     assert_eq!(got["from"], last.id.as_str());
+    drop((first, last, back));
+
+    // A rolling restart: D's node, the home of its room, drains
+    // (SIGTERM). D is told, and is back through the balancer on the node
+    // left, with its id; meanwhile the page is served every time.
+    let d_id = d.id.clone();
+    let d_token = resume_token(&mut d).await;
+    let left: Vec<u8> = live.into_iter().filter(|&n| n != victim).collect();
+    let node = nodes.remove(left.iter().position(|&n| n == d_node).expect("D's node"));
+    let drained = Instant::now();
+    let stopping = tokio::task::spawn_blocking(move || node.terminate());
+    let pages = async {
+        let mut statuses = Vec::new();
+        while drained.elapsed() < Duration::from_millis(1500) {
+            statuses.push(lb.get("/r/other").await.0);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        statuses
+    };
+    let comeback = async {
+        assert_eq!(d.expect_close().await, (1001, "server shutting down".to_owned()));
+        let (d, joined, refused) = rejoin(&lb, "127.0.3.1", "other", &d_token).await;
+        (d, joined, refused, drained.elapsed())
+    };
+    let (statuses, (mut d, joined, refused, took)) = tokio::join!(pages, comeback);
+    println!(
+        "{name}: node {d_node} drained; D back through the balancer with its id after {:.2} s (refused meanwhile: \
+         {refused:?}); the page through the balancer meanwhile: {statuses:?}",
+        took.as_secs_f64()
+    );
+    assert_eq!((joined["you"].as_str(), &joined["resumed"]), (Some(d_id.as_str()), &json!(true)), "{joined}");
+    assert!(statuses.iter().all(|&s| s == 200), "{name} served errors during a drain: {statuses:?}");
+    assert!(took < Duration::from_secs(2), "{name}: D took {took:?} to come back from a drain");
+    d.ping().await;
+    stopping.await.expect("the drained node exits");
     drop(redis);
 }
 
