@@ -115,13 +115,17 @@ impl Balancer {
                 // The documented blocks go in the `http` context, as in
                 // Debian's /etc/nginx/sites-enabled/; around them, what
                 // Debian's nginx.conf sets that matters here (a worker per
-                // core), and files of the test's own.
+                // core), files of the test's own, and workers that stay the
+                // user who started nginx (root, or root of the test's user
+                // namespace, where no other user exists).
                 let d = dir.display();
                 let main = format!(
                     "daemon off;\nuser root root;\nworker_processes auto;\npid {d}/nginx.pid;\n\
                      events {{ worker_connections 768; }}\n\
                      http {{\n    access_log off;\n    error_log {d}/error.log;\n    \
-                     client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\n{config}\n}}\n"
+                     client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    \
+                     fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    \
+                     scgi_temp_path {d}/scgi;\n\n{config}\n}}\n"
                 );
                 let file = dir.join("nginx.conf");
                 std::fs::write(&file, main).expect("write nginx.conf");
