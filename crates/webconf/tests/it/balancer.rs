@@ -9,7 +9,8 @@
 //! (SIGKILL): the balancer stops sending anything there at once, every
 //! client comes back through it with its id, and a WebSocket on a live
 //! node is never moved or closed; then another node drains (SIGTERM), as
-//! in a rolling restart, and its client is back at once. Two Chromium pages call each other
+//! in a rolling restart, and its client is back at once; last, Redis
+//! goes away and HAProxy still serves the page. Two Chromium pages call each other
 //! through HAProxy with their WebSockets on different nodes, and keep
 //! calling when one of those nodes dies.
 
@@ -21,7 +22,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cluster::{cluster, free_port, home_of, home_on, metric, resume_token};
+use crate::cluster::{cluster, free_port, home_of, home_on, http, metric, resume_token};
 use crate::harness::{Driver, Reaped, artifacts, in_loopback_namespace, scratch, solid_y4m};
 use crate::support::Client;
 
@@ -298,7 +299,7 @@ async fn scripted_clients_through(kind: Kind) {
     // One WebSocket per address: a node that saw the balancer's address
     // instead of the browser's (X-Forwarded-For) would refuse the second
     // client the balancer sends it.
-    let (redis, mut nodes) =
+    let (mut redis, mut nodes) =
         cluster(&["--no-turn", "--no-sfu", "--trust-proxy", "--max-connections-per-ip", "1"]).await;
     let lb = Balancer::start(kind);
     let name = kind.lang();
@@ -455,7 +456,41 @@ async fn scripted_clients_through(kind: Kind) {
     assert!(took < Duration::from_secs(2), "{name}: D took {took:?} to come back from a drain");
     d.ping().await;
     stopping.await.expect("the drained node exits");
-    drop(redis);
+
+    // Redis goes away: every node says it is not ready. A health-checking
+    // balancer must not take them all out: the page is still served, and
+    // a join is told why it cannot be (nginx checks nothing but failed
+    // connections, so this is HAProxy's part).
+    if let Kind::Haproxy = kind {
+        let last = left.into_iter().find(|&n| n != d_node).expect("one node left");
+        redis.stop();
+        let stopped = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http(last, "/readyz").await.0 != 503 {
+            assert!(Instant::now() < deadline, "node {last} did not notice Redis was gone");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Past two failed checks a second apart.
+        let unready = Instant::now();
+        let noticed = stopped.elapsed();
+        let mut statuses = Vec::new();
+        while unready.elapsed() < Duration::from_millis(2500) {
+            statuses.push(lb.get("/r/other").await.0);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "{name}: Redis gone, node {last} unready after {:.2} s; the page through the balancer then: {statuses:?}",
+            noticed.as_secs_f64()
+        );
+        assert!(
+            statuses.iter().all(|&s| s == 200),
+            "{name} stopped serving when Redis went away: {statuses:?}"
+        );
+        let mut e = lb.connect("127.0.4.1").await.expect("a WebSocket while Redis is away");
+        e.send(json!({"type": "join", "room": "fresh", "name": "E"})).await;
+        e.expect_error("cluster-unavailable").await;
+        d.ping().await;
+    }
 }
 
 #[tokio::test]

@@ -54,7 +54,7 @@ impl Redis {
     }
 
     /// Kills it (SIGKILL: nothing is saved, and there is nothing to save).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.process.take();
     }
 }
