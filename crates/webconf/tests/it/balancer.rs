@@ -3,16 +3,17 @@
 //! listen address and the certificate files swapped for the test's), in
 //! front of three cluster nodes on 127.0.0.2, .3 and .4 and a real Redis,
 //! inside a loopback-only network namespace: Debian's HAProxy and nginx.
+//!
 //! Scripted clients reach the nodes only through the balancer; round robin
 //! spreads their WebSockets over the nodes, and they still share a room.
 //! A node holding one client's WebSocket and the room's home is killed
 //! (SIGKILL): the balancer stops sending anything there at once, every
 //! client comes back through it with its id, and a WebSocket on a live
-//! node is never moved or closed; then another node drains (SIGTERM), as
-//! in a rolling restart, and its client is back at once; last, Redis
-//! goes away and HAProxy still serves the page. Two Chromium pages call each other
-//! through HAProxy with their WebSockets on different nodes, and keep
-//! calling when one of those nodes dies.
+//! node is never moved or closed. Then another node drains (SIGTERM), as
+//! in a rolling restart, and its client is back at once. Last, Redis goes
+//! away and HAProxy still serves the page. Two Chromium pages call each
+//! other through HAProxy with their WebSockets on different nodes, and
+//! keep calling when one of those nodes dies.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -85,7 +86,7 @@ impl Balancer {
         // The documented nodes 10.0.0.2-4 are the test's 127.0.0.2-4, on
         // the same port.
         let config = swap(&documented(kind.lang()), "10.0.0.", "127.0.0.");
-        let command = match kind {
+        let mut command = match kind {
             Kind::Haproxy => {
                 let pem = dir.join("meet.pem");
                 std::fs::write(&pem, format!("{cert_pem}{key_pem}")).expect("write pem");
@@ -135,7 +136,6 @@ impl Balancer {
                 c
             }
         };
-        let mut command = command;
         let process =
             command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap_or_else(|e| {
                 panic!("start {} (apt-get install haproxy nginx-light): {e}", kind.lang())
@@ -164,14 +164,13 @@ impl Balancer {
         crate::support::tls_connector(self.cert.clone()).connect(name, tcp).await.expect("TLS handshake")
     }
 
-    /// A WebSocket through the balancer from `source`, opened as a page
-    /// of the documented site does, that said hello; or
-    /// why not: the HTTP status the balancer refused it with, or how the
-    /// node closed it.
+    /// A WebSocket through the balancer from `source`, opened as a page of
+    /// the documented site opens it, that said hello; or why not: the HTTP
+    /// status the balancer refused it with, or how the node closed it.
     async fn connect(&self, source: &str) -> Result<Client, String> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        // As a browser on the documented site sends it (the name is the
-        // test's only in the certificate, which the client checks).
+        // Host and Origin as a browser on the documented site sends them
+        // (TLS checks the test certificate's name, `localhost`).
         let site = format!("meet.example.org:{}", self.port);
         let mut request = format!("wss://{site}/ws").into_client_request().expect("request");
         request.headers_mut().insert("origin", format!("https://{site}").parse().expect("origin"));
