@@ -18,13 +18,13 @@ use crate::support::Client;
 
 /// A `redis-server` of the test's own: no persistence, so a restart is
 /// empty.
-struct Redis {
+pub(crate) struct Redis {
     process: Option<Reaped>,
     port: u16,
 }
 
 impl Redis {
-    fn start(port: u16) -> Redis {
+    pub(crate) fn start(port: u16) -> Redis {
         let process = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -39,12 +39,12 @@ impl Redis {
         Redis { process: Some(Reaped(process)), port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Runs one command with redis-cli; its output, trimmed.
-    fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
@@ -54,13 +54,13 @@ impl Redis {
     }
 
     /// Kills it (SIGKILL: nothing is saved, and there is nothing to save).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.process.take();
     }
 }
 
 /// A port nobody listens on now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
@@ -73,7 +73,7 @@ fn node(n: u8, redis: &Redis, extra: &[&str]) -> Webconf {
     Webconf::start_on(&format!("127.0.0.{n}:8080"), &args)
 }
 
-fn addr(n: u8) -> String {
+pub(crate) fn addr(n: u8) -> String {
     format!("127.0.0.{n}:8080")
 }
 
@@ -126,7 +126,7 @@ async fn rejoin(n: u8, room: &str, resume: &str, deadline: Instant) -> (Client, 
 }
 
 /// The latest resume token a client holds (a `pong` brings a fresh one).
-async fn resume_token(c: &mut Client) -> String {
+pub(crate) async fn resume_token(c: &mut Client) -> String {
     c.send(json!({"type": "ping"})).await;
     loop {
         let m = c.recv().await;
@@ -137,7 +137,7 @@ async fn resume_token(c: &mut Client) -> String {
 }
 
 /// A node's `/metrics` value for `name` (no labels).
-async fn metric(n: u8, name: &str) -> i64 {
+pub(crate) async fn metric(n: u8, name: &str) -> i64 {
     let body = http(n, "/metrics").await.1;
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("webconf_{name} ")))
@@ -146,7 +146,7 @@ async fn metric(n: u8, name: &str) -> i64 {
 }
 
 /// GET `path` from node `n`: status and body.
-async fn http(n: u8, path: &str) -> (u16, String) {
+pub(crate) async fn http(n: u8, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr(n)).await.expect("connect");
     let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr(n));
@@ -162,16 +162,16 @@ async fn http(n: u8, path: &str) -> (u16, String) {
 
 /// Puts `room`'s home on node `n` before anyone joins (a test's way of
 /// knowing where a room lives; placement is tested on its own).
-fn home_on(redis: &Redis, room: &str, n: u8) {
+pub(crate) fn home_on(redis: &Redis, room: &str, n: u8) {
     assert_eq!(redis.cli(&["SET", &format!("webconf:room:{room}"), &format!("n{n}"), "PX", "60000"]), "OK");
 }
 
-fn home_of(redis: &Redis, room: &str) -> String {
+pub(crate) fn home_of(redis: &Redis, room: &str) -> String {
     redis.cli(&["GET", &format!("webconf:room:{room}")])
 }
 
 /// Starts Redis and three nodes, and waits until each sees the others.
-async fn cluster(extra: &[&str]) -> (Redis, Vec<Webconf>) {
+pub(crate) async fn cluster(extra: &[&str]) -> (Redis, Vec<Webconf>) {
     let redis = Redis::start(free_port());
     let nodes: Vec<Webconf> = (2..=4).map(|n| node(n, &redis, extra)).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
