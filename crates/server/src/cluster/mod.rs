@@ -664,7 +664,8 @@ impl Cluster {
                 .arg(&key)
                 .arg(candidate.as_str())
                 .arg(ROOM_LEASE.as_millis() as u64)
-                .arg(node_prefix);
+                .arg(node_prefix)
+                .arg(self.me.as_str());
             let (home,): (String,) = self.query(&pipe).await?;
             Some(home)
         } else {
