@@ -245,8 +245,9 @@ struct Shard {
     ice: crate::IceConfig,
     resume_key: ResumeKey,
     resume_ttl: Duration,
-    /// Members whose queue was full or closed, to drop after this command.
-    kicked: Vec<PeerId>,
+    /// Members whose queue was full (true) or closed (false: the
+    /// connection is gone), to drop after this command.
+    kicked: Vec<(PeerId, bool)>,
     /// Peers a command may have taken out of every room (removed, denied):
     /// their connections are forgotten after it if so.
     departed: Vec<PeerId>,
@@ -552,8 +553,8 @@ impl Shard {
                 let Some((to, msg)) = self.encode(out) else { continue };
                 match &mut held {
                     Some((newcomer, hold)) if *newcomer == to => {
-                        if hold.push(msg).is_err() && !self.kicked.contains(&to) {
-                            self.kicked.push(to);
+                        if let Err(e) = hold.push(msg) {
+                            self.kick_later(to, e);
                         }
                     }
                     _ => self.deliver(to, msg),
@@ -562,8 +563,10 @@ impl Shard {
             // Released before anyone is dropped: that pushes `peer-left`s,
             // perhaps to the newcomer.
             held = None;
-            let Some(peer) = self.kicked.pop() else { break };
-            if let Some(tx) = self.unseat(peer, RESUME_GRACE) {
+            let Some((peer, full)) = self.kicked.pop() else { break };
+            if let Some(tx) = self.unseat(peer, RESUME_GRACE)
+                && full
+            {
                 tracing::info!(%peer, "dropping a peer whose outbound queue is full");
                 tx.seat.kick(KickReason::TooSlow);
             }
@@ -574,10 +577,23 @@ impl Shard {
 
     fn deliver(&mut self, to: PeerId, msg: Outbound) {
         let Some(tx) = self.peers.get(&to) else { return };
-        if let Err(PushError::Full | PushError::Closed) = tx.seat.push(msg)
-            && !self.kicked.contains(&to)
-        {
-            self.kicked.push(to);
+        if let Err(e) = tx.seat.push(msg) {
+            self.kick_later(to, e);
+        }
+    }
+
+    /// Drops `to` once this command is done: its queue is full (too slow)
+    /// or closed (its connection is gone, and its own disconnect may not
+    /// have reached this shard yet).
+    fn kick_later(&mut self, to: PeerId, e: PushError) {
+        let full = match e {
+            PushError::Full => true,
+            PushError::Closed => false,
+            // Not this queue's business (only the SFU's pushes check it).
+            PushError::NotSeated => return,
+        };
+        if !self.kicked.iter().any(|(p, _)| *p == to) {
+            self.kicked.push((to, full));
         }
     }
 
