@@ -614,6 +614,63 @@ mod tests {
         assert_eq!(decode_all(100, bytes), (vec![], Some(Error::NotUtf8)));
     }
 
+    /// Decodes `bytes` read `step` bytes at a time (all at once for 0), as
+    /// the server's socket does; as the fuzz target `ws_frames` does.
+    fn decode_in_pieces(max: usize, bytes: &[u8], step: usize) -> (Vec<String>, Option<Error>) {
+        let mut d = Decoder::new(max);
+        let (mut buf, mut decoded, mut events) = (Vec::new(), 0, Vec::new());
+        let pieces: Vec<&[u8]> = if step == 0 { vec![bytes] } else { bytes.chunks(step).collect() };
+        for piece in pieces {
+            buf.drain(..decoded);
+            decoded = 0;
+            buf.extend_from_slice(piece);
+            loop {
+                match d.decode(&mut buf[decoded..]) {
+                    Ok(Some((used, event))) => {
+                        events.extend(event.map(|e| format!("{e:?}")));
+                        decoded += used;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (events, Some(e)),
+                }
+            }
+        }
+        (events, None)
+    }
+
+    /// Text checked as it arrives decides exactly as text checked whole:
+    /// random streams of fragments, some valid UTF-8 and some not, decode
+    /// the same whatever the reads.
+    #[test]
+    fn text_checked_in_pieces_decides_as_whole() {
+        let mut seed = 0x2545_f491_u32;
+        let mut next = move |n: u32| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed % n
+        };
+        let alphabet: [&[u8]; 8] =
+            [b"a", b"\xce\xba", b"\xe1\xbd\xb9", b"\xf0\x90\x80\x80", b"\xed", b"\xa0", b"\xf4\x90", b"\xc3"];
+        for _ in 0..3000 {
+            let mut bytes = Vec::new();
+            for _ in 0..1 + next(5) {
+                let mut payload = Vec::new();
+                for _ in 0..next(8) {
+                    payload.extend_from_slice(alphabet[next(8) as usize]);
+                }
+                let cut = next(payload.len() as u32 + 1) as usize;
+                let fin = next(3) != 0;
+                let op = [0x1, 0x0, 0x0, 0x2, 0x9][next(5) as usize];
+                bytes.extend(frame(u8::from(fin) << 7 | op, &payload[..cut]));
+            }
+            let whole = decode_in_pieces(40, &bytes, 0);
+            for step in 1..8 {
+                assert_eq!(decode_in_pieces(40, &bytes, step), whole, "step {step}, bytes {bytes:02x?}");
+            }
+        }
+    }
+
     /// The length of a masked client frame with this short payload.
     fn good_len(payload: &[u8]) -> usize {
         2 + 4 + payload.len()
