@@ -1667,14 +1667,20 @@ fn catalogue(cap: usize) -> Vec<Case> {
 /// negotiated: 12.x (90 cases) and 13.x (126).
 const NOT_APPLICABLE: [(&str, usize); 2] = [("12", 90), ("13", 126)];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_conformance() {
-    let limits = Limits::default();
-    let addr = echo_server(limits).await;
+/// Runs `cases` against the endpoint at `addr`, `parallel` at a time.
+/// Returns the report (a table of Autobahn's verdicts per section, with
+/// rows for `not_applicable` sections, then every case not plainly OK)
+/// and the totals: OK, NON-STRICT, FAILED, INFORMATIONAL, n.a.
+async fn run_all(
+    title: &str,
+    addr: std::net::SocketAddr,
+    cases: Vec<Case>,
+    parallel: usize,
+    not_applicable: &[(&str, usize)],
+) -> (String, [usize; 5]) {
     let started = Instant::now();
-    let cases = Arc::new(catalogue(limits.max_message_bytes));
-    // Side by side, a few dozen at a time.
-    let gate = Arc::new(tokio::sync::Semaphore::new(48));
+    let cases = Arc::new(cases);
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut runs = Vec::new();
     for i in 0..cases.len() {
         let (cases, gate) = (cases.clone(), gate.clone());
@@ -1689,7 +1695,6 @@ async fn websocket_conformance() {
     }
     let elapsed = started.elapsed();
 
-    // The table: per section, Autobahn's verdict counts.
     let mut sections: Vec<(String, [usize; 5])> = Vec::new();
     for (case, outcome) in cases.iter().zip(&outcomes) {
         let section = case.id.split('.').next().expect("ids have a section").to_owned();
@@ -1699,42 +1704,80 @@ async fn websocket_conformance() {
         let counts = &mut sections.last_mut().expect("just pushed").1;
         counts[outcome.verdict as usize] += 1;
     }
-    for (section, n) in NOT_APPLICABLE {
+    for (section, n) in not_applicable {
         let mut counts = [0; 5];
-        counts[4] = n;
-        sections.push((section.to_owned(), counts));
+        counts[4] = *n;
+        sections.push(((*section).to_owned(), counts));
     }
-    let mut table = String::from(
-        "WebSocket conformance (Autobahn fuzzingclient catalogue)\n\
-         section | cases | OK | NON-STRICT | FAILED | INFORMATIONAL | n.a.\n",
-    );
+    let mut table = format!("{title}\nsection | cases | OK | NON-STRICT | FAILED | INFORMATIONAL | n.a.\n");
     let mut total = [0; 5];
+    let row = |name: &str, c: &[usize; 5]| {
+        let n: usize = c.iter().sum();
+        format!(
+            "{name:>7} | {n:>5} | {:>3} | {:>10} | {:>6} | {:>13} | {:>4}\n",
+            c[0], c[1], c[2], c[3], c[4]
+        )
+    };
     for (section, counts) in &sections {
-        let n: usize = counts.iter().sum();
-        table += &format!(
-            "{section:>7} | {n:>5} | {:>3} | {:>10} | {:>6} | {:>13} | {:>4}\n",
-            counts[0], counts[1], counts[2], counts[3], counts[4]
-        );
+        table += &row(section, counts);
         for (t, c) in total.iter_mut().zip(counts) {
             *t += c;
         }
     }
-    table += &format!(
-        "{:>7} | {:>5} | {:>3} | {:>10} | {:>6} | {:>13} | {:>4}\n",
-        "all",
-        total.iter().sum::<usize>(),
-        total[0],
-        total[1],
-        total[2],
-        total[3],
-        total[4]
-    );
+    table += &row("all", &total);
     table += &format!("(run in {:.1} s)\n", elapsed.as_secs_f64());
     for (case, outcome) in cases.iter().zip(&outcomes) {
         if outcome.verdict != Verdict::Ok {
             table += &format!("{:?} {} {}: {}\n", outcome.verdict, case.id, case.what, outcome.detail);
         }
     }
+    (table, total)
+}
+
+/// Autobahn's catalogue against the echo endpoint: every applicable case
+/// passes strictly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_conformance() {
+    let limits = Limits::default();
+    let addr = echo_server(limits).await;
+    let cases = catalogue(limits.max_message_bytes);
+    let title = "WebSocket conformance (Autobahn fuzzingclient catalogue), echo endpoint";
+    let (table, total) = run_all(title, addr, cases, 48, &NOT_APPLICABLE).await;
     println!("{table}");
+    assert_eq!((total[1], total[2]), (0, 0), "every case should pass strictly:\n{table}");
+}
+
+/// Whether a case expects nothing back but control frames: then the real
+/// `/ws` must behave as the echo endpoint does (it answers messages with
+/// its own JSON instead of echoing them).
+fn answers_only_with_control_frames(case: &Case) -> bool {
+    let echoes = |seen: &[Seen]| seen.iter().any(|s| matches!(s, Seen::Message { .. }));
+    !echoes(&case.ok)
+        && !case.non_strict.as_deref().is_some_and(echoes)
+        && !case.informational
+        && !case.steps.iter().any(|s| matches!(s, Step::RoundTrips { .. }))
+}
+
+/// The same cases against production's own `/ws` ([`crate::serve`] with
+/// the default config, as `webconf` runs), where they need no echo: pings,
+/// every broken stream (1002, 1007 failing fast, 1009 from the header),
+/// every close. So the echo endpoint's copy of `conn.rs`'s close handling
+/// cannot drift from the real one unnoticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_endpoint_fails_and_closes_alike() {
+    let listener = crate::bind("127.0.0.1:0".parse().expect("an address")).expect("loopback has a free port");
+    let addr = listener.local_addr().expect("a bound listener has an address");
+    let config = crate::Config::default();
+    let cases: Vec<Case> = catalogue(config.limits.max_message_bytes)
+        .into_iter()
+        .filter(answers_only_with_control_frames)
+        .collect();
+    let count = cases.len();
+    tokio::spawn(crate::serve(listener, config, std::future::pending()));
+    // Under the per-address caps (64 HTTP connections, 100 WebSockets).
+    let title = "WebSocket conformance, production /ws (cases with no echo)";
+    let (table, total) = run_all(title, addr, cases, 16, &[]).await;
+    println!("{table}");
+    assert!(count > 150, "{count} cases");
     assert_eq!((total[1], total[2]), (0, 0), "every case should pass strictly:\n{table}");
 }
