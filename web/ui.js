@@ -2019,7 +2019,8 @@ async function sfuStats() {
       for (const k of ['packetsSent', 'framesEncoded', 'keyFramesEncoded', 'pliCount', 'firCount', 'nackCount']) o[k] += s[k] ?? 0;
       if (s.rid) {
         (o.layers ??= []).push({ rid: s.rid, active: s.active ?? null, frameWidth: s.frameWidth ?? 0,
-          frameHeight: s.frameHeight ?? 0, framesEncoded: s.framesEncoded ?? 0 });
+          frameHeight: s.frameHeight ?? 0, framesEncoded: s.framesEncoded ?? 0,
+          limitation: s.qualityLimitationReason ?? null });
         o.layers.sort((/** @type {any} */ x, /** @type {any} */ y) => x.rid.localeCompare(y.rid));
       }
     }
