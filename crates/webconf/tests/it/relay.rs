@@ -72,12 +72,14 @@ async fn a_third_peer_is_refused_and_the_call_is_not_disturbed() {
     // Who is there, by name, in the order they came.
     assert_eq!(
         c.recv().await,
-        json!({"type": "room-state", "room": "duo", "peers": 2, "capacity": 2, "names": ["A", "B"]})
+        json!({"type": "room-state", "room": "duo", "peers": 2, "capacity": 2, "names": ["A", "B"],
+               "settings": {"locked": false, "lobby": false, "password": false}})
     );
     c.send(json!({"type": "peek", "room": "nobody-here"})).await;
     assert_eq!(
         c.recv().await,
-        json!({"type": "room-state", "room": "nobody-here", "peers": 0, "capacity": 2, "names": []})
+        json!({"type": "room-state", "room": "nobody-here", "peers": 0, "capacity": 2, "names": [],
+               "settings": {"locked": false, "lobby": false, "password": false}})
     );
     c.send(json!({"type": "peek", "room": "no/such"})).await;
     assert_eq!(c.expect_error("bad-room").await["request"], "peek");
