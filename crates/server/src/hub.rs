@@ -359,7 +359,7 @@ impl Shard {
                 {
                     tx.seat.take();
                     let seat = tx.seat.clone();
-                    self.flush(Some((peer, &seat)));
+                    self.flush(&[(peer, seat)]);
                     if self.core.room_of(peer).is_none() {
                         self.unseat(peer, RESUME_GRACE);
                     }
@@ -390,22 +390,21 @@ impl Shard {
                 if access {
                     self.keep_access(host);
                 }
-                let admitted: Vec<PeerId> =
-                    waiting.into_iter().filter(|p| self.core.room_of(*p).is_some()).collect();
-                for p in &admitted {
-                    if let Some(tx) = self.peers.get(p) {
-                        tx.seat.take();
-                    }
+                // Everyone let in (one by a host's `admit`, all waiting when
+                // the lobby is turned off) is seated, and each one's queue
+                // held while the room hears of it, as for a join.
+                let admitted: Vec<(PeerId, Arc<Seat>)> = waiting
+                    .into_iter()
+                    .filter(|p| self.core.room_of(*p).is_some())
+                    .filter_map(|p| Some((p, self.peers.get(&p)?.seat.clone())))
+                    .collect();
+                for (_, seat) in &admitted {
+                    seat.take();
                 }
-                if let [newcomer] = admitted.as_slice()
-                    && let Some(seat) = self.peers.get(newcomer).map(|tx| tx.seat.clone())
-                {
-                    self.flush(Some((*newcomer, &seat)));
-                    self.unseat_departed(peer, false);
-                    self.update_gauges();
-                    return;
-                }
-                peer
+                self.flush(&admitted);
+                self.unseat_departed(peer, false);
+                self.update_gauges();
+                return;
             }
             ShardCmd::Chat { peer, conn, text, id } => {
                 if !self.is_current(peer, conn) {
@@ -456,7 +455,7 @@ impl Shard {
                 peer
             }
         };
-        self.flush(None);
+        self.flush(&[]);
         self.unseat_departed(peer, left);
         self.update_gauges();
     }
@@ -541,20 +540,37 @@ impl Shard {
 
     /// Delivers everything the core produced, then drops members that could
     /// not take their messages, which produces `peer-left`s to deliver too.
-    /// A `newcomer`'s queue is held while the core's answer to its join is
-    /// delivered (see [`Seat::hold`]).
-    fn flush(&mut self, newcomer: Option<(PeerId, &Arc<Seat>)>) {
-        let mut held = newcomer.map(|(peer, seat)| (peer, seat.hold()));
+    /// Each of the `newcomers` (seated already) has its queue held from the
+    /// first output that announces it until its `joined` is in (see
+    /// [`Seat::hold`]): one at a time, in the order the core let them in.
+    fn flush(&mut self, newcomers: &[(PeerId, Arc<Seat>)]) {
+        let mut held: Option<(PeerId, crate::queue::Hold<'_>)> = None;
         loop {
             while let Some(out) = self.core.poll_output() {
                 if let Output::Rejected { reason, .. } = &out {
                     self.metrics.error(rejection_code(*reason));
+                }
+                let (about, joined) = match &out {
+                    Output::PeerJoined { peer, .. } => (Some(peer.id), false),
+                    Output::Joined { to, .. } => (Some(*to), true),
+                    _ => (None, false),
+                };
+                if let Some(p) = about
+                    && held.as_ref().is_none_or(|(h, _)| *h != p)
+                    && let Some((_, seat)) = newcomers.iter().find(|(n, _)| *n == p)
+                {
+                    // Never two newcomers' queues at once.
+                    drop(held.take());
+                    held = Some((p, seat.hold()));
                 }
                 let Some((to, msg)) = self.encode(out) else { continue };
                 match &mut held {
                     Some((newcomer, hold)) if *newcomer == to => {
                         if let Err(e) = hold.push(msg) {
                             self.kick_later(to, e);
+                        }
+                        if joined {
+                            held = None;
                         }
                     }
                     _ => self.deliver(to, msg),
