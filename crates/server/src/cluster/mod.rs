@@ -112,6 +112,11 @@ fn access_key(room: &str) -> String {
 }
 const ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Adds to `pipe` the write of `room`'s access state, as stored.
+fn set_access(pipe: &mut redis::Pipeline, room: &str, stored: &str) {
+    pipe.cmd("SET").arg(access_key(room)).arg(stored).arg("PX").arg(ACCESS_TTL.as_millis() as u64).ignore();
+}
+
 /// A room's access state as kept in Redis.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct StoredAccess {
@@ -588,22 +593,10 @@ impl Cluster {
                         pipe.cmd("LTRIM").arg(&key).arg(-CHAT_KEEP).arg(-1).ignore();
                         pipe.cmd("PEXPIRE").arg(&key).arg(CHAT_TTL.as_millis() as u64).ignore();
                     }
-                    Keep::Access(room, stored) => {
-                        pipe.cmd("SET")
-                            .arg(access_key(&room))
-                            .arg(stored)
-                            .arg("PX")
-                            .arg(ACCESS_TTL.as_millis() as u64)
-                            .ignore();
-                    }
+                    Keep::Access(room, stored) => set_access(&mut pipe, &room, &stored),
                     Keep::Continued(room, access) => {
                         if let Some(stored) = access {
-                            pipe.cmd("SET")
-                                .arg(access_key(&room))
-                                .arg(stored)
-                                .arg("PX")
-                                .arg(ACCESS_TTL.as_millis() as u64)
-                                .ignore();
+                            set_access(&mut pipe, &room, &stored);
                         }
                         pipe.cmd("PEXPIRE").arg(chat_key(&room)).arg(CHAT_TTL.as_millis() as u64).ignore();
                     }
