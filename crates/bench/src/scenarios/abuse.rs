@@ -144,9 +144,10 @@ pub async fn abuse(ctx: &Ctx, plan: &Plan) -> Report {
     };
     let who =
         if plan.addresses <= 1 { "one address".to_owned() } else { format!("{} addresses", plan.addresses) };
+    let quiet = plan.target == Target::Webconf && plan.flooders == 0;
     let mut report = Report::new(
-        format!("abuse-{target}-{}", plan.addresses),
-        format!("{target}, attacker from {who}"),
+        format!("abuse-{target}-{}{}", plan.addresses, if quiet { "-nochat" } else { "" }),
+        format!("{target}, attacker from {who}{}", if quiet { ", no chat flood" } else { "" }),
         kind,
         kind,
     );
@@ -274,6 +275,9 @@ pub async fn abuse(ctx: &Ctx, plan: &Plan) -> Report {
         Some(http) => scrape(http).await,
         None => BTreeMap::new(),
     };
+    if http.is_some() && (metrics_after.is_empty() || metrics_before.is_empty()) {
+        report.note("could not read /metrics (before or at the end of the attack)");
+    }
     let (rss_peak, fds_peak) = sampler.peaks();
     stop.cancel();
     let _ =
@@ -514,12 +518,20 @@ async fn run_call(
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / SIGNALS_PER_SEC));
     let deadline = tokio::time::sleep_until(until);
     tokio::pin!(deadline);
+    // The worst latency of each second of the attack, to see when it hurt.
+    let mut worst_by_s = vec![0u64; ((timeline.end_ns - timeline.start_ns) / 1_000_000_000 + 1) as usize];
     // Records a timed message that arrived now.
     let mut arrived = |text: &str, recv: &mut [u64; 2]| -> bool {
         let Some(t) = net::num_after(text, super::T_KEY) else { return false };
         if let Some(p) = timeline.phase(t) {
             recv[p] += 1;
-            lat[p].record(net::now_ns().saturating_sub(t));
+            let l = net::now_ns().saturating_sub(t);
+            lat[p].record(l);
+            if p == 1
+                && let Some(w) = worst_by_s.get_mut(((t - timeline.start_ns) / 1_000_000_000) as usize)
+            {
+                *w = (*w).max(l);
+            }
         }
         true
     };
@@ -557,6 +569,10 @@ async fn run_call(
             }
         }
     }
+    notes.push(format!(
+        "the call's worst signal latency in each second of the attack (ms): {}",
+        worst_by_s.iter().map(|ns| fmt_num(*ns as f64 / 1e6)).collect::<Vec<_>>().join(", ")
+    ));
     (sent, recv, lat, notes)
 }
 
@@ -766,10 +782,18 @@ impl Sampler {
 /// The server's /metrics, sample by sample (`name{labels}` → value).
 async fn scrape(http: SocketAddr) -> BTreeMap<String, f64> {
     let source = IpAddr::V4(Ipv4Addr::new(127, 2, 0, 2));
-    let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(5), http_get(source, http, "/metrics")).await
-    else {
-        return BTreeMap::new();
-    };
+    // Under attack the HTTP caps may be full: try a few times.
+    let mut text = None;
+    for _ in 0..5 {
+        if let Ok(Ok(t)) =
+            tokio::time::timeout(Duration::from_secs(3), http_get(source, http, "/metrics")).await
+        {
+            text = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let Some(text) = text else { return BTreeMap::new() };
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     body.lines()
         .filter(|l| !l.starts_with('#'))
