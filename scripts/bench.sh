@@ -341,9 +341,12 @@ abuse_nice=""
 if [ $abuse_inner -eq 1 ]; then
   # run_abuse SERVER ARGS...: one run on a fresh server.
   run_abuse() {
-    local name=$1 target turn_port=$abuse_turn_port
+    local name=$1 target turn_port=$abuse_turn_port secret=()
     shift
-    case "$name" in webconf-abuse) target=webconf ;; *) target=coturn; turn_port=$(port_of coturn) ;; esac
+    case "$name" in
+      webconf-abuse) target=webconf ;;
+      *) target=coturn; turn_port=$(port_of coturn); secret=(--secret "$abuse_secret") ;;
+    esac
     settle
     if ! start_server "$name"; then
       stop_server
@@ -351,7 +354,7 @@ if [ $abuse_inner -eq 1 ]; then
     fi
     $abuse_nice taskset -c 1 "$bin/bench" run --kind webconf --label "$target" --addr "127.0.0.1:$(port_of "$name")" \
       --pid "$server_pid" --clk-tck "$clk_tck" abuse --target "$target" --turn "127.0.0.1:$turn_port" \
-      --secret "$abuse_secret" --baseline "$abuse_baseline" --secs "$abuse_secs" "$@" >>"$abuse_results" \
+      "${secret[@]}" --baseline "$abuse_baseline" --secs "$abuse_secs" "$@" >>"$abuse_results" \
       || echo "bench.sh: bench run abuse $name $* failed" >&2
     stop_server
   }

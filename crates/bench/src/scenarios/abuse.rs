@@ -171,7 +171,9 @@ pub async fn abuse(ctx: &Ctx, plan: &Plan) -> Report {
     // The legitimate side, on its own thread.
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<Credential, String>>();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<Timeline>();
-    let (turn, secret) = (plan.turn, plan.secret.clone());
+    // Only coturn takes minted credentials; webconf's come from `joined`.
+    let secret = if plan.target == Target::Coturn { plan.secret.clone() } else { None };
+    let turn = plan.turn;
     let legit = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
         match runtime {
@@ -448,8 +450,11 @@ async fn legit(
     } {
         (out.joins_tried, out.joins_ok, out.join_lat) = (tried, ok, lat);
     }
-    if let Ok((tried, ok)) = allocs.await {
+    if let Ok((tried, ok, error)) = allocs.await {
         (out.allocs_tried, out.allocs_ok) = (tried, ok);
+        if let Some(e) = error {
+            out.notes.push(format!("a new TURN allocation failed: {e}"));
+        }
     }
     out
 }
@@ -713,8 +718,8 @@ async fn run_allocs(
     cred: Credential,
     timeline: Timeline,
     until: Instant,
-) -> (u64, u64) {
-    let (mut tried, mut ok) = (0, 0);
+) -> (u64, u64, Option<String>) {
+    let (mut tried, mut ok, mut first_error) = (0, 0, None);
     let mut tick = tokio::time::interval(ALLOC_EVERY);
     let mut k = 0u32;
     while Instant::now() < until {
@@ -732,12 +737,20 @@ async fn run_allocs(
         let Ok(mut client) = TurnClient::bind(source, turn, cred).await else { continue };
         client.rto = Duration::from_millis(300);
         client.tries = 8;
-        if let Ok(Ok(_)) = tokio::time::timeout(PROBE_LIMIT, client.allocate()).await {
-            ok += 1;
-            let _ = client.release().await;
+        match tokio::time::timeout(PROBE_LIMIT, client.allocate()).await {
+            Ok(Ok(_)) => {
+                ok += 1;
+                let _ = client.release().await;
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            Err(_) => {
+                first_error.get_or_insert_with(|| "no allocation within 3 s".to_owned());
+            }
         }
     }
-    (tried, ok)
+    (tried, ok, first_error)
 }
 
 /// Samples the server's RSS and open descriptors every 100 ms on a thread
