@@ -37,7 +37,7 @@ for arg in "$@"; do
     --sfu-inner) sfu_inner=1 ;;
     --abuse) abuse_only=1 ;;
     --abuse-inner) abuse_inner=1 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -1111,3 +1111,46 @@ pub fn table(results: &[Value]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_puts_runs_side_by_side_and_checks_the_targets() {
+        let webconf = json!({
+            "scenario": "abuse-webconf-1", "title": "webconf, attacker from one address",
+            "kind": "webconf", "label": "webconf", "notes": ["a note"],
+            "metrics": {
+                "target": "webconf", "addresses": 1, "conns": 200, "allocations": 40, "flooders": 24,
+                "server_nofile": 20000, "rss_base_mib": 10.0, "rss_peak_mib": 40.0, "fds_base": 23, "fds_peak": 212,
+                "sig_attack_p50_us": 140.0, "sig_attack_p99_us": 66_300.0, "health_attack_p99_us": 62_000.0,
+                "health_attack_max_us": 188_000.0, "health_attack_failed": 0, "health_attack_probes": 200,
+                "joins_ok": 20, "joins_tried": 20, "relay_attack_loss_pct": 0.0,
+                "attacker": {"idle_http": {"peak": 64, "opened": 2848, "refused": 2720, "deadline": 64}},
+                "server_metrics": {"webconf_tcp_shed_total{listener=\"http\",reason=\"address_full\"}": 13696.0}
+            }
+        });
+        let coturn = json!({
+            "scenario": "abuse-coturn-1", "title": "coturn, attacker from one address",
+            "kind": "coturn", "label": "coturn", "notes": [],
+            "metrics": {"target": "coturn", "addresses": 1, "conns": 200, "allocations": 40, "relay_attack_loss_pct": 0.0}
+        });
+        let out = table(&[webconf, coturn]);
+        assert!(
+            out.contains("| webconf, attacker from one address | coturn, attacker from one address |"),
+            "{out}"
+        );
+        assert!(out.contains("64 / 2,848 / 2,720 / 64"), "{out}");
+        assert!(out.contains("13,696 / 0 / 0"), "{out}");
+        // One address: its HTTP and WebSocket caps (64 and 100 connections),
+        // TURN's (64 TCP, 32 allocations), one chat room, over the RSS before.
+        let one_address = json!({"target": "webconf", "addresses": 1, "conns": 200, "allocations": 40,
+                                  "flooders": 24, "server_nofile": 20000, "rss_base_mib": 10.0});
+        let budget = budget_mib(one_address.as_object().expect("object")).expect("a budget");
+        assert!((400.0..500.0).contains(&budget), "{budget}");
+        assert!(out.contains("RSS under budget: met; signal p99 < 10 ms: MISSED; /healthz within 100 ms: MISSED; a new user joins: met"), "{out}");
+        assert!(out.contains("- coturn, attacker from one address: relayed loss under attack: 0%"), "{out}");
+        assert!(out.contains("- webconf, attacker from one address: a note"), "{out}");
+    }
+}
