@@ -636,7 +636,7 @@ a core; much more means something else took CPU while that row ran.
   fi
   # The cluster section is measured by the cluster tests, not here: keep it.
   cluster_kept=""
-  [ -f BENCHMARKS.md ] && cluster_kept=$(awk '/^## Group calls: the SFU$/{on=0} /^## Cluster: several nodes on Redis$/{on=1} on' BENCHMARKS.md)
+  [ -f BENCHMARKS.md ] && cluster_kept=$(awk '/^## Group calls: the SFU$/{on=0} /^## Abuse: one hostile client$/{on=0} /^## Cluster: several nodes on Redis$/{on=1} on' BENCHMARKS.md)
   # So is the abuse section (scripts/bench.sh --abuse).
   abuse_kept=""
   [ -f BENCHMARKS.md ] && abuse_kept=$(awk '/^## Abuse: one hostile client$/{on=1; print; next} on && /^## /{on=0} on' BENCHMARKS.md)
