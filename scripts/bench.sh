@@ -416,12 +416,12 @@ EOF
     } >"$section"
     if grep -q '^## Abuse: one hostile client$' BENCHMARKS.md; then
       awk -v f="$section" '
-        /^## Abuse: one hostile client$/ { while ((getline l < f) > 0) print l; print ""; skip=1; next }
+        /^## Abuse: one hostile client$/ { while ((getline l < f) > 0) print l; skip=1; next }
         skip && /^## / { skip=0 }
         !skip' BENCHMARKS.md >"$work/BENCHMARKS.md.new"
     elif grep -q '^## Group calls: the SFU$' BENCHMARKS.md; then
       awk -v f="$section" '
-        /^## Group calls: the SFU$/ { while ((getline l < f) > 0) print l; print "" }
+        /^## Group calls: the SFU$/ { while ((getline l < f) > 0) print l }
         { print }' BENCHMARKS.md >"$work/BENCHMARKS.md.new"
     else
       { cat BENCHMARKS.md; echo; cat "$section"; } >"$work/BENCHMARKS.md.new"
