@@ -8,7 +8,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use room::{
     Action, Admission, ChatId, ChatText, Config, DisplayName, Grants, Input, MediaState, Output,
-    PasswordChange, PasswordHash, PeerId, RoomAccess, RoomId, Rooms,
+    PasswordChange, PasswordHash, PeerId, Rate, RoomAccess, RoomId, Rooms,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -37,6 +37,9 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
         chat_bytes_total: 16 * 1024,
         chat_max_age_ms: 10_000,
         p2p_max,
+        // Small budgets, so that fuzzing reaches the refusals.
+        chat_member: Rate { per_sec: 2, burst: 3 },
+        chat_room: Rate { per_sec: 3, burst: 5 },
     };
     let mut rooms: Rooms<u32> = Rooms::new(config);
     let mut now_ms = 0u64;

@@ -21,7 +21,7 @@ pub use access::{
 pub use ids::{ChatId, ChatText, DisplayName, MediaState, NameError, PeerId, PeerIdHasher, PeerMap, RoomId};
 pub use rooms::{
     BARRED_MAX, CHAT_ENTRY_OVERHEAD, ChatEntry, Closing, Config, Input, LOBBY_MAX, LeaveReason, Mode, Output,
-    PEEK_NAMES, PeerInfo, Rejection, Request, Rooms,
+    PEEK_NAMES, PeerInfo, Rate, Rejection, Request, Rooms,
 };
 
 #[cfg(test)]
@@ -1279,6 +1279,43 @@ mod tests {
         assert_eq!(run("join a tea A create"), (None, Some(false)));
         assert_eq!(run("join b tea B"), (None, Some(false)));
         assert_eq!(run("end a"), (Some((tea.clone(), Closing::Ended)), None));
+    }
+
+    /// Chat is budgeted per member and per room: a flooder gets
+    /// `rate-limited` past its burst and then its rate, and many members
+    /// together no more than the room's; nobody else's messages are
+    /// refused for one member's flood beyond what the room allows.
+    #[test]
+    fn chat_is_budgeted_per_member_and_per_room() {
+        let mut rooms: Rooms<String> = Rooms::new(Config {
+            capacity: 4,
+            chat_member: Rate { per_sec: 2, burst: 3 },
+            chat_room: Rate { per_sec: 4, burst: 5 },
+            ..Config::default()
+        });
+        for line in ["join a tea A t=0", "join b tea B t=0", "join c tea C t=0"] {
+            rooms.handle_input(parse_input(line));
+        }
+        while rooms.poll_output().is_some() {}
+        let mut chat = |p: &str, t: u64| -> bool {
+            rooms.handle_input(parse_input(&format!("chat {p} x t={t}")));
+            let out: Vec<_> = std::iter::from_fn(|| rooms.poll_output()).collect();
+            match out.as_slice() {
+                [Output::Rejected { request: Request::Chat, reason: Rejection::RateLimited, .. }] => false,
+                delivered => {
+                    assert_eq!(delivered.len(), 3, "to everyone: {delivered:?}");
+                    true
+                }
+            }
+        };
+        let a: Vec<bool> = (0..5).map(|_| chat("a", 0)).collect();
+        assert_eq!(a, [true, true, true, false, false], "a's burst is 3");
+        assert!(chat("b", 0) && chat("b", 0), "b has its own budget");
+        assert!(!chat("c", 0), "the room's burst (5) is spent");
+        assert!(chat("c", 250), "the room earns one every 250 ms");
+        assert!(!chat("a", 250), "a earns one every 500 ms");
+        assert!(chat("a", 500));
+        rooms.check_invariants();
     }
 
     /// A lobby holds at most [`LOBBY_MAX`] people; the next is told so and

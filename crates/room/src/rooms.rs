@@ -33,6 +33,49 @@ pub struct Config {
     /// A room with more members than this moves to the SFU ([`Mode::Sfu`])
     /// and stays there until it empties; `None`: rooms never do (no SFU).
     pub p2p_max: Option<usize>,
+    /// Chat messages one member may send a second, and in a burst: each
+    /// goes to the whole room, so one flooder costs every member.
+    pub chat_member: Rate,
+    /// Chat messages a whole room may send a second, and in a burst: many
+    /// flooders in one room cost no more than this.
+    pub chat_room: Rate,
+}
+
+/// A sustained rate per second and a burst, for [`Bucket`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Per second, sustained.
+    pub per_sec: u32,
+    /// At once, after a quiet while.
+    pub burst: u32,
+}
+
+/// A token bucket on the shell's clock (milliseconds), in thousandths of
+/// a token; full when made.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    milli: u64,
+    at_ms: u64,
+}
+
+impl Bucket {
+    fn full(rate: Rate, now_ms: u64) -> Bucket {
+        Bucket { milli: u64::from(rate.burst) * 1000, at_ms: now_ms }
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self, rate: Rate, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.at_ms);
+        self.at_ms = self.at_ms.max(now_ms);
+        let cap = u64::from(rate.burst) * 1000;
+        self.milli = self.milli.saturating_add(elapsed.saturating_mul(u64::from(rate.per_sec))).min(cap);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Default for Config {
@@ -44,6 +87,11 @@ impl Default for Config {
             chat_bytes_total: 16 * 1024 * 1024,
             chat_max_age_ms: 60 * 60 * 1000,
             p2p_max: None,
+            // A person types far slower; a reconnecting page resends what
+            // it wrote offline (at most 50 messages, the web client's
+            // outbox) at once.
+            chat_member: Rate { per_sec: 5, burst: 50 },
+            chat_room: Rate { per_sec: 50, burst: 100 },
         }
     }
 }
@@ -170,6 +218,8 @@ pub enum Rejection {
     NotAllowed,
     /// A host holds this source off.
     Held,
+    /// Too many chat messages from this member, or in its room, just now.
+    RateLimited,
 }
 
 /// Something that happened, fed in by the IO shell.
@@ -486,6 +536,8 @@ struct Member {
     held: MediaState,
     /// The client's address, for a bar.
     addr: std::net::IpAddr,
+    /// Its chat budget.
+    chat: Bucket,
 }
 
 impl Member {
@@ -525,6 +577,8 @@ struct Room {
     chat: VecDeque<ChatEntry>,
     /// What `chat` holds, counted by [`chat_bytes`].
     chat_bytes: usize,
+    /// The room's chat budget (`None`: full).
+    chat_budget: Option<Bucket>,
     mode: Mode,
 }
 
@@ -939,7 +993,8 @@ impl<P> Rooms<P> {
         let r = self.rooms.entry(room.clone()).or_default();
         r.peers.push(peer);
         r.mode = mode;
-        self.members.insert(peer, Member { room, name, media, role, grants, held, addr });
+        let chat = Bucket::full(self.config.chat_member, now_ms);
+        self.members.insert(peer, Member { room, name, media, role, grants, held, addr, chat });
     }
 
     /// The room of `host` if it is a host; otherwise refuses `request`.
@@ -1149,7 +1204,15 @@ impl<P> Rooms<P> {
         if !member.grants.chat {
             return self.reject(peer, Request::Chat, Rejection::NotAllowed);
         }
+        let (member_rate, room_rate) = (self.config.chat_member, self.config.chat_room);
         let room_id = member.room.clone();
+        let Some(member) = self.members.get_mut(&peer) else { return };
+        let Some(room) = self.rooms.get_mut(&room_id) else { return };
+        let budget = room.chat_budget.get_or_insert_with(|| Bucket::full(room_rate, now_ms));
+        if !(member.chat.take(member_rate, now_ms) && budget.take(room_rate, now_ms)) {
+            return self.reject(peer, Request::Chat, Rejection::RateLimited);
+        }
+        let member = &self.members[&peer];
         let Some(room) = self.rooms.get(&room_id) else { return };
         let entry = ChatEntry { from: peer, name: member.name.clone(), text, ts_ms: now_ms, id };
         for to in &room.peers {

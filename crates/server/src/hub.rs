@@ -762,6 +762,9 @@ impl Shard {
                     Rejection::Barred => "you were removed from this call".to_owned(),
                     Rejection::NotAllowed => "your invitation does not allow this".to_owned(),
                     Rejection::Held => "a host turned this off for you".to_owned(),
+                    Rejection::RateLimited => {
+                        "too many chat messages just now: this one was not sent".to_owned()
+                    }
                 };
                 let request_name = match request {
                     Request::Join => "join",
@@ -804,6 +807,7 @@ fn rejection_code(reason: Rejection) -> ErrorCode {
         Rejection::Barred => ErrorCode::Barred,
         Rejection::NotAllowed => ErrorCode::NotAllowed,
         Rejection::Held => ErrorCode::Held,
+        Rejection::RateLimited => ErrorCode::RateLimited,
     }
 }
 
