@@ -12,6 +12,7 @@ use crate::procfs::{CpuMeter, CpuUse, MachineMeter, Proc};
 use crate::report::Report;
 
 pub mod churn;
+pub mod cluster;
 pub mod idle;
 pub mod openloop;
 pub mod sfu;
