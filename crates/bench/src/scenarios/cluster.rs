@@ -850,16 +850,24 @@ pub fn table(results: &[Value]) -> String {
             .filter_map(|r| num(r, "offered_rate"))
             .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))))
     };
-    // CPU per signal: the median over the steps held (over all steps if
-    // none held).
-    let cpu_per_signal = |layout: Layout| {
-        let steps: Vec<&&Value> = rates.iter().filter(|r| of(r, layout)).collect();
-        let any_held = steps.iter().any(held);
-        let mut v: Vec<f64> =
-            steps.iter().filter(|r| !any_held || held(r)).filter_map(|r| num(r, "cpu_us_per_msg")).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
+    // Signals compared at one rate: the highest every layout held (CPU
+    // per signal is most exact at a high rate, where the nodes' own idle
+    // work and /proc's 10 ms ticks weigh least).
+    let measured: Vec<Layout> = layouts.into_iter().filter(|&l| rates.iter().any(|r| of(r, l))).collect();
+    let common = rates
+        .iter()
+        .filter(held)
+        .filter_map(|r| num(r, "offered_rate"))
+        .filter(|&rate| {
+            measured
+                .iter()
+                .all(|&l| rates.iter().filter(held).any(|r| of(r, l) && num(r, "offered_rate") == Some(rate)))
+        })
+        .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+    let at_common = |layout: Layout| {
+        rates.iter().find(|r| of(r, layout) && common.is_some() && num(r, "offered_rate") == common).copied()
     };
+    let cpu_per_signal = |layout: Layout| at_common(layout).and_then(|r| num(r, "cpu_us_per_msg"));
     let setup_cpu =
         |r: &Value| Some(num(r, "node_cpu_ms_per_setup")? + num(r, "redis_cpu_ms_per_setup").unwrap_or(0.0));
     let base = setup_of(Layout::Single);
@@ -874,12 +882,18 @@ pub fn table(results: &[Value]) -> String {
             "set-up mean",
             "signal p50 / p99",
             "CPU per set-up, nodes + Redis",
-            "CPU per signal, nodes + Redis (median of the steps held)",
+            "CPU per signal, nodes + Redis",
+            "latency p50 / p99",
             "highest signal rate held",
         ]
         .map(str::to_owned)
         .to_vec(),
     ];
+    if let Some(rate) = common {
+        let at = format!(" at {} signals/s", fmt_num(rate));
+        rows[0][4].push_str(&at);
+        rows[0][5].push_str(&at);
+    }
     for layout in layouts {
         let s = setup_of(layout);
         if s.is_none() && rates.iter().all(|r| !of(r, layout)) {
@@ -903,6 +917,10 @@ pub fn table(results: &[Value]) -> String {
             },
             with_ratio(s.and_then(setup_cpu), base.and_then(setup_cpu), "ms"),
             with_ratio(cpu_per_signal(layout), cpu_per_signal(Layout::Single), "µs"),
+            at_common(layout).map_or_else(
+                || "–".to_owned(),
+                |r| format!("{} µs", cells(r, &["lat_p50_us", "lat_p99_us"])),
+            ),
             match best_rate(layout) {
                 None if tried > 0 => "none held".to_owned(),
                 None => "–".to_owned(),
@@ -975,6 +993,12 @@ mod tests {
                 &[("offered_rate", json!(1000.0)), ("cpu_us_per_msg", json!(10.0)), ("held", json!(true))],
             ),
             line(
+                "cluster-rate-single-5000",
+                Layout::Single,
+                "rate",
+                &[("offered_rate", json!(5000.0)), ("cpu_us_per_msg", json!(8.0)), ("held", json!(true))],
+            ),
+            line(
                 "cluster-rate-third-1000",
                 Layout::Third,
                 "rate",
@@ -999,11 +1023,11 @@ mod tests {
         assert!(t.contains("5 ms (2.50×)"), "{t}");
         assert!(t.contains("5 ms (5×)"), "CPU per set-up, nodes + Redis: {t}");
         assert!(t.contains("40 µs (4×)"), "{t}");
-        assert!(
-            t.contains(" 40 µs (4×) |                           1,000 signals/s |"),
-            "held 1,000 only: {t}"
-        );
-        assert!(t.contains("1,000 signals/s or more (every step held)"), "{t}");
+        // Compared at the highest rate both held, though one node held more.
+        assert!(t.contains("| CPU per signal, nodes + Redis at 1,000 signals/s |"), "{t}");
+        let third = t.lines().rfind(|l| l.starts_with("| peers on two nodes, home on a third"));
+        assert!(third.is_some_and(|l| l.ends_with(" 1,000 signals/s |")), "held 1,000 only: {t}");
+        assert!(t.contains("5,000 signals/s or more (every step held)"), "{t}");
         assert!(t.contains("6 (1 + 2 + 3)"), "{t}");
         assert!(t.contains("31.5"), "{t}");
     }
