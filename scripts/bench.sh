@@ -390,21 +390,39 @@ stop_cluster() {
 }
 
 # run_cluster LAYOUT STEP ARGS...: one step on a fresh cluster; fails if it
-# was a rate step that did not hold (or measured the generator).
+# was a rate step that did not hold (or measured the generator). A step
+# during which other work took more than half a core is run once more, on
+# a fresh cluster, while the run's budget of such repeats lasts, and the
+# attempt with the least other work is kept: the nodes and redis-server
+# share one core, and whatever else runs there delays every signal.
+cluster_repeats=8
 run_cluster() {
-  local layout=$1 stepname=$2 line="" first redis=()
+  local layout=$1 stepname=$2 line="" try first redis=() attempt other best_other=1000
   shift 2
-  settle
-  if ! start_cluster "$layout"; then
+  for attempt in 1 2; do
+    settle
+    if ! start_cluster "$layout"; then
+      stop_cluster
+      return 1
+    fi
+    first=${cluster_nodes%%,*}
+    redis=()
+    [ -z "$cluster_redis" ] || redis=(--redis "$cluster_redis")
+    try=$(taskset -c 1 "$bin/bench" run --kind webconf --addr "$(echo "$first" | cut -d= -f2)" \
+      --pid "$(echo "$first" | cut -d= -f3)" --clk-tck "$clk_tck" cluster --layout "$layout" --step "$stepname" \
+      --nodes "$cluster_nodes" "${redis[@]}" "$@") || echo "bench.sh: bench run cluster $layout $stepname $* failed" >&2
     stop_cluster
-    return 1
-  fi
-  first=${cluster_nodes%%,*}
-  [ -z "$cluster_redis" ] || redis=(--redis "$cluster_redis")
-  line=$(taskset -c 1 "$bin/bench" run --kind webconf --addr "$(echo "$first" | cut -d= -f2)" \
-    --pid "$(echo "$first" | cut -d= -f3)" --clk-tck "$clk_tck" cluster --layout "$layout" --step "$stepname" \
-    --nodes "$cluster_nodes" "${redis[@]}" "$@") || echo "bench.sh: bench run cluster $layout $stepname $* failed" >&2
-  stop_cluster
+    [ -n "$try" ] || continue
+    other=$(printf '%s' "$try" | sed -n 's/.*"other_cpu_pct":\([0-9]*\).*/\1/p')
+    other=${other:-0}
+    if [ "$other" -lt "$best_other" ]; then
+      line=$try
+      best_other=$other
+    fi
+    [ "$other" -gt 50 ] && [ $attempt -lt 2 ] && [ $cluster_repeats -gt 0 ] || break
+    cluster_repeats=$(( cluster_repeats - 1 ))
+    echo "bench.sh: other work took ${other}% of a core during that step; running it again" >&2
+  done
   [ -n "$line" ] || return 1
   printf '%s\n' "$line" >>"$cluster_results"
   [ "$stepname" = rate ] || return 0
@@ -498,7 +516,9 @@ $cluster_table
   200-byte signals to its partner on a fixed schedule, the offered total
   spread evenly over them; $cluster_secs s measured after a short warm-up.
   CPU per signal is all nodes' and redis-server's utime+stime over the
-  measured interval per signal delivered in it. A step **holds** when
+  measured interval per signal delivered in it; "Redis commands per
+  signal" includes the rooms' claim renewals (one \`EVAL\` per room every
+  3 s), which is why it falls as the rate rises. A step **holds** when
   every signal sent arrived (within 2 s of sending stopping), the
   delivered rate is at least 98% of the offered, and the p99 latency is
   under 100 ms; a layout's ladder stops at the first step it does not
@@ -509,7 +529,9 @@ $cluster_table
   nodes costs per set-up and per signal, the numbers the capacity model
   below is built from. "CPU outside all" is the machine's busy time less
   the nodes', redis-server's and the generator's: loopback softirq work
-  and any other process.
+  and any other process. A step during which it passed half a core was
+  run once more (at most 8 times in a run) and the attempt with less
+  other work kept.
 EOF
 }
 
