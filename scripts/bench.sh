@@ -40,7 +40,7 @@ for arg in "$@"; do
     --sfu-inner) sfu_inner=1 ;;
     --cluster) cluster_only=1 ;;
     --cluster-inner) cluster_inner=1 ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
