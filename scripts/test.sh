@@ -34,6 +34,10 @@ command -v firefox-esr >/dev/null || missing+=(firefox-esr)
 # The cluster tests start their own redis-server (and use redis-cli).
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+# The load balancer configs of docs/deploy.md run in front of the cluster
+# tests' nodes (not as services: the tests start their own, from /usr/sbin).
+[ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
@@ -43,6 +47,8 @@ chromium --version
 chromedriver --version
 firefox-esr --version
 redis-server --version
+/usr/sbin/haproxy -v | sed -n 1p
+/usr/sbin/nginx -v
 # Firefox's WebDriver, from crates.io (pinned; works with ESR 153).
 GECKODRIVER_VERSION=0.37.1
 # Whole outputs read (sed, grep without -q): a reader that stops early

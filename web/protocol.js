@@ -110,6 +110,8 @@ export function canonicalRoom(raw) {
  * @property {number} capacity the most it holds
  * @property {string[] | null} names the first few of them (null: the
  *   server does not say)
+ * @property {{locked: boolean, lobby: boolean, password: boolean} | null} settings
+ *   what its hosts set (null: the server does not say)
  */
 
 /**
@@ -139,7 +141,12 @@ export function peekRoom(url, room, timeoutMs) {
         if (msg?.type === 'room-state' && Number.isInteger(msg.peers) && Number.isInteger(msg.capacity)) {
           // `names` is newer than `room-state`: an older server leaves it out.
           const names = Array.isArray(msg.names) ? msg.names.filter((/** @type {unknown} */ n) => typeof n === 'string') : null;
-          done({ peers: msg.peers, capacity: msg.capacity, names });
+          // So is `settings`.
+          const s = msg.settings;
+          const settings = s && typeof s === 'object'
+            ? { locked: s.locked === true, lobby: s.lobby === true, password: s.password === true }
+            : null;
+          done({ peers: msg.peers, capacity: msg.capacity, names, settings });
         } else if (msg?.type === 'error') done(null);
       }, () => done(null));
       conn.ready.then(() => conn?.send({ type: 'peek', room }), () => done(null));

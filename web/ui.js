@@ -364,6 +364,14 @@ async function startLobby() {
     show('full');
     return;
   }
+  // So is a locked call (unless this tab was its host: a host comes back
+  // into a locked call), and a password is asked for before joining.
+  if (room?.settings?.locked && !keptHostToken()) {
+    endedTitle('locked_title');
+    show('ended');
+    return;
+  }
+  if (room?.settings?.password && !keptHostToken()) $('password-row').hidden = false;
   showLobbyWho(room);
   await state.media.open();
   controls.fillLobbyDevices();
@@ -602,7 +610,7 @@ async function join() {
       show('full');
     } else if (refusals[code]) {
       state.media.stopAll();
-      $('ended-title').textContent = t(/** @type {any} */ (refusals[code]));
+      endedTitle(refusals[code]);
       show('ended');
     } else if (passwordWords[code]) {
       show('lobby');
@@ -744,7 +752,7 @@ function onEnded({ reason, error, by }) {
     removed: 'removed_title',
     ended: by && by === you ? 'you_ended_call' : 'ended_by_host',
   };
-  $('ended-title').textContent = t(/** @type {any} */ (titles[reason] ?? 'call_failed'));
+  endedTitle(titles[reason] ?? 'call_failed');
   show('ended');
 }
 
@@ -1909,10 +1917,21 @@ function endCall() {
   status(null);
 }
 
+/**
+ * Says why the call ended (or never began), in the chosen language: the
+ * key stays on the title, so a change of language says it again.
+ * @param {string} key
+ */
+function endedTitle(key) {
+  const title = $('ended-title');
+  title.setAttribute('data-i18n', key);
+  title.textContent = t(/** @type {any} */ (key));
+}
+
 async function hangUp() {
   await state.session?.leave();
   endCall();
-  $('ended-title').textContent = t('you_left');
+  endedTitle('you_left');
   show('ended');
   $('rejoin').focus();
 }
@@ -2000,7 +2019,8 @@ async function sfuStats() {
       for (const k of ['packetsSent', 'framesEncoded', 'keyFramesEncoded', 'pliCount', 'firCount', 'nackCount']) o[k] += s[k] ?? 0;
       if (s.rid) {
         (o.layers ??= []).push({ rid: s.rid, active: s.active ?? null, frameWidth: s.frameWidth ?? 0,
-          frameHeight: s.frameHeight ?? 0, framesEncoded: s.framesEncoded ?? 0 });
+          frameHeight: s.frameHeight ?? 0, framesEncoded: s.framesEncoded ?? 0,
+          limitation: s.qualityLimitationReason ?? null });
         o.layers.sort((/** @type {any} */ x, /** @type {any} */ y) => x.rid.localeCompare(y.rid));
       }
     }

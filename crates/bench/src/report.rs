@@ -353,6 +353,12 @@ pub fn table(input: &str) -> Result<String, String> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).map_err(|e| format!("bad results line ({e}): {l}")))
         .collect::<Result<_, _>>()?;
+    // The abuse scenario has its own table, alone.
+    let (abuse, results): (Vec<Value>, Vec<Value>) =
+        results.into_iter().partition(|r| r["scenario"].as_str().is_some_and(|s| s.starts_with("abuse-")));
+    if !abuse.is_empty() {
+        return Ok(crate::scenarios::abuse::table(&abuse));
+    }
     // The SFU scenario has its own table, after the others.
     let (sfu, results): (Vec<Value>, Vec<Value>) =
         results.into_iter().partition(|r| r["scenario"].as_str().is_some_and(|s| s.starts_with("sfu-")));
@@ -483,7 +489,7 @@ pub fn table(input: &str) -> Result<String, String> {
 
 /// Lays out `rows` (the first is the heading) as a padded Markdown table;
 /// columns from `right_from` on are right-aligned.
-pub(crate) fn markdown(rows: &[Vec<String>], right_from: usize) -> String {
+pub fn markdown(rows: &[Vec<String>], right_from: usize) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0).max(3))

@@ -14,12 +14,17 @@ use crate::NodeId;
 
 /// Claims `KEYS[1]` (a room) for `ARGV[1]` (a node) with a lease of
 /// `ARGV[2]` ms unless a live node (one whose record `ARGV[3]..id`
-/// exists) holds it; returns the home. See [`decide_claim`].
+/// exists) holds it; returns the home. If `ARGV[1]` is not live itself
+/// (the asking node's view of the cluster is a moment old: the node just
+/// drained or died), the room goes to `ARGV[4]`, the asking node, when
+/// given. See [`decide_claim`].
 pub const CLAIM: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur and redis.call('EXISTS', ARGV[3] .. cur) == 1 then return cur end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
+local home = ARGV[1]
+if ARGV[4] and redis.call('EXISTS', ARGV[3] .. home) == 0 then home = ARGV[4] end
+redis.call('SET', KEYS[1], home, 'PX', ARGV[2])
+return home
 ";
 
 /// The live home of `KEYS[1]`, or nil; claims nothing (a `peek`).
@@ -47,18 +52,33 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Forgets what a room kept (its chat and access state, `KEYS[2..]`)
+/// after it ended on node `ARGV[1]`, unless another node holds the room
+/// (`KEYS[1]`) by now: `ARGV[2]` is `0` to delete them, or how many more
+/// milliseconds to keep them (for members who may come back). 1: done.
+pub const FORGET: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+for i = 2, #KEYS do
+  if ARGV[2] == '0' then redis.call('DEL', KEYS[i]) else redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+end
+return 1
+";
+
 /// What [`CLAIM`] decides: the home of a room currently claimed by
-/// `current` (if anyone), when `candidate` asks for it. `live` says whether
-/// a node's record exists. Returns the home and whether the claim was
-/// written.
+/// `current` (if anyone), when node `asker` asks for it for `candidate`.
+/// `live` says whether a node's record exists. Returns the home and
+/// whether the claim was written.
 pub fn decide_claim(
     current: Option<&NodeId>,
     live: impl Fn(&NodeId) -> bool,
     candidate: &NodeId,
+    asker: &NodeId,
 ) -> (NodeId, bool) {
     match current {
         Some(cur) if live(cur) => (cur.clone(), false),
-        _ => (candidate.clone(), true),
+        _ if live(candidate) => (candidate.clone(), true),
+        _ => (asker.clone(), true),
     }
 }
 
@@ -87,7 +107,7 @@ mod tests {
     impl Store {
         fn claim(&mut self, room: &str, node: &NodeId) -> NodeId {
             let live = self.live.clone();
-            let (home, write) = decide_claim(self.claims.get(room), |n| live.contains(n), node);
+            let (home, write) = decide_claim(self.claims.get(room), |n| live.contains(n), node, node);
             if write {
                 self.claims.insert(room.to_owned(), home.clone());
             }
@@ -127,8 +147,13 @@ mod tests {
     fn a_dead_home_is_replaced_and_renewal_takes_back_only_a_free_room() {
         let (a, b) = (id("a"), id("b"));
         let only_b = |n: &NodeId| n == &b;
-        assert_eq!(decide_claim(Some(&a), only_b, &b), (b.clone(), true), "a's lease lapsed");
-        assert_eq!(decide_claim(Some(&b), only_b, &a), (b.clone(), false));
+        assert_eq!(decide_claim(Some(&a), only_b, &b, &b), (b.clone(), true), "a's lease lapsed");
+        assert_eq!(decide_claim(Some(&b), only_b, &a, &a), (b.clone(), false));
+        // b placed a new room on a, which has just drained (b's view of
+        // the records is a moment old): b takes it rather than send its
+        // members to a node that will not have them.
+        assert_eq!(decide_claim(None, only_b, &a, &b), (b.clone(), true), "placed on a node gone");
+        assert_eq!(decide_claim(Some(&a), only_b, &a, &b), (b.clone(), true));
         assert!(decide_renewal(Some(&a), &a));
         assert!(decide_renewal(None, &a), "Redis restarted empty: claim again");
         assert!(!decide_renewal(Some(&b), &a), "b took it: a lost it");

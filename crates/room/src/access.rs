@@ -74,6 +74,10 @@ pub struct Admission {
     /// room's previous home), oldest first: remembered if the room starts
     /// with this join, within the usual bounds; ignored otherwise.
     pub history: Vec<crate::ChatEntry>,
+    /// The room's access state kept elsewhere (cluster mode: in Redis,
+    /// from the room's previous home): the room continues with it if it
+    /// starts with this join; ignored otherwise.
+    pub access: Box<RoomAccess>,
 }
 
 impl Default for Admission {
@@ -87,7 +91,38 @@ impl Default for Admission {
             password: None,
             grants: Grants::default(),
             history: Vec::new(),
+            access: Box::default(),
         }
+    }
+}
+
+/// What a room keeps about who may come in and what its members may send:
+/// everything a host set that must outlive the room's move to another
+/// node (cluster mode) or a member's reconnect. The default is a room
+/// nobody has restricted.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct RoomAccess {
+    /// No new joins.
+    pub locked: bool,
+    /// Newcomers wait until a host admits them.
+    pub lobby: bool,
+    /// The room password, hashed.
+    pub password: Option<PasswordHash>,
+    /// Ids a host removed and barred (at most [`crate::BARRED_MAX`]).
+    pub barred_ids: Vec<crate::PeerId>,
+    /// Their addresses (at most [`crate::BARRED_MAX`]).
+    pub barred_addrs: Vec<IpAddr>,
+    /// Ids a host removed: their resume tokens no longer walk in (at most
+    /// [`crate::BARRED_MAX`]).
+    pub removed: Vec<crate::PeerId>,
+    /// Sources hosts hold off, by peer (at most [`crate::BARRED_MAX`]).
+    pub holds: Vec<(crate::PeerId, MediaState)>,
+}
+
+impl RoomAccess {
+    /// Whether a host restricted anything.
+    pub fn is_open(&self) -> bool {
+        *self == RoomAccess::default()
     }
 }
 
@@ -178,6 +213,17 @@ impl PasswordHash {
     /// Hashes `password` with `salt`.
     pub fn new(password: &str, salt: [u8; 16]) -> Self {
         PasswordHash { salt, hash: pbkdf2(password.as_bytes(), &salt) }
+    }
+
+    /// The salt and the hash, to keep elsewhere (they are what the room
+    /// keeps anyway; the password itself is never kept).
+    pub fn to_parts(&self) -> ([u8; 16], [u8; 32]) {
+        (self.salt, self.hash)
+    }
+
+    /// A hash kept by [`PasswordHash::to_parts`].
+    pub fn from_parts(salt: [u8; 16], hash: [u8; 32]) -> Self {
+        PasswordHash { salt, hash }
     }
 
     /// Whether `password` is the one hashed, in time that does not depend

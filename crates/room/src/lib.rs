@@ -16,12 +16,12 @@ mod rooms;
 
 pub use access::{
     Action, Admission, Grants, KnockEnd, NOTHING_HELD, PASSWORD_ATTEMPTS, PASSWORD_WINDOW_MS, PasswordChange,
-    PasswordHash, RemoveReason, Role, Settings,
+    PasswordHash, RemoveReason, Role, RoomAccess, Settings,
 };
 pub use ids::{ChatId, ChatText, DisplayName, MediaState, NameError, PeerId, PeerIdHasher, PeerMap, RoomId};
 pub use rooms::{
-    BARRED_MAX, CHAT_ENTRY_OVERHEAD, ChatEntry, Config, Input, LOBBY_MAX, LeaveReason, Mode, Output,
-    PEEK_NAMES, PeerInfo, Rejection, Request, Rooms,
+    BARRED_MAX, CHAT_ENTRY_OVERHEAD, ChatEntry, Closing, Config, Input, LOBBY_MAX, LeaveReason, Mode, Output,
+    PEEK_NAMES, PeerInfo, Rate, Rejection, Request, Rooms,
 };
 
 #[cfg(test)]
@@ -31,6 +31,10 @@ mod tests {
     //! letters.
 
     use super::*;
+
+    fn ip(n: u8) -> std::net::IpAddr {
+        std::net::IpAddr::from([10, 0, 0, n])
+    }
 
     fn peer(letter: &str) -> PeerId {
         let b = letter.as_bytes();
@@ -220,6 +224,7 @@ mod tests {
                         chat: g.contains('c'),
                     }),
                     history: Vec::new(),
+                    access: Box::default(),
                 },
             },
             ["admit", h, p] => Input::Admit { host: peer(h), peer: peer(p) },
@@ -1164,6 +1169,152 @@ mod tests {
         assert_eq!(said(&mut rooms), ["m3", "m4"], "the last two, none older than a second");
         rooms.handle_input(join("b", vec![entry(9)]));
         assert_eq!(said(&mut rooms), ["m3", "m4"], "a room that is here already keeps its own");
+        rooms.check_invariants();
+    }
+
+    /// Cluster mode: a room that moves to another node (its home died or
+    /// drained) continues there with what its hosts set: the lock, the
+    /// password, the lobby, bars by id and address, removals and holds.
+    /// They apply to the first join on the new home as to any other, and a
+    /// refused first join leaves no room behind.
+    #[test]
+    fn a_room_that_moves_keeps_its_lock_password_bars_and_holds() {
+        let mut old: Rooms<String> = Rooms::new(Config { capacity: 5, ..Config::default() });
+        for line in [
+            "join h tea H create",
+            "join g tea G",
+            "join x tea X ip=7",
+            "join y tea Y",
+            "mod h g mute",
+            "mod h x remove-bar",
+            "mod h y remove",
+            "settings h lock=1 pw=secret",
+        ] {
+            old.handle_input(parse_input(line));
+        }
+        while old.poll_output().is_some() {}
+        let tea = RoomId::parse("tea").expect("valid");
+        let kept = old.access(&tea).expect("the room exists");
+        assert!(kept.locked && !kept.lobby && kept.password.is_some());
+        assert_eq!(
+            (kept.barred_ids.as_slice(), kept.barred_addrs.as_slice()),
+            (&[peer("x")][..], &[ip(7)][..])
+        );
+        assert_eq!(kept.removed, [peer("x"), peer("y")]);
+        assert_eq!(kept.holds, [(peer("g"), MediaState { audio: true, video: false, screen: false })]);
+
+        // The new home: every join carries what Redis kept.
+        let mut new: Rooms<String> = Rooms::new(Config { capacity: 5, ..Config::default() });
+        let join = |p: &str, adm: Admission| Input::Join {
+            peer: peer(p),
+            room: tea.clone(),
+            name: DisplayName::guest(),
+            media: MediaState { audio: true, video: true, screen: false },
+            now_ms: 0,
+            admission: Admission { access: Box::new(kept.clone()), ..adm },
+        };
+        let answers = |rooms: &mut Rooms<String>| -> Vec<Output<String>> {
+            std::iter::from_fn(|| rooms.poll_output()).collect()
+        };
+        let refused = |reason| vec![Output::Rejected { to: PeerId(0), request: Request::Join, reason }];
+        let to = |mut v: Vec<Output<String>>, p: &str| {
+            if let Some(Output::Rejected { to, .. }) = v.first_mut() {
+                *to = peer(p);
+            }
+            v
+        };
+        for (p, adm, reason) in [
+            ("x", Admission { resumed: true, addr: ip(8), ..Admission::default() }, Rejection::Barred),
+            ("z", Admission { addr: ip(7), ..Admission::default() }, Rejection::Barred),
+            ("y", Admission { resumed: true, ..Admission::default() }, Rejection::Locked),
+            ("n", Admission { create: true, ..Admission::default() }, Rejection::Locked),
+        ] {
+            new.handle_input(join(p, adm));
+            assert_eq!(answers(&mut new), to(refused(reason), p), "{p}");
+            assert_eq!(new.room_count(), 0, "a refused first join leaves no room");
+            assert_eq!(new.poll_closed(), Some((tea.clone(), Closing::Emptied)));
+            new.check_invariants();
+        }
+        // The host comes back first, the muted guest after: still a host,
+        // still locked with a password, and the hold holds.
+        new.handle_input(join("h", Admission { resumed: true, resumed_host: true, ..Admission::default() }));
+        let Some(Output::Joined { role, settings, .. }) = answers(&mut new).into_iter().next() else {
+            panic!("the host is back")
+        };
+        assert_eq!(role, Role::Host);
+        assert_eq!(settings, Settings { locked: true, lobby: false, password: true });
+        new.handle_input(join("g", Admission { resumed: true, ..Admission::default() }));
+        let out = answers(&mut new);
+        assert!(out.contains(&Output::Allowed {
+            to: peer("g"),
+            allowed: MediaState { audio: false, video: true, screen: true }
+        }));
+        assert_eq!(new.access(&tea), Some(kept), "nothing lost on the way");
+        assert_eq!(new.poll_closed(), None);
+        new.check_invariants();
+    }
+
+    /// How rooms end, for the shell's bookkeeping: on purpose (the last
+    /// member left, or a host ended the call) or by losing their members'
+    /// connections. A lone member coming back with its id while its old
+    /// connection lingers does not end its room, nor lose what it set.
+    #[test]
+    fn rooms_say_how_they_ended() {
+        let mut rooms: Rooms<String> = Rooms::new(Config { capacity: 3, ..Config::default() });
+        let tea = RoomId::parse("tea").expect("valid");
+        let mut run = |line: &str| {
+            rooms.handle_input(parse_input(line));
+            while rooms.poll_output().is_some() {}
+            let closed = rooms.poll_closed();
+            assert_eq!(rooms.poll_closed(), None, "one at most");
+            rooms.check_invariants();
+            (closed, rooms.access(&tea).map(|a| a.locked))
+        };
+        assert_eq!(run("join a tea A create"), (None, Some(false)));
+        assert_eq!(run("settings a lock=1"), (None, Some(true)));
+        assert_eq!(run("join a tea A rhost"), (None, Some(true)), "back again: nothing ends, the lock stays");
+        assert_eq!(run("leave a"), (Some((tea.clone(), Closing::Ended)), None));
+        assert_eq!(run("join a tea A create"), (None, Some(false)));
+        assert_eq!(run("disconnect a"), (Some((tea.clone(), Closing::Emptied)), None));
+        assert_eq!(run("join a tea A create"), (None, Some(false)));
+        assert_eq!(run("join b tea B"), (None, Some(false)));
+        assert_eq!(run("end a"), (Some((tea.clone(), Closing::Ended)), None));
+    }
+
+    /// Chat is budgeted per member and per room: a flooder gets
+    /// `rate-limited` past its burst and then its rate, and many members
+    /// together no more than the room's; nobody else's messages are
+    /// refused for one member's flood beyond what the room allows.
+    #[test]
+    fn chat_is_budgeted_per_member_and_per_room() {
+        let mut rooms: Rooms<String> = Rooms::new(Config {
+            capacity: 4,
+            chat_member: Rate { per_sec: 2, burst: 3 },
+            chat_room: Rate { per_sec: 4, burst: 5 },
+            ..Config::default()
+        });
+        for line in ["join a tea A t=0", "join b tea B t=0", "join c tea C t=0"] {
+            rooms.handle_input(parse_input(line));
+        }
+        while rooms.poll_output().is_some() {}
+        let mut chat = |p: &str, t: u64| -> bool {
+            rooms.handle_input(parse_input(&format!("chat {p} x t={t}")));
+            let out: Vec<_> = std::iter::from_fn(|| rooms.poll_output()).collect();
+            match out.as_slice() {
+                [Output::Rejected { request: Request::Chat, reason: Rejection::RateLimited, .. }] => false,
+                delivered => {
+                    assert_eq!(delivered.len(), 3, "to everyone: {delivered:?}");
+                    true
+                }
+            }
+        };
+        let a: Vec<bool> = (0..5).map(|_| chat("a", 0)).collect();
+        assert_eq!(a, [true, true, true, false, false], "a's burst is 3");
+        assert!(chat("b", 0) && chat("b", 0), "b has its own budget");
+        assert!(!chat("c", 0), "the room's burst (5) is spent");
+        assert!(chat("c", 250), "the room earns one every 250 ms");
+        assert!(!chat("a", 250), "a earns one every 500 ms");
+        assert!(chat("a", 500));
         rooms.check_invariants();
     }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::access::{
     Action, Admission, Grants, KnockEnd, NOTHING_HELD, PasswordChange, PasswordHash, PasswordLimiter,
-    RemoveReason, Role, Settings,
+    RemoveReason, Role, RoomAccess, Settings,
 };
 use crate::ids::{ChatId, ChatText, DisplayName, MediaState, PeerId, PeerMap, RoomId};
 
@@ -33,6 +33,49 @@ pub struct Config {
     /// A room with more members than this moves to the SFU ([`Mode::Sfu`])
     /// and stays there until it empties; `None`: rooms never do (no SFU).
     pub p2p_max: Option<usize>,
+    /// Chat messages one member may send a second, and in a burst: each
+    /// goes to the whole room, so one flooder costs every member.
+    pub chat_member: Rate,
+    /// Chat messages a whole room may send a second, and in a burst: many
+    /// flooders in one room cost no more than this.
+    pub chat_room: Rate,
+}
+
+/// A sustained rate per second and a burst, for [`Bucket`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Per second, sustained.
+    pub per_sec: u32,
+    /// At once, after a quiet while.
+    pub burst: u32,
+}
+
+/// A token bucket on the shell's clock (milliseconds), in thousandths of
+/// a token; full when made.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    milli: u64,
+    at_ms: u64,
+}
+
+impl Bucket {
+    fn full(rate: Rate, now_ms: u64) -> Bucket {
+        Bucket { milli: u64::from(rate.burst) * 1000, at_ms: now_ms }
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self, rate: Rate, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.at_ms);
+        self.at_ms = self.at_ms.max(now_ms);
+        let cap = u64::from(rate.burst) * 1000;
+        self.milli = self.milli.saturating_add(elapsed.saturating_mul(u64::from(rate.per_sec))).min(cap);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Default for Config {
@@ -44,6 +87,11 @@ impl Default for Config {
             chat_bytes_total: 16 * 1024 * 1024,
             chat_max_age_ms: 60 * 60 * 1000,
             p2p_max: None,
+            // A person types far slower; a reconnecting page resends what
+            // it wrote offline (at most 50 messages, the web client's
+            // outbox) at once.
+            chat_member: Rate { per_sec: 5, burst: 50 },
+            chat_room: Rate { per_sec: 50, burst: 100 },
         }
     }
 }
@@ -87,6 +135,17 @@ pub struct ChatEntry {
     pub ts_ms: u64,
     /// The sender's name for it, if it gave one (see [`ChatId`]).
     pub id: Option<ChatId>,
+}
+
+/// How a room ended (see [`Rooms::poll_closed`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Closing {
+    /// On purpose: a host ended the call, or its last member left. What
+    /// the room kept (chat, access) may go with it.
+    Ended,
+    /// Its last member's connection ended (or the last one waiting gave
+    /// up): its members may still come back with their resume tokens.
+    Emptied,
 }
 
 /// Why a peer is no longer in a room.
@@ -159,6 +218,8 @@ pub enum Rejection {
     NotAllowed,
     /// A host holds this source off.
     Held,
+    /// Too many chat messages from this member, or in its room, just now.
+    RateLimited,
 }
 
 /// Something that happened, fed in by the IO shell.
@@ -475,6 +536,8 @@ struct Member {
     held: MediaState,
     /// The client's address, for a bar.
     addr: std::net::IpAddr,
+    /// Its chat budget.
+    chat: Bucket,
 }
 
 impl Member {
@@ -514,6 +577,8 @@ struct Room {
     chat: VecDeque<ChatEntry>,
     /// What `chat` holds, counted by [`chat_bytes`].
     chat_bytes: usize,
+    /// The room's chat budget (`None`: full).
+    chat_budget: Option<Bucket>,
     mode: Mode,
 }
 
@@ -534,6 +599,48 @@ fn chat_bytes(e: &ChatEntry) -> usize {
 }
 
 impl Room {
+    /// A room that continues with `access`, as kept by a previous home
+    /// (checked again: what comes from outside is not taken on trust).
+    fn restored(access: &RoomAccess) -> Room {
+        let mut r = Room {
+            locked: access.locked,
+            lobby_on: access.lobby,
+            password: access.password.clone(),
+            ..Room::default()
+        };
+        for id in &access.barred_ids {
+            push_capped(&mut r.barred_ids, *id);
+        }
+        for addr in &access.barred_addrs {
+            push_capped(&mut r.barred_addrs, *addr);
+        }
+        for id in &access.removed {
+            push_capped(&mut r.removed, *id);
+        }
+        for (peer, held) in &access.holds {
+            if *held != NOTHING_HELD && !r.holds.iter().any(|(p, _)| p == peer) {
+                if r.holds.len() >= BARRED_MAX {
+                    r.holds.pop_front();
+                }
+                r.holds.push_back((*peer, *held));
+            }
+        }
+        r
+    }
+
+    /// What the room keeps about access, to continue elsewhere.
+    fn access(&self) -> RoomAccess {
+        RoomAccess {
+            locked: self.locked,
+            lobby: self.lobby_on,
+            password: self.password.clone(),
+            barred_ids: self.barred_ids.iter().copied().collect(),
+            barred_addrs: self.barred_addrs.iter().copied().collect(),
+            removed: self.removed.iter().copied().collect(),
+            holds: self.holds.iter().copied().collect(),
+        }
+    }
+
     fn settings(&self) -> Settings {
         Settings { locked: self.locked, lobby: self.lobby_on, password: self.password.is_some() }
     }
@@ -559,7 +666,10 @@ impl Room {
 /// [`Rooms::handle_input`], then drain [`Rooms::poll_output`] until `None`.
 ///
 /// Invariants: every member of a room is in `members` with that room, and
-/// every entry of `members` is listed in exactly its room; no room is empty;
+/// every entry of `members` is listed in exactly its room; no room is
+/// without both members and people waiting in its lobby (a lobby without
+/// members happens only in a room that continues from elsewhere, until a
+/// host comes back);
 /// no room remembers more than `chat_history` messages or
 /// `chat_history_bytes` bytes of them, and all together no more than
 /// `chat_bytes_total`.
@@ -577,6 +687,9 @@ pub struct Rooms<P> {
     /// Grows by at most one room's worth of outputs per input (plus a
     /// newcomer's history), and the shell drains it after every input.
     outputs: VecDeque<Output<P>>,
+    /// Rooms that ended, for the shell's own bookkeeping (not deliveries):
+    /// at most one per input, drained by the shell after every input.
+    closed: VecDeque<(RoomId, Closing)>,
 }
 
 impl<P> Rooms<P> {
@@ -590,7 +703,20 @@ impl<P> Rooms<P> {
             waiting: PeerMap::default(),
             passwords: PasswordLimiter::default(),
             outputs: VecDeque::new(),
+            closed: VecDeque::new(),
         }
+    }
+
+    /// The next room that ended, and how. Not a delivery: the shell may
+    /// forget what it kept for the room (in cluster mode, in Redis).
+    pub fn poll_closed(&mut self) -> Option<(RoomId, Closing)> {
+        self.closed.pop_front()
+    }
+
+    /// What `room` keeps about access (`None` if it does not exist), for
+    /// the shell to keep elsewhere after a host changed it.
+    pub fn access(&self, room: &RoomId) -> Option<RoomAccess> {
+        self.rooms.get(room).map(Room::access)
     }
 
     /// Number of rooms with at least one member.
@@ -629,6 +755,13 @@ impl<P> Rooms<P> {
     /// Who waits in `room`'s lobby, oldest first (at most [`LOBBY_MAX`]).
     pub fn lobby_of(&self, room: &RoomId) -> Vec<PeerId> {
         self.rooms.get(room).map_or_else(Vec::new, |r| r.lobby.iter().map(|k| k.peer).collect())
+    }
+
+    /// What `room`'s hosts set, if it exists (a `peek` says it, so that a
+    /// lobby can ask for the password, or say the room is locked, before
+    /// any camera starts).
+    pub fn settings_of(&self, room: &RoomId) -> Option<Settings> {
+        self.rooms.get(room).map(Room::settings)
     }
 
     /// `peer`'s role, if it is a member.
@@ -686,20 +819,43 @@ impl<P> Rooms<P> {
     ) {
         // A member (or someone waiting) joining again is a peer back with
         // its old id: its old place ends first, so it never counts twice.
+        // Back in the same room, the room stays while it comes in again,
+        // even if it was the only one there: what the room keeps (chat,
+        // lock, bars, holds) is not lost to a reconnect.
+        let again = self.members.get(&peer).is_some_and(|m| m.room == room);
         if self.withdraw(peer, KnockEnd::Left).is_none() {
-            self.remove(peer, LeaveReason::Disconnected);
+            self.remove_keeping(peer, LeaveReason::Disconnected, again);
         }
+        self.enter_if_allowed(peer, room.clone(), name, media, now_ms, adm);
+        self.close_if_unused(&room, Closing::Emptied);
+    }
+
+    /// The checks of a join, after the peer's old place ended.
+    fn enter_if_allowed(
+        &mut self,
+        peer: PeerId,
+        room: RoomId,
+        name: DisplayName,
+        media: MediaState,
+        now_ms: u64,
+        adm: Admission,
+    ) {
         let capacity = self.config.capacity;
-        if !self.rooms.contains_key(&room) && !adm.history.is_empty() && capacity > 0 {
-            // A room that lived elsewhere before (cluster mode) starts with
-            // what was said there; `enter` seats the peer in it at once.
-            self.rooms.insert(room.clone(), Room::default());
+        if !self.rooms.contains_key(&room)
+            && (!adm.history.is_empty() || !adm.access.is_open())
+            && capacity > 0
+        {
+            // A room that lived elsewhere before (cluster mode) continues
+            // with what was said and set there: its bars, lock, password
+            // and lobby apply to this join as to any other. (Dropped again
+            // by `close_if_unused` if this join is refused.)
+            self.rooms.insert(room.clone(), Room::restored(&adm.access));
             // `remember` drops what is too old or too much.
             for entry in &adm.history {
                 self.remember(&room, entry.clone(), now_ms);
             }
         }
-        let role = match self.rooms.get(&room).filter(|r| !r.peers.is_empty()) {
+        let role = match self.rooms.get(&room) {
             None => {
                 // A new room: whoever created it from the home page (or
                 // holds a host token, or was its host before a restart)
@@ -767,6 +923,7 @@ impl<P> Rooms<P> {
                 self.outputs.push_back(Output::KnockGone { to: host, peer, reason });
             }
         }
+        self.close_if_unused(&room, Closing::Emptied);
         Some(room)
     }
 
@@ -836,7 +993,8 @@ impl<P> Rooms<P> {
         let r = self.rooms.entry(room.clone()).or_default();
         r.peers.push(peer);
         r.mode = mode;
-        self.members.insert(peer, Member { room, name, media, role, grants, held, addr });
+        let chat = Bucket::full(self.config.chat_member, now_ms);
+        self.members.insert(peer, Member { room, name, media, role, grants, held, addr, chat });
     }
 
     /// The room of `host` if it is a host; otherwise refuses `request`.
@@ -1013,6 +1171,19 @@ impl<P> Rooms<P> {
             }
         }
         self.chat_bytes -= r.chat_bytes;
+        self.closed.push_back((room, Closing::Ended));
+    }
+
+    /// Ends `room` if nobody is in it or waits to enter it.
+    fn close_if_unused(&mut self, room: &RoomId, how: Closing) {
+        if let Some(r) = self.rooms.get(room)
+            && r.peers.is_empty()
+            && r.lobby.is_empty()
+        {
+            self.chat_bytes -= r.chat_bytes;
+            self.rooms.remove(room);
+            self.closed.push_back((room.clone(), how));
+        }
     }
 
     fn signal(&mut self, from: PeerId, to: PeerId, payload: P) {
@@ -1033,7 +1204,15 @@ impl<P> Rooms<P> {
         if !member.grants.chat {
             return self.reject(peer, Request::Chat, Rejection::NotAllowed);
         }
+        let (member_rate, room_rate) = (self.config.chat_member, self.config.chat_room);
         let room_id = member.room.clone();
+        let Some(member) = self.members.get_mut(&peer) else { return };
+        let Some(room) = self.rooms.get_mut(&room_id) else { return };
+        let budget = room.chat_budget.get_or_insert_with(|| Bucket::full(room_rate, now_ms));
+        if !(member.chat.take(member_rate, now_ms) && budget.take(room_rate, now_ms)) {
+            return self.reject(peer, Request::Chat, Rejection::RateLimited);
+        }
+        let member = &self.members[&peer];
         let Some(room) = self.rooms.get(&room_id) else { return };
         let entry = ChatEntry { from: peer, name: member.name.clone(), text, ts_ms: now_ms, id };
         for to in &room.peers {
@@ -1087,6 +1266,12 @@ impl<P> Rooms<P> {
     /// Takes `peer` out of its room, telling the others. Returns whether it
     /// was in one.
     fn remove(&mut self, peer: PeerId, reason: LeaveReason) -> bool {
+        self.remove_keeping(peer, reason, false)
+    }
+
+    /// [`Rooms::remove`]; with `keep`, a room it leaves empty stays (its
+    /// member is coming in again at once).
+    fn remove_keeping(&mut self, peer: PeerId, reason: LeaveReason, keep: bool) -> bool {
         let Some(member) = self.members.remove(&peer) else {
             return false;
         };
@@ -1098,7 +1283,7 @@ impl<P> Rooms<P> {
             for other in room.peers.iter() {
                 self.outputs.push_back(Output::PeerLeft { to: *other, peer, reason });
             }
-            if room.peers.is_empty() {
+            if room.peers.is_empty() && !keep {
                 // The history goes with the room: nobody is left to read it,
                 // and nobody is left to admit those waiting.
                 self.chat_bytes -= room.chat_bytes;
@@ -1111,6 +1296,8 @@ impl<P> Rooms<P> {
                     });
                 }
                 self.rooms.remove(&member.room);
+                let how = if reason == LeaveReason::Left { Closing::Ended } else { Closing::Emptied };
+                self.closed.push_back((member.room.clone(), how));
             } else if member.role == Role::Host
                 && reason == LeaveReason::Left
                 && hosts(&self.members, &room.peers).next().is_none()
@@ -1141,7 +1328,7 @@ impl<P> Rooms<P> {
         let waiting: usize = self.rooms.values().map(|r| r.lobby.len()).sum();
         assert_eq!(waiting, self.waiting.len(), "everyone waiting is in a lobby");
         for (id, room) in &self.rooms {
-            assert!(!room.peers.is_empty(), "no empty room {id}");
+            assert!(!room.peers.is_empty() || !room.lobby.is_empty(), "no empty room {id}");
             assert!(room.chat.len() <= self.config.chat_history);
             assert_eq!(room.chat_bytes, room.chat.iter().map(chat_bytes).sum::<usize>());
             assert!(room.chat_bytes <= self.config.chat_history_bytes);

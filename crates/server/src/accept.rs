@@ -63,7 +63,10 @@ impl Gate {
             Some(n) => n.min(max_total / 4).max(1),
         };
         Gate {
-            limiter: ConnectionLimiter::new(max_total, max_per_address),
+            // An eighth more for addresses that hold nothing yet (taken
+            // from the descriptors' headroom): many addresses filling the
+            // cap still leave room for a health check or a new person.
+            limiter: ConnectionLimiter::with_newcomers(max_total, max_per_address, (max_total / 8).max(1)),
             metrics,
             listener,
             reserve: open_reserve(),

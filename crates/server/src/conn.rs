@@ -236,9 +236,10 @@ struct Conn {
     home: Option<Box<crate::cluster::HomeGuard>>,
     /// A remote member: its WebSocket is on another node.
     remote: bool,
-    /// Cluster mode: the chat Redis keeps for the room this `join` found
-    /// homed here, for the room core to start it with if it is new.
-    history: Vec<room::ChatEntry>,
+    /// Cluster mode: the chat and access state Redis keeps for the room
+    /// this `join` found homed here, for the room core to continue it with
+    /// if it is new here.
+    carried: (Vec<room::ChatEntry>, room::RoomAccess),
 }
 
 impl Conn {
@@ -285,7 +286,7 @@ impl Conn {
             routed: false,
             home: None,
             remote: false,
-            history: Vec::new(),
+            carried: Default::default(),
         }
     }
 
@@ -447,7 +448,7 @@ impl Conn {
                     // Its chat, if the room may have lived on another node
                     // until now (a room already homed here has its own).
                     if handoff.claim && guard.claimed_now {
-                        self.history = cluster.chat_history(&handoff.room).await;
+                        self.carried = cluster.carried(&handoff.room).await;
                     }
                     self.home = Some(Box::new(guard));
                 }
@@ -654,7 +655,8 @@ impl Conn {
                     addr: turn::policy::client_key(self.client_ip),
                     create,
                     password: password.map(Cow::into_owned),
-                    history: std::mem::take(&mut self.history),
+                    history: std::mem::take(&mut self.carried.0),
+                    access: Box::new(std::mem::take(&mut self.carried.1)),
                     ..Admission::default()
                 };
                 let mut name = name;

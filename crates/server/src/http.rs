@@ -254,7 +254,7 @@ async fn websocket(
 /// Checks a WebSocket opening handshake (RFC 6455, 4.2.1) and returns the
 /// `Sec-WebSocket-Accept` value for it, or the response refusing it.
 /// No subprotocol or extension is ever chosen.
-fn handshake(headers: &HeaderMap) -> Result<HeaderValue, BadHandshake> {
+pub(crate) fn handshake(headers: &HeaderMap) -> Result<HeaderValue, BadHandshake> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -284,7 +284,7 @@ fn handshake(headers: &HeaderMap) -> Result<HeaderValue, BadHandshake> {
 
 /// Why a request to `/ws` is not a WebSocket handshake we take.
 #[derive(Debug, PartialEq, Eq)]
-enum BadHandshake {
+pub(crate) enum BadHandshake {
     /// Not an upgrade to WebSocket at all.
     NotWebSocket,
     /// A version other than 13.

@@ -245,8 +245,9 @@ struct Shard {
     ice: crate::IceConfig,
     resume_key: ResumeKey,
     resume_ttl: Duration,
-    /// Members whose queue was full or closed, to drop after this command.
-    kicked: Vec<PeerId>,
+    /// Members whose queue was full (true) or closed (false: the
+    /// connection is gone), to drop after this command.
+    kicked: Vec<(PeerId, bool)>,
     /// Peers a command may have taken out of every room (removed, denied):
     /// their connections are forgotten after it if so.
     departed: Vec<PeerId>,
@@ -323,6 +324,9 @@ impl Shard {
                     let _ = tx.seat.push(Outbound::JoinAnswer(Box::new(answer)));
                     return;
                 }
+                // A room that continues here from another node keeps what
+                // was said and set there: kept again, as this node's now.
+                let carried = !admission.access.is_open() || !admission.history.is_empty();
                 if let Some(old) = self.peers.insert(peer, tx) {
                     // Vacated before the core tells the room it left.
                     old.seat.vacate();
@@ -339,6 +343,13 @@ impl Shard {
                     now_ms: now_ms(),
                     admission,
                 });
+                if carried
+                    && let Some(cluster) = &self.cluster
+                    && self.core.room_of(peer) == Some(&room)
+                    && let Some(access) = self.core.access(&room)
+                {
+                    cluster.continued(&room, &access);
+                }
                 // Taken before anyone gets a route to it, so the first
                 // signal along one is delivered; and its queue held while
                 // the room hears of it (see `Seat::hold`). One waiting in
@@ -348,7 +359,7 @@ impl Shard {
                 {
                     tx.seat.take();
                     let seat = tx.seat.clone();
-                    self.flush(Some((peer, &seat)));
+                    self.flush(&[(peer, seat)]);
                     if self.core.room_of(peer).is_none() {
                         self.unseat(peer, RESUME_GRACE);
                     }
@@ -366,6 +377,7 @@ impl Shard {
                 // `room::LOBBY_MAX`): their seats are taken before the room
                 // hears of them, as a join's is.
                 let waiting = self.core.room_of(host).map_or_else(Vec::new, |r| self.core.lobby_of(r));
+                let access = matches!(action, HostCmd::Settings { .. } | HostCmd::Moderate(..));
                 self.core.handle_input(match action {
                     HostCmd::Admit(peer) => Input::Admit { host, peer },
                     HostCmd::Deny(peer) => Input::Deny { host, peer },
@@ -375,22 +387,24 @@ impl Shard {
                     HostCmd::Moderate(peer, action) => Input::Moderate { host, peer, action },
                     HostCmd::EndCall => Input::EndCall { host },
                 });
-                let admitted: Vec<PeerId> =
-                    waiting.into_iter().filter(|p| self.core.room_of(*p).is_some()).collect();
-                for p in &admitted {
-                    if let Some(tx) = self.peers.get(p) {
-                        tx.seat.take();
-                    }
+                if access {
+                    self.keep_access(host);
                 }
-                if let [newcomer] = admitted.as_slice()
-                    && let Some(seat) = self.peers.get(newcomer).map(|tx| tx.seat.clone())
-                {
-                    self.flush(Some((*newcomer, &seat)));
-                    self.unseat_departed(peer, false);
-                    self.update_gauges();
-                    return;
+                // Everyone let in (one by a host's `admit`, all waiting when
+                // the lobby is turned off) is seated, and each one's queue
+                // held while the room hears of it, as for a join.
+                let admitted: Vec<(PeerId, Arc<Seat>)> = waiting
+                    .into_iter()
+                    .filter(|p| self.core.room_of(*p).is_some())
+                    .filter_map(|p| Some((p, self.peers.get(&p)?.seat.clone())))
+                    .collect();
+                for (_, seat) in &admitted {
+                    seat.take();
                 }
-                peer
+                self.flush(&admitted);
+                self.unseat_departed(peer, false);
+                self.update_gauges();
+                return;
             }
             ShardCmd::Chat { peer, conn, text, id } => {
                 if !self.is_current(peer, conn) {
@@ -419,8 +433,14 @@ impl Shard {
             ShardCmd::Peek { room, queue } => {
                 let (peers, capacity) = self.core.occupancy(&room);
                 let names = self.core.names_in(&room);
-                let msg =
-                    encode(&ServerMsg::RoomState { room: room.as_str(), peers, capacity, names: &names });
+                let settings = self.core.settings_of(&room).unwrap_or_default();
+                let msg = encode(&ServerMsg::RoomState {
+                    room: room.as_str(),
+                    peers,
+                    capacity,
+                    names: &names,
+                    settings,
+                });
                 // A full or closed queue: the connection is too slow or
                 // gone; it is not a member, so there is nobody to drop.
                 let _ = queue.push(Outbound::Text(Utf8Bytes::from(msg)));
@@ -435,7 +455,7 @@ impl Shard {
                 peer
             }
         };
-        self.flush(None);
+        self.flush(&[]);
         self.unseat_departed(peer, left);
         self.update_gauges();
     }
@@ -494,22 +514,63 @@ impl Shard {
         self.peers.get(&peer).is_some_and(|tx| tx.conn == conn)
     }
 
+    /// Cluster mode: keeps the access state of `peer`'s room in Redis, for
+    /// a later home (each change a host makes is written whole; they are
+    /// few, and the message limits bound them).
+    fn keep_access(&self, peer: PeerId) {
+        if let Some(cluster) = &self.cluster
+            && let Some(room) = self.core.room_of(peer)
+            && let Some(access) = self.core.access(room)
+        {
+            cluster.save_access(room, &access);
+        }
+    }
+
+    /// Tells the cluster (if any) about rooms that ended, so that what
+    /// Redis kept for them goes (a room that began again since keeps it).
+    fn forget_closed(&mut self) {
+        while let Some((room, how)) = self.core.poll_closed() {
+            if let Some(cluster) = &self.cluster
+                && self.core.access(&room).is_none()
+            {
+                cluster.room_closed(&room, how);
+            }
+        }
+    }
+
     /// Delivers everything the core produced, then drops members that could
     /// not take their messages, which produces `peer-left`s to deliver too.
-    /// A `newcomer`'s queue is held while the core's answer to its join is
-    /// delivered (see [`Seat::hold`]).
-    fn flush(&mut self, newcomer: Option<(PeerId, &Arc<Seat>)>) {
-        let mut held = newcomer.map(|(peer, seat)| (peer, seat.hold()));
+    /// Each of the `newcomers` (seated already) has its queue held from the
+    /// first output that announces it until its `joined` is in (see
+    /// [`Seat::hold`]): one at a time, in the order the core let them in.
+    fn flush(&mut self, newcomers: &[(PeerId, Arc<Seat>)]) {
+        let mut held: Option<(PeerId, crate::queue::Hold<'_>)> = None;
         loop {
             while let Some(out) = self.core.poll_output() {
                 if let Output::Rejected { reason, .. } = &out {
                     self.metrics.error(rejection_code(*reason));
                 }
+                let (about, joined) = match &out {
+                    Output::PeerJoined { peer, .. } => (Some(peer.id), false),
+                    Output::Joined { to, .. } => (Some(*to), true),
+                    _ => (None, false),
+                };
+                if let Some(p) = about
+                    && held.as_ref().is_none_or(|(h, _)| *h != p)
+                    && let Some((_, seat)) = newcomers.iter().find(|(n, _)| *n == p)
+                {
+                    // Never two newcomers' queues at once.
+                    drop(held.take());
+                    held = Some((p, seat.hold()));
+                }
                 let Some((to, msg)) = self.encode(out) else { continue };
                 match &mut held {
                     Some((newcomer, hold)) if *newcomer == to => {
-                        if hold.push(msg).is_err() && !self.kicked.contains(&to) {
-                            self.kicked.push(to);
+                        if let Err(e) = hold.push(msg) {
+                            self.kick_later(to, e);
+                        }
+                        if joined {
+                            held = None;
                         }
                     }
                     _ => self.deliver(to, msg),
@@ -518,21 +579,37 @@ impl Shard {
             // Released before anyone is dropped: that pushes `peer-left`s,
             // perhaps to the newcomer.
             held = None;
-            let Some(peer) = self.kicked.pop() else { break };
-            if let Some(tx) = self.unseat(peer, RESUME_GRACE) {
+            let Some((peer, full)) = self.kicked.pop() else { break };
+            if let Some(tx) = self.unseat(peer, RESUME_GRACE)
+                && full
+            {
                 tracing::info!(%peer, "dropping a peer whose outbound queue is full");
                 tx.seat.kick(KickReason::TooSlow);
             }
             self.core.handle_input(Input::Disconnect { peer });
         }
+        self.forget_closed();
     }
 
     fn deliver(&mut self, to: PeerId, msg: Outbound) {
         let Some(tx) = self.peers.get(&to) else { return };
-        if let Err(PushError::Full | PushError::Closed) = tx.seat.push(msg)
-            && !self.kicked.contains(&to)
-        {
-            self.kicked.push(to);
+        if let Err(e) = tx.seat.push(msg) {
+            self.kick_later(to, e);
+        }
+    }
+
+    /// Drops `to` once this command is done: its queue is full (too slow)
+    /// or closed (its connection is gone, and its own disconnect may not
+    /// have reached this shard yet).
+    fn kick_later(&mut self, to: PeerId, e: PushError) {
+        let full = match e {
+            PushError::Full => true,
+            PushError::Closed => false,
+            // Not this queue's business (only the SFU's pushes check it).
+            PushError::NotSeated => return,
+        };
+        if !self.kicked.iter().any(|(p, _)| *p == to) {
+            self.kicked.push((to, full));
         }
     }
 
@@ -685,6 +762,9 @@ impl Shard {
                     Rejection::Barred => "you were removed from this call".to_owned(),
                     Rejection::NotAllowed => "your invitation does not allow this".to_owned(),
                     Rejection::Held => "a host turned this off for you".to_owned(),
+                    Rejection::RateLimited => {
+                        "too many chat messages just now: this one was not sent".to_owned()
+                    }
                 };
                 let request_name = match request {
                     Request::Join => "join",
@@ -727,6 +807,7 @@ fn rejection_code(reason: Rejection) -> ErrorCode {
         Rejection::Barred => ErrorCode::Barred,
         Rejection::NotAllowed => ErrorCode::NotAllowed,
         Rejection::Held => ErrorCode::Held,
+        Rejection::RateLimited => ErrorCode::RateLimited,
     }
 }
 

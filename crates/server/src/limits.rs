@@ -61,6 +61,11 @@ fn micros(d: Duration) -> u64 {
 pub struct ConnectionLimiter {
     max_total: usize,
     max_per_address: usize,
+    /// Places past `max_total` only for an address that holds none, so
+    /// that a flood from many addresses filling every place still leaves
+    /// room for someone new (a health check, a person opening the page):
+    /// taking them all needs this many more addresses, one connection each.
+    newcomers: usize,
     state: Mutex<LimiterState>,
 }
 
@@ -89,7 +94,13 @@ pub struct ConnectionPermit {
 impl ConnectionLimiter {
     /// A limiter; 0 means no limit.
     pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
-        Arc::new(ConnectionLimiter { max_total, max_per_address, state: Mutex::default() })
+        Self::with_newcomers(max_total, max_per_address, 0)
+    }
+
+    /// A limiter that keeps `newcomers` places past `max_total` for
+    /// addresses holding no connection.
+    pub fn with_newcomers(max_total: usize, max_per_address: usize, newcomers: usize) -> Arc<Self> {
+        Arc::new(ConnectionLimiter { max_total, max_per_address, newcomers, state: Mutex::default() })
     }
 
     /// Takes a place for a connection from `ip`, if there is one.
@@ -97,7 +108,10 @@ impl ConnectionLimiter {
         let address = address_key(ip);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if self.max_total > 0 && state.total >= self.max_total {
-            return Err(LimitExceeded::ServerFull);
+            let holds_none = !state.per_address.contains_key(&address);
+            if !holds_none || state.total >= self.max_total + self.newcomers {
+                return Err(LimitExceeded::ServerFull);
+            }
         }
         let count = state.per_address.entry(address).or_insert(0);
         if self.max_per_address > 0 && *count >= self.max_per_address {
@@ -232,6 +246,26 @@ mod tests {
         drop(permits);
         assert_eq!(unlimited.open(), 0);
         assert!(unlimited.state.lock().expect("lock").per_address.is_empty());
+    }
+
+    #[test]
+    fn past_the_cap_in_all_only_an_address_holding_nothing_gets_in() {
+        let limiter = ConnectionLimiter::with_newcomers(3, 2, 1);
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let held: Vec<_> = ["10.0.0.1", "10.0.0.1", "10.0.0.2"]
+            .iter()
+            .map(|a| limiter.try_acquire(ip(a)).expect("under the cap"))
+            .collect();
+        // Full: an address already holding one is refused...
+        assert_eq!(limiter.try_acquire(ip("10.0.0.2")).err(), Some(LimitExceeded::ServerFull));
+        // ...one holding none takes the newcomers' place...
+        let newcomer = limiter.try_acquire(ip("10.0.0.3")).expect("a newcomer");
+        assert_eq!(limiter.open(), 4);
+        // ...and once those are taken, nobody else gets in.
+        assert_eq!(limiter.try_acquire(ip("10.0.0.4")).err(), Some(LimitExceeded::ServerFull));
+        drop(newcomer);
+        let _again = limiter.try_acquire(ip("10.0.0.4")).expect("the newcomers' place came free");
+        drop(held);
     }
 
     #[test]

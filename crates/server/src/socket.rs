@@ -256,3 +256,6 @@ impl WsSocket {
         }
     }
 }
+
+#[cfg(test)]
+mod conformance;

@@ -241,6 +241,9 @@ pub enum ServerMsg<'a> {
         capacity: usize,
         /// Who is in it: the first few names, in join order.
         names: &'a [&'a str],
+        /// What its hosts set (all off for a room nobody is in).
+        #[serde(serialize_with = "wire_settings")]
+        settings: Settings,
     },
     /// Answer to `ping`.
     Pong {
@@ -579,8 +582,14 @@ mod tests {
             ),
             (ServerMsg::Pong { resume: None }, r#"{"type":"pong"}"#),
             (
-                ServerMsg::RoomState { room: "tea", peers: 2, capacity: 2, names: &["Joon", "Ara \"A\""] },
-                r#"{"type":"room-state","room":"tea","peers":2,"capacity":2,"names":["Joon","Ara \"A\""]}"#,
+                ServerMsg::RoomState {
+                    room: "tea",
+                    peers: 2,
+                    capacity: 2,
+                    names: &["Joon", "Ara \"A\""],
+                    settings: Settings { locked: true, lobby: false, password: true },
+                },
+                r#"{"type":"room-state","room":"tea","peers":2,"capacity":2,"names":["Joon","Ara \"A\""],"settings":{"locked":true,"lobby":false,"password":true}}"#,
             ),
             (
                 ServerMsg::Error { code: ErrorCode::RoomFull, message: "full", request: Some("join") },

@@ -11,6 +11,7 @@ use crate::net::{self, Kind, Peer};
 use crate::procfs::{CpuMeter, CpuUse, MachineMeter, Proc};
 use crate::report::Report;
 
+pub mod abuse;
 pub mod churn;
 pub mod cluster;
 pub mod idle;

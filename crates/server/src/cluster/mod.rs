@@ -104,6 +104,107 @@ fn chat_key(room: &str) -> String {
     format!("webconf:chat:{room}")
 }
 
+/// Where a room's access state (lock, lobby, password hash, bars, holds)
+/// is kept while it has any: as long as a room is likely to live without a
+/// host changing it (each change writes it again).
+fn access_key(room: &str) -> String {
+    format!("webconf:access:{room}")
+}
+const ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Adds to `pipe` the write of `room`'s access state, as stored.
+fn set_access(pipe: &mut redis::Pipeline, room: &str, stored: &str) {
+    pipe.cmd("SET").arg(access_key(room)).arg(stored).arg("PX").arg(ACCESS_TTL.as_millis() as u64).ignore();
+}
+
+/// A room's access state as kept in Redis.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct StoredAccess {
+    #[serde(default)]
+    locked: bool,
+    #[serde(default)]
+    lobby: bool,
+    /// Salt and hash, 96 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+    #[serde(default)]
+    barred_ids: Vec<String>,
+    #[serde(default)]
+    barred_addrs: Vec<std::net::IpAddr>,
+    #[serde(default)]
+    removed: Vec<String>,
+    /// Peer, and whether its microphone, camera and screen are held off.
+    #[serde(default)]
+    holds: Vec<(String, bool, bool, bool)>,
+}
+
+impl StoredAccess {
+    fn of(a: &room::RoomAccess) -> StoredAccess {
+        let ids = |v: &[room::PeerId]| v.iter().map(ToString::to_string).collect();
+        StoredAccess {
+            locked: a.locked,
+            lobby: a.lobby,
+            password: a.password.as_ref().map(|p| {
+                let (salt, hash) = p.to_parts();
+                salt.iter().chain(hash.iter()).map(|b| format!("{b:02x}")).collect()
+            }),
+            barred_ids: ids(&a.barred_ids),
+            barred_addrs: a.barred_addrs.clone(),
+            removed: ids(&a.removed),
+            holds: a.holds.iter().map(|(p, h)| (p.to_string(), h.audio, h.video, h.screen)).collect(),
+        }
+    }
+
+    /// Back to access state, checked (Redis is shared; what is in it is
+    /// not taken on trust). Anything unreadable keeps the room closed
+    /// rather than open: a password that does not parse locks the room.
+    fn access(&self) -> room::RoomAccess {
+        let ids =
+            |v: &[String]| v.iter().filter_map(|s| room::PeerId::parse(s)).take(room::BARRED_MAX).collect();
+        let password = self.password.as_deref().map(|hex| {
+            let bytes: Option<Vec<u8>> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+            bytes.filter(|b| b.len() == 48).map(|b| {
+                let mut salt = [0; 16];
+                let mut hash = [0; 32];
+                salt.copy_from_slice(&b[..16]);
+                hash.copy_from_slice(&b[16..]);
+                room::PasswordHash::from_parts(salt, hash)
+            })
+        });
+        room::RoomAccess {
+            locked: self.locked || matches!(password, Some(None)),
+            lobby: self.lobby,
+            password: password.flatten(),
+            barred_ids: ids(&self.barred_ids),
+            barred_addrs: self.barred_addrs.iter().copied().take(room::BARRED_MAX).collect(),
+            removed: ids(&self.removed),
+            holds: self
+                .holds
+                .iter()
+                .filter_map(|(p, audio, video, screen)| {
+                    let held = room::MediaState { audio: *audio, video: *video, screen: *screen };
+                    Some((room::PeerId::parse(p)?, held))
+                })
+                .take(room::BARRED_MAX)
+                .collect(),
+        }
+    }
+}
+
+/// What a room homed here kept, carried to Redis in order by one task.
+enum Keep {
+    /// A chat message, as stored.
+    Chat(String, String),
+    /// Its access state, as stored.
+    Access(String, String),
+    /// It continues here after living elsewhere: its access state as
+    /// stored (if a host restricted anything), and its chat kept longer.
+    Continued(String, Option<String>),
+    /// It ended (see [`room::Closing`]).
+    Closed(String, room::Closing),
+}
+
 /// One chat message as kept in Redis.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredChat {
@@ -294,8 +395,8 @@ pub(crate) struct Cluster {
     pub(crate) remote_limiter: Arc<ConnectionLimiter>,
     secret_hex: String,
     app: OnceLock<Weak<App>>,
-    /// Chat messages for the writer task: (room, message as stored).
-    chat_out: mpsc::Sender<(String, String)>,
+    /// What rooms kept, for the writer task.
+    keep_out: mpsc::Sender<Keep>,
 }
 
 /// A bus message waiting to be published, and whose it is (to close the
@@ -333,7 +434,7 @@ impl Cluster {
         .map_err(|_| format!("Redis at {} did not answer", config.redis_url))?
         .map_err(|e| format!("Redis at {}: {e}", config.redis_url))?;
         let (bus_out, bus_rx) = mpsc::channel(BUS_OUT);
-        let (chat_out, chat_rx) = mpsc::channel(CHAT_OUT);
+        let (keep_out, keep_rx) = mpsc::channel(CHAT_OUT);
         let renew_ms = u64::try_from(config.renew_every.as_millis()).unwrap_or(400);
         let cluster = Arc::new(Cluster {
             me: config.node.clone(),
@@ -358,14 +459,14 @@ impl Cluster {
             remote_limiter: ConnectionLimiter::new(max_remote, 0),
             secret_hex: secret.iter().map(|b| format!("{b:02x}")).collect(),
             app: OnceLock::new(),
-            chat_out,
+            keep_out,
         });
         // The first renewal before serving anyone: the node is in the view
         // and registered by the time its first connection asks for a home.
         cluster.renew_leases().await;
         tokio::spawn(cluster.clone().run_leases(shutdown.clone()));
         tokio::spawn(cluster.clone().run_publisher(bus_rx));
-        tokio::spawn(cluster.clone().run_chat_writer(chat_rx));
+        tokio::spawn(cluster.clone().run_keeper(keep_rx));
         tokio::spawn(cluster.clone().run_subscriber(shutdown));
         Ok(cluster)
     }
@@ -412,40 +513,112 @@ impl Cluster {
     /// past [`CHAT_OUT`] waiting messages, this one is not kept.
     pub(crate) fn save_chat(&self, room: &RoomId, entry: &room::ChatEntry) {
         let Ok(stored) = serde_json::to_string(&StoredChat::of(entry)) else { return };
-        if self.chat_out.try_send((room.as_str().to_owned(), stored)).is_err() {
+        if self.keep_out.try_send(Keep::Chat(room.as_str().to_owned(), stored)).is_err() {
             self.metrics.cluster_chat_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// `room`'s chat as Redis keeps it, oldest first; nothing if Redis
-    /// does not answer in time (the room then starts without it).
-    pub(crate) async fn chat_history(&self, room: &RoomId) -> Vec<room::ChatEntry> {
+    /// Keeps the access state of a room homed here in Redis (after a host
+    /// changed it, or the room came here with it), so that a later home
+    /// continues with it. Never waits: if the writer is that far behind,
+    /// it is not kept (counted with the chat dropped).
+    pub(crate) fn save_access(&self, room: &RoomId, access: &room::RoomAccess) {
+        let Ok(stored) = serde_json::to_string(&StoredAccess::of(access)) else { return };
+        if self.keep_out.try_send(Keep::Access(room.as_str().to_owned(), stored)).is_err() {
+            self.metrics.cluster_chat_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A room continues here after living elsewhere (with what Redis kept
+    /// for it, read when this node claimed it): what Redis keeps is now
+    /// this node's to keep, for as long as for any room homed here.
+    pub(crate) fn continued(&self, room: &RoomId, access: &room::RoomAccess) {
+        let stored =
+            if access.is_open() { None } else { serde_json::to_string(&StoredAccess::of(access)).ok() };
+        if self.keep_out.try_send(Keep::Continued(room.as_str().to_owned(), stored)).is_err() {
+            self.metrics.cluster_chat_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A room homed here ended: what Redis kept for it goes (ended on
+    /// purpose), or stays only as long as its members may come back with
+    /// their resume tokens (emptied by lost connections: its home is
+    /// draining, or the network failed them all).
+    pub(crate) fn room_closed(&self, room: &RoomId, how: room::Closing) {
+        if self.keep_out.try_send(Keep::Closed(room.as_str().to_owned(), how)).is_err() {
+            self.metrics.cluster_chat_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// What `room` kept elsewhere, as Redis has it: its chat, oldest first,
+    /// and its access state. Nothing if Redis does not answer in time (the
+    /// room then starts afresh).
+    pub(crate) async fn carried(&self, room: &RoomId) -> (Vec<room::ChatEntry>, room::RoomAccess) {
         let mut pipe = redis::pipe();
         pipe.cmd("LRANGE").arg(chat_key(room.as_str())).arg(0).arg(-1);
-        match self.query::<(Vec<String>,)>(&pipe).await {
-            Ok((items,)) => {
-                items.iter().filter_map(|s| serde_json::from_str::<StoredChat>(s).ok()?.entry()).collect()
+        pipe.cmd("GET").arg(access_key(room.as_str()));
+        match self.query::<(Vec<String>, Option<String>)>(&pipe).await {
+            Ok((items, access)) => {
+                let chat = items
+                    .iter()
+                    .filter_map(|s| serde_json::from_str::<StoredChat>(s).ok()?.entry())
+                    .collect();
+                let access = access.map_or_else(room::RoomAccess::default, |s| {
+                    // Garbage in Redis: the room stays locked rather than open.
+                    serde_json::from_str::<StoredAccess>(&s).map_or_else(
+                        |_| room::RoomAccess { locked: true, ..room::RoomAccess::default() },
+                        |a| a.access(),
+                    )
+                });
+                (chat, access)
             }
             Err(e) => {
-                tracing::info!(%room, "no chat history from Redis: {e}");
-                Vec::new()
+                tracing::info!(%room, "nothing kept for the room from Redis: {e}");
+                (Vec::new(), room::RoomAccess::default())
             }
         }
     }
 
-    /// Writes chat messages to Redis, in order, a batch per round trip.
-    async fn run_chat_writer(self: Arc<Self>, mut rx: mpsc::Receiver<(String, String)>) {
+    /// Writes what rooms kept to Redis, in order, a batch per round trip.
+    async fn run_keeper(self: Arc<Self>, mut rx: mpsc::Receiver<Keep>) {
         let mut batch = Vec::with_capacity(64);
+        let resume_ms = crate::hub::RESUME_GRACE.as_millis() as u64;
         while rx.recv_many(&mut batch, 64).await > 0 {
             let mut pipe = redis::pipe();
-            for (room, stored) in batch.drain(..) {
-                let key = chat_key(&room);
-                pipe.cmd("RPUSH").arg(&key).arg(stored).ignore();
-                pipe.cmd("LTRIM").arg(&key).arg(-CHAT_KEEP).arg(-1).ignore();
-                pipe.cmd("PEXPIRE").arg(&key).arg(CHAT_TTL.as_millis() as u64).ignore();
+            for keep in batch.drain(..) {
+                match keep {
+                    Keep::Chat(room, stored) => {
+                        let key = chat_key(&room);
+                        pipe.cmd("RPUSH").arg(&key).arg(stored).ignore();
+                        pipe.cmd("LTRIM").arg(&key).arg(-CHAT_KEEP).arg(-1).ignore();
+                        pipe.cmd("PEXPIRE").arg(&key).arg(CHAT_TTL.as_millis() as u64).ignore();
+                    }
+                    Keep::Access(room, stored) => set_access(&mut pipe, &room, &stored),
+                    Keep::Continued(room, access) => {
+                        if let Some(stored) = access {
+                            set_access(&mut pipe, &room, &stored);
+                        }
+                        pipe.cmd("PEXPIRE").arg(chat_key(&room)).arg(CHAT_TTL.as_millis() as u64).ignore();
+                    }
+                    Keep::Closed(room, how) => {
+                        let keep_ms = match how {
+                            room::Closing::Ended => 0,
+                            room::Closing::Emptied => resume_ms,
+                        };
+                        pipe.cmd("EVAL")
+                            .arg(script::FORGET)
+                            .arg(3)
+                            .arg(cluster::room_key(&room))
+                            .arg(chat_key(&room))
+                            .arg(access_key(&room))
+                            .arg(self.me.as_str())
+                            .arg(keep_ms)
+                            .ignore();
+                    }
+                }
             }
             if let Err(e) = self.query::<()>(&pipe).await {
-                tracing::debug!("chat not kept in Redis: {e}");
+                tracing::debug!("rooms' chat and access not kept in Redis: {e}");
             }
         }
     }
@@ -484,7 +657,8 @@ impl Cluster {
                 .arg(&key)
                 .arg(candidate.as_str())
                 .arg(ROOM_LEASE.as_millis() as u64)
-                .arg(node_prefix);
+                .arg(node_prefix)
+                .arg(self.me.as_str());
             let (home,): (String,) = self.query(&pipe).await?;
             Some(home)
         } else {

@@ -229,6 +229,10 @@ async fn a_password_room_refuses_wrong_passwords_and_limits_them_per_address() {
     };
     let mut ara = Client::connect_from(&server, "127.0.0.3").await;
     ara.hello().await;
+    // A `peek` says a password is needed before anyone tries.
+    ara.send(json!({"type": "peek", "room": "pw"})).await;
+    let state = ara.recv().await;
+    assert_eq!(state["settings"], json!({"locked": false, "lobby": false, "password": true}), "{state}");
     ara.send(join(None)).await;
     ara.expect_error("password-required").await;
     for _ in 0..room::PASSWORD_ATTEMPTS {
@@ -400,4 +404,69 @@ async fn a_host_is_a_host_again_after_a_server_restart() {
             .await;
     assert_eq!((joined["role"].clone(), joined["resumed"].clone()), (json!("host"), json!(true)), "{joined}");
     assert_eq!(back.id, host.id);
+}
+
+/// Turning the lobby off lets everyone waiting in at once: each is
+/// seated and told `joined` before anything else, even while a member
+/// signals every newcomer the moment it hears of it; and each gets that
+/// signal.
+#[tokio::test]
+async fn turning_the_lobby_off_lets_everyone_in_each_told_joined_first() {
+    let server = server(12).await;
+    let (mut host, mut guest) = host_and_guest(&server, "open-up").await;
+    for round in 0..3 {
+        host.send(json!({"type": "room-settings", "lobby": true})).await;
+        assert_eq!(host.recv().await["lobby"], true);
+        assert_eq!(guest.recv().await["lobby"], true);
+        let mut waiting = Vec::new();
+        for i in 0..4 {
+            let source = format!("127.0.0.{}", 10 + round * 4 + i);
+            let join = json!({"type": "join", "room": "open-up", "name": format!("K{round}{i}")});
+            let (k, answer) = knock(&server, &source, join).await;
+            assert_eq!(answer["type"], "waiting", "{answer}");
+            assert_eq!(host.recv().await["type"], "knock");
+            waiting.push(k);
+        }
+        host.send(json!({"type": "room-settings", "lobby": false})).await;
+        // The guest signals each newcomer as soon as it hears of it.
+        let mut newcomers = Vec::new();
+        while newcomers.len() < 4 {
+            let m = guest.recv().await;
+            if m["type"] == "peer-joined" {
+                let id = m["peer"]["id"].as_str().expect("id").to_owned();
+                guest.signal(&id, json!({"hello": id})).await;
+                newcomers.push(id);
+            }
+        }
+        for k in &mut waiting {
+            let first = k.recv().await;
+            assert_eq!(first["type"], "joined", "joined comes first: {first}");
+            k.id = first["you"].as_str().expect("you").to_owned();
+            assert!(newcomers.contains(&k.id));
+            let s = loop {
+                let m = k.recv().await;
+                if m["type"] == "signal" {
+                    break m;
+                }
+            };
+            assert_eq!((&s["from"], &s["data"]["hello"]), (&json!(guest.id), &json!(k.id)));
+        }
+        for mut k in waiting {
+            k.send(json!({"type": "leave"})).await;
+            loop {
+                if k.recv().await["type"] == "left" {
+                    break;
+                }
+            }
+        }
+        // Everyone else hears them go (and of the lobby's closing).
+        for who in [&mut host, &mut guest] {
+            let mut gone = 0;
+            while gone < 4 {
+                if who.recv().await["type"] == "peer-left" {
+                    gone += 1;
+                }
+            }
+        }
+    }
 }

@@ -18,13 +18,13 @@ use crate::support::Client;
 
 /// A `redis-server` of the test's own: no persistence, so a restart is
 /// empty.
-struct Redis {
+pub(crate) struct Redis {
     process: Option<Reaped>,
     port: u16,
 }
 
 impl Redis {
-    fn start(port: u16) -> Redis {
+    pub(crate) fn start(port: u16) -> Redis {
         let process = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -39,12 +39,12 @@ impl Redis {
         Redis { process: Some(Reaped(process)), port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Runs one command with redis-cli; its output, trimmed.
-    fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
@@ -54,13 +54,13 @@ impl Redis {
     }
 
     /// Kills it (SIGKILL: nothing is saved, and there is nothing to save).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.process.take();
     }
 }
 
 /// A port nobody listens on now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
@@ -73,13 +73,20 @@ fn node(n: u8, redis: &Redis, extra: &[&str]) -> Webconf {
     Webconf::start_on(&format!("127.0.0.{n}:8080"), &args)
 }
 
-fn addr(n: u8) -> String {
+pub(crate) fn addr(n: u8) -> String {
     format!("127.0.0.{n}:8080")
 }
 
 /// Connects a scripted client to node `n` and says hello.
 async fn connect(n: u8) -> Client {
-    let stream = tokio::net::TcpStream::connect(addr(n)).await.expect("connect to a node");
+    connect_from(n, [127, 0, 0, 1]).await
+}
+
+/// [`connect`] from the address `from`.
+async fn connect_from(n: u8, from: [u8; 4]) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind((std::net::Ipv4Addr::from(from), 0).into()).expect("bind the client's address");
+    let stream = socket.connect(addr(n).parse().expect("an address")).await.expect("connect to a node");
     // As browsers do: no Nagle delay on small messages.
     stream.set_nodelay(true).expect("nodelay");
     let mut c = Client::handshake(format!("ws://{}/ws", addr(n)), Box::new(stream)).await.expect("upgrade");
@@ -119,7 +126,7 @@ async fn rejoin(n: u8, room: &str, resume: &str, deadline: Instant) -> (Client, 
 }
 
 /// The latest resume token a client holds (a `pong` brings a fresh one).
-async fn resume_token(c: &mut Client) -> String {
+pub(crate) async fn resume_token(c: &mut Client) -> String {
     c.send(json!({"type": "ping"})).await;
     loop {
         let m = c.recv().await;
@@ -130,7 +137,7 @@ async fn resume_token(c: &mut Client) -> String {
 }
 
 /// A node's `/metrics` value for `name` (no labels).
-async fn metric(n: u8, name: &str) -> i64 {
+pub(crate) async fn metric(n: u8, name: &str) -> i64 {
     let body = http(n, "/metrics").await.1;
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("webconf_{name} ")))
@@ -139,7 +146,7 @@ async fn metric(n: u8, name: &str) -> i64 {
 }
 
 /// GET `path` from node `n`: status and body.
-async fn http(n: u8, path: &str) -> (u16, String) {
+pub(crate) async fn http(n: u8, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr(n)).await.expect("connect");
     let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr(n));
@@ -155,16 +162,16 @@ async fn http(n: u8, path: &str) -> (u16, String) {
 
 /// Puts `room`'s home on node `n` before anyone joins (a test's way of
 /// knowing where a room lives; placement is tested on its own).
-fn home_on(redis: &Redis, room: &str, n: u8) {
+pub(crate) fn home_on(redis: &Redis, room: &str, n: u8) {
     assert_eq!(redis.cli(&["SET", &format!("webconf:room:{room}"), &format!("n{n}"), "PX", "60000"]), "OK");
 }
 
-fn home_of(redis: &Redis, room: &str) -> String {
+pub(crate) fn home_of(redis: &Redis, room: &str) -> String {
     redis.cli(&["GET", &format!("webconf:room:{room}")])
 }
 
 /// Starts Redis and three nodes, and waits until each sees the others.
-async fn cluster(extra: &[&str]) -> (Redis, Vec<Webconf>) {
+pub(crate) async fn cluster(extra: &[&str]) -> (Redis, Vec<Webconf>) {
     let redis = Redis::start(free_port());
     let nodes: Vec<Webconf> = (2..=4).map(|n| node(n, &redis, extra)).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -749,4 +756,111 @@ async fn a_host_on_one_node_moderates_a_guest_on_another() {
     let mut again = connect(2).await;
     again.send(json!({"type": "join", "room": "hosted", "name": "Guest again"})).await;
     again.expect_error("barred").await;
+}
+
+/// What a host set outlives the room's home: after the home dies
+/// (SIGKILL), the room continues on a live node still locked, with its
+/// password, its bar and its hold; the host and the muted guest come back
+/// with their roles and the hold, the barred guest and a stranger are
+/// refused. When the call then ends on purpose, Redis forgets it all: the
+/// next call in that room starts open.
+#[tokio::test]
+async fn a_rooms_lock_password_bars_and_holds_survive_its_homes_death() {
+    if !in_loopback_namespace("cluster::a_rooms_lock_password_bars_and_holds_survive_its_homes_death") {
+        return;
+    }
+    let (redis, mut nodes) = cluster(&["--no-turn", "--no-sfu"]).await;
+    home_on(&redis, "kept", 4);
+    let mut host = connect(2).await;
+    host.send(json!({"type": "join", "room": "kept", "name": "Host", "create": true})).await;
+    let joined = host.recv().await;
+    assert_eq!(joined["role"], "host", "{joined}");
+    host.id = joined["you"].as_str().expect("you").to_owned();
+    let (mut guest, _) = join(3, "kept", "Guest").await;
+    // The pest comes from an address of its own (a bar counts it).
+    let mut pest = connect_from(3, [127, 0, 0, 9]).await;
+    pest.send(json!({"type": "join", "room": "kept", "name": "Pest"})).await;
+    pest.id = next_of(&mut pest, "joined").await["you"].as_str().expect("you").to_owned();
+    host.send(json!({"type": "moderate", "peer": guest.id, "action": "mute"})).await;
+    assert_eq!(next_of(&mut guest, "moderated").await["action"], "mute");
+    host.send(json!({"type": "moderate", "peer": pest.id, "action": "remove", "bar": true})).await;
+    next_of(&mut pest, "removed").await;
+    host.send(json!({"type": "room-settings", "locked": true, "password": "blue kettle"})).await;
+    let m = next_of(&mut host, "room-settings").await;
+    assert_eq!((m["locked"].as_bool(), m["password"].as_bool()), (Some(true), Some(true)), "{m}");
+    let kept = redis.cli(&["GET", "webconf:access:kept"]);
+    assert!(kept.contains("\"locked\":true") && !kept.contains("blue kettle"), "kept hashed: {kept}");
+    let tokens = [resume_token(&mut host).await, resume_token(&mut guest).await];
+
+    drop(nodes.pop()); // n4, SIGKILL
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // A stranger may get there first: the room is still locked.
+    loop {
+        let mut stranger = connect(3).await;
+        stranger
+            .send(json!({"type": "join", "room": "kept", "name": "Stranger", "password": "blue kettle"}))
+            .await;
+        match stranger.next_or_close().await {
+            Ok(m) if m["type"] == "error" && m["code"] == "cluster-unavailable" => {}
+            Err(_) => {}
+            Ok(m) if m["type"] == "error" => {
+                assert_eq!(m["code"], "room-locked", "{m}");
+                break;
+            }
+            Ok(m) => panic!("a stranger got into the locked room after the failover: {m}"),
+        }
+        assert!(Instant::now() < deadline, "the room found no new home");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut host, jh) = rejoin(2, "kept", &tokens[0], deadline).await;
+    let home = home_of(&redis, "kept");
+    assert!(home == "n2" || home == "n3", "a live node took the room: {home}");
+    assert_eq!(
+        (jh["role"].as_str(), &jh["settings"]),
+        (Some("host"), &json!({"locked": true, "lobby": false, "password": true}))
+    );
+    let (mut guest, jg) = rejoin(3, "kept", &tokens[1], deadline).await;
+    assert_eq!(jg["role"], "guest");
+    guest.send(json!({"type": "media", "audio": true, "video": true, "screen": false})).await;
+    assert_eq!(next_of(&mut guest, "error").await["code"], "held");
+    let mut barred = connect_from(2, [127, 0, 0, 9]).await;
+    barred.send(json!({"type": "join", "room": "kept", "name": "Pest again"})).await;
+    barred.expect_error("barred").await;
+    assert!(
+        redis.cli(&["TTL", "webconf:access:kept"]).parse::<i64>().expect("a TTL") > 3600,
+        "kept by the new home"
+    );
+
+    // The call ends on purpose: nothing of it is left for the next one.
+    host.send(json!({"type": "end-call"})).await;
+    for who in [&mut host, &mut guest] {
+        next_of(who, "removed").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.cli(&["EXISTS", "webconf:access:kept"]) != "0" {
+        assert!(Instant::now() < deadline, "the ended room's access state was not forgotten");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((host, guest));
+    // (Told to reconnect while the old claim goes, as a browser is.)
+    let jn = loop {
+        let mut next = connect(2).await;
+        next.send(json!({"type": "join", "room": "kept", "name": "Next"})).await;
+        match next.next_or_close().await {
+            Ok(m) if m["type"] == "joined" => break m,
+            other => assert!(Instant::now() < deadline, "the next call could not start: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(jn["settings"], json!({"locked": false, "lobby": false, "password": false}), "{jn}");
+}
+
+/// The next message of type `ty`, skipping others.
+async fn next_of(c: &mut Client, ty: &str) -> Value {
+    loop {
+        let m = c.recv().await;
+        if m["type"] == ty {
+            return m;
+        }
+    }
 }

@@ -651,6 +651,20 @@ async fn a_throttled_subscriber_gets_a_lower_simulcast_layer_and_recovers() {
     let b = join(driver.browser("B", &blue, &dir.join("profile-b")).await, &room_url, Colour::Blue).await;
     let c = join(driver.browser("C", &yellow, &dir.join("profile-c")).await, &room_url, Colour::Yellow).await;
     wait_mode(&[&a, &b, &c], "sfu").await;
+    // Three browsers and the SFU on two cores: Chromium's CPU adaptation
+    // may drop A's top layer for long stretches (once for a whole CI
+    // window), which leaves nothing for the SFU to choose between. A keeps
+    // its resolution and gives up frame rate instead; what the test is
+    // about, the SFU's choice per subscriber, is unchanged.
+    let kept = a
+        .browser
+        .eval_async(
+            "const s = window.webconf.state.sfu.transceivers.camera.sender;
+             const p = s.getParameters(); p.degradationPreference = 'maintain-resolution';
+             await s.setParameters(p); return s.getParameters().degradationPreference;",
+        )
+        .await;
+    println!("A's camera degrades by: {kept}");
     let layers = sfu_stats(&a).await["outbound"]["camera"]["layers"].clone();
     println!("A sends its camera as: {layers}");
     let top_b = wait_height(&b, &a, "A's top layer", |h| h >= 360).await;
@@ -676,7 +690,10 @@ async fn a_throttled_subscriber_gets_a_lower_simulcast_layer_and_recovers() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     println!("throttled to 300 kbit/s: B decodes A at {low} px, C (free) at {still} px");
-    assert!(low < 360 && still >= 360, "B throttled gets less than C: {low} and {still} px");
+    if !(low < 360 && still >= 360) {
+        let layers = sfu_stats(&a).await["outbound"]["camera"]["layers"].clone();
+        panic!("B throttled gets less than C: {low} and {still} px; A sends {layers}");
+    }
 
     nft("delete table inet webconf_throttle");
     let back = wait_height(&b, &a, "the top layer again after the throttle", |h| h >= 360).await;

@@ -94,6 +94,48 @@ async fn idle_sockets_from_one_address_leave_others_healthz_and_joins() {
     assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
 }
 
+/// The abuse bench (BENCHMARKS.md, "Abuse"): idle sockets from many
+/// addresses, each under its own cap, filled the cap in all, and from then
+/// on `/healthz` and newcomers were refused like the attackers. Past the
+/// cap, an address holding nothing still gets one of a few places kept
+/// for newcomers (an eighth of the cap); the attackers' addresses, which
+/// hold some, do not.
+#[tokio::test]
+async fn idle_sockets_from_many_addresses_leave_room_for_healthz_and_newcomers() {
+    let (per_address, total) = (8, 16);
+    let limits = server::Limits {
+        max_http_connections_per_ip: per_address,
+        max_http_connections: total,
+        ..server::Limits::default()
+    };
+    let server = TestServer::start(server::Config { limits, ..server::Config::default() }).await;
+    // Four attacking addresses, in turn, each under its own cap: twice the
+    // cap in all.
+    let mut idle = Vec::new();
+    for _ in 0..per_address {
+        for k in 1..=4 {
+            idle.push(connect_from(&format!("127.0.9.{k}"), server.addr).await);
+        }
+    }
+    let mut refused = 0;
+    for stream in &mut idle {
+        if closed_within(stream, Duration::from_millis(100)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, idle.len() - total, "all past the cap in all refused");
+    // Someone new: a health check, then a person who joins.
+    let health = healthz_from("127.0.8.1", server.addr).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let mut c = Client::connect_from(&server, "127.0.8.2").await;
+    c.hello().await;
+    c.send(json!({"type": "join", "room": "newcomer", "name": "C"})).await;
+    assert_eq!(c.recv().await["type"], "joined", "a new user joins");
+    // An attacking address holding its connections gets nothing more.
+    let mut more = connect_from("127.0.9.1", server.addr).await;
+    assert!(closed_within(&mut more, Duration::from_millis(500)).await, "refused");
+}
+
 /// Finding 2: HTTP had no header deadline (hyper was given no timer). A
 /// socket that says nothing, or half a request, is closed at the deadline.
 #[tokio::test]

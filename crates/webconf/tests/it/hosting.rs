@@ -168,8 +168,8 @@ async fn a_host_runs_the_lobby_mutes_removes_and_ends_the_call_in_chromium_and_f
     )
     .await;
     shot(&host, "chromium-access").await;
+    // The lobby asks for the password before anyone tries (from `peek`).
     guest.goto(&room_url).await;
-    guest.join().await;
     guest
         .wait_until(
             "the password field",
@@ -186,6 +186,35 @@ async fn a_host_runs_the_lobby_mutes_removes_and_ends_the_call_in_chromium_and_f
     guest.click("#join").await;
     guest.wait_state("call").await;
     host.wait_media().await;
+
+    // A locked call says so before any camera starts.
+    host.click("#room-lock").await;
+    guest
+        .wait_until(
+            "the lock heard",
+            Duration::from_secs(5),
+            "return window.webconf.state.settings.locked === true",
+        )
+        .await;
+    let stranger = chromium.browser("stranger (Chromium)", &blue, &dir.join("profile-stranger")).await;
+    stranger.goto(&room_url).await;
+    stranger.wait_state("ended").await;
+    let title = stranger.eval("return document.getElementById('ended-title').textContent").await;
+    assert_eq!(title, "This call is locked.");
+    let live = stranger.eval("const m = window.webconf.state.media; return Boolean(m.mic || m.camera)").await;
+    assert_eq!(live, false, "no camera or microphone for a locked call");
+    shot(&stranger, "chromium-locked").await;
+    stranger.set_lang("ko").await;
+    stranger.wait_state("ended").await;
+    shot(&stranger, "chromium-locked-ko").await;
+    stranger.quit().await;
+    host.click("#room-lock").await;
+    host.wait_until(
+        "the room unlocked",
+        Duration::from_secs(5),
+        "return window.webconf.state.settings.locked === false",
+    )
+    .await;
 
     // The host ends the call for everyone.
     host.click("#end-for-all").await;

@@ -3,6 +3,7 @@
 //! binary (`browser`, driven through `harness`).
 
 mod access;
+mod balancer;
 mod browser;
 mod callpage;
 mod cluster;

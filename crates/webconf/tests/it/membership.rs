@@ -77,6 +77,8 @@ impl View {
             }
             // A signal to a peer that left before it arrived.
             "error" if msg["code"] == "unknown-peer" => {}
+            // Chat beyond the member's or the room's budget.
+            "error" if msg["code"] == "rate-limited" && msg["request"] == "chat" => {}
             "peer-media" | "room-mode" => {}
             _ => return Err(format!("{me}: unexpected {msg}")),
         }

@@ -72,12 +72,14 @@ async fn a_third_peer_is_refused_and_the_call_is_not_disturbed() {
     // Who is there, by name, in the order they came.
     assert_eq!(
         c.recv().await,
-        json!({"type": "room-state", "room": "duo", "peers": 2, "capacity": 2, "names": ["A", "B"]})
+        json!({"type": "room-state", "room": "duo", "peers": 2, "capacity": 2, "names": ["A", "B"],
+               "settings": {"locked": false, "lobby": false, "password": false}})
     );
     c.send(json!({"type": "peek", "room": "nobody-here"})).await;
     assert_eq!(
         c.recv().await,
-        json!({"type": "room-state", "room": "nobody-here", "peers": 0, "capacity": 2, "names": []})
+        json!({"type": "room-state", "room": "nobody-here", "peers": 0, "capacity": 2, "names": [],
+               "settings": {"locked": false, "lobby": false, "password": false}})
     );
     c.send(json!({"type": "peek", "room": "no/such"})).await;
     assert_eq!(c.expect_error("bad-room").await["request"], "peek");
@@ -1071,4 +1073,37 @@ async fn a_resume_token_takes_back_a_seat_in_its_own_room_only() {
     assert_ne!(joined["you"], a.id.as_str());
     assert_eq!(a.recv().await["type"], "peer-joined");
     a.ping().await;
+}
+
+/// A chat flood from one member reaches the room only up to that member's
+/// budget (50 at once, then 5 a second): the rest is refused to the
+/// flooder with `rate-limited`, and the others still chat.
+#[tokio::test]
+async fn a_chat_flood_is_refused_past_the_members_budget() {
+    let server = TestServer::with_defaults().await;
+    let (mut flooder, _) = Client::join(&server, "flood", "F").await;
+    let (mut other, _) = Client::join(&server, "flood", "O").await;
+    assert_eq!(flooder.recv().await["type"], "peer-joined");
+    for i in 0..80 {
+        flooder.send(json!({"type": "chat", "text": format!("spam {i}")})).await;
+    }
+    let (mut delivered, mut refused) = (0, 0);
+    while delivered + refused < 80 {
+        let m = flooder.recv().await;
+        match m["type"].as_str() {
+            Some("chat") => delivered += 1,
+            Some("error") => {
+                assert_eq!((m["code"].as_str(), m["request"].as_str()), (Some("rate-limited"), Some("chat")));
+                refused += 1;
+            }
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    assert!((50..=52).contains(&delivered), "the burst, and what the rate earned meanwhile: {delivered}");
+    for _ in 0..delivered {
+        assert_eq!(other.recv().await["type"], "chat");
+    }
+    other.send(json!({"type": "chat", "text": "still here"})).await;
+    assert_eq!(other.recv().await["text"], "still here");
+    assert_eq!(flooder.recv().await["text"], "still here");
 }
