@@ -5,6 +5,8 @@
 //!   and prints one JSON line of results.
 //! - `bench udp-forwarder --listen ADDR`: the plain UDP forwarder, the SFU
 //!   scenario's limit reference.
+//! - `bench run ... cluster`: one step against several webconf nodes and
+//!   their Redis (`scripts/bench.sh --cluster`).
 //! - `bench table FILE`: the side-by-side table from those lines.
 //!
 //! The script starts and stops servers (a fresh process per scenario, so
@@ -192,6 +194,9 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         max_video: usize,
     },
+    /// Cluster: webconf nodes sharing one Redis, a call's clients on one
+    /// node or two and its home on theirs or a third; or one node alone.
+    Cluster(scenarios::cluster::Args),
     /// Issue 10's abuse scenario: an attacker from one address (or many)
     /// against a legitimate call, relayed stream, `/healthz` and newcomers.
     Abuse {
@@ -326,6 +331,7 @@ async fn run(args: RunArgs) -> String {
                 scenarios::sfu::Plan { ladder, rooms, room_size, pps, secs, warmup, setup_limit, max_video };
             scenarios::sfu::sfu(&ctx, &plan).await
         }
+        Scenario::Cluster(cluster) => scenarios::cluster::run(&ctx, cluster, args.clk_tck).await,
         Scenario::Abuse {
             target,
             turn,

@@ -201,11 +201,26 @@ pub async fn connect_pairs(
     read_buffer: usize,
     room: &str,
 ) -> Pairs {
+    connect_pairs_across(kind, [addr, addr], n, concurrency, read_buffer, room).await
+}
+
+/// As [`connect_pairs`], with each call's first client (`2k`) connecting
+/// to `addrs[0]` and its second (`2k+1`) to `addrs[1]`: two nodes of a
+/// cluster, say.
+pub async fn connect_pairs_across(
+    kind: Kind,
+    addrs: [SocketAddr; 2],
+    n: usize,
+    concurrency: usize,
+    read_buffer: usize,
+    room: &str,
+) -> Pairs {
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
     for idx in 0..2 * n {
         let gate = gate.clone();
         let room = format!("{room}{}", idx / 2);
+        let addr = addrs[idx % 2];
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await.map_err(|_| "semaphore closed".to_owned())?;
             let t0 = Instant::now();

@@ -37,6 +37,11 @@ impl Report {
         self.metrics.insert(key.to_owned(), value.into());
     }
 
+    /// A metric set earlier.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metrics.get(key)
+    }
+
     /// Sets `{prefix}_p50_us`, `_p99_us` and `_p999_us` from `hist` (ns).
     pub fn latency(&mut self, prefix: &str, hist: &Hist) {
         for (q, name) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
@@ -357,8 +362,11 @@ pub fn table(input: &str) -> Result<String, String> {
     // The SFU scenario has its own table, after the others.
     let (sfu, results): (Vec<Value>, Vec<Value>) =
         results.into_iter().partition(|r| r["scenario"].as_str().is_some_and(|s| s.starts_with("sfu-")));
+    // So has the cluster scenario.
+    let (cluster, results): (Vec<Value>, Vec<Value>) =
+        results.into_iter().partition(|r| r["scenario"].as_str().is_some_and(|s| s.starts_with("cluster-")));
     if results.is_empty() {
-        return Ok(sfu_table(&sfu));
+        return Ok(format!("{}{}", sfu_table(&sfu), crate::scenarios::cluster::table(&cluster)));
     }
     let results = median_of_repeats(results);
     let mut order: Vec<(String, String)> = Vec::new();
@@ -471,6 +479,10 @@ pub fn table(input: &str) -> Result<String, String> {
     if !sfu.is_empty() {
         out.push('\n');
         out.push_str(&sfu_table(&sfu));
+    }
+    if !cluster.is_empty() {
+        out.push('\n');
+        out.push_str(&crate::scenarios::cluster::table(&cluster));
     }
     Ok(out)
 }

@@ -13,6 +13,7 @@ use crate::report::Report;
 
 pub mod abuse;
 pub mod churn;
+pub mod cluster;
 pub mod idle;
 pub mod openloop;
 pub mod sfu;

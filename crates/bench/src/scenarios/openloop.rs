@@ -72,21 +72,67 @@ pub async fn rate(ctx: &Ctx, clients: usize, rate: f64, secs: f64) -> Report {
     if pairs.pairs.is_empty() {
         return report;
     }
-    let peers: Vec<net::Peer> = pairs.pairs.into_iter().flat_map(|(a, b)| [a, b]).collect();
-    let per_client = rate / peers.len() as f64;
-    let warm = warmup(secs);
-    // A moment for every task to be spawned before the schedule starts.
-    let lead = Duration::from_millis(100);
-    let start = Instant::now() + lead;
-    let measure_from = start + warm;
-    let end = measure_from + Duration::from_secs_f64(secs);
-    let window = {
+    drive(ctx, &mut report, pairs.pairs, rate, &Schedule::new(secs)).await;
+    report
+}
+
+/// When an open-loop run sends and when it measures.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    /// The first message is due.
+    start: Instant,
+    /// The measured interval starts (after the warm-up).
+    measure_from: Instant,
+    /// Sending stops.
+    end: Instant,
+    /// The measured interval on the [`now_ns`] clock.
+    window: Window,
+    /// Its length.
+    secs: f64,
+}
+
+impl Schedule {
+    /// Sending starts in a moment (every task spawned by then), then a
+    /// warm-up, then `secs` measured.
+    pub fn new(secs: f64) -> Schedule {
+        let warm = warmup(secs);
+        let lead = Duration::from_millis(100);
+        let start = Instant::now() + lead;
+        let measure_from = start + warm;
+        let end = measure_from + Duration::from_secs_f64(secs);
         let base = now_ns() + lead.as_nanos() as u64;
-        Window {
+        let window = Window {
             from_ns: base + warm.as_nanos() as u64,
             to_ns: base + (warm + Duration::from_secs_f64(secs)).as_nanos() as u64,
-        }
-    };
+        };
+        Schedule { start, measure_from, end, window, secs }
+    }
+
+    /// When the measured interval starts.
+    pub fn measure_from(&self) -> Instant {
+        self.measure_from
+    }
+
+    /// When it ends (and sending stops).
+    pub fn end(&self) -> Instant {
+        self.end
+    }
+}
+
+/// Runs connected `pairs` open loop at `rate` (msgs/s, all clients
+/// together) on `schedule`; records in `report` what the generator sent
+/// and what arrived (rates, latency, CPU of `ctx.server`, and `lost`:
+/// messages not delivered within [`DRAIN`] of sending stopping).
+pub async fn drive(
+    ctx: &Ctx,
+    report: &mut Report,
+    pairs: Vec<(net::Peer, net::Peer)>,
+    rate: f64,
+    schedule: &Schedule,
+) -> Measured {
+    let peers: Vec<net::Peer> = pairs.into_iter().flat_map(|(a, b)| [a, b]).collect();
+    let per_client = rate / peers.len().max(1) as f64;
+    let Schedule { start, measure_from, end, window, secs } = *schedule;
     let counts = Arc::new(Counts::default());
     let stop = ctx.stop.child_token();
     let mut writers = JoinSet::new();
@@ -125,6 +171,7 @@ pub async fn rate(ctx: &Ctx, clients: usize, rate: f64, secs: f64) -> Report {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let missing = counts.sent.load(Ordering::Relaxed).saturating_sub(counts.useful.load(Ordering::Relaxed));
+    report.set("lost", missing);
     if missing > 0 {
         report.note(format!("{missing} messages not delivered {} s after sending stopped", DRAIN.as_secs()));
     }
@@ -152,8 +199,9 @@ pub async fn rate(ctx: &Ctx, clients: usize, rate: f64, secs: f64) -> Report {
             .note("the seed sends every message to every other client: 'all deliveries' counts those copies");
     }
     measured.count = measured.hist.count();
-    throughput(&mut report, &measured, secs);
-    report
+    measured.errors = errors;
+    throughput(report, &measured, secs);
+    measured
 }
 
 /// Sends to the partner on schedule: message `k` is due at `first + k/rate`.
