@@ -656,7 +656,10 @@ impl Conn {
                     create,
                     password: password.map(Cow::into_owned),
                     history: std::mem::take(&mut self.carried.0),
-                    access: Box::new(std::mem::take(&mut self.carried.1)),
+                    access: Box::new(match &self.app.kept {
+                        Some(kept) => kept.carried(&room),
+                        None => std::mem::take(&mut self.carried.1),
+                    }),
                     ..Admission::default()
                 };
                 let mut name = name;

@@ -196,8 +196,18 @@ impl Seating {
     }
 }
 
+/// Where shards keep what rooms hold beyond the process: cluster mode's
+/// Redis (chat and access state, for a later home), or a single node's
+/// state directory (access state, for after a restart).
+#[derive(Default)]
+pub(crate) struct Keepers {
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub(crate) kept: Option<Arc<crate::kept::KeptRooms>>,
+}
+
 impl Hub {
     /// Spawns `count` shard tasks on the current runtime.
+    /// `keepers` keep what rooms hold outside the process.
     /// Rooms with more than `p2p_max` members move to the SFU (`None`:
     /// there is none).
     pub(crate) fn start(
@@ -207,13 +217,14 @@ impl Hub {
         metrics: Arc<Metrics>,
         seating: Arc<Seating>,
         sfu: Option<SfuHandle>,
-        cluster: Option<Arc<crate::cluster::Cluster>>,
+        keepers: Keepers,
     ) -> Hub {
         let shards = (0..count.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_INBOX);
                 let mut shard = Shard::new(config, p2p_max, metrics.clone(), seating.clone(), sfu.clone());
-                shard.cluster = cluster.clone();
+                shard.cluster = keepers.cluster.clone();
+                shard.kept = keepers.kept.clone();
                 tokio::spawn(shard.run(rx));
                 tx
             })
@@ -256,6 +267,8 @@ struct Shard {
     /// Cluster mode: where the chat of rooms homed here is kept too, for
     /// the home that takes them over if this node goes.
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// A single node's kept room settings (see `crate::kept`).
+    kept: Option<Arc<crate::kept::KeptRooms>>,
     metrics: Arc<Metrics>,
     /// Rooms and members this shard last added to the metrics' gauges.
     counted: (usize, usize),
@@ -287,6 +300,7 @@ impl Shard {
             departed: Vec::new(),
             sfu,
             cluster: None,
+            kept: None,
             metrics,
             counted: (0, 0),
         }
@@ -344,11 +358,15 @@ impl Shard {
                     admission,
                 });
                 if carried
-                    && let Some(cluster) = &self.cluster
                     && self.core.room_of(peer) == Some(&room)
                     && let Some(access) = self.core.access(&room)
                 {
-                    cluster.continued(&room, &access);
+                    if let Some(cluster) = &self.cluster {
+                        cluster.continued(&room, &access);
+                    }
+                    if let Some(kept) = &self.kept {
+                        kept.save(&room, &access);
+                    }
                 }
                 // Taken before anyone gets a route to it, so the first
                 // signal along one is delivered; and its queue held while
@@ -518,11 +536,13 @@ impl Shard {
     /// a later home (each change a host makes is written whole; they are
     /// few, and the message limits bound them).
     fn keep_access(&self, peer: PeerId) {
-        if let Some(cluster) = &self.cluster
-            && let Some(room) = self.core.room_of(peer)
-            && let Some(access) = self.core.access(room)
-        {
+        let Some(room) = self.core.room_of(peer) else { return };
+        let Some(access) = self.core.access(room) else { return };
+        if let Some(cluster) = &self.cluster {
             cluster.save_access(room, &access);
+        }
+        if let Some(kept) = &self.kept {
+            kept.save(room, &access);
         }
     }
 
@@ -530,10 +550,14 @@ impl Shard {
     /// Redis kept for them goes (a room that began again since keeps it).
     fn forget_closed(&mut self) {
         while let Some((room, how)) = self.core.poll_closed() {
-            if let Some(cluster) = &self.cluster
-                && self.core.access(&room).is_none()
-            {
+            if self.core.access(&room).is_some() {
+                continue; // It began again since.
+            }
+            if let Some(cluster) = &self.cluster {
                 cluster.room_closed(&room, how);
+            }
+            if let Some(kept) = &self.kept {
+                kept.closed(&room, how);
             }
         }
     }

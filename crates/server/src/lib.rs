@@ -20,6 +20,7 @@ mod http;
 mod hub;
 pub mod interfaces;
 pub mod jointoken;
+mod kept;
 pub mod limits;
 mod metrics;
 pub mod origin;
@@ -86,6 +87,10 @@ pub struct Config {
     /// Cluster mode (`--redis`): this node, and the cluster's shared
     /// secret. `None`: a single node, no Redis.
     pub cluster: Option<(cluster::ClusterConfig, [u8; 32])>,
+    /// A single node: where rooms' locks, passwords, bars and holds are
+    /// kept across a restart (`--state-dir`'s `rooms.json`). `None`: in
+    /// memory only. Cluster mode keeps them in Redis instead.
+    pub rooms_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -108,6 +113,7 @@ impl Default for Config {
             require_token: false,
             allowed_hosts: Vec::new(),
             cluster: None,
+            rooms_file: None,
         }
     }
 }
@@ -386,6 +392,8 @@ pub(crate) struct App {
     pub(crate) sfu: Option<sfu_io::SfuHandle>,
     /// Cluster mode's node, if on.
     pub(crate) cluster: Option<Arc<cluster::Cluster>>,
+    /// A single node's kept room settings, if it has a state directory.
+    pub(crate) kept: Option<Arc<kept::KeptRooms>>,
 }
 
 /// Serves HTTP and WebSockets on `listener` until `shutdown` completes; then
@@ -463,6 +471,15 @@ pub async fn serve(
         ),
         None => None,
     };
+    // A single node keeps its rooms' settings in the state directory.
+    let kept = match (&config.cluster, &config.rooms_file) {
+        (None, Some(path)) => {
+            let kept = kept::KeptRooms::open(path.clone(), config.resume_ttl);
+            tokio::spawn(kept.clone().run_writer(shutdown_token.clone()));
+            Some(kept)
+        }
+        _ => None,
+    };
     // Loopback origins are a developer's pages only on a server listening
     // on loopback; elsewhere they are whatever runs on a visitor's machine.
     let local = listener.local_addr().map(|a| a.ip());
@@ -480,10 +497,11 @@ pub async fn serve(
             metrics.clone(),
             seating,
             sfu.clone(),
-            cluster.clone(),
+            hub::Keepers { cluster: cluster.clone(), kept: kept.clone() },
         ),
         sfu,
         cluster,
+        kept,
         limiter: limits::ConnectionLimiter::new(
             accept::descriptor_share(accept::Holder::WebSockets, config.limits.max_connections),
             config.limits.max_connections_per_ip,
@@ -524,6 +542,9 @@ pub async fn serve(
     }
     if let Some(cluster) = &app.cluster {
         cluster.settle(Duration::from_secs(1)).await;
+    }
+    if let Some(kept) = app.kept.clone() {
+        let _ = tokio::task::spawn_blocking(move || kept.write()).await;
     }
     Ok(())
 }

@@ -457,6 +457,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         join_key,
         require_token: cli.require_token,
         cluster,
+        rooms_file: state_dir.as_ref().map(|d| d.join("rooms.json")),
         ..server::Config::default()
     };
     announce(addr, tls.as_ref());

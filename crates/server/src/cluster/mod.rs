@@ -117,81 +117,6 @@ fn set_access(pipe: &mut redis::Pipeline, room: &str, stored: &str) {
     pipe.cmd("SET").arg(access_key(room)).arg(stored).arg("PX").arg(ACCESS_TTL.as_millis() as u64).ignore();
 }
 
-/// A room's access state as kept in Redis.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct StoredAccess {
-    #[serde(default)]
-    locked: bool,
-    #[serde(default)]
-    lobby: bool,
-    /// Salt and hash, 96 hex digits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    password: Option<String>,
-    #[serde(default)]
-    barred_ids: Vec<String>,
-    #[serde(default)]
-    barred_addrs: Vec<std::net::IpAddr>,
-    #[serde(default)]
-    removed: Vec<String>,
-    /// Peer, and whether its microphone, camera and screen are held off.
-    #[serde(default)]
-    holds: Vec<(String, bool, bool, bool)>,
-}
-
-impl StoredAccess {
-    fn of(a: &room::RoomAccess) -> StoredAccess {
-        let ids = |v: &[room::PeerId]| v.iter().map(ToString::to_string).collect();
-        StoredAccess {
-            locked: a.locked,
-            lobby: a.lobby,
-            password: a.password.as_ref().map(|p| {
-                let (salt, hash) = p.to_parts();
-                salt.iter().chain(hash.iter()).map(|b| format!("{b:02x}")).collect()
-            }),
-            barred_ids: ids(&a.barred_ids),
-            barred_addrs: a.barred_addrs.clone(),
-            removed: ids(&a.removed),
-            holds: a.holds.iter().map(|(p, h)| (p.to_string(), h.audio, h.video, h.screen)).collect(),
-        }
-    }
-
-    /// Back to access state, checked (Redis is shared; what is in it is
-    /// not taken on trust). Anything unreadable keeps the room closed
-    /// rather than open: a password that does not parse locks the room.
-    fn access(&self) -> room::RoomAccess {
-        let ids =
-            |v: &[String]| v.iter().filter_map(|s| room::PeerId::parse(s)).take(room::BARRED_MAX).collect();
-        let password = self.password.as_deref().map(|hex| {
-            let bytes: Option<Vec<u8>> =
-                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
-            bytes.filter(|b| b.len() == 48).map(|b| {
-                let mut salt = [0; 16];
-                let mut hash = [0; 32];
-                salt.copy_from_slice(&b[..16]);
-                hash.copy_from_slice(&b[16..]);
-                room::PasswordHash::from_parts(salt, hash)
-            })
-        });
-        room::RoomAccess {
-            locked: self.locked || matches!(password, Some(None)),
-            lobby: self.lobby,
-            password: password.flatten(),
-            barred_ids: ids(&self.barred_ids),
-            barred_addrs: self.barred_addrs.iter().copied().take(room::BARRED_MAX).collect(),
-            removed: ids(&self.removed),
-            holds: self
-                .holds
-                .iter()
-                .filter_map(|(p, audio, video, screen)| {
-                    let held = room::MediaState { audio: *audio, video: *video, screen: *screen };
-                    Some((room::PeerId::parse(p)?, held))
-                })
-                .take(room::BARRED_MAX)
-                .collect(),
-        }
-    }
-}
-
 /// What a room homed here kept, carried to Redis in order by one task.
 enum Keep {
     /// A chat message, as stored.
@@ -523,7 +448,7 @@ impl Cluster {
     /// continues with it. Never waits: if the writer is that far behind,
     /// it is not kept (counted with the chat dropped).
     pub(crate) fn save_access(&self, room: &RoomId, access: &room::RoomAccess) {
-        let Ok(stored) = serde_json::to_string(&StoredAccess::of(access)) else { return };
+        let Ok(stored) = serde_json::to_string(&crate::kept::StoredAccess::of(access)) else { return };
         if self.keep_out.try_send(Keep::Access(room.as_str().to_owned(), stored)).is_err() {
             self.metrics.cluster_chat_dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -533,8 +458,11 @@ impl Cluster {
     /// for it, read when this node claimed it): what Redis keeps is now
     /// this node's to keep, for as long as for any room homed here.
     pub(crate) fn continued(&self, room: &RoomId, access: &room::RoomAccess) {
-        let stored =
-            if access.is_open() { None } else { serde_json::to_string(&StoredAccess::of(access)).ok() };
+        let stored = if access.is_open() {
+            None
+        } else {
+            serde_json::to_string(&crate::kept::StoredAccess::of(access)).ok()
+        };
         if self.keep_out.try_send(Keep::Continued(room.as_str().to_owned(), stored)).is_err() {
             self.metrics.cluster_chat_dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -565,7 +493,7 @@ impl Cluster {
                     .collect();
                 let access = access.map_or_else(room::RoomAccess::default, |s| {
                     // Garbage in Redis: the room stays locked rather than open.
-                    serde_json::from_str::<StoredAccess>(&s).map_or_else(
+                    serde_json::from_str::<crate::kept::StoredAccess>(&s).map_or_else(
                         |_| room::RoomAccess { locked: true, ..room::RoomAccess::default() },
                         |a| a.access(),
                     )

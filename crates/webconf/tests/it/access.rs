@@ -470,3 +470,110 @@ async fn turning_the_lobby_off_lets_everyone_in_each_told_joined_first() {
         }
     }
 }
+
+/// A single node keeps what a room's hosts set across a restart (in the
+/// state directory's `rooms.json`, readable by its owner only): the room
+/// comes back locked, with its password, its bar and its hold, and its
+/// host is host again; a call that ends on purpose leaves nothing behind.
+#[tokio::test]
+async fn a_rooms_lock_password_bars_and_holds_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("webconf-kept-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch folder");
+    let file = dir.join("rooms.json");
+    let _ = std::fs::remove_file(&file);
+    let key = server::resume::ResumeKey::new([6; 32]);
+    let config = || server::Config {
+        room_capacity: 5,
+        resume_key: key.clone(),
+        rooms_file: Some(file.clone()),
+        ..server::Config::default()
+    };
+    let kept = |file: &std::path::Path| std::fs::read_to_string(file).unwrap_or_default();
+
+    let first = TestServer::start(config()).await;
+    let (mut host, mut guest) = host_and_guest(&first, "kept").await;
+    let (mut pest, _) =
+        knock(&first, "127.0.0.3", json!({"type": "join", "room": "kept", "name": "Pest"})).await;
+    host.recv().await; // peer-joined
+    guest.recv().await;
+    host.send(json!({"type": "moderate", "peer": guest.id, "action": "mute"})).await;
+    host.send(json!({"type": "moderate", "peer": pest.id, "action": "remove", "bar": true})).await;
+    while pest.recv().await["type"] != "removed" {}
+    host.send(json!({"type": "room-settings", "locked": true, "password": "blue kettle"})).await;
+    wait_for_file(&file, "the settings written", |s| {
+        s.contains("\"locked\":true") && s.contains("127.0.0.3")
+    })
+    .await;
+    assert!(!kept(&file).contains("blue kettle"), "only the hash is kept");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("the file").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "readable by its owner only: {mode:o}");
+    }
+    let mut tokens = Vec::new();
+    for c in [&mut host, &mut guest] {
+        c.send(json!({"type": "ping"})).await;
+        let pong = loop {
+            let m = c.recv().await;
+            if m["type"] == "pong" {
+                break m;
+            }
+        };
+        tokens.push(pong["resume"].as_str().expect("token").to_owned());
+    }
+    drop((host, guest, pest));
+    first.shutdown().await;
+
+    let second = TestServer::start(config()).await;
+    let (_, answer) = knock(
+        &second,
+        "127.0.0.4",
+        json!({"type": "join", "room": "kept", "name": "Stranger", "password": "blue kettle"}),
+    )
+    .await;
+    assert_eq!(answer["code"], "room-locked", "still locked after the restart: {answer}");
+    let (_, answer) =
+        knock(&second, "127.0.0.3", json!({"type": "join", "room": "kept", "name": "Pest"})).await;
+    assert_eq!(answer["code"], "barred", "still barred after the restart: {answer}");
+    let (mut host, joined) = Client::join_with(
+        &second,
+        json!({"type": "join", "room": "kept", "name": "Host", "resume": tokens[0]}),
+    )
+    .await;
+    assert_eq!(joined["role"], "host", "{joined}");
+    assert_eq!(joined["settings"], json!({"locked": true, "lobby": false, "password": true}));
+    let (mut guest, joined) = knock(
+        &second,
+        "127.0.0.2",
+        json!({"type": "join", "room": "kept", "name": "Guest", "resume": tokens[1]}),
+    )
+    .await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    guest.send(json!({"type": "media", "audio": true})).await;
+    assert_eq!(guest.recv().await["code"], "held", "the hold holds");
+
+    // The call ends on purpose: nothing is kept for the next one.
+    host.send(json!({"type": "end-call"})).await;
+    while host.recv().await["type"] != "removed" {}
+    wait_for_file(&file, "the ended room forgotten", |s| !s.contains("kept")).await;
+    drop(guest);
+    let (_, answer) =
+        knock(&second, "127.0.0.5", json!({"type": "join", "room": "kept", "name": "Next"})).await;
+    assert_eq!(answer["settings"], json!({"locked": false, "lobby": false, "password": false}), "{answer}");
+    second.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits (up to 3 s) until the text of `file` satisfies `ok`.
+async fn wait_for_file(file: &std::path::Path, what: &str, ok: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if ok(&text) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
