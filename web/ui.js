@@ -1926,6 +1926,11 @@ function endedTitle(key) {
   const title = $('ended-title');
   title.setAttribute('data-i18n', key);
   title.textContent = t(/** @type {any} */ (key));
+  // Never in the call, so not "Rejoin": the page asks again.
+  const again = key === 'locked_title' ? 'try_again' : 'rejoin';
+  const button = $('rejoin');
+  button.setAttribute('data-i18n', again);
+  button.textContent = t(again);
 }
 
 async function hangUp() {

@@ -201,6 +201,8 @@ async fn a_host_runs_the_lobby_mutes_removes_and_ends_the_call_in_chromium_and_f
     stranger.wait_state("ended").await;
     let title = stranger.eval("return document.getElementById('ended-title').textContent").await;
     assert_eq!(title, "This call is locked.");
+    let again = stranger.eval("return document.getElementById('rejoin').textContent").await;
+    assert_eq!(again, "Try again");
     let live = stranger.eval("const m = window.webconf.state.media; return Boolean(m.mic || m.camera)").await;
     assert_eq!(live, false, "no camera or microphone for a locked call");
     shot(&stranger, "chromium-locked").await;
