@@ -387,19 +387,24 @@ async fn three_str0m_peers_get_each_others_media_through_the_sfu() {
     let asked = peers[0].keyframe_requests - before;
     assert!((1..=2).contains(&asked), "A was asked {asked} times for 5 requests in 0.5 s");
 
-    // B loses every 7th media packet on the way in: it asks again (NACK)
-    // and the SFU resends, so it misses (almost) no frame.
-    peers[1].drop_every = 7;
+    // B loses one media packet in ten on the way in: it asks again (NACK)
+    // and the SFU resends, so it misses (almost) no frame. (Not more:
+    // str0m stops resending to a subscriber while resends pass 15% of
+    // what it sends, its guard against resend storms, where a lower layer
+    // serves better. With one in seven lost, resends and lost resends
+    // straddled that cap, and about one CI run in three saw a whole
+    // window with none: 54 of 61 frames.)
+    peers[1].drop_every = 10;
     let (a_before, b_before) = (peers[1].frames_from(&peers[0], "camera"), n);
     run(&mut peers, Duration::from_secs(3), &mut n).await;
     let got = peers[1].frames_from(&peers[0], "camera") - a_before;
     let sent = n - b_before;
-    println!("with 1 in 7 packets lost on the way to B: {got} of {sent} frames arrived");
+    println!("with 1 in 10 packets lost on the way to B: {got} of {sent} frames arrived");
     assert!(peers[1].dropped >= 10, "the lossy link dropped {} packets", peers[1].dropped);
-    // Without resends one frame in seven would be lost (a frame is one
-    // packet here); allow a few whose resend was late on a busy host. The
+    // Without resends one frame in ten would be lost (a frame is one
+    // packet here); allow one whose resend was late on a busy host. The
     // resend requests are counted in /metrics below.
-    assert!(got * 100 >= sent * 90, "B got {got} of {sent} of A's frames despite losses");
+    assert!(got * 100 >= sent * 95, "B got {got} of {sent} of A's frames despite losses");
     let (_, metrics) = http_get(&server, "/metrics").await;
     let value = |name: &str| -> u64 {
         let line = metrics.lines().find(|l| l.starts_with(&format!("webconf_{name} "))).unwrap_or_default();
