@@ -199,44 +199,7 @@ enum Scenario {
     Cluster(scenarios::cluster::Args),
     /// Issue 10's abuse scenario: an attacker from one address (or many)
     /// against a legitimate call, relayed stream, `/healthz` and newcomers.
-    Abuse {
-        /// The server under attack (coturn: only the TURN parts).
-        #[arg(long, value_enum, default_value_t = scenarios::abuse::Target::Webconf)]
-        target: scenarios::abuse::Target,
-        /// Its TURN address (UDP and TCP).
-        #[arg(long)]
-        turn: SocketAddr,
-        /// coturn's static auth secret.
-        #[arg(long)]
-        secret: Option<String>,
-        /// Attacking source addresses (127.66.x.y).
-        #[arg(long, default_value_t = 1)]
-        addresses: usize,
-        /// Seconds of calm before the attack.
-        #[arg(long, default_value_t = 5.0)]
-        baseline: f64,
-        /// Seconds of attack.
-        #[arg(long, default_value_t = 20.0)]
-        secs: f64,
-        /// Hostile connections of each TCP kind.
-        #[arg(long, default_value_t = 200)]
-        conns: usize,
-        /// TURN allocations the attacker tries to hold.
-        #[arg(long, default_value_t = 40)]
-        allocations: usize,
-        /// Permissions it tries to install in each.
-        #[arg(long, default_value_t = 200)]
-        permissions: usize,
-        /// Channels it tries to bind in each.
-        #[arg(long, default_value_t = 100)]
-        channels: usize,
-        /// Chat flooders (joined, 24 to a room).
-        #[arg(long, default_value_t = 24)]
-        flooders: usize,
-        /// Chat messages each flooder writes a second.
-        #[arg(long, default_value_t = 200)]
-        chat_rate: u32,
-    },
+    Abuse(scenarios::abuse::Plan),
 }
 
 fn main() -> ExitCode {
@@ -332,35 +295,8 @@ async fn run(args: RunArgs) -> String {
             scenarios::sfu::sfu(&ctx, &plan).await
         }
         Scenario::Cluster(cluster) => scenarios::cluster::run(&ctx, cluster, args.clk_tck).await,
-        Scenario::Abuse {
-            target,
-            turn,
-            secret,
-            addresses,
-            baseline,
-            secs,
-            conns,
-            allocations,
-            permissions,
-            channels,
-            flooders,
-            chat_rate,
-        } => {
-            let plan = scenarios::abuse::Plan {
-                target,
-                turn,
-                secret,
-                addresses,
-                baseline,
-                secs,
-                conns,
-                allocations,
-                permissions,
-                channels,
-                flooders,
-                chat_rate,
-                pid: args.pid,
-            };
+        Scenario::Abuse(mut plan) => {
+            plan.pid = args.pid;
             scenarios::abuse::abuse(&ctx, &plan).await
         }
     };

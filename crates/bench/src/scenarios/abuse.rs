@@ -48,35 +48,50 @@ pub enum Target {
     Coturn,
 }
 
-/// How big the attack is and how long it lasts.
-#[derive(Debug)]
+/// How big the attack is and how long it lasts (`bench run ... abuse`'s
+/// arguments).
+#[derive(clap::Args, Debug)]
 pub struct Plan {
-    /// The server under attack.
+    /// The server under attack (coturn: only the TURN parts).
+    #[arg(long, value_enum, default_value_t = Target::Webconf)]
     pub target: Target,
     /// Its TURN address (UDP and TCP).
+    #[arg(long)]
     pub turn: SocketAddr,
     /// coturn's `--static-auth-secret` (webconf hands credentials to
     /// joined peers instead).
+    #[arg(long)]
     pub secret: Option<String>,
-    /// Attacking source addresses.
+    /// Attacking source addresses (127.66.x.y).
+    #[arg(long, default_value_t = 1)]
     pub addresses: usize,
     /// Seconds of calm before the attack (the baseline).
+    #[arg(long, default_value_t = 5.0)]
     pub baseline: f64,
     /// Seconds of attack.
+    #[arg(long, default_value_t = 20.0)]
     pub secs: f64,
     /// Hostile connections of each TCP kind the attacker keeps trying to hold.
+    #[arg(long, default_value_t = 200)]
     pub conns: usize,
     /// TURN allocations it tries to hold.
+    #[arg(long, default_value_t = 40)]
     pub allocations: usize,
     /// Permissions it tries to install in each.
+    #[arg(long, default_value_t = 200)]
     pub permissions: usize,
     /// Channels it tries to bind in each.
+    #[arg(long, default_value_t = 100)]
     pub channels: usize,
     /// Chat flooders (joined, in rooms of 24).
+    #[arg(long, default_value_t = 24)]
     pub flooders: usize,
     /// Chat messages each flooder writes a second.
+    #[arg(long, default_value_t = 200)]
     pub chat_rate: u32,
-    /// The server's process id (for its descriptors and limits).
+    /// The server's process id (for its descriptors and limits): `bench
+    /// run --pid`, not an argument of its own.
+    #[arg(skip)]
     pub pid: u32,
 }
 
