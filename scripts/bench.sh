@@ -310,6 +310,19 @@ settle() {
   done
 }
 
+# keep_quieter TRY: for a step run more than once, sets `other` to the share
+# of a core other work took during attempt TRY (its result line), and keeps
+# TRY in `line` if that is less than for the attempt kept so far
+# (`best_other`). The caller declares the three.
+keep_quieter() {
+  other=$(printf '%s' "$1" | sed -n 's/.*"other_cpu_pct":\([0-9]*\).*/\1/p')
+  other=${other:-0}
+  if [ "$other" -lt "$best_other" ]; then
+    line=$1
+    best_other=$other
+  fi
+}
+
 # run_sfu NAME ARGS...: one step of scenario 7 on a fresh server NAME
 # (webconf-sfu or udpfwd); fails if the step did not hold (or measured the
 # generator). A step during which other work took more than a quarter of a
@@ -334,12 +347,7 @@ run_sfu() {
       || echo "bench.sh: bench run $name sfu $* failed" >&2
     stop_server
     [ -n "$try" ] || continue
-    other=$(printf '%s' "$try" | sed -n 's/.*"other_cpu_pct":\([0-9]*\).*/\1/p')
-    other=${other:-0}
-    if [ "$other" -lt "$best_other" ]; then
-      line=$try
-      best_other=$other
-    fi
+    keep_quieter "$try"
     [ "$other" -gt 25 ] && [ $attempt -lt 3 ] || break
     echo "bench.sh: other work took ${other}% of a core during that step; running it again" >&2
   done
@@ -439,12 +447,7 @@ run_cluster() {
       --nodes "$cluster_nodes" "${redis[@]}" "$@") || echo "bench.sh: bench run cluster $layout $stepname $* failed" >&2
     stop_cluster
     [ -n "$try" ] || continue
-    other=$(printf '%s' "$try" | sed -n 's/.*"other_cpu_pct":\([0-9]*\).*/\1/p')
-    other=${other:-0}
-    if [ "$other" -lt "$best_other" ]; then
-      line=$try
-      best_other=$other
-    fi
+    keep_quieter "$try"
     # A rate step that did not hold is repeated from a fifth of a core of
     # other work on: one busy second on core 0 is enough to fail it.
     limit=50
