@@ -469,13 +469,7 @@ pub fn table(input: &str) -> Result<String, String> {
         }
     }
     out.push_str(&targets(&results));
-    if !notes.is_empty() {
-        out.push_str("\nNotes from the run:\n\n");
-        for n in notes {
-            out.push_str(&n);
-            out.push('\n');
-        }
-    }
+    out.push_str(&notes_section(&notes));
     if !sfu.is_empty() {
         out.push('\n');
         out.push_str(&sfu_table(&sfu));
@@ -485,6 +479,15 @@ pub fn table(input: &str) -> Result<String, String> {
         out.push_str(&crate::scenarios::cluster::table(&cluster));
     }
     Ok(out)
+}
+
+/// The "Notes from the run" that follow a table, one line each; nothing
+/// if there are none.
+pub fn notes_section(notes: &[String]) -> String {
+    if notes.is_empty() {
+        return String::new();
+    }
+    format!("\nNotes from the run:\n\n{}\n", notes.join("\n"))
 }
 
 /// Lays out `rows` (the first is the heading) as a padded Markdown table;
@@ -592,13 +595,7 @@ fn sfu_table(results: &[Value]) -> String {
         let _ = write!(out, "**{heading}**\n\n{}\n", markdown(&rows, 2));
     }
     out.push_str(&sfu_verdicts(results));
-    if !notes.is_empty() {
-        out.push_str("\nNotes from the run:\n\n");
-        for n in notes {
-            out.push_str(&n);
-            out.push('\n');
-        }
-    }
+    out.push_str(&notes_section(&notes));
     out
 }
 

@@ -1119,11 +1119,7 @@ pub fn table(results: &[Value]) -> String {
                 .map(move |n| format!("- {title}: {}", n.as_str().unwrap_or("?")))
         })
         .collect();
-    if !notes.is_empty() {
-        out.push_str("\nNotes from the run:\n\n");
-        out.push_str(&notes.join("\n"));
-        out.push('\n');
-    }
+    out.push_str(&crate::report::notes_section(&notes));
     out
 }
 

@@ -39,7 +39,7 @@ use super::{Ctx, RECV_WAIT};
 use crate::hist::Hist;
 use crate::net::{self, Kind, Ws, describe_close, signal, timed_signal};
 use crate::procfs::{CpuMeter, CpuUse, MachineMeter, Proc};
-use crate::report::{Report, fmt_num, markdown};
+use crate::report::{Report, fmt_num, markdown, notes_section};
 
 /// Every this many set-ups, the call times signals one way.
 const PING_EVERY: usize = 10;
@@ -936,13 +936,7 @@ pub fn table(results: &[Value]) -> String {
         out.push_str("**Against one node alone** (× its number)\n\n");
         out.push_str(&markdown(&rows, 1));
     }
-    if !notes.is_empty() {
-        out.push_str("\nNotes from the run:\n\n");
-        for n in notes {
-            out.push_str(&n);
-            out.push('\n');
-        }
-    }
+    out.push_str(&notes_section(&notes));
     out
 }
 
